@@ -1,0 +1,43 @@
+//! The pseudonym key: a secret 32-byte HMAC key plus the public id of its epoch.
+
+/// A keyed-hash secret and the epoch it belongs to. Rotating the key means a new epoch
+/// and new pseudonyms; the epoch id is published so buyers can tell series apart.
+#[derive(Clone)]
+pub struct PseudonymKey {
+    epoch: String,
+    key: [u8; 32],
+}
+
+/// Why a key or epoch is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("the key epoch must be 1 to 32 characters of letters, digits, '-' or '_'")]
+    BadEpoch,
+}
+
+impl PseudonymKey {
+    pub fn new(epoch: impl Into<String>, key: [u8; 32]) -> Result<Self, KeyError> {
+        let epoch = epoch.into();
+        let ok = !epoch.is_empty()
+            && epoch.len() <= 32
+            && epoch.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !ok {
+            return Err(KeyError::BadEpoch);
+        }
+        Ok(Self { epoch, key })
+    }
+
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.key
+    }
+}
+
+impl std::fmt::Debug for PseudonymKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PseudonymKey").field("epoch", &self.epoch).field("key", &"<redacted>").finish()
+    }
+}

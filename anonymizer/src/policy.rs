@@ -1,0 +1,70 @@
+//! The operator's privacy policy: which message types may leave, how coarse time is,
+//! and whether dates are shifted per subject.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::TimeDelta;
+
+use crate::{PseudonymKey, pseudonym};
+
+/// Every message type this crate can build. A policy can only narrow this list.
+pub const KNOWN_TYPES: &[&str] = &["heart-rate"];
+
+/// What may be published and how coarsely.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    allowed: BTreeSet<&'static str>,
+    granularity: BTreeMap<&'static str, TimeDelta>,
+    default_granularity: TimeDelta,
+    date_shift_days: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            allowed: KNOWN_TYPES.iter().copied().collect(),
+            granularity: BTreeMap::new(),
+            default_granularity: TimeDelta::minutes(1),
+            date_shift_days: 0,
+        }
+    }
+}
+
+impl Policy {
+    /// Restricts publication to the given message types; unknown names are ignored
+    /// (fail closed: they could never be built anyway).
+    pub fn allow_only<'a>(mut self, types: impl IntoIterator<Item = &'a str>) -> Self {
+        let wanted: BTreeSet<&str> = types.into_iter().collect();
+        self.allowed.retain(|t| wanted.contains(t));
+        self
+    }
+
+    /// Sets the time granularity for one message type.
+    pub fn with_granularity(mut self, message_type: &str, granularity: TimeDelta) -> Self {
+        if let Some(known) = KNOWN_TYPES.iter().find(|t| **t == message_type) {
+            self.granularity.insert(known, granularity);
+        }
+        self
+    }
+
+    /// Shifts every subject's dates by a constant, secret number of days in
+    /// `[-days, 0]`; intervals within one subject are preserved.
+    pub fn with_date_shift_days(mut self, days: u32) -> Self {
+        self.date_shift_days = days;
+        self
+    }
+
+    pub fn allows(&self, message_type: &str) -> bool {
+        self.allowed.contains(message_type)
+    }
+
+    pub(crate) fn granularity(&self, message_type: &str) -> TimeDelta {
+        self.granularity.get(message_type).copied().unwrap_or(self.default_granularity)
+    }
+
+    pub(crate) fn date_shift(&self, key: &PseudonymKey, subject: &str) -> TimeDelta {
+        let span = u64::from(self.date_shift_days) + 1;
+        let days = pseudonym::subject_offset(key, subject, span) as i64;
+        TimeDelta::days(-days)
+    }
+}
