@@ -1,0 +1,329 @@
+//! Loading: layer the sources, remember which source set each key, and turn every
+//! failure into an error that names the key and that source.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use config::{Config, Environment, File, FileFormat, Value, ValueKind};
+use secrecy::SecretString;
+
+use super::Settings;
+
+/// The environment prefix: `WEARBRIDGE__SECTION__KEY`.
+const ENV_PREFIX: &str = "WEARBRIDGE";
+const ENV_SEPARATOR: &str = "__";
+/// Keys whose values are lists; in the environment and on the command line they are
+/// written comma-separated.
+const LIST_KEYS: &[&str] = &["sync.datasets"];
+
+/// Where a setting came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Default,
+    File(PathBuf),
+    Env(String),
+    Flag(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("the built-in default"),
+            Origin::File(path) => write!(f, "file {}", path.display()),
+            Origin::Env(var) => write!(f, "environment variable {var}"),
+            Origin::Flag(key) => write!(f, "command-line flag --set {key}"),
+        }
+    }
+}
+
+/// A configuration problem; each variant names the key and its source.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {} does not exist", .0.display())]
+    MissingFile(PathBuf),
+    #[error("cannot read configuration file {}: {message}", path.display())]
+    File { path: PathBuf, message: String },
+    #[error("unknown configuration key `{key}` (set in {origin})")]
+    UnknownKey { key: String, origin: Origin },
+    #[error("invalid value for `{key}` (set in {origin}): {message}")]
+    Invalid { key: String, origin: Origin, message: String },
+    #[error("`{key}` and `{key}_file` are both set ({origin}; {file_origin}); set only one")]
+    BothSecretForms { key: String, origin: Origin, file_origin: Origin },
+    #[error("bad command-line flag --set {0:?}: expected KEY=VALUE")]
+    BadFlag(String),
+}
+
+/// What to load from.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// `--config PATH`: must exist.
+    pub file: Option<PathBuf>,
+    /// Used when `file` is `None` and this path exists (`./wearbridge.toml`).
+    pub default_file: Option<PathBuf>,
+    /// A snapshot of the environment (injectable for tests).
+    pub env: Vec<(String, String)>,
+    /// `--set KEY=VALUE` flags, highest precedence.
+    pub overrides: Vec<String>,
+}
+
+impl LoadOptions {
+    /// Options for this process: its environment and `./wearbridge.toml` when present.
+    pub fn from_process(file: Option<PathBuf>, overrides: Vec<String>) -> Self {
+        Self {
+            file,
+            default_file: Some(PathBuf::from("wearbridge.toml")),
+            env: std::env::vars().collect(),
+            overrides,
+        }
+    }
+}
+
+/// Settings plus where each key came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub settings: Settings,
+    /// The configuration file that was read, if any.
+    pub file: Option<PathBuf>,
+    origins: BTreeMap<String, Origin>,
+}
+
+impl Loaded {
+    /// Wraps settings built in code (demo, tests): every key is a default.
+    pub fn from_settings(settings: Settings) -> Self {
+        Self { settings, file: None, origins: BTreeMap::new() }
+    }
+
+    /// Which source set `key` (a dotted path, e.g. `sync.interval`).
+    pub fn origin(&self, key: &str) -> Origin {
+        origin_of(&self.origins, key)
+    }
+
+    /// An `Invalid` error for `key`, naming where the key was set.
+    pub fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid { key: key.to_owned(), origin: self.origin(key), message: message.into() }
+    }
+}
+
+/// Loads and validates the configuration.
+pub fn load(options: &LoadOptions) -> Result<Loaded, ConfigError> {
+    let mut origins = BTreeMap::new();
+    let mut builder = Config::builder();
+
+    let file = match (&options.file, &options.default_file) {
+        (Some(path), _) if !path.exists() => return Err(ConfigError::MissingFile(path.clone())),
+        (Some(path), _) => Some(path.clone()),
+        (None, Some(path)) if path.exists() => Some(path.clone()),
+        _ => None,
+    };
+    if let Some(path) = &file {
+        let source = File::from(path.as_path()).format(FileFormat::Toml).required(true);
+        let alone = Config::builder()
+            .add_source(source.clone())
+            .build()
+            .map_err(|e| ConfigError::File { path: path.clone(), message: e.to_string() })?;
+        let table = alone
+            .try_deserialize::<config::Map<String, Value>>()
+            .map_err(|e| ConfigError::File { path: path.clone(), message: e.to_string() })?;
+        for key in flatten_keys(&table) {
+            origins.insert(key, Origin::File(path.clone()));
+        }
+        builder = builder.add_source(source);
+    }
+
+    let mut env_map = config::Map::new();
+    let env_prefix = format!("{ENV_PREFIX}{ENV_SEPARATOR}").to_lowercase();
+    for (var, value) in &options.env {
+        let lower = var.to_lowercase();
+        if let Some(rest) = lower.strip_prefix(&env_prefix) {
+            origins.insert(rest.replace(ENV_SEPARATOR, "."), Origin::Env(var.clone()));
+            env_map.insert(var.clone(), value.clone());
+        }
+    }
+    let mut environment = Environment::with_prefix(ENV_PREFIX)
+        .prefix_separator(ENV_SEPARATOR)
+        .separator(ENV_SEPARATOR)
+        .try_parsing(true)
+        .list_separator(",");
+    for key in LIST_KEYS {
+        environment = environment.with_list_parse_key(key);
+    }
+    builder = builder.add_source(environment.source(Some(env_map)));
+
+    for flag in &options.overrides {
+        let (key, value) = flag
+            .split_once('=')
+            .filter(|(k, _)| !k.trim().is_empty())
+            .ok_or_else(|| ConfigError::BadFlag(flag.clone()))?;
+        let key = key.trim().to_owned();
+        let value: ValueKind = if LIST_KEYS.contains(&key.as_str()) {
+            ValueKind::Array(value.split(',').map(|s| Value::from(s.trim())).collect())
+        } else {
+            ValueKind::String(value.to_owned())
+        };
+        builder = builder
+            .set_override(key.as_str(), value)
+            .map_err(|e| ConfigError::Invalid { key: key.clone(), origin: Origin::Flag(key.clone()), message: e.to_string() })?;
+        origins.insert(key.clone(), Origin::Flag(key));
+    }
+
+    let merged = builder.build().map_err(|e| match &file {
+        Some(path) => ConfigError::File { path: path.clone(), message: e.to_string() },
+        None => ConfigError::Invalid { key: "?".into(), origin: Origin::Default, message: e.to_string() },
+    })?;
+
+    let mut unknown = Vec::new();
+    let mut track = serde_path_to_error::Track::new();
+    let parsed = {
+        let tracked = serde_path_to_error::Deserializer::new(merged, &mut track);
+        serde_ignored::deserialize(tracked, |path| unknown.push(path.to_string()))
+    };
+    if let Some(key) = unknown.into_iter().next() {
+        let origin = origin_of(&origins, &key);
+        return Err(ConfigError::UnknownKey { key, origin });
+    }
+    let settings: Settings = parsed.map_err(|e: config::ConfigError| {
+        let key = track.path().to_string();
+        let origin = origin_of(&origins, &key);
+        ConfigError::Invalid { key, origin, message: clean_message(&e) }
+    })?;
+
+    let mut loaded = Loaded { settings, file, origins };
+    resolve_secrets(&mut loaded)?;
+    validate(&loaded)?;
+    Ok(loaded)
+}
+
+/// The `config` crate appends its own key/origin hints; ours are more precise.
+fn clean_message(e: &config::ConfigError) -> String {
+    let text = e.to_string();
+    match text.find(" for key `") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    }
+}
+
+fn flatten_keys(table: &config::Map<String, Value>) -> Vec<String> {
+    fn walk(prefix: &str, value: &Value, out: &mut Vec<String>) {
+        match &value.kind {
+            ValueKind::Table(t) if !t.is_empty() => {
+                for (k, v) in t {
+                    walk(&format!("{prefix}.{k}"), v, out);
+                }
+            }
+            _ => out.push(prefix.to_owned()),
+        }
+    }
+    let mut out = Vec::new();
+    for (k, v) in table {
+        walk(k, v, &mut out);
+    }
+    out
+}
+
+fn origin_of(origins: &BTreeMap<String, Origin>, key: &str) -> Origin {
+    let key = match key.find('[') {
+        Some(i) => &key[..i],
+        None => key,
+    };
+    if let Some(origin) = origins.get(key) {
+        return origin.clone();
+    }
+    // A section (`sync`) or a prefix: the highest-precedence source that set anything
+    // under it.
+    let prefix = format!("{key}.");
+    origins
+        .iter()
+        .filter(|(k, _)| k.starts_with(&prefix))
+        .map(|(_, o)| o.clone())
+        .max_by_key(|o| match o {
+            Origin::Default => 0,
+            Origin::File(_) => 1,
+            Origin::Env(_) => 2,
+            Origin::Flag(_) => 3,
+        })
+        .unwrap_or(Origin::Default)
+}
+
+/// `<key>_file` → read the secret from that file (trimmed).
+fn resolve_secrets(loaded: &mut Loaded) -> Result<(), ConfigError> {
+    let origins = loaded.origins.clone();
+    let s = &mut loaded.settings;
+    let slots: [(&str, &mut Option<SecretString>, &Option<PathBuf>); 3] = [
+        ("fitbit.client_secret", &mut s.fitbit.client_secret, &s.fitbit.client_secret_file),
+        ("withings.client_secret", &mut s.withings.client_secret, &s.withings.client_secret_file),
+        ("streamr.api_key", &mut s.streamr.api_key, &s.streamr.api_key_file),
+    ];
+    for (key, value, file) in slots {
+        let Some(path) = file else { continue };
+        let file_key = format!("{key}_file");
+        if value.is_some() {
+            return Err(ConfigError::BothSecretForms {
+                key: key.to_owned(),
+                origin: origin_of(&origins, key),
+                file_origin: origin_of(&origins, &file_key),
+            });
+        }
+        *value = Some(read_secret_file(path).map_err(|message| ConfigError::Invalid {
+            key: file_key.clone(),
+            origin: origin_of(&origins, &file_key),
+            message,
+        })?);
+    }
+    Ok(())
+}
+
+/// Reads a secret from a file, trimmed; the error never contains the file's content.
+pub(crate) fn read_secret_file(path: &Path) -> Result<SecretString, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(SecretString::from(trimmed.to_owned()))
+}
+
+fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
+    let s = &loaded.settings;
+    if !s.store.url.starts_with("sqlite://") || s.store.url.len() == "sqlite://".len() {
+        return Err(loaded.invalid(
+            "store.url",
+            format!("expected sqlite://PATH, got {:?} (PostgreSQL support is not in this build yet)", s.store.url),
+        ));
+    }
+    let urls: [(&str, &str); 5] = [
+        ("fitbit.api_base_url", &s.fitbit.api_base_url),
+        ("fitbit.token_url", &s.fitbit.token_url),
+        ("fitbit.auth_url", &s.fitbit.auth_url),
+        ("withings.api_base_url", &s.withings.api_base_url),
+        ("withings.auth_url", &s.withings.auth_url),
+    ];
+    for (key, value) in urls {
+        match url::Url::parse(value) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            _ => return Err(loaded.invalid(key, format!("expected an http(s) URL, got {value:?}"))),
+        }
+    }
+    match url::Url::parse(&s.streamr.url) {
+        Ok(u) if matches!(u.scheme(), "ws" | "wss" | "http" | "https") => {}
+        _ => {
+            return Err(loaded.invalid(
+                "streamr.url",
+                format!("expected the node's base URL such as ws://127.0.0.1:7170, got {:?}", s.streamr.url),
+            ));
+        }
+    }
+    if s.sync.datasets.is_empty() {
+        return Err(loaded.invalid("sync.datasets", "at least one dataset is needed"));
+    }
+    if anonymizer::PseudonymKey::new(s.anonymizer.epoch.clone(), [0; 32]).is_err() {
+        return Err(loaded.invalid(
+            "anonymizer.epoch",
+            "expected 1 to 32 characters of letters, digits, '-' or '_'",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,141 @@
+use std::io::Write;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+
+use super::*;
+use crate::config::Dataset;
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+    let path = dir.path().join(name);
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    path
+}
+
+fn opts(file: Option<PathBuf>, env: &[(&str, &str)], flags: &[&str]) -> LoadOptions {
+    LoadOptions {
+        file,
+        default_file: None,
+        env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        overrides: flags.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+#[test]
+fn defaults_apply_without_sources() {
+    let loaded = load(&opts(None, &[], &[])).unwrap();
+    assert_eq!(loaded.settings.store.url, "sqlite://wearbridge.db");
+    assert_eq!(loaded.settings.fitbit.api_base_url, "https://health.googleapis.com");
+    assert_eq!(loaded.settings.fitbit.token_url, "https://oauth2.googleapis.com/token");
+    assert_eq!(loaded.settings.withings.api_base_url, "https://wbsapi.withings.net");
+    assert_eq!(loaded.settings.sync.datasets, Dataset::ALL.to_vec());
+    assert_eq!(loaded.origin("sync.interval"), Origin::Default);
+}
+
+#[test]
+fn precedence_is_default_file_env_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(&dir, "w.toml", "[sync]\ninterval = \"5m\"\nlookback = \"1h\"\nstart = \"2026-10-01\"\n[store]\nurl = \"sqlite://f.db\"\n");
+    let env = [("WEARBRIDGE__SYNC__INTERVAL", "10m"), ("WEARBRIDGE__SYNC__LOOKBACK", "2h"), ("OTHER", "x")];
+    let loaded = load(&opts(Some(file.clone()), &env, &["sync.interval=20m"])).unwrap();
+    let s = &loaded.settings;
+    assert_eq!(s.store.url, "sqlite://f.db");
+    assert_eq!(s.sync.lookback, Duration::from_secs(7200));
+    assert_eq!(s.sync.interval, Duration::from_secs(1200));
+    assert_eq!(loaded.origin("store.url"), Origin::File(file));
+    assert_eq!(loaded.origin("sync.lookback"), Origin::Env("WEARBRIDGE__SYNC__LOOKBACK".into()));
+    assert_eq!(loaded.origin("sync.interval"), Origin::Flag("sync.interval".into()));
+}
+
+#[test]
+fn lists_from_env_and_flags() {
+    let loaded = load(&opts(None, &[("WEARBRIDGE__SYNC__DATASETS", "heart_rate,body")], &[])).unwrap();
+    assert_eq!(loaded.settings.sync.datasets, vec![Dataset::HeartRate, Dataset::Body]);
+    let loaded = load(&opts(None, &[], &["sync.datasets=sleep"])).unwrap();
+    assert_eq!(loaded.settings.sync.datasets, vec![Dataset::Sleep]);
+}
+
+#[test]
+fn unknown_key_names_key_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(&dir, "w.toml", "[sync]\nintervall = \"5m\"\n");
+    let err = load(&opts(Some(file.clone()), &[], &[])).unwrap_err().to_string();
+    assert!(err.contains("sync.intervall"), "{err}");
+    assert!(err.contains(&file.display().to_string()), "{err}");
+}
+
+#[test]
+fn unknown_key_from_env_names_variable() {
+    let err = load(&opts(None, &[("WEARBRIDGE__STORE__PATH", "x")], &[])).unwrap_err().to_string();
+    assert!(err.contains("store.path") && err.contains("WEARBRIDGE__STORE__PATH"), "{err}");
+}
+
+#[test]
+fn invalid_value_names_key_and_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(&dir, "w.toml", "[sync]\ninterval = \"soon\"\n");
+    let err = load(&opts(Some(file.clone()), &[], &[])).unwrap_err().to_string();
+    assert!(err.contains("sync.interval") && err.contains(&file.display().to_string()), "{err}");
+    assert!(err.contains("duration"), "{err}");
+
+    let err = load(&opts(None, &[("WEARBRIDGE__STREAMR__TRANSPORT", "carrier-pigeon")], &[])).unwrap_err().to_string();
+    assert!(err.contains("streamr.transport") && err.contains("WEARBRIDGE__STREAMR__TRANSPORT"), "{err}");
+
+    let err = load(&opts(None, &[], &["sync.datasets=heart_rate,steps"])).unwrap_err().to_string();
+    assert!(err.contains("sync.datasets") && err.contains("--set sync.datasets"), "{err}");
+
+    let err = load(&opts(None, &[("WEARBRIDGE__SERVER__LISTEN", "nowhere")], &[])).unwrap_err().to_string();
+    assert!(err.contains("server.listen") && err.contains("WEARBRIDGE__SERVER__LISTEN"), "{err}");
+
+    let err = load(&opts(None, &[("WEARBRIDGE__STORE__URL", "mysql://x")], &[])).unwrap_err().to_string();
+    assert!(err.contains("store.url") && err.contains("WEARBRIDGE__STORE__URL"), "{err}");
+}
+
+#[test]
+fn missing_file_and_bad_toml_are_clear() {
+    let err = load(&opts(Some("/nonexistent/w.toml".into()), &[], &[])).unwrap_err().to_string();
+    assert!(err.contains("/nonexistent/w.toml") && err.contains("does not exist"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(&dir, "w.toml", "[sync\n");
+    let err = load(&opts(Some(file.clone()), &[], &[])).unwrap_err().to_string();
+    assert!(err.contains(&file.display().to_string()), "{err}");
+    assert!(load(&opts(None, &[], &["novalue"])).is_err());
+}
+
+#[test]
+fn secrets_from_files_are_trimmed_and_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = write(&dir, "secret", "  s3cr3t-value\n");
+    let env = [("WEARBRIDGE__FITBIT__CLIENT_SECRET_FILE", secret.to_str().unwrap()), ("WEARBRIDGE__STREAMR__API_KEY", "key-123")];
+    let loaded = load(&opts(None, &env, &[])).unwrap();
+    let s = &loaded.settings;
+    assert_eq!(s.fitbit.client_secret.as_ref().unwrap().expose_secret(), "s3cr3t-value");
+    let toml = s.to_redacted_toml().unwrap();
+    assert!(!toml.contains("s3cr3t-value") && !toml.contains("key-123"), "{toml}");
+    assert!(toml.contains("client_secret = \"<redacted>\""), "{toml}");
+    assert!(toml.contains("api_key = \"<redacted>\""), "{toml}");
+    assert!(!format!("{s:?}").contains("s3cr3t-value"));
+}
+
+#[test]
+fn secret_file_problems_are_clear() {
+    let env = [("WEARBRIDGE__STREAMR__API_KEY_FILE", "/nonexistent/key")];
+    let err = load(&opts(None, &env, &[])).unwrap_err().to_string();
+    assert!(err.contains("streamr.api_key_file") && err.contains("WEARBRIDGE__STREAMR__API_KEY_FILE"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let secret = write(&dir, "secret", "x");
+    let env = [("WEARBRIDGE__STREAMR__API_KEY_FILE", secret.to_str().unwrap()), ("WEARBRIDGE__STREAMR__API_KEY", "y")];
+    let err = load(&opts(None, &env, &[])).unwrap_err().to_string();
+    assert!(err.contains("both set"), "{err}");
+}
+
+#[test]
+fn redacted_toml_round_trips_through_load() {
+    let loaded = load(&opts(None, &[], &["streamr.streams.default=demo.eth/wearbridge"])).unwrap();
+    let toml = loaded.settings.to_redacted_toml().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(&dir, "w.toml", &toml);
+    let again = load(&opts(Some(file), &[], &[])).unwrap();
+    assert_eq!(again.settings.streamr.streams.get("default").map(String::as_str), Some("demo.eth/wearbridge"));
+}

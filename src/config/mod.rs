@@ -1,0 +1,225 @@
+//! Configuration: typed settings, loaded from defaults < TOML file < environment <
+//! command-line `--set`, with every error naming the key and where it was set.
+//!
+//! Secrets are `SecretString`s (never printed by `Debug`) and may be given as
+//! `<key>_file`; `check-config` prints them as `"<redacted>"`.
+
+mod duration;
+mod load;
+
+pub use duration::{SyncStart, parse_duration};
+pub use load::{ConfigError, LoadOptions, Loaded, Origin, load};
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize, Serializer};
+
+/// The effective configuration of one process.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Settings {
+    pub store: StoreSettings,
+    pub fitbit: FitbitSettings,
+    pub withings: WithingsSettings,
+    pub sync: SyncSettings,
+    pub anonymizer: AnonymizerSettings,
+    pub streamr: StreamrSettings,
+    pub server: ServerSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct StoreSettings {
+    /// `sqlite://PATH` (embedded default).
+    pub url: String,
+    /// 64 hex characters: the AEAD key that encrypts tokens at rest. Created if absent.
+    pub key_file: PathBuf,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self { url: "sqlite://wearbridge.db".into(), key_file: "wearbridge-store.key".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct FitbitSettings {
+    pub client_id: Option<String>,
+    #[serde(serialize_with = "redact", skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<SecretString>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<PathBuf>,
+    /// Google Health API base URL (paths `v4/users/me/...` are appended).
+    pub api_base_url: String,
+    pub token_url: String,
+    pub auth_url: String,
+}
+
+impl Default for FitbitSettings {
+    fn default() -> Self {
+        Self {
+            client_id: None,
+            client_secret: None,
+            client_secret_file: None,
+            api_base_url: "https://health.googleapis.com".into(),
+            token_url: "https://oauth2.googleapis.com/token".into(),
+            auth_url: "https://accounts.google.com/o/oauth2/v2/auth".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct WithingsSettings {
+    pub client_id: Option<String>,
+    #[serde(serialize_with = "redact", skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<SecretString>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<PathBuf>,
+    pub api_base_url: String,
+    pub auth_url: String,
+}
+
+impl Default for WithingsSettings {
+    fn default() -> Self {
+        Self {
+            client_id: None,
+            client_secret: None,
+            client_secret_file: None,
+            api_base_url: "https://wbsapi.withings.net".into(),
+            auth_url: "https://account.withings.com/oauth2_user/authorize2".into(),
+        }
+    }
+}
+
+/// The data sets a source can pull.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dataset {
+    Devices,
+    Activity,
+    HeartRate,
+    Sleep,
+    Body,
+}
+
+impl Dataset {
+    pub const ALL: [Dataset; 5] =
+        [Dataset::Devices, Dataset::Activity, Dataset::HeartRate, Dataset::Sleep, Dataset::Body];
+
+    /// The name used in configuration and in the store's cursor table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dataset::Devices => "devices",
+            Dataset::Activity => "activity",
+            Dataset::HeartRate => "heart_rate",
+            Dataset::Sleep => "sleep",
+            Dataset::Body => "body",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct SyncSettings {
+    /// Where a first backfill starts: a date (`2026-11-01`) or a duration back (`7d`).
+    pub start: SyncStart,
+    /// Time between passes in `run` (daemon) mode.
+    #[serde(with = "duration::serde_text")]
+    pub interval: Duration,
+    /// How far behind the cursor each pass re-reads, to catch late uploads.
+    #[serde(with = "duration::serde_text")]
+    pub lookback: Duration,
+    pub datasets: Vec<Dataset>,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        Self {
+            start: SyncStart::Ago(Duration::from_secs(7 * 86_400)),
+            interval: Duration::from_secs(15 * 60),
+            lookback: Duration::from_secs(3 * 3600),
+            datasets: Dataset::ALL.to_vec(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct AnonymizerSettings {
+    /// 64 hex characters: the pseudonym HMAC key. Created if absent (and logged loudly).
+    pub key_file: PathBuf,
+    /// Public id of the key epoch, published with every message.
+    pub epoch: String,
+}
+
+impl Default for AnonymizerSettings {
+    fn default() -> Self {
+        Self { key_file: "wearbridge-anonymizer.key".into(), epoch: "1".into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Websocket,
+    Http,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct StreamrSettings {
+    pub transport: Transport,
+    /// The Streamr node's base URL (`ws://host:7170` or `http://host:7171`).
+    pub url: String,
+    #[serde(serialize_with = "redact", skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<SecretString>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<PathBuf>,
+    /// Message type (or `default`) → stream id.
+    pub streams: BTreeMap<String, String>,
+}
+
+impl Default for StreamrSettings {
+    fn default() -> Self {
+        Self {
+            transport: Transport::Websocket,
+            url: "ws://127.0.0.1:7170".into(),
+            api_key: None,
+            api_key_file: None,
+            streams: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)) }
+    }
+}
+
+fn redact<S: Serializer>(value: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => s.serialize_str("<redacted>"),
+        None => s.serialize_none(),
+    }
+}
+
+impl Settings {
+    /// The effective configuration as TOML, secrets shown as `"<redacted>"`.
+    pub fn to_redacted_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string_pretty(self)
+    }
+}

@@ -1,0 +1,3 @@
+//! wearbridge: wearable health data → pseudonymised, schema-checked Streamr messages.
+
+pub mod config;
