@@ -1,0 +1,86 @@
+//! Versioned schema migrations, embedded in the binary and applied at start-up.
+//!
+//! Each migration runs in its own transaction and is recorded with a checksum, so an
+//! edited migration or a database written by a newer wearbridge is refused loudly
+//! instead of being half-understood.
+
+use sha2::{Digest, Sha256};
+use sqlx::{Row, SqlitePool};
+
+/// One schema step.
+pub(crate) struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// The SQLite migrations, in order.
+pub(crate) const SQLITE: &[Migration] =
+    &[Migration { version: 1, name: "init", sql: include_str!("migrations/sqlite/0001_init.sql") }];
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error("migration {version} ({name}) differs from the one applied to this database")]
+    Changed { version: i64, name: String },
+    #[error("the database has schema version {found}, newer than this wearbridge knows ({known}); upgrade wearbridge")]
+    TooNew { found: i64, known: i64 },
+    #[error("migration {version} failed: {source}")]
+    Failed { version: i64, source: sqlx::Error },
+    #[error("cannot read migration state: {0}")]
+    State(#[from] sqlx::Error),
+}
+
+fn checksum(sql: &str) -> String {
+    hex::encode(Sha256::digest(sql.as_bytes()))
+}
+
+/// Applies every migration the database lacks. Returns the versions applied now.
+pub(crate) async fn run_sqlite(pool: &SqlitePool, migrations: &[Migration]) -> Result<Vec<i64>, MigrationError> {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version    INTEGER PRIMARY KEY,
+            name       TEXT NOT NULL,
+            checksum   TEXT NOT NULL,
+            applied_at TEXT NOT NULL
+        )",
+    )
+    .execute(pool)
+    .await?;
+    let rows = sqlx::query("SELECT version, checksum FROM schema_migrations ORDER BY version").fetch_all(pool).await?;
+    let known = migrations.iter().map(|m| m.version).max().unwrap_or(0);
+    let mut applied = std::collections::BTreeMap::new();
+    for row in rows {
+        let version: i64 = row.try_get("version")?;
+        let sum: String = row.try_get("checksum")?;
+        applied.insert(version, sum);
+    }
+    if let Some((&found, _)) = applied.iter().next_back()
+        && found > known
+    {
+        return Err(MigrationError::TooNew { found, known });
+    }
+    let mut now_applied = Vec::new();
+    for m in migrations {
+        let sum = checksum(m.sql);
+        match applied.get(&m.version) {
+            Some(existing) if *existing == sum => continue,
+            Some(_) => return Err(MigrationError::Changed { version: m.version, name: m.name.into() }),
+            None => {}
+        }
+        let failed = |source| MigrationError::Failed { version: m.version, source };
+        let mut tx = pool.begin().await.map_err(failed)?;
+        sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(failed)?;
+        sqlx::query("INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)")
+            .bind(m.version)
+            .bind(m.name)
+            .bind(&sum)
+            .bind(chrono::Utc::now().to_rfc3339())
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+        tx.commit().await.map_err(failed)?;
+        tracing::info!(version = m.version, name = m.name, "applied store migration");
+        now_applied.push(m.version);
+    }
+    Ok(now_applied)
+}

@@ -1,0 +1,268 @@
+//! The embedded SQLite store (WAL mode, one file).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anonymizer::Provider;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use super::migrations::{self, SQLITE};
+use super::{
+    Account, AccountStatus, OutboxEntry, Removal, Store, StoreError, TokenCipher, Tokens, parse_provider,
+    validate_account_name,
+};
+
+const REFRESH: &str = "refresh_token";
+const ACCESS: &str = "access_token";
+const USER_ID: &str = "provider_user_id";
+
+/// SQLite-backed [`Store`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    cipher: TokenCipher,
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339()
+}
+
+fn parse_time(column: &'static str, text: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| StoreError::Corrupt { column, value: text.into() })
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `sqlite://PATH` and migrates it.
+    pub async fn open(url: &str, cipher: TokenCipher) -> Result<Self, StoreError> {
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        Self::open_path(Path::new(path), cipher).await
+    }
+
+    pub async fn open_path(path: &Path, cipher: TokenCipher) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        migrations::run_sqlite(&pool, SQLITE).await?;
+        Ok(Self { pool, cipher })
+    }
+
+    /// The pool, for tests and diagnostics.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    fn account_from_row(&self, row: &SqliteRow) -> Result<Account, StoreError> {
+        let id: i64 = row.try_get("id")?;
+        let sealed: Option<Vec<u8>> = row.try_get(USER_ID)?;
+        let provider_user_id = match sealed {
+            Some(bytes) => Some(self.cipher.open(id, USER_ID, &bytes)?),
+            None => None,
+        };
+        let created: String = row.try_get("created_at")?;
+        Ok(Account {
+            id,
+            name: row.try_get("name")?,
+            provider: parse_provider(row.try_get("provider")?)?,
+            status: AccountStatus::parse(row.try_get("status")?)?,
+            provider_user_id,
+            created_at: parse_time("accounts.created_at", &created)?,
+        })
+    }
+}
+
+impl Store for SqliteStore {
+    async fn add_account(&self, name: &str, provider: Provider, refresh_token: &SecretString) -> Result<Account, StoreError> {
+        validate_account_name(name)?;
+        let mut tx = self.pool.begin().await?;
+        let existing = sqlx::query("SELECT id, status FROM accounts WHERE name = ?").bind(name).fetch_optional(&mut *tx).await?;
+        let id: i64 = match existing {
+            Some(row) => {
+                let status: String = row.try_get("status")?;
+                if AccountStatus::parse(&status)? != AccountStatus::Removed {
+                    return Err(StoreError::AccountExists(name.into()));
+                }
+                let id: i64 = row.try_get("id")?;
+                sqlx::query(
+                    "UPDATE accounts SET provider = ?, status = 'active', provider_user_id = NULL, updated_at = ? WHERE id = ?",
+                )
+                .bind(provider.as_str())
+                .bind(now())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                id
+            }
+            None => sqlx::query(
+                "INSERT INTO accounts (name, provider, status, created_at, updated_at) VALUES (?, ?, 'active', ?, ?) RETURNING id",
+            )
+            .bind(name)
+            .bind(provider.as_str())
+            .bind(now())
+            .bind(now())
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("id")?,
+        };
+        let sealed = self.cipher.seal_secret(id, REFRESH, refresh_token)?;
+        sqlx::query(
+            "INSERT INTO tokens (account_id, refresh_token, access_token, access_expires_at, updated_at)
+             VALUES (?, ?, NULL, NULL, ?)
+             ON CONFLICT (account_id) DO UPDATE SET refresh_token = excluded.refresh_token,
+                 access_token = NULL, access_expires_at = NULL, updated_at = excluded.updated_at",
+        )
+        .bind(id)
+        .bind(sealed)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query("SELECT * FROM accounts WHERE id = ?").bind(id).fetch_one(&mut *tx).await?;
+        let account = self.account_from_row(&row)?;
+        tx.commit().await?;
+        Ok(account)
+    }
+
+    async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM accounts ORDER BY name").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| self.account_from_row(r)).collect()
+    }
+
+    async fn account(&self, name: &str) -> Result<Option<Account>, StoreError> {
+        let row = sqlx::query("SELECT * FROM accounts WHERE name = ?").bind(name).fetch_optional(&self.pool).await?;
+        row.map(|r| self.account_from_row(&r)).transpose()
+    }
+
+    async fn remove_account(&self, name: &str) -> Result<Removal, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT id FROM accounts WHERE name = ?").bind(name).fetch_optional(&mut *tx).await?;
+        let Some(row) = row else { return Err(StoreError::NoSuchAccount(name.into())) };
+        let id: i64 = row.try_get("id")?;
+        sqlx::query("DELETE FROM tokens WHERE account_id = ?").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM cursors WHERE account_id = ?").bind(id).execute(&mut *tx).await?;
+        let dropped = sqlx::query("DELETE FROM outbox WHERE account_id = ?").bind(id).execute(&mut *tx).await?.rows_affected();
+        sqlx::query("UPDATE accounts SET status = 'removed', provider_user_id = NULL, updated_at = ? WHERE id = ?")
+            .bind(now())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Removal { dropped_messages: dropped })
+    }
+
+    async fn set_status(&self, account_id: i64, status: AccountStatus) -> Result<(), StoreError> {
+        sqlx::query("UPDATE accounts SET status = ?, updated_at = ? WHERE id = ?")
+            .bind(status.as_str())
+            .bind(now())
+            .bind(account_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_provider_user_id(&self, account_id: i64, user_id: &str) -> Result<(), StoreError> {
+        let sealed = self.cipher.seal(account_id, USER_ID, user_id)?;
+        sqlx::query("UPDATE accounts SET provider_user_id = ?, updated_at = ? WHERE id = ?")
+            .bind(sealed)
+            .bind(now())
+            .bind(account_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn tokens(&self, account_id: i64) -> Result<Option<Tokens>, StoreError> {
+        let row = sqlx::query("SELECT * FROM tokens WHERE account_id = ?").bind(account_id).fetch_optional(&self.pool).await?;
+        let Some(row) = row else { return Ok(None) };
+        let refresh: Vec<u8> = row.try_get(REFRESH)?;
+        let access: Option<Vec<u8>> = row.try_get(ACCESS)?;
+        let expires: Option<String> = row.try_get("access_expires_at")?;
+        Ok(Some(Tokens {
+            refresh_token: SecretString::from(self.cipher.open(account_id, REFRESH, &refresh)?),
+            access_token: match access {
+                Some(bytes) => Some(SecretString::from(self.cipher.open(account_id, ACCESS, &bytes)?)),
+                None => None,
+            },
+            access_expires_at: expires.map(|t| parse_time("tokens.access_expires_at", &t)).transpose()?,
+        }))
+    }
+
+    async fn save_tokens(&self, account_id: i64, tokens: &Tokens) -> Result<(), StoreError> {
+        let refresh = self.cipher.seal_secret(account_id, REFRESH, &tokens.refresh_token)?;
+        let access = tokens.access_token.as_ref().map(|t| self.cipher.seal_secret(account_id, ACCESS, t)).transpose()?;
+        sqlx::query(
+            "INSERT INTO tokens (account_id, refresh_token, access_token, access_expires_at, updated_at)
+             VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (account_id) DO UPDATE SET refresh_token = excluded.refresh_token,
+                 access_token = excluded.access_token, access_expires_at = excluded.access_expires_at,
+                 updated_at = excluded.updated_at",
+        )
+        .bind(account_id)
+        .bind(refresh)
+        .bind(access)
+        .bind(tokens.access_expires_at.map(|t| t.to_rfc3339()))
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn cursor(&self, account_id: i64, dataset: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT position FROM cursors WHERE account_id = ? AND dataset = ?")
+            .bind(account_id)
+            .bind(dataset)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("position")).transpose()?)
+    }
+
+    async fn commit_batch(&self, account_id: i64, dataset: &str, cursor: &str, entries: &[OutboxEntry]) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut inserted = 0;
+        let created = now();
+        for e in entries {
+            inserted += sqlx::query(
+                "INSERT INTO outbox (message_id, account_id, stream, partition_key, payload, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING",
+            )
+            .bind(&e.message_id)
+            .bind(account_id)
+            .bind(&e.stream)
+            .bind(&e.partition_key)
+            .bind(&e.payload)
+            .bind(&created)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        sqlx::query(
+            "INSERT INTO cursors (account_id, dataset, position, updated_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (account_id, dataset) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+        )
+        .bind(account_id)
+        .bind(dataset)
+        .bind(cursor)
+        .bind(&created)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    async fn outbox_len(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE status = 'pending'").fetch_one(&self.pool).await?.try_get("n")?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests;

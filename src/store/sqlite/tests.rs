@@ -1,0 +1,98 @@
+use secrecy::ExposeSecret;
+
+use super::*;
+use crate::store::migrations::{Migration, run_sqlite};
+
+async fn open(dir: &tempfile::TempDir) -> SqliteStore {
+    SqliteStore::open_path(&dir.path().join("t.db"), TokenCipher::new([3; 32])).await.unwrap()
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_guarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    assert!(run_sqlite(store.pool(), SQLITE).await.unwrap().is_empty(), "second run applies nothing");
+    let tables: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    for t in ["accounts", "cursors", "outbox", "schema_migrations", "tokens"] {
+        assert!(tables.iter().any(|x| x == t), "missing {t}: {tables:?}");
+    }
+    let changed = [Migration { version: 1, name: "init", sql: "SELECT 1" }];
+    let err = run_sqlite(store.pool(), &changed).await.unwrap_err().to_string();
+    assert!(err.contains("differs"), "{err}");
+    let err = run_sqlite(store.pool(), &[]).await.unwrap_err().to_string();
+    assert!(err.contains("newer"), "{err}");
+    let next = [
+        Migration { version: 1, name: "init", sql: SQLITE[0].sql },
+        Migration { version: 2, name: "extra", sql: "CREATE TABLE extra (x INTEGER)" },
+    ];
+    assert_eq!(run_sqlite(store.pool(), &next).await.unwrap(), vec![2]);
+}
+
+#[tokio::test]
+async fn accounts_lifecycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let rt = SecretString::from("rt-1");
+    let a = store.add_account("alice", Provider::Fitbit, &rt).await.unwrap();
+    assert_eq!(a.status, AccountStatus::Active);
+    assert!(matches!(store.add_account("alice", Provider::Fitbit, &rt).await, Err(StoreError::AccountExists(_))));
+    assert!(matches!(store.add_account("bad name", Provider::Fitbit, &rt).await, Err(StoreError::BadAccountName(_))));
+    store.set_provider_user_id(a.id, "hu-123").await.unwrap();
+    store.set_status(a.id, AccountStatus::NeedsReconsent).await.unwrap();
+    let got = store.account("alice").await.unwrap().unwrap();
+    assert_eq!(got.provider_user_id.as_deref(), Some("hu-123"));
+    assert_eq!(got.status, AccountStatus::NeedsReconsent);
+
+    let entry = OutboxEntry { message_id: "m1".into(), stream: "s".into(), partition_key: "p".into(), payload: "{}".into() };
+    assert_eq!(store.commit_batch(a.id, "heart_rate", "c1", &[entry.clone()]).await.unwrap(), 1);
+    assert_eq!(store.commit_batch(a.id, "heart_rate", "c2", &[entry]).await.unwrap(), 0, "same id is not added twice");
+    assert_eq!(store.cursor(a.id, "heart_rate").await.unwrap().as_deref(), Some("c2"));
+    assert_eq!(store.outbox_len().await.unwrap(), 1);
+
+    let removal = store.remove_account("alice").await.unwrap();
+    assert_eq!(removal.dropped_messages, 1);
+    assert!(store.tokens(a.id).await.unwrap().is_none());
+    assert!(store.cursor(a.id, "heart_rate").await.unwrap().is_none());
+    assert_eq!(store.account("alice").await.unwrap().unwrap().status, AccountStatus::Removed);
+    assert!(matches!(store.remove_account("nobody").await, Err(StoreError::NoSuchAccount(_))));
+    let again = store.add_account("alice", Provider::Fitbit, &SecretString::from("rt-2")).await.unwrap();
+    assert_eq!(again.id, a.id);
+    assert_eq!(store.tokens(a.id).await.unwrap().unwrap().refresh_token.expose_secret(), "rt-2");
+}
+
+#[tokio::test]
+async fn tokens_are_encrypted_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let a = store.add_account("bob", Provider::Fitbit, &SecretString::from("REFRESH-CANARY-0001")).await.unwrap();
+    let expires = Utc::now();
+    store
+        .save_tokens(
+            a.id,
+            &Tokens {
+                refresh_token: SecretString::from("REFRESH-CANARY-0002"),
+                access_token: Some(SecretString::from("ACCESS-CANARY-0003")),
+                access_expires_at: Some(expires),
+            },
+        )
+        .await
+        .unwrap();
+    store.set_provider_user_id(a.id, "USERID-CANARY-0004").await.unwrap();
+    let t = store.tokens(a.id).await.unwrap().unwrap();
+    assert_eq!(t.refresh_token.expose_secret(), "REFRESH-CANARY-0002");
+    assert_eq!(t.access_token.unwrap().expose_secret(), "ACCESS-CANARY-0003");
+    store.pool().close().await;
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    for canary in ["REFRESH-CANARY", "ACCESS-CANARY", "USERID-CANARY"] {
+        assert!(!bytes.windows(canary.len()).any(|w| w == canary.as_bytes()), "{canary} found in clear");
+    }
+    let wrong = SqliteStore::open_path(&dir.path().join("t.db"), TokenCipher::new([4; 32])).await.unwrap();
+    let err = wrong.tokens(a.id).await.unwrap_err().to_string();
+    assert!(err.contains("store.key_file") && !err.contains("CANARY"), "{err}");
+}
