@@ -1,5 +1,21 @@
 //! wearbridge: wearable health data → pseudonymised, schema-checked Streamr messages.
+//!
+//! The modules follow the data flow: [`sources`] → [`normalize`] → `anonymizer` crate →
+//! [`schemas`] → [`store`] (outbox) → [`sinks`]; [`pipeline`] runs one pass of it,
+//! [`auth`] keeps tokens fresh, [`simulator`] stands in for every upstream.
 
+pub mod app;
+pub mod auth;
+pub mod commands;
 pub mod config;
+pub mod demo;
+pub mod http;
 pub mod keyfile;
+pub mod normalize;
+pub mod pipeline;
+pub mod schemas;
+pub mod simulator;
+pub mod sinks;
+pub mod sources;
 pub mod store;
+pub mod telemetry;

@@ -1,1 +1,144 @@
-fn main(){}
+//! The `wearbridge` command line: argument parsing and dispatch only.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
+use wearbridge::commands::{self, Globals, users::TokenSource};
+use wearbridge::config::{ConfigError, parse_duration};
+use wearbridge::telemetry::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(name = "wearbridge", version, about = "Wearable health data → pseudonymised, schema-checked Streamr messages")]
+struct Cli {
+    /// Configuration file (TOML). Default: ./wearbridge.toml when it exists.
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Override one setting, highest precedence (repeatable), e.g. --set sync.start=2d
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// More log detail (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sync every active account (every sync.interval, or once).
+    Run {
+        /// One pass, then exit.
+        #[arg(long)]
+        once: bool,
+        /// Print the exact payloads instead of publishing; persist only rotated tokens.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The whole pipeline against the built-in simulator: no accounts, no config.
+    Demo {
+        /// Simulated people.
+        #[arg(long, default_value_t = 3)]
+        people: usize,
+        /// Seed of the simulated people and readings.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// How much history to read (e.g. 1d, 12h).
+        #[arg(long, default_value = "1d", value_parser = parse_duration)]
+        history: std::time::Duration,
+    },
+    /// Serve the simulator (Google Health API and OAuth) in the foreground.
+    Simulate {
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: SocketAddr,
+        #[arg(long, default_value_t = 3)]
+        people: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Enrol, list and withdraw accounts.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// List the published JSON Schemas, or print one.
+    Schemas { name: Option<String> },
+    /// Print the effective configuration (secrets redacted) or say what is wrong.
+    CheckConfig,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProviderArg {
+    Fitbit,
+    Withings,
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Enrol an account with a refresh token read from a file or stdin (never argv).
+    #[command(group(ArgGroup::new("token").required(true).args(["refresh_token_file", "refresh_token_stdin"])))]
+    Add {
+        provider: ProviderArg,
+        name: String,
+        #[arg(long, value_name = "FILE")]
+        refresh_token_file: Option<PathBuf>,
+        #[arg(long)]
+        refresh_token_stdin: bool,
+    },
+    /// List accounts and their status.
+    List,
+    /// Withdraw an account: delete its tokens, cursors and unpublished messages.
+    Remove { name: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Demo { .. }) { "warn" } else { "info" };
+    telemetry::init(cli.log_format, cli.verbose, default_level);
+    let globals = Globals { config: cli.config, set: cli.set };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run { once, dry_run } => commands::run::main(&globals, once, dry_run).await,
+            Command::Demo { people, seed, history } => {
+                wearbridge::demo::main(&wearbridge::demo::DemoOptions { people, seed, history }).await
+            }
+            Command::Simulate { listen, people, seed } => commands::simulate::main(listen, people, seed).await,
+            Command::Users { command } => match command {
+                UsersCommand::Add { provider, name, refresh_token_file, refresh_token_stdin: _ } => {
+                    let provider = match provider {
+                        ProviderArg::Fitbit => anonymizer::Provider::Fitbit,
+                        ProviderArg::Withings => anonymizer::Provider::Withings,
+                    };
+                    let source = match &refresh_token_file {
+                        Some(path) => TokenSource::File(path),
+                        None => TokenSource::Stdin,
+                    };
+                    commands::users::add(&globals, provider, &name, source).await
+                }
+                UsersCommand::List => commands::users::list(&globals).await,
+                UsersCommand::Remove { name } => commands::users::remove(&globals, &name).await,
+            },
+            Command::Schemas { name } => commands::schemas::main(name.as_deref()),
+            Command::CheckConfig => commands::check_config::main(&globals),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let config_error = e.chain().any(|c| c.is::<ConfigError>());
+            if config_error { ExitCode::from(2) } else { ExitCode::FAILURE }
+        }
+    }
+}

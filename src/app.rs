@@ -1,0 +1,93 @@
+//! Wiring: settings → store, token manager, source, anonymizer, pipeline. Shared by
+//! `run`, `users` and `demo` so each command builds the same objects the same way.
+
+use std::sync::Arc;
+
+use anonymizer::{Anonymizer, Policy, PseudonymKey};
+use secrecy::SecretString;
+
+use crate::auth::{GoogleOAuth, TokenManager};
+use crate::config::{ConfigError, Loaded, Settings};
+use crate::http::{self, Backoff};
+use crate::keyfile::{self, KeyFileError};
+use crate::pipeline::{BadStreamId, Pipeline, Routes};
+use crate::schemas::{SchemaError, Schemas};
+use crate::sources::fitbit::{FitbitSource, GoogleHealthClient};
+use crate::store::{SqliteStore, StoreError, TokenCipher};
+
+/// Start-up failures, each naming what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    KeyFile(#[from] KeyFileError),
+    #[error("cannot open the store (store.url): {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error(transparent)]
+    Route(#[from] BadStreamId),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// Opens the store named by `store.url` with the key from `store.key_file`.
+pub async fn open_store(settings: &Settings) -> Result<SqliteStore, StartupError> {
+    let key = keyfile::load_or_create(&settings.store.key_file, "store.key_file")?;
+    Ok(SqliteStore::open(&settings.store.url, TokenCipher::new(key)).await?)
+}
+
+/// The pseudonym key from `anonymizer.key_file` and `anonymizer.epoch`.
+pub fn pseudonym_key(loaded: &Loaded) -> Result<PseudonymKey, StartupError> {
+    let settings = &loaded.settings;
+    let key = keyfile::load_or_create(&settings.anonymizer.key_file, "anonymizer.key_file")?;
+    PseudonymKey::new(settings.anonymizer.epoch.clone(), key)
+        .map_err(|e| StartupError::Config(loaded.invalid("anonymizer.epoch", e.to_string())))
+}
+
+/// Builds the pipeline. Fitbit client credentials are required to refresh tokens.
+pub fn pipeline<S: crate::store::Store>(
+    loaded: &Loaded,
+    store: Arc<S>,
+    key: PseudonymKey,
+    backoff: Backoff,
+) -> Result<Pipeline<S>, StartupError> {
+    let settings = &loaded.settings;
+    let http = http::client()?;
+    let client_id = settings.fitbit.client_id.clone().unwrap_or_default();
+    let client_secret = settings.fitbit.client_secret.clone().unwrap_or_else(|| SecretString::from(String::new()));
+    let oauth = GoogleOAuth::new(http.clone(), settings.fitbit.token_url.clone(), client_id, client_secret);
+    let tokens = Arc::new(TokenManager::new(store.clone(), oauth, backoff));
+    let fitbit = FitbitSource::new(GoogleHealthClient::new(http, &settings.fitbit.api_base_url), tokens, backoff);
+    let routes = Routes::new(&settings.streamr.streams)?;
+    Ok(Pipeline {
+        store,
+        fitbit,
+        anonymizer: Anonymizer::new(key, Policy::default()),
+        schemas: Schemas::load()?,
+        routes,
+        sync: settings.sync.clone(),
+    })
+}
+
+/// Checks what `run` needs beyond a well-formed configuration.
+pub fn require_for_run(loaded: &Loaded) -> Result<(), ConfigError> {
+    let s = &loaded.settings;
+    if s.fitbit.client_id.is_none() {
+        return Err(loaded.invalid("fitbit.client_id", "required to refresh Fitbit (Google) tokens"));
+    }
+    if s.fitbit.client_secret.is_none() {
+        return Err(loaded.invalid(
+            "fitbit.client_secret",
+            "required to refresh Fitbit (Google) tokens (or set fitbit.client_secret_file)",
+        ));
+    }
+    if s.streamr.streams.is_empty() {
+        return Err(loaded.invalid(
+            "streamr.streams",
+            "no stream configured: set streamr.streams.default (or one per message type)",
+        ));
+    }
+    Ok(())
+}

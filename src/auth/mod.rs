@@ -1,0 +1,114 @@
+//! OAuth token lifecycle: refresh ahead of expiry, persist before use, single-flight per
+//! account, and never erase a stored token on failure.
+
+mod google;
+
+pub use google::{GoogleOAuth, RefreshError, TokenResponse};
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anonymizer::Provider;
+use chrono::{TimeDelta, Utc};
+use secrecy::SecretString;
+use tokio::sync::Mutex;
+
+use crate::http::Backoff;
+use crate::store::{Account, AccountStatus, Store, StoreError, Tokens};
+
+/// Refresh when the access token has less than this left.
+const EXPIRY_MARGIN: TimeDelta = TimeDelta::seconds(120);
+
+/// Why no access token could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("the provider revoked or expired the grant; the person must consent again")]
+    NeedsReconsent,
+    #[error("the account has no stored tokens")]
+    NoTokens,
+    #[error("token refresh failed: {0}")]
+    Refresh(#[from] RefreshError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("provider {0} is not supported by this build")]
+    Unsupported(Provider),
+}
+
+/// Hands out valid access tokens, refreshing them when needed.
+pub struct TokenManager<S> {
+    store: Arc<S>,
+    google: GoogleOAuth,
+    backoff: Backoff,
+    locks: std::sync::Mutex<HashMap<i64, Arc<Mutex<()>>>>,
+}
+
+impl<S: Store> TokenManager<S> {
+    pub fn new(store: Arc<S>, google: GoogleOAuth, backoff: Backoff) -> Self {
+        Self { store, google, backoff, locks: std::sync::Mutex::new(HashMap::new()) }
+    }
+
+    fn lock_for(&self, account_id: i64) -> Arc<Mutex<()>> {
+        match self.locks.lock() {
+            Ok(mut map) => map.entry(account_id).or_default().clone(),
+            // A poisoned map only means another task panicked mid-insert; a fresh lock
+            // is still correct for this caller.
+            Err(poisoned) => poisoned.into_inner().entry(account_id).or_default().clone(),
+        }
+    }
+
+    /// A valid access token for `account`. Concurrent callers for one account share a
+    /// single refresh: the first refreshes, the others wait and read its result.
+    pub async fn access_token(&self, account: &Account) -> Result<SecretString, AuthError> {
+        let lock = self.lock_for(account.id);
+        let _guard = lock.lock().await;
+        let tokens = self.store.tokens(account.id).await?.ok_or(AuthError::NoTokens)?;
+        if let (Some(access), Some(expires)) = (&tokens.access_token, tokens.access_expires_at)
+            && expires - EXPIRY_MARGIN > Utc::now()
+        {
+            return Ok(access.clone());
+        }
+        self.refresh_locked(account, tokens).await
+    }
+
+    /// Forgets the access token after the provider rejected it (401) and refreshes.
+    pub async fn force_refresh(&self, account: &Account) -> Result<SecretString, AuthError> {
+        let lock = self.lock_for(account.id);
+        let _guard = lock.lock().await;
+        let tokens = self.store.tokens(account.id).await?.ok_or(AuthError::NoTokens)?;
+        self.refresh_locked(account, tokens).await
+    }
+
+    async fn refresh_locked(&self, account: &Account, tokens: Tokens) -> Result<SecretString, AuthError> {
+        if account.provider != Provider::Fitbit {
+            return Err(AuthError::Unsupported(account.provider));
+        }
+        let mut retry = 0;
+        let response = loop {
+            match self.google.refresh(&tokens.refresh_token).await {
+                Ok(r) => break r,
+                Err(RefreshError::InvalidGrant) => {
+                    self.store.set_status(account.id, AccountStatus::NeedsReconsent).await?;
+                    tracing::warn!(account = %account.name, "refresh token rejected (invalid_grant): account set to needs_reconsent");
+                    return Err(AuthError::NeedsReconsent);
+                }
+                Err(e) if e.is_transient() && retry + 1 < self.backoff.attempts => {
+                    let pause = self.backoff.delay(retry);
+                    tracing::info!(error = %e, retry, pause_ms = pause.as_millis() as u64, "token refresh failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    retry += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let rotated = response.refresh_token.is_some();
+        let new = Tokens {
+            refresh_token: response.refresh_token.unwrap_or(tokens.refresh_token),
+            access_token: Some(response.access_token.clone()),
+            access_expires_at: Some(Utc::now() + TimeDelta::seconds(response.expires_in.max(0))),
+        };
+        // Persist before use: a rotated refresh token must survive a crash right here.
+        self.store.save_tokens(account.id, &new).await?;
+        tracing::debug!(rotated, "access token refreshed");
+        Ok(response.access_token)
+    }
+}

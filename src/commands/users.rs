@@ -1,0 +1,66 @@
+//! `wearbridge users add|list|remove`: enrol and withdraw accounts.
+
+use std::io::Read;
+use std::path::Path;
+
+use anonymizer::Provider;
+use secrecy::SecretString;
+
+use super::Globals;
+use crate::app;
+use crate::store::Store;
+
+/// Where the refresh token comes from: never the command line.
+pub enum TokenSource<'a> {
+    File(&'a Path),
+    Stdin,
+}
+
+fn read_token(source: TokenSource<'_>) -> anyhow::Result<SecretString> {
+    let text = match source {
+        TokenSource::File(path) => std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read the refresh token file {}: {e}", path.display()))?,
+        TokenSource::Stdin => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            text
+        }
+    };
+    let token = text.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        anyhow::bail!("the refresh token is empty or contains whitespace");
+    }
+    Ok(SecretString::from(token.to_owned()))
+}
+
+pub async fn add(globals: &Globals, provider: Provider, name: &str, source: TokenSource<'_>) -> anyhow::Result<()> {
+    let loaded = globals.load()?;
+    let token = read_token(source)?;
+    let store = app::open_store(&loaded.settings).await?;
+    let account = store.add_account(name, provider, &token).await?;
+    println!("added {} account {} ({})", account.provider, account.name, account.status.as_str());
+    Ok(())
+}
+
+pub async fn list(globals: &Globals) -> anyhow::Result<()> {
+    let loaded = globals.load()?;
+    let store = app::open_store(&loaded.settings).await?;
+    println!("{:<24} {:<9} {:<16} CREATED", "NAME", "PROVIDER", "STATUS");
+    for a in store.accounts().await? {
+        println!("{:<24} {:<9} {:<16} {}", a.name, a.provider.as_str(), a.status.as_str(), a.created_at.format("%Y-%m-%d %H:%M"));
+    }
+    Ok(())
+}
+
+pub async fn remove(globals: &Globals, name: &str) -> anyhow::Result<()> {
+    let loaded = globals.load()?;
+    let store = app::open_store(&loaded.settings).await?;
+    let removal = store.remove_account(name).await?;
+    println!(
+        "removed {name}: stored tokens and cursors deleted, {} unpublished messages dropped.",
+        removal.dropped_messages
+    );
+    println!("Messages already published to Streamr cannot be recalled.");
+    println!("The grant was not revoked upstream by this build; the person can revoke it in their Google or Withings account settings.");
+    Ok(())
+}

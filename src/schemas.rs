@@ -1,0 +1,135 @@
+//! The published JSON Schemas (`schemas/*.json`), embedded in the binary, and the check
+//! every message passes before it may leave the process.
+
+use std::collections::BTreeMap;
+
+use jsonschema::Validator;
+use serde_json::Value;
+
+/// Every schema file: the envelope and one per message type.
+const FILES: &[(&str, &str)] = &[
+    ("envelope", include_str!("../schemas/envelope.json")),
+    ("heart-rate", include_str!("../schemas/heart-rate.json")),
+];
+
+/// A schema file that does not compile (a build defect, caught by tests).
+#[derive(Debug, thiserror::Error)]
+#[error("schema {name} is invalid: {message}")]
+pub struct SchemaError {
+    pub name: &'static str,
+    pub message: String,
+}
+
+/// A message that failed its schema. Kept out of every sink.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("message {message_id} does not match schema {schema}: {}", errors.join("; "))]
+pub struct SchemaViolation {
+    pub message_id: String,
+    pub schema: String,
+    pub errors: Vec<String>,
+}
+
+/// Compiled validators for the envelope and each message type.
+pub struct Schemas {
+    envelope: Validator,
+    types: BTreeMap<&'static str, Validator>,
+}
+
+impl Schemas {
+    /// Compiles every embedded schema (format assertions on).
+    pub fn load() -> Result<Self, SchemaError> {
+        let mut envelope = None;
+        let mut types = BTreeMap::new();
+        for (name, text) in FILES {
+            let value: Value =
+                serde_json::from_str(text).map_err(|e| SchemaError { name, message: e.to_string() })?;
+            let validator = jsonschema::options()
+                .should_validate_formats(true)
+                .build(&value)
+                .map_err(|e| SchemaError { name, message: e.to_string() })?;
+            if *name == "envelope" {
+                envelope = Some(validator);
+            } else {
+                types.insert(*name, validator);
+            }
+        }
+        let envelope = envelope.ok_or(SchemaError { name: "envelope", message: "missing".into() })?;
+        Ok(Self { envelope, types })
+    }
+
+    /// Names of all schemas (`envelope` and the message types).
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        FILES.iter().map(|(name, _)| *name)
+    }
+
+    /// The JSON text of one schema, as published.
+    pub fn text(name: &str) -> Option<&'static str> {
+        let name = name.strip_suffix(".json").unwrap_or(name);
+        FILES.iter().find(|(n, _)| *n == name).map(|(_, text)| *text)
+    }
+
+    /// Checks `message` against the envelope and its own type's schema.
+    pub fn validate(&self, message: &Value) -> Result<(), SchemaViolation> {
+        let message_id = message.pointer("/header/uuid").and_then(Value::as_str).unwrap_or("?").to_owned();
+        let schema = message.pointer("/header/schema_id/name").and_then(Value::as_str).unwrap_or("?").to_owned();
+        let mut errors: Vec<String> =
+            self.envelope.iter_errors(message).map(|e| format!("{}: {e}", e.instance_path())).collect();
+        match self.types.get(schema.as_str()) {
+            Some(v) => errors.extend(v.iter_errors(message).map(|e| format!("{}: {e}", e.instance_path()))),
+            None => errors.push(format!("no schema for message type {schema:?}")),
+        }
+        if errors.is_empty() { Ok(()) } else { Err(SchemaViolation { message_id, schema, errors }) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn good() -> Value {
+        json!({
+            "subject": "0123456789abcdef0123456789abcdef",
+            "key_epoch": "1",
+            "header": {
+                "uuid": "01234567-89ab-8def-8123-456789abcdef",
+                "schema_id": {"namespace": "wearbridge", "name": "heart-rate", "version": "1.0"},
+                "source_creation_date_time": "2026-11-01T10:00:00Z",
+                "modality": "sensed",
+                "source_provider": "fitbit"
+            },
+            "body": {"heart_rate": {"value": 61.0, "unit": "beats/min"}, "effective_time_frame": {"date_time": "2026-11-01T10:00:00Z"}}
+        })
+    }
+
+    #[test]
+    fn all_schemas_compile_and_are_listed() {
+        Schemas::load().unwrap();
+        assert!(Schemas::names().any(|n| n == "heart-rate"));
+        assert!(Schemas::text("heart-rate.json").is_some());
+        assert!(Schemas::text("nope").is_none());
+    }
+
+    #[test]
+    fn good_message_passes_and_bad_ones_fail() {
+        let s = Schemas::load().unwrap();
+        s.validate(&good()).unwrap();
+        let mut extra = good();
+        extra["body"]["device_serial"] = json!("X");
+        assert!(s.validate(&extra).is_err(), "additional properties are refused");
+        let mut extra_top = good();
+        extra_top["healthUserId"] = json!("X");
+        assert!(s.validate(&extra_top).is_err());
+        let mut offset = good();
+        offset["body"]["effective_time_frame"]["date_time"] = json!("2026-11-01T10:00:00-05:00");
+        assert!(s.validate(&offset).is_err(), "only UTC times");
+        let mut unit = good();
+        unit["body"]["heart_rate"]["unit"] = json!("bpm");
+        let err = s.validate(&unit).unwrap_err();
+        assert_eq!(err.message_id, "01234567-89ab-8def-8123-456789abcdef");
+        let mut unknown = good();
+        unknown["header"]["schema_id"]["name"] = json!("mystery");
+        assert!(s.validate(&unknown).is_err());
+    }
+}

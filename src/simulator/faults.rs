@@ -1,0 +1,112 @@
+//! Fault injection: tests queue failures per endpoint; the next matching requests get them.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
+use super::SimState;
+use super::google;
+
+/// One injected failure.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// An error status with the provider's error body (e.g. 500, 503).
+    Status(u16),
+    /// 429 `RESOURCE_EXHAUSTED`, with or without `Retry-After` seconds.
+    RateLimited { retry_after: Option<u64> },
+    /// OAuth `invalid_grant` from the token endpoint.
+    InvalidGrant,
+    /// HTTP 200 with a body that is not JSON.
+    Malformed,
+    /// HTTP 200 with the real body cut in half.
+    Truncated,
+    /// The real answer, after a delay.
+    Delay(Duration),
+}
+
+/// Pending faults, first matching entry first.
+#[derive(Debug, Default)]
+pub struct Faults {
+    queue: Mutex<Vec<(String, Fault, u32)>>,
+}
+
+impl Faults {
+    /// The next `times` requests to `endpoint` (a label such as `google.token` or
+    /// `google.dataPoints.heart-rate`) get `fault`.
+    pub fn inject(&self, endpoint: &str, fault: Fault, times: u32) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.push((endpoint.to_owned(), fault, times));
+        }
+    }
+
+    /// Drops every pending fault.
+    pub fn clear(&self) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.clear();
+        }
+    }
+
+    fn take(&self, endpoint: &str) -> Option<Fault> {
+        let mut q = self.queue.lock().ok()?;
+        let i = q.iter().position(|(e, _, n)| e == endpoint && *n > 0)?;
+        let fault = q[i].1.clone();
+        q[i].2 -= 1;
+        if q[i].2 == 0 {
+            q.remove(i);
+        }
+        Some(fault)
+    }
+}
+
+/// The label of a request path, used by counters and faults.
+pub(crate) fn endpoint_label(path: &str) -> String {
+    if let Some(rest) = path.strip_prefix("/google") {
+        return google::endpoint_label(rest);
+    }
+    format!("other{path}")
+}
+
+/// Middleware: count the request, then apply a queued fault if any.
+pub(crate) async fn apply(State(state): State<Arc<SimState>>, request: Request, next: Next) -> Response {
+    let endpoint = endpoint_label(request.uri().path());
+    state.count(&endpoint);
+    let Some(fault) = state.faults.take(&endpoint) else {
+        return next.run(request).await;
+    };
+    match fault {
+        Fault::Status(code) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            google::error_for_status(status)
+        }
+        Fault::RateLimited { retry_after } => {
+            let mut response = google::error_for_status(StatusCode::TOO_MANY_REQUESTS);
+            if let Some(secs) = retry_after {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            response
+        }
+        Fault::InvalidGrant => google::invalid_grant(),
+        Fault::Malformed => {
+            ([(header::CONTENT_TYPE, "application/json; charset=UTF-8")], "{\"dataPoints\": [{\"heartRate\": <html>")
+                .into_response()
+        }
+        Fault::Truncated => {
+            let response = next.run(request).await;
+            let (mut parts, body) = response.into_parts();
+            let bytes = to_bytes(body, usize::MAX).await.unwrap_or_default();
+            let cut = bytes.slice(..bytes.len() / 2);
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(cut))
+        }
+        Fault::Delay(d) => {
+            tokio::time::sleep(d).await;
+            next.run(request).await
+        }
+    }
+}

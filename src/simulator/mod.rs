@@ -1,0 +1,165 @@
+//! The built-in simulator: a loopback HTTP server that plays the upstream services
+//! wearbridge talks to, so the whole pipeline runs with no accounts and no network.
+//!
+//! Each fake lives in its own module (`google` for the Google Health API v4 and Google's
+//! OAuth token endpoint). Shapes, status codes and quirks follow the published
+//! descriptions in `shared/reference/specs/`; [`Faults`] lets tests inject failures and
+//! the per-endpoint counters let tests and benchmarks count upstream calls.
+
+mod faults;
+mod google;
+mod people;
+
+pub use faults::{Fault, Faults};
+pub use people::{Person, generate_people};
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The OAuth client the simulator accepts.
+pub const CLIENT_ID: &str = "wearbridge-simulator.apps.googleusercontent.com";
+/// The matching client secret (a simulator value, not a real secret).
+pub const CLIENT_SECRET: &str = "simulator-client-secret";
+
+/// How to start a simulator.
+#[derive(Debug, Clone)]
+pub struct SimulatorConfig {
+    pub listen: SocketAddr,
+    pub people: usize,
+    pub seed: u64,
+}
+
+impl Default for SimulatorConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 0)), people: 3, seed: 42 }
+    }
+}
+
+/// Shared state of all fakes.
+pub(crate) struct SimState {
+    pub people: Vec<Person>,
+    pub seed: u64,
+    pub faults: Faults,
+    counters: Mutex<BTreeMap<String, u64>>,
+    pub google: google::OAuthState,
+}
+
+impl SimState {
+    fn count(&self, endpoint: &str) {
+        if let Ok(mut c) = self.counters.lock() {
+            *c.entry(endpoint.to_owned()).or_default() += 1;
+        }
+    }
+}
+
+/// A running simulator. Dropping it stops the server.
+pub struct Simulator {
+    base_url: String,
+    state: Arc<SimState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Simulator {
+    /// Binds `config.listen` and serves until [`Simulator::stop`] or drop.
+    pub async fn start(config: SimulatorConfig) -> std::io::Result<Self> {
+        let state = Arc::new(SimState {
+            people: generate_people(config.seed, config.people),
+            seed: config.seed,
+            faults: Faults::default(),
+            counters: Mutex::new(BTreeMap::new()),
+            google: google::OAuthState::new(HashMap::new()),
+        });
+        state.google.enrol(&state.people);
+        let app = Router::new()
+            .nest("/google", google::router())
+            .layer(axum::middleware::from_fn_with_state(state.clone(), faults::apply))
+            .with_state(state.clone());
+        let listener = TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "simulator server failed");
+            }
+        });
+        Ok(Self { base_url: format!("http://{addr}"), state, stop: Some(stop), task: Some(task) })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The value for `fitbit.api_base_url`.
+    pub fn google_api_base(&self) -> String {
+        format!("{}/google", self.base_url)
+    }
+
+    /// The value for `fitbit.token_url`.
+    pub fn google_token_url(&self) -> String {
+        format!("{}/google/oauth2/token", self.base_url)
+    }
+
+    /// The value for `fitbit.auth_url` (authorisation is not simulated yet).
+    pub fn google_auth_url(&self) -> String {
+        format!("{}/google/o/oauth2/v2/auth", self.base_url)
+    }
+
+    pub fn people(&self) -> &[Person] {
+        &self.state.people
+    }
+
+    /// Queue of injected failures.
+    pub fn faults(&self) -> &Faults {
+        &self.state.faults
+    }
+
+    /// Requests served so far by endpoint label (e.g. `google.token`,
+    /// `google.dataPoints.heart-rate`).
+    pub fn requests(&self) -> BTreeMap<String, u64> {
+        self.state.counters.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Requests served so far by one endpoint.
+    pub fn request_count(&self, endpoint: &str) -> u64 {
+        self.requests().get(endpoint).copied().unwrap_or(0)
+    }
+
+    /// Revokes a person's grant: their refresh token now gets `invalid_grant`.
+    pub fn revoke(&self, person: usize) {
+        self.state.google.revoke(person);
+    }
+
+    /// Makes the token endpoint issue a new refresh token with every refresh.
+    pub fn set_google_rotation(&self, rotate: bool) {
+        self.state.google.set_rotation(rotate);
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

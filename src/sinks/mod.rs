@@ -1,0 +1,16 @@
+//! Where messages go: stdout for dry runs (and, later, Streamr and files).
+//!
+//! A sink receives fully-formed [`Delivery`] lines; it never sees records or secrets.
+
+pub mod stdout;
+
+use serde::Serialize;
+
+/// One message addressed to a stream: exactly what a dry run prints and what a Streamr
+/// sink publishes (`message` is the payload, `partition_key` the subject).
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    pub stream: String,
+    pub partition_key: String,
+    pub message: serde_json::Value,
+}

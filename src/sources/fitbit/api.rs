@@ -1,0 +1,129 @@
+//! Response types of the Google Health API v4, after the discovery document.
+//!
+//! Only fields wearbridge uses are declared; everything else in a response (device
+//! names, MAC addresses, ids) is never even parsed. int64 values arrive as JSON strings
+//! but plain numbers are accepted too.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer};
+
+/// `GET v4/users/me/identity`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Identity {
+    pub health_user_id: String,
+}
+
+/// `GET v4/users/me/settings` (only what time handling needs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Settings {
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    #[serde(default)]
+    pub utc_offset: Option<String>,
+}
+
+/// `GET v4/users/me/dataTypes/{type}/dataPoints`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListDataPointsResponse {
+    #[serde(default)]
+    pub data_points: Vec<DataPoint>,
+    #[serde(default)]
+    pub next_page_token: Option<String>,
+}
+
+/// One data point; only the heart-rate member is declared so far.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataPoint {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub data_source: Option<DataSource>,
+    #[serde(default)]
+    pub heart_rate: Option<HeartRate>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataSource {
+    #[serde(default)]
+    pub recording_method: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartRate {
+    pub sample_time: ObservationSampleTime,
+    #[serde(deserialize_with = "int64")]
+    pub beats_per_minute: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservationSampleTime {
+    pub physical_time: DateTime<Utc>,
+    #[serde(default)]
+    pub utc_offset: Option<String>,
+}
+
+/// Google's error body: `{"error":{"code","message","status"}}`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ErrorDetail {
+    #[serde(default)]
+    pub code: u16,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub status: String,
+}
+
+/// int64 as Google writes it (a string), or as a plain number.
+pub fn int64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Int64 {
+        Text(String),
+        Number(i64),
+    }
+    match Int64::deserialize(d)? {
+        Int64::Number(n) => Ok(n),
+        Int64::Text(s) => s.trim().parse().map_err(|_| serde::de::Error::custom("expected an int64 (as a string or number)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int64_as_string_or_number() {
+        let a: HeartRate =
+            serde_json::from_str(r#"{"sampleTime":{"physicalTime":"2026-09-01T08:15:00Z"},"beatsPerMinute":"72"}"#).unwrap();
+        let b: HeartRate =
+            serde_json::from_str(r#"{"sampleTime":{"physicalTime":"2026-09-01T08:15:00Z"},"beatsPerMinute":72}"#).unwrap();
+        assert_eq!(a.beats_per_minute, 72);
+        assert_eq!(b.beats_per_minute, 72);
+        assert!(serde_json::from_str::<HeartRate>(r#"{"sampleTime":{"physicalTime":"2026-09-01T08:15:00Z"},"beatsPerMinute":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn live_shape_parses() {
+        let text = r#"{"dataPoints":[{"dataSource":{"recordingMethod":"PASSIVELY_MEASURED","platform":"FITBIT",
+          "device":{"displayName":"Pixel Watch 3","formFactor":"WATCH","manufacturer":"Google"}},
+          "heartRate":{"sampleTime":{"physicalTime":"2026-09-01T08:15:00Z","utcOffset":"-14400s",
+           "civilTime":{"date":{"year":2026,"month":9,"day":1},"time":{"hours":4,"minutes":15}}},
+           "beatsPerMinute":"72","metadata":{"motionContext":"SEDENTARY","sensorLocation":"WRIST"}}}],
+         "nextPageToken":"CiAK"}"#;
+        let r: ListDataPointsResponse = serde_json::from_str(text).unwrap();
+        assert_eq!(r.data_points.len(), 1);
+        assert_eq!(r.next_page_token.as_deref(), Some("CiAK"));
+    }
+}

@@ -1,0 +1,119 @@
+//! HTTP calls to the Google Health API v4. One call, one answer: retries and tokens are
+//! the caller's business ([`super::FitbitSource`]).
+
+use std::time::Duration;
+
+use reqwest::header::{AUTHORIZATION, RETRY_AFTER};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+
+use super::api::{ErrorBody, Identity, ListDataPointsResponse, Settings};
+use crate::sources::json_position;
+
+/// One failed API call. Messages carry the endpoint and Google's status, never tokens
+/// or response values.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{endpoint}: HTTP {status} {google_status}: {message}")]
+    Status { endpoint: &'static str, status: u16, google_status: String, message: String, retry_after: Option<Duration> },
+    #[error("{endpoint}: cannot reach the API: {message}")]
+    Transport { endpoint: &'static str, message: String },
+    #[error("{endpoint}: malformed answer ({message})")]
+    Decode { endpoint: &'static str, message: String },
+}
+
+impl ApiError {
+    /// Worth retrying after a pause: 429, 5xx, network trouble, a cut or garbled body.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ApiError::Status { status, .. } => *status == 429 || *status >= 500,
+            ApiError::Transport { .. } | ApiError::Decode { .. } => true,
+        }
+    }
+
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, ApiError::Status { status: 401, .. })
+    }
+
+    /// The server's requested pause (`Retry-After`), if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// A thin client for the endpoints wearbridge reads.
+#[derive(Debug, Clone)]
+pub struct GoogleHealthClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl GoogleHealthClient {
+    /// `base` is `fitbit.api_base_url` (e.g. `https://health.googleapis.com`).
+    pub fn new(http: reqwest::Client, base: &str) -> Self {
+        Self { http, base: base.trim_end_matches('/').to_owned() }
+    }
+
+    pub async fn identity(&self, token: &SecretString) -> Result<Identity, ApiError> {
+        self.get("identity", "v4/users/me/identity", &[], token).await
+    }
+
+    pub async fn settings(&self, token: &SecretString) -> Result<Settings, ApiError> {
+        self.get("settings", "v4/users/me/settings", &[], token).await
+    }
+
+    /// One page of `dataPoints.list` for `data_type` (kebab-case, e.g. `heart-rate`).
+    pub async fn list_data_points(
+        &self,
+        token: &SecretString,
+        data_type: &str,
+        filter: &str,
+        page_size: u32,
+        page_token: Option<&str>,
+    ) -> Result<ListDataPointsResponse, ApiError> {
+        let path = format!("v4/users/me/dataTypes/{data_type}/dataPoints");
+        let size = page_size.to_string();
+        let mut query = vec![("filter", filter), ("pageSize", size.as_str())];
+        if let Some(t) = page_token {
+            query.push(("pageToken", t));
+        }
+        self.get("dataPoints.list", &path, &query, token).await
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        endpoint: &'static str,
+        path: &str,
+        query: &[(&str, &str)],
+        token: &SecretString,
+    ) -> Result<T, ApiError> {
+        let transport = |e: reqwest::Error| ApiError::Transport { endpoint, message: e.without_url().to_string() };
+        let response = self
+            .http
+            .get(format!("{}/{path}", self.base))
+            .query(query)
+            .header(AUTHORIZATION, format!("Bearer {}", token.expose_secret()))
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = response.bytes().await.map_err(transport)?;
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(&body).map_err(|e| ApiError::Decode { endpoint, message: json_position(&e) });
+        }
+        let (google_status, message) = match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(b) => (b.error.status, b.error.message),
+            Err(_) => (String::new(), format!("non-JSON error body of {} bytes", body.len())),
+        };
+        Err(ApiError::Status { endpoint, status, google_status, message, retry_after })
+    }
+}
