@@ -35,8 +35,12 @@ impl Default for DemoOptions {
 }
 
 /// Runs the demo, writing payload lines to `writer`. Returns the pass summary.
-pub async fn run(options: &DemoOptions, writer: Arc<dyn crate::pipeline::DeliveryWriter>) -> anyhow::Result<PassSummary> {
-    let sim = Simulator::start(SimulatorConfig { people: options.people, seed: options.seed, ..Default::default() }).await?;
+pub async fn run(
+    options: &DemoOptions,
+    writer: Arc<dyn crate::pipeline::DeliveryWriter>,
+) -> anyhow::Result<PassSummary> {
+    let sim =
+        Simulator::start(SimulatorConfig { people: options.people, seed: options.seed, ..Default::default() }).await?;
     let dir = tempfile::tempdir()?;
 
     let mut settings = Settings::default();
@@ -50,7 +54,8 @@ pub async fn run(options: &DemoOptions, writer: Arc<dyn crate::pipeline::Deliver
     let loaded = Loaded::from_settings(settings);
 
     // Throw-away keys: nothing of the demo outlives it.
-    let store = Arc::new(SqliteStore::open(&loaded.settings.store.url, TokenCipher::new(keyfile::random_key()?)).await?);
+    let store =
+        Arc::new(SqliteStore::open(&loaded.settings.store.url, TokenCipher::new(keyfile::random_key()?)).await?);
     let key = PseudonymKey::new("demo", keyfile::random_key()?)?;
     for person in sim.people() {
         store.add_account(&person.name, Provider::Fitbit, &SecretString::from(person.refresh_token.clone())).await?;

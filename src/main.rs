@@ -10,7 +10,11 @@ use wearbridge::config::{ConfigError, parse_duration};
 use wearbridge::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
-#[command(name = "wearbridge", version, about = "Wearable health data → pseudonymised, schema-checked Streamr messages")]
+#[command(
+    name = "wearbridge",
+    version,
+    about = "Wearable health data → pseudonymised, schema-checked Streamr messages"
+)]
 struct Cli {
     /// Configuration file (TOML). Default: ./wearbridge.toml when it exists.
     #[arg(long, global = true, value_name = "PATH")]

@@ -41,8 +41,7 @@ impl Schemas {
         let mut envelope = None;
         let mut types = BTreeMap::new();
         for (name, text) in FILES {
-            let value: Value =
-                serde_json::from_str(text).map_err(|e| SchemaError { name, message: e.to_string() })?;
+            let value: Value = serde_json::from_str(text).map_err(|e| SchemaError { name, message: e.to_string() })?;
             let validator = jsonschema::options()
                 .should_validate_formats(true)
                 .build(&value)

@@ -25,7 +25,10 @@ fn default_expiry() -> i64 {
 
 impl std::fmt::Debug for TokenResponse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenResponse").field("expires_in", &self.expires_in).field("scope", &self.scope).finish_non_exhaustive()
+        f.debug_struct("TokenResponse")
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
     }
 }
 
@@ -34,7 +37,9 @@ impl std::fmt::Debug for TokenResponse {
 pub enum RefreshError {
     #[error("invalid_grant: the refresh token was revoked or expired")]
     InvalidGrant,
-    #[error("the token endpoint rejected the client (HTTP {status}, {error}); check fitbit.client_id and fitbit.client_secret")]
+    #[error(
+        "the token endpoint rejected the client (HTTP {status}, {error}); check fitbit.client_id and fitbit.client_secret"
+    )]
     Client { status: u16, error: String },
     #[error("the token endpoint answered HTTP {status}")]
     Server { status: u16 },
@@ -67,7 +72,10 @@ pub struct GoogleOAuth {
 
 impl std::fmt::Debug for GoogleOAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GoogleOAuth").field("token_url", &self.token_url).field("client_id", &self.client_id).finish_non_exhaustive()
+        f.debug_struct("GoogleOAuth")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -102,7 +110,8 @@ impl GoogleOAuth {
         if status >= 500 || status == 429 {
             return Err(RefreshError::Server { status });
         }
-        let error = serde_json::from_slice::<OAuthErrorBody>(&body).map(|b| b.error).unwrap_or_else(|_| "unknown".into());
+        let error =
+            serde_json::from_slice::<OAuthErrorBody>(&body).map(|b| b.error).unwrap_or_else(|_| "unknown".into());
         if error == "invalid_grant" {
             return Err(RefreshError::InvalidGrant);
         }

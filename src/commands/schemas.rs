@@ -11,10 +11,7 @@ pub fn main(name: Option<&str>) -> anyhow::Result<()> {
         }
         Some(n) => match Schemas::text(n) {
             Some(text) => print!("{text}"),
-            None => anyhow::bail!(
-                "no schema named {n:?}; known: {}",
-                Schemas::names().collect::<Vec<_>>().join(", ")
-            ),
+            None => anyhow::bail!("no schema named {n:?}; known: {}", Schemas::names().collect::<Vec<_>>().join(", ")),
         },
     }
     Ok(())

@@ -47,7 +47,13 @@ pub async fn list(globals: &Globals) -> anyhow::Result<()> {
     let store = app::open_store(&loaded.settings).await?;
     println!("{:<24} {:<9} {:<16} CREATED", "NAME", "PROVIDER", "STATUS");
     for a in store.accounts().await? {
-        println!("{:<24} {:<9} {:<16} {}", a.name, a.provider.as_str(), a.status.as_str(), a.created_at.format("%Y-%m-%d %H:%M"));
+        println!(
+            "{:<24} {:<9} {:<16} {}",
+            a.name,
+            a.provider.as_str(),
+            a.status.as_str(),
+            a.created_at.format("%Y-%m-%d %H:%M")
+        );
     }
     Ok(())
 }
@@ -61,6 +67,8 @@ pub async fn remove(globals: &Globals, name: &str) -> anyhow::Result<()> {
         removal.dropped_messages
     );
     println!("Messages already published to Streamr cannot be recalled.");
-    println!("The grant was not revoked upstream by this build; the person can revoke it in their Google or Withings account settings.");
+    println!(
+        "The grant was not revoked upstream by this build; the person can revoke it in their Google or Withings account settings."
+    );
     Ok(())
 }

@@ -70,12 +70,7 @@ pub struct LoadOptions {
 impl LoadOptions {
     /// Options for this process: its environment and `./wearbridge.toml` when present.
     pub fn from_process(file: Option<PathBuf>, overrides: Vec<String>) -> Self {
-        Self {
-            file,
-            default_file: Some(PathBuf::from("wearbridge.toml")),
-            env: std::env::vars().collect(),
-            overrides,
-        }
+        Self { file, default_file: Some(PathBuf::from("wearbridge.toml")), env: std::env::vars().collect(), overrides }
     }
 }
 
@@ -161,9 +156,11 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, ConfigError> {
         } else {
             ValueKind::String(value.to_owned())
         };
-        builder = builder
-            .set_override(key.as_str(), value)
-            .map_err(|e| ConfigError::Invalid { key: key.clone(), origin: Origin::Flag(key.clone()), message: e.to_string() })?;
+        builder = builder.set_override(key.as_str(), value).map_err(|e| ConfigError::Invalid {
+            key: key.clone(),
+            origin: Origin::Flag(key.clone()),
+            message: e.to_string(),
+        })?;
         origins.insert(key.clone(), Origin::Flag(key));
     }
 
@@ -317,10 +314,7 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
         return Err(loaded.invalid("sync.datasets", "at least one dataset is needed"));
     }
     if anonymizer::PseudonymKey::new(s.anonymizer.epoch.clone(), [0; 32]).is_err() {
-        return Err(loaded.invalid(
-            "anonymizer.epoch",
-            "expected 1 to 32 characters of letters, digits, '-' or '_'",
-        ));
+        return Err(loaded.invalid("anonymizer.epoch", "expected 1 to 32 characters of letters, digits, '-' or '_'"));
     }
     Ok(())
 }

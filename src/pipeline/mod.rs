@@ -167,7 +167,12 @@ impl<S: Store> Pipeline<S> {
 
     /// Where a dataset's next read starts: the cursor minus the look-back, or
     /// `sync.start` for a first backfill.
-    async fn window_start(&self, account: &Account, dataset: Dataset, now: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
+    async fn window_start(
+        &self,
+        account: &Account,
+        dataset: Dataset,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, StoreError> {
         let start = self.sync.start.resolve(now);
         let cursor = self.store.cursor(account.id, dataset.as_str()).await?;
         let lookback = TimeDelta::from_std(self.sync.lookback).unwrap_or(TimeDelta::zero());
@@ -207,7 +212,12 @@ impl<S: Store> Pipeline<S> {
                 let entries: Vec<OutboxEntry> = deliveries
                     .iter()
                     .map(|d| OutboxEntry {
-                        message_id: d.message.pointer("/header/uuid").and_then(|v| v.as_str()).unwrap_or_default().to_owned(),
+                        message_id: d
+                            .message
+                            .pointer("/header/uuid")
+                            .and_then(|v| v.as_str())
+                            .unwrap_or_default()
+                            .to_owned(),
                         stream: d.stream.clone(),
                         partition_key: d.partition_key.clone(),
                         payload: d.message.to_string(),

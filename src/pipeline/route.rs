@@ -29,7 +29,9 @@ fn normalise(key: &str) -> String {
 
 /// `0x<40 hex>/path` or `<name>.eth/path` (the domain is case-insensitive).
 pub fn is_stream_id(id: &str) -> bool {
-    let Some((domain, path)) = id.split_once('/') else { return false };
+    let Some((domain, path)) = id.split_once('/') else {
+        return false;
+    };
     if path.is_empty() || path.chars().any(|c| c.is_whitespace()) {
         return false;
     }

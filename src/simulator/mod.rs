@@ -52,8 +52,13 @@ pub(crate) struct SimState {
 
 impl SimState {
     fn count(&self, endpoint: &str) {
+        self.count_n(endpoint, 1);
+    }
+
+    /// Adds `n` to a counter (also used for "points served" tallies).
+    pub(crate) fn count_n(&self, counter: &str, n: u64) {
         if let Ok(mut c) = self.counters.lock() {
-            *c.entry(endpoint.to_owned()).or_default() += 1;
+            *c.entry(counter.to_owned()).or_default() += n;
         }
     }
 }
@@ -125,7 +130,7 @@ impl Simulator {
     }
 
     /// Requests served so far by endpoint label (e.g. `google.token`,
-    /// `google.dataPoints.heart-rate`).
+    /// `google.dataPoints.heart-rate`), plus `points.heart-rate`: data points served.
     pub fn requests(&self) -> BTreeMap<String, u64> {
         self.state.counters.lock().map(|c| c.clone()).unwrap_or_default()
     }

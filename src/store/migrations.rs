@@ -64,7 +64,9 @@ pub(crate) async fn run_sqlite(pool: &SqlitePool, migrations: &[Migration]) -> R
         let sum = checksum(m.sql);
         match applied.get(&m.version) {
             Some(existing) if *existing == sum => continue,
-            Some(_) => return Err(MigrationError::Changed { version: m.version, name: m.name.into() }),
+            Some(_) => {
+                return Err(MigrationError::Changed { version: m.version, name: m.name.into() });
+            }
             None => {}
         }
         let failed = |source| MigrationError::Failed { version: m.version, source };

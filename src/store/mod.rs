@@ -140,16 +140,22 @@ pub trait Store: Send + Sync + 'static {
     /// row as `removed`.
     fn remove_account(&self, name: &str) -> impl Future<Output = Result<Removal, StoreError>> + Send;
 
-    fn set_status(&self, account_id: i64, status: AccountStatus) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn set_status(&self, account_id: i64, status: AccountStatus)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    fn set_provider_user_id(&self, account_id: i64, user_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn set_provider_user_id(
+        &self,
+        account_id: i64,
+        user_id: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn tokens(&self, account_id: i64) -> impl Future<Output = Result<Option<Tokens>, StoreError>> + Send;
 
     /// Replaces the stored tokens (durably, before the caller uses the new access token).
     fn save_tokens(&self, account_id: i64, tokens: &Tokens) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    fn cursor(&self, account_id: i64, dataset: &str) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+    fn cursor(&self, account_id: i64, dataset: &str)
+    -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
 
     /// In one transaction: adds `entries` to the outbox (ignoring ids already there) and
     /// moves the cursor. Returns how many entries were new.

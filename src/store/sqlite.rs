@@ -82,10 +82,16 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
-    async fn add_account(&self, name: &str, provider: Provider, refresh_token: &SecretString) -> Result<Account, StoreError> {
+    async fn add_account(
+        &self,
+        name: &str,
+        provider: Provider,
+        refresh_token: &SecretString,
+    ) -> Result<Account, StoreError> {
         validate_account_name(name)?;
         let mut tx = self.pool.begin().await?;
-        let existing = sqlx::query("SELECT id, status FROM accounts WHERE name = ?").bind(name).fetch_optional(&mut *tx).await?;
+        let existing =
+            sqlx::query("SELECT id, status FROM accounts WHERE name = ?").bind(name).fetch_optional(&mut *tx).await?;
         let id: i64 = match existing {
             Some(row) => {
                 let status: String = row.try_get("status")?;
@@ -145,11 +151,14 @@ impl Store for SqliteStore {
     async fn remove_account(&self, name: &str) -> Result<Removal, StoreError> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query("SELECT id FROM accounts WHERE name = ?").bind(name).fetch_optional(&mut *tx).await?;
-        let Some(row) = row else { return Err(StoreError::NoSuchAccount(name.into())) };
+        let Some(row) = row else {
+            return Err(StoreError::NoSuchAccount(name.into()));
+        };
         let id: i64 = row.try_get("id")?;
         sqlx::query("DELETE FROM tokens WHERE account_id = ?").bind(id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM cursors WHERE account_id = ?").bind(id).execute(&mut *tx).await?;
-        let dropped = sqlx::query("DELETE FROM outbox WHERE account_id = ?").bind(id).execute(&mut *tx).await?.rows_affected();
+        let dropped =
+            sqlx::query("DELETE FROM outbox WHERE account_id = ?").bind(id).execute(&mut *tx).await?.rows_affected();
         sqlx::query("UPDATE accounts SET status = 'removed', provider_user_id = NULL, updated_at = ? WHERE id = ?")
             .bind(now())
             .bind(id)
@@ -181,7 +190,10 @@ impl Store for SqliteStore {
     }
 
     async fn tokens(&self, account_id: i64) -> Result<Option<Tokens>, StoreError> {
-        let row = sqlx::query("SELECT * FROM tokens WHERE account_id = ?").bind(account_id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT * FROM tokens WHERE account_id = ?")
+            .bind(account_id)
+            .fetch_optional(&self.pool)
+            .await?;
         let Some(row) = row else { return Ok(None) };
         let refresh: Vec<u8> = row.try_get(REFRESH)?;
         let access: Option<Vec<u8>> = row.try_get(ACCESS)?;
@@ -198,7 +210,8 @@ impl Store for SqliteStore {
 
     async fn save_tokens(&self, account_id: i64, tokens: &Tokens) -> Result<(), StoreError> {
         let refresh = self.cipher.seal_secret(account_id, REFRESH, &tokens.refresh_token)?;
-        let access = tokens.access_token.as_ref().map(|t| self.cipher.seal_secret(account_id, ACCESS, t)).transpose()?;
+        let access =
+            tokens.access_token.as_ref().map(|t| self.cipher.seal_secret(account_id, ACCESS, t)).transpose()?;
         sqlx::query(
             "INSERT INTO tokens (account_id, refresh_token, access_token, access_expires_at, updated_at)
              VALUES (?, ?, ?, ?, ?)
@@ -225,7 +238,13 @@ impl Store for SqliteStore {
         Ok(row.map(|r| r.try_get("position")).transpose()?)
     }
 
-    async fn commit_batch(&self, account_id: i64, dataset: &str, cursor: &str, entries: &[OutboxEntry]) -> Result<u64, StoreError> {
+    async fn commit_batch(
+        &self,
+        account_id: i64,
+        dataset: &str,
+        cursor: &str,
+        entries: &[OutboxEntry],
+    ) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut inserted = 0;
         let created = now();
@@ -259,7 +278,10 @@ impl Store for SqliteStore {
     }
 
     async fn outbox_len(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE status = 'pending'").fetch_one(&self.pool).await?.try_get("n")?;
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE status = 'pending'")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 }

@@ -36,7 +36,11 @@ fn defaults_apply_without_sources() {
 #[test]
 fn precedence_is_default_file_env_flag() {
     let dir = tempfile::tempdir().unwrap();
-    let file = write(&dir, "w.toml", "[sync]\ninterval = \"5m\"\nlookback = \"1h\"\nstart = \"2026-10-01\"\n[store]\nurl = \"sqlite://f.db\"\n");
+    let file = write(
+        &dir,
+        "w.toml",
+        "[sync]\ninterval = \"5m\"\nlookback = \"1h\"\nstart = \"2026-10-01\"\n[store]\nurl = \"sqlite://f.db\"\n",
+    );
     let env = [("WEARBRIDGE__SYNC__INTERVAL", "10m"), ("WEARBRIDGE__SYNC__LOOKBACK", "2h"), ("OTHER", "x")];
     let loaded = load(&opts(Some(file.clone()), &env, &["sync.interval=20m"])).unwrap();
     let s = &loaded.settings;
@@ -107,7 +111,10 @@ fn missing_file_and_bad_toml_are_clear() {
 fn secrets_from_files_are_trimmed_and_redacted() {
     let dir = tempfile::tempdir().unwrap();
     let secret = write(&dir, "secret", "  s3cr3t-value\n");
-    let env = [("WEARBRIDGE__FITBIT__CLIENT_SECRET_FILE", secret.to_str().unwrap()), ("WEARBRIDGE__STREAMR__API_KEY", "key-123")];
+    let env = [
+        ("WEARBRIDGE__FITBIT__CLIENT_SECRET_FILE", secret.to_str().unwrap()),
+        ("WEARBRIDGE__STREAMR__API_KEY", "key-123"),
+    ];
     let loaded = load(&opts(None, &env, &[])).unwrap();
     let s = &loaded.settings;
     assert_eq!(s.fitbit.client_secret.as_ref().unwrap().expose_secret(), "s3cr3t-value");

@@ -83,6 +83,9 @@ mod tests {
         assert!(parse(r#"heart_rate.sample_time.physical_time > "2026-11-01T00:00:00Z""#, "heart_rate").is_err());
         assert!(parse(r#"heart_rate.sample_time.physical_time >= 2026"#, "heart_rate").is_err());
         assert!(parse(r#"heart_rate.sample_time.physical_time >= "yesterday""#, "heart_rate").is_err());
-        assert!(parse(r#"heart_rate.sample_time.physical_time >= "2026-11-01T00:00:00Z" OR x < "y""#, "heart_rate").is_err());
+        assert!(
+            parse(r#"heart_rate.sample_time.physical_time >= "2026-11-01T00:00:00Z" OR x < "y""#, "heart_rate")
+                .is_err()
+        );
     }
 }

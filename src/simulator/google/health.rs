@@ -18,23 +18,38 @@ use super::{error, error_for_status, series};
 const DEFAULT_PAGE_SIZE: usize = 1440;
 const MAX_PAGE_SIZE: usize = 10_000;
 
+/// Why a request was refused before reaching its resource.
+enum Denied {
+    Missing,
+    Invalid,
+    Forbidden,
+}
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        match self {
+            Denied::Missing => error(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                "Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
+            ),
+            Denied::Invalid => error_for_status(StatusCode::UNAUTHORIZED),
+            Denied::Forbidden => error_for_status(StatusCode::FORBIDDEN),
+        }
+    }
+}
+
 /// The person behind the bearer token, or the 401/403 Google would answer.
-fn authorize<'a>(state: &'a SimState, headers: &HeaderMap, user: &str) -> Result<&'a Person, Response> {
+fn authorize<'a>(state: &'a SimState, headers: &HeaderMap, user: &str) -> Result<&'a Person, Denied> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            error(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHENTICATED",
-                "Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
-            )
-        })?;
-    let index = state.google.person_for_access(token).ok_or_else(|| error_for_status(StatusCode::UNAUTHORIZED))?;
-    let person = state.people.get(index).ok_or_else(|| error_for_status(StatusCode::UNAUTHORIZED))?;
+        .ok_or(Denied::Missing)?;
+    let index = state.google.person_for_access(token).ok_or(Denied::Invalid)?;
+    let person = state.people.get(index).ok_or(Denied::Invalid)?;
     if user != "me" && user != person.health_user_id {
-        return Err(error_for_status(StatusCode::FORBIDDEN));
+        return Err(Denied::Forbidden);
     }
     Ok(person)
 }
@@ -53,10 +68,14 @@ fn civil_time(person: &Person, at: DateTime<Utc>) -> Value {
     })
 }
 
-pub(crate) async fn identity(State(state): State<Arc<SimState>>, Path(user): Path<String>, headers: HeaderMap) -> Response {
+pub(crate) async fn identity(
+    State(state): State<Arc<SimState>>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let person = match authorize(&state, &headers, &user) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(denied) => return denied.into_response(),
     };
     Json(json!({
         "name": "users/me/identity",
@@ -66,10 +85,14 @@ pub(crate) async fn identity(State(state): State<Arc<SimState>>, Path(user): Pat
     .into_response()
 }
 
-pub(crate) async fn settings(State(state): State<Arc<SimState>>, Path(user): Path<String>, headers: HeaderMap) -> Response {
+pub(crate) async fn settings(
+    State(state): State<Arc<SimState>>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let person = match authorize(&state, &headers, &user) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(denied) => return denied.into_response(),
     };
     Json(json!({
         "name": "users/me/settings",
@@ -141,7 +164,7 @@ pub(crate) async fn list_data_points(
 ) -> Response {
     let person = match authorize(&state, &headers, &user) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(denied) => return denied.into_response(),
     };
     if data_type != "heart-rate" {
         return invalid(&format!("The simulator does not serve data type '{data_type}' yet."));
@@ -196,6 +219,7 @@ pub(crate) async fn list_data_points(
             })
         })
         .collect();
+    state.count_n("points.heart-rate", points.len() as u64);
     let mut body = json!({ "dataPoints": points });
     if let Some(token) = next {
         body["nextPageToken"] = json!(token);

@@ -4,10 +4,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use axum::Json;
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
 
@@ -32,7 +32,12 @@ pub(crate) struct OAuthState {
 
 impl OAuthState {
     pub(crate) fn new(refresh: HashMap<String, usize>) -> Self {
-        Self { refresh: Mutex::new(refresh), access: Mutex::new(HashMap::new()), issued: AtomicU64::new(0), rotate: AtomicBool::new(false) }
+        Self {
+            refresh: Mutex::new(refresh),
+            access: Mutex::new(HashMap::new()),
+            issued: AtomicU64::new(0),
+            rotate: AtomicBool::new(false),
+        }
     }
 
     pub(crate) fn enrol(&self, people: &[Person]) {
@@ -68,7 +73,11 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     (status, Json(json!({"error": error, "error_description": description}))).into_response()
 }
 
-pub(crate) async fn token(State(state): State<Arc<SimState>>, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> Response {
+pub(crate) async fn token(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
     let form_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if !form_type.starts_with("application/x-www-form-urlencoded") {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Expected a form body.");
@@ -80,8 +89,12 @@ pub(crate) async fn token(State(state): State<Arc<SimState>>, headers: HeaderMap
     }
     match form.get("grant_type").map(String::as_str) {
         Some("refresh_token") => {}
-        Some(_) => return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "Invalid grant_type."),
-        None => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Missing required parameter: grant_type"),
+        Some(_) => {
+            return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "Invalid grant_type.");
+        }
+        None => {
+            return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Missing required parameter: grant_type");
+        }
     }
     let Some(refresh_token) = form.get("refresh_token") else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Missing required parameter: refresh_token");
@@ -91,7 +104,9 @@ pub(crate) async fn token(State(state): State<Arc<SimState>>, headers: HeaderMap
         Ok(r) => r.get(refresh_token).copied(),
         Err(_) => None,
     };
-    let Some(person) = person else { return invalid_grant() };
+    let Some(person) = person else {
+        return invalid_grant();
+    };
     let n = google.issued.fetch_add(1, Ordering::SeqCst);
     let access_token = format!("ya29.sim-{person}-{n}");
     if let Ok(mut a) = google.access.lock() {

@@ -9,7 +9,7 @@ use super::super::people::mix_all;
 /// One heart-rate sample every ten minutes (with a few gaps).
 pub(crate) const HEART_RATE_STEP_SECS: i64 = 600;
 /// How far back a simulated person has data.
-pub(crate) const HISTORY_DAYS: i64 = 60;
+pub(crate) const HISTORY_DAYS: i64 = 400;
 
 /// A heart-rate sample in slot `slot` (seconds since epoch / step), if the person wore
 /// the device then.

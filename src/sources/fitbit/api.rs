@@ -95,7 +95,9 @@ pub fn int64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     }
     match Int64::deserialize(d)? {
         Int64::Number(n) => Ok(n),
-        Int64::Text(s) => s.trim().parse().map_err(|_| serde::de::Error::custom("expected an int64 (as a string or number)")),
+        Int64::Text(s) => {
+            s.trim().parse().map_err(|_| serde::de::Error::custom("expected an int64 (as a string or number)"))
+        }
     }
 }
 
@@ -106,12 +108,19 @@ mod tests {
     #[test]
     fn int64_as_string_or_number() {
         let a: HeartRate =
-            serde_json::from_str(r#"{"sampleTime":{"physicalTime":"2026-09-01T08:15:00Z"},"beatsPerMinute":"72"}"#).unwrap();
+            serde_json::from_str(r#"{"sampleTime":{"physicalTime":"2026-09-01T08:15:00Z"},"beatsPerMinute":"72"}"#)
+                .unwrap();
         let b: HeartRate =
-            serde_json::from_str(r#"{"sampleTime":{"physicalTime":"2026-09-01T08:15:00Z"},"beatsPerMinute":72}"#).unwrap();
+            serde_json::from_str(r#"{"sampleTime":{"physicalTime":"2026-09-01T08:15:00Z"},"beatsPerMinute":72}"#)
+                .unwrap();
         assert_eq!(a.beats_per_minute, 72);
         assert_eq!(b.beats_per_minute, 72);
-        assert!(serde_json::from_str::<HeartRate>(r#"{"sampleTime":{"physicalTime":"2026-09-01T08:15:00Z"},"beatsPerMinute":"x"}"#).is_err());
+        assert!(
+            serde_json::from_str::<HeartRate>(
+                r#"{"sampleTime":{"physicalTime":"2026-09-01T08:15:00Z"},"beatsPerMinute":"x"}"#
+            )
+            .is_err()
+        );
     }
 
     #[test]

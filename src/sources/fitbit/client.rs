@@ -15,7 +15,13 @@ use crate::sources::json_position;
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{endpoint}: HTTP {status} {google_status}: {message}")]
-    Status { endpoint: &'static str, status: u16, google_status: String, message: String, retry_after: Option<Duration> },
+    Status {
+        endpoint: &'static str,
+        status: u16,
+        google_status: String,
+        message: String,
+        retry_after: Option<Duration>,
+    },
     #[error("{endpoint}: cannot reach the API: {message}")]
     Transport { endpoint: &'static str, message: String },
     #[error("{endpoint}: malformed answer ({message})")]
@@ -108,7 +114,8 @@ impl GoogleHealthClient {
             .map(Duration::from_secs);
         let body = response.bytes().await.map_err(transport)?;
         if (200..300).contains(&status) {
-            return serde_json::from_slice(&body).map_err(|e| ApiError::Decode { endpoint, message: json_position(&e) });
+            return serde_json::from_slice(&body)
+                .map_err(|e| ApiError::Decode { endpoint, message: json_position(&e) });
         }
         let (google_status, message) = match serde_json::from_slice::<ErrorBody>(&body) {
             Ok(b) => (b.error.status, b.error.message),

@@ -17,7 +17,7 @@ use crate::http::Backoff;
 use crate::store::{Account, Store};
 
 /// The largest page Google serves for sample data types.
-const PAGE_SIZE: u32 = 10_000;
+pub const MAX_PAGE_SIZE: u32 = 10_000;
 /// A hard stop against a server that never ends pagination.
 const MAX_PAGES: usize = 1_000;
 /// Never wait longer than this for one `Retry-After`.
@@ -40,11 +40,23 @@ pub struct FitbitSource<S> {
     client: GoogleHealthClient,
     tokens: Arc<TokenManager<S>>,
     backoff: Backoff,
+    page_size: u32,
 }
 
 impl<S: Store> FitbitSource<S> {
     pub fn new(client: GoogleHealthClient, tokens: Arc<TokenManager<S>>, backoff: Backoff) -> Self {
-        Self { client, tokens, backoff }
+        Self { client, tokens, backoff, page_size: MAX_PAGE_SIZE }
+    }
+
+    /// Asks for smaller pages (tests use this to exercise pagination).
+    pub fn with_page_size(mut self, page_size: u32) -> Self {
+        self.page_size = page_size.clamp(1, MAX_PAGE_SIZE);
+        self
+    }
+
+    /// The token manager this source draws on.
+    pub fn tokens(&self) -> &TokenManager<S> {
+        &self.tokens
     }
 
     async fn call<T, F, Fut>(&self, account: &Account, f: F) -> Result<T, SourceError>
@@ -64,7 +76,8 @@ impl<S: Store> FitbitSource<S> {
                     refreshed = true;
                 }
                 Err(e) if e.is_transient() && retry + 1 < self.backoff.attempts => {
-                    let pause = e.retry_after().map(|d| d.min(MAX_RETRY_AFTER)).unwrap_or_else(|| self.backoff.delay(retry));
+                    let pause =
+                        e.retry_after().map(|d| d.min(MAX_RETRY_AFTER)).unwrap_or_else(|| self.backoff.delay(retry));
                     tracing::warn!(error = %e, retry, pause_ms = pause.as_millis() as u64, "upstream call failed; retrying");
                     tokio::time::sleep(pause).await;
                     retry += 1;
@@ -99,7 +112,11 @@ impl<S: Store> FitbitSource<S> {
                 .call(account, |t| {
                     let filter = filter.as_str();
                     let page_token = page_token.as_deref();
-                    async move { self.client.list_data_points(&t, "heart-rate", filter, PAGE_SIZE, page_token).await }
+                    async move {
+                        self.client
+                            .list_data_points(&t, "heart-rate", filter, self.page_size, page_token)
+                            .await
+                    }
                 })
                 .await?;
             points.extend(page.data_points);

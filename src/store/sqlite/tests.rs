@@ -46,8 +46,9 @@ async fn accounts_lifecycle() {
     assert_eq!(got.provider_user_id.as_deref(), Some("hu-123"));
     assert_eq!(got.status, AccountStatus::NeedsReconsent);
 
-    let entry = OutboxEntry { message_id: "m1".into(), stream: "s".into(), partition_key: "p".into(), payload: "{}".into() };
-    assert_eq!(store.commit_batch(a.id, "heart_rate", "c1", &[entry.clone()]).await.unwrap(), 1);
+    let entry =
+        OutboxEntry { message_id: "m1".into(), stream: "s".into(), partition_key: "p".into(), payload: "{}".into() };
+    assert_eq!(store.commit_batch(a.id, "heart_rate", "c1", std::slice::from_ref(&entry)).await.unwrap(), 1);
     assert_eq!(store.commit_batch(a.id, "heart_rate", "c2", &[entry]).await.unwrap(), 0, "same id is not added twice");
     assert_eq!(store.cursor(a.id, "heart_rate").await.unwrap().as_deref(), Some("c2"));
     assert_eq!(store.outbox_len().await.unwrap(), 1);

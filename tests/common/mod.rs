@@ -1,0 +1,67 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anonymizer::{Provider, PseudonymKey};
+use secrecy::SecretString;
+use wearbridge::app;
+use wearbridge::config::{Loaded, Settings, SyncStart};
+use wearbridge::http::Backoff;
+use wearbridge::pipeline::Pipeline;
+use wearbridge::simulator::{self, Simulator, SimulatorConfig};
+use wearbridge::store::{SqliteStore, Store, TokenCipher};
+
+pub const STREAM: &str = "test-coop.eth/health";
+
+pub async fn simulator(people: usize, seed: u64) -> Simulator {
+    Simulator::start(SimulatorConfig { people, seed, ..Default::default() }).await.expect("simulator starts")
+}
+
+/// Settings pointing at `sim`, with a store in `dir`.
+pub fn settings(sim: &Simulator, dir: &tempfile::TempDir, history: &str) -> Settings {
+    let mut s = Settings::default();
+    s.store.url = format!("sqlite://{}", dir.path().join("wb.db").display());
+    s.store.key_file = dir.path().join("store.key");
+    s.anonymizer.key_file = dir.path().join("anonymizer.key");
+    s.fitbit.client_id = Some(simulator::CLIENT_ID.into());
+    s.fitbit.client_secret = Some(SecretString::from(simulator::CLIENT_SECRET));
+    s.fitbit.api_base_url = sim.google_api_base();
+    s.fitbit.token_url = sim.google_token_url();
+    s.sync.start = history.parse::<SyncStart>().expect("history");
+    s.streamr.streams.insert("default".into(), STREAM.into());
+    s
+}
+
+/// Fast retries for tests.
+pub fn fast_backoff() -> Backoff {
+    Backoff { attempts: 4, base: Duration::from_millis(5), max: Duration::from_millis(50) }
+}
+
+pub struct Harness {
+    pub store: Arc<SqliteStore>,
+    pub pipeline: Pipeline<SqliteStore>,
+    pub loaded: Loaded,
+}
+
+/// A store with every simulated person enrolled, and a pipeline over it.
+pub async fn harness(sim: &Simulator, dir: &tempfile::TempDir, history: &str) -> Harness {
+    let loaded = Loaded::from_settings(settings(sim, dir, history));
+    let store =
+        Arc::new(SqliteStore::open(&loaded.settings.store.url, TokenCipher::new([9; 32])).await.expect("store opens"));
+    for p in sim.people() {
+        store
+            .add_account(&p.name, Provider::Fitbit, &SecretString::from(p.refresh_token.clone()))
+            .await
+            .expect("enrol");
+    }
+    let pipeline = reopen(&loaded, store.clone());
+    Harness { store, pipeline, loaded }
+}
+
+/// A fresh pipeline over an existing store (as after a restart).
+pub fn reopen(loaded: &Loaded, store: Arc<SqliteStore>) -> Pipeline<SqliteStore> {
+    let key = PseudonymKey::new("t1", [5; 32]).expect("key");
+    app::pipeline(loaded, store, key, fast_backoff()).expect("pipeline")
+}
