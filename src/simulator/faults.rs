@@ -30,18 +30,37 @@ pub enum Fault {
     Delay(Duration),
 }
 
+/// One queued fault: which endpoint (and optionally whose requests) it hits, how often.
+#[derive(Debug)]
+struct Entry {
+    endpoint: String,
+    person: Option<usize>,
+    fault: Fault,
+    remaining: u32,
+}
+
 /// Pending faults, first matching entry first.
 #[derive(Debug, Default)]
 pub struct Faults {
-    queue: Mutex<Vec<(String, Fault, u32)>>,
+    queue: Mutex<Vec<Entry>>,
 }
 
 impl Faults {
     /// The next `times` requests to `endpoint` (a label such as `google.token` or
     /// `google.dataPoints.heart-rate`) get `fault`.
     pub fn inject(&self, endpoint: &str, fault: Fault, times: u32) {
+        self.push(Entry { endpoint: endpoint.to_owned(), person: None, fault, remaining: times });
+    }
+
+    /// Like [`inject`](Self::inject), but only for requests made with one simulated
+    /// person's access token.
+    pub fn inject_for_person(&self, endpoint: &str, person: usize, fault: Fault, times: u32) {
+        self.push(Entry { endpoint: endpoint.to_owned(), person: Some(person), fault, remaining: times });
+    }
+
+    fn push(&self, entry: Entry) {
         if let Ok(mut q) = self.queue.lock() {
-            q.push((endpoint.to_owned(), fault, times));
+            q.push(entry);
         }
     }
 
@@ -52,12 +71,12 @@ impl Faults {
         }
     }
 
-    fn take(&self, endpoint: &str) -> Option<Fault> {
+    fn take(&self, endpoint: &str, person: Option<usize>) -> Option<Fault> {
         let mut q = self.queue.lock().ok()?;
-        let i = q.iter().position(|(e, _, n)| e == endpoint && *n > 0)?;
-        let fault = q[i].1.clone();
-        q[i].2 -= 1;
-        if q[i].2 == 0 {
+        let i = q.iter().position(|e| e.endpoint == endpoint && (e.person.is_none() || e.person == person))?;
+        let fault = q[i].fault.clone();
+        q[i].remaining = q[i].remaining.saturating_sub(1);
+        if q[i].remaining == 0 {
             q.remove(i);
         }
         Some(fault)
@@ -76,7 +95,13 @@ pub(crate) fn endpoint_label(path: &str) -> String {
 pub(crate) async fn apply(State(state): State<Arc<SimState>>, request: Request, next: Next) -> Response {
     let endpoint = endpoint_label(request.uri().path());
     state.count(&endpoint);
-    let Some(fault) = state.faults.take(&endpoint) else {
+    let person = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|token| state.google.person_for_access(token));
+    let Some(fault) = state.faults.take(&endpoint, person) else {
         return next.run(request).await;
     };
     match fault {
