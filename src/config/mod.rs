@@ -98,7 +98,7 @@ impl Default for WithingsSettings {
 }
 
 /// The data sets a source can pull.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Dataset {
     Devices,
@@ -121,6 +121,22 @@ impl Dataset {
             Dataset::Sleep => "sleep",
             Dataset::Body => "body",
         }
+    }
+}
+
+/// Deserialises a closed set of names with a message that lists them.
+fn one_of<'de, D: serde::Deserializer<'de>, T: Copy>(d: D, options: &[(&str, T)]) -> Result<T, D::Error> {
+    let text = String::deserialize(d)?;
+    options.iter().find(|(name, _)| *name == text.trim()).map(|(_, v)| *v).ok_or_else(|| {
+        let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+        serde::de::Error::custom(format!("expected one of {}, got {text:?}", names.join(", ")))
+    })
+}
+
+impl<'de> Deserialize<'de> for Dataset {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let options = Dataset::ALL.map(|d| (d.as_str(), d));
+        one_of(d, &options)
     }
 }
 
@@ -164,12 +180,18 @@ impl Default for AnonymizerSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     #[default]
     Websocket,
     Http,
+}
+
+impl<'de> Deserialize<'de> for Transport {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        one_of(d, &[("websocket", Transport::Websocket), ("http", Transport::Http)])
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

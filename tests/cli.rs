@@ -1,0 +1,242 @@
+//! The `wearbridge` binary end to end: configuration errors, enrolment, a dry run against
+//! the simulator, the demo.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use serde_json::Value;
+use wearbridge::simulator::{self, Simulator};
+
+/// Runs the binary in `dir` with a clean environment (no WEARBRIDGE__ variables).
+async fn wearbridge(dir: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wearbridge"));
+    cmd.args(args).current_dir(dir).env_remove("RUST_LOG");
+    for (k, _) in std::env::vars() {
+        if k.to_uppercase().starts_with("WEARBRIDGE__") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("binary starts");
+    if let Some(mut pipe) = child.stdin.take() {
+        if let Some(text) = stdin {
+            pipe.write_all(text.as_bytes()).await.unwrap();
+        }
+        drop(pipe);
+    }
+    child.wait_with_output().await.expect("binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn config_for(sim: &Simulator, dir: &Path) -> std::path::PathBuf {
+    let toml = format!(
+        r#"[store]
+url = "sqlite://{db}"
+key_file = "{dir}/store.key"
+
+[fitbit]
+client_id = "{client_id}"
+client_secret_file = "{dir}/client_secret"
+api_base_url = "{api}"
+token_url = "{token}"
+
+[sync]
+start = "1d"
+datasets = ["heart_rate"]
+
+[anonymizer]
+key_file = "{dir}/anonymizer.key"
+epoch = "2026a"
+
+[streamr.streams]
+default = "{stream}"
+"#,
+        db = dir.join("wb.db").display(),
+        dir = dir.display(),
+        client_id = simulator::CLIENT_ID,
+        api = sim.google_api_base(),
+        token = sim.google_token_url(),
+        stream = common::STREAM,
+    );
+    std::fs::write(dir.join("client_secret"), format!("{}\n", simulator::CLIENT_SECRET)).unwrap();
+    let path = dir.join("wearbridge.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_end_to_end() {
+    let sim = common::simulator(3, 21).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = config_for(&sim, d);
+    let config = config.to_str().unwrap();
+    let p0 = &sim.people()[0];
+    std::fs::write(d.join("rt"), format!("  {}\n", sim.people()[1].refresh_token)).unwrap();
+
+    let out = wearbridge(d, &["--config", config, "users", "add", "fitbit", "alice", "--refresh-token-stdin"], &[], Some(&format!("{}\n", p0.refresh_token))).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("added fitbit account alice (active)"));
+    let out = wearbridge(d, &["--config", config, "users", "add", "fitbit", "bob", "--refresh-token-file", "rt"], &[], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = wearbridge(d, &["--config", config, "users", "add", "fitbit", "carol", "--refresh-token-file", "rt"], &[], None).await;
+    assert!(out.status.success(), "the same token twice is the operator's business");
+    let out = wearbridge(d, &["--config", config, "users", "remove", "carol"], &[], None).await;
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("cannot be recalled"));
+    let out = wearbridge(d, &["--config", config, "users", "list"], &[], None).await;
+    let listing = text(&out.stdout);
+    assert!(listing.contains("alice") && listing.contains("active") && listing.contains("carol") && listing.contains("removed"), "{listing}");
+    let out = wearbridge(d, &["--config", config, "users", "add", "fitbit", "alice", "--refresh-token-file", "rt"], &[], None).await;
+    assert!(!out.status.success() && text(&out.stderr).contains("already exists"));
+
+    let out = wearbridge(d, &["--config", config, "run", "--once", "--dry-run"], &[], None).await;
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len() as u64, sim.request_count("points.heart-rate"), "one line per upstream sample");
+    assert!(lines.len() >= 2 * 130, "two people, a day of ten-minute samples: {}", lines.len());
+    let mut ids = std::collections::BTreeSet::new();
+    let mut subjects = std::collections::BTreeSet::new();
+    for line in &lines {
+        let v: Value = serde_json::from_str(line).expect("every stdout line is JSON");
+        let obj = v.as_object().unwrap();
+        assert_eq!(obj.keys().collect::<Vec<_>>(), ["stream", "partition_key", "message"]);
+        assert_eq!(v["stream"], common::STREAM);
+        assert_eq!(v["partition_key"], v["message"]["subject"]);
+        assert_eq!(v["message"]["header"]["schema_id"]["name"], "heart-rate");
+        assert_eq!(v["message"]["key_epoch"], "2026a");
+        ids.insert(v["message"]["header"]["uuid"].as_str().unwrap().to_owned());
+        subjects.insert(v["partition_key"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), lines.len(), "unique deterministic ids");
+    assert_eq!(subjects.len(), 2, "alice and bob; carol was removed");
+    for p in sim.people() {
+        for secret in [&p.health_user_id, &p.legacy_user_id, &p.refresh_token] {
+            assert!(!stdout.contains(secret.as_str()) && !stderr.contains(secret.as_str()), "{secret} leaked");
+        }
+    }
+    assert!(!stderr.contains("ya29.") && !stderr.contains(simulator::CLIENT_SECRET));
+
+    // The same pass again prints the same ids (nothing moved in the dry run).
+    let again = wearbridge(d, &["--config", config, "run", "--once", "--dry-run"], &[], None).await;
+    let again_ids: std::collections::BTreeSet<String> = text(&again.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["message"]["header"]["uuid"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(ids.intersection(&again_ids).count() + 4 >= ids.len());
+
+    // No stored secret is readable in the database files.
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(d).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with("wb.db") {
+            bytes.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    assert!(!bytes.is_empty());
+    for p in sim.people() {
+        let needle = p.refresh_token.as_bytes();
+        assert!(!bytes.windows(needle.len()).any(|w| w == needle), "refresh token in clear in the SQLite file");
+        assert!(!bytes.windows(5).any(|w| w == b"ya29."), "access token in clear");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for key in ["store.key", "anonymizer.key"] {
+            let mode = std::fs::metadata(d.join(key)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{key}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn run_without_dry_run_says_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = wearbridge(dir.path(), &["run", "--once"], &[], None).await;
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--dry-run"), "{}", text(&out.stderr));
+    let out = wearbridge(dir.path(), &["run", "--once", "--dry-run"], &[], None).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("fitbit.client_id"), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn check_config_names_the_key_and_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("bad.toml"), "[sync]\ninterval = \"often\"\n").unwrap();
+    let out = wearbridge(d, &["--config", "bad.toml", "check-config"], &[], None).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("sync.interval") && err.contains("bad.toml"), "{err}");
+    assert!(out.stdout.is_empty());
+
+    let out = wearbridge(d, &["check-config"], &[("WEARBRIDGE__STREAMR__TRANSPORT", "pigeon")], None).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("streamr.transport") && err.contains("WEARBRIDGE__STREAMR__TRANSPORT"), "{err}");
+
+    std::fs::write(d.join("typo.toml"), "[fitbit]\nclient_secrte = \"x\"\n").unwrap();
+    let out = wearbridge(d, &["--config", "typo.toml", "check-config"], &[], None).await;
+    let err = text(&out.stderr);
+    assert!(!out.status.success() && err.contains("fitbit.client_secrte") && err.contains("unknown"), "{err}");
+
+    // ./wearbridge.toml is read by default; the environment beats it; --set beats both.
+    std::fs::write(d.join("wearbridge.toml"), "[sync]\ninterval = \"5m\"\nlookback = \"1h\"\nstart = \"2d\"\n[fitbit]\nclient_secret = \"file-secret-value\"\n").unwrap();
+    let out = wearbridge(
+        d,
+        &["check-config", "--set", "sync.start=3d"],
+        &[("WEARBRIDGE__SYNC__INTERVAL", "10m"), ("WEARBRIDGE__STREAMR__API_KEY", "env-api-key-value")],
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    let parsed: toml::Value = toml::from_str(&printed).expect("check-config prints TOML");
+    assert_eq!(parsed["sync"]["interval"].as_str(), Some("10m"));
+    assert_eq!(parsed["sync"]["lookback"].as_str(), Some("1h"));
+    assert_eq!(parsed["sync"]["start"].as_str(), Some("3d"));
+    assert_eq!(parsed["fitbit"]["client_secret"].as_str(), Some("<redacted>"));
+    assert_eq!(parsed["streamr"]["api_key"].as_str(), Some("<redacted>"));
+    assert!(!printed.contains("file-secret-value") && !printed.contains("env-api-key-value"));
+}
+
+#[tokio::test]
+async fn schemas_are_listed_and_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = wearbridge(dir.path(), &["schemas"], &[], None).await;
+    assert!(out.status.success());
+    assert!(text(&out.stdout).lines().any(|l| l == "heart-rate"));
+    let out = wearbridge(dir.path(), &["schemas", "heart-rate"], &[], None).await;
+    let schema: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema");
+    let out = wearbridge(dir.path(), &["schemas", "nope"], &[], None).await;
+    assert!(!out.status.success() && text(&out.stderr).contains("heart-rate"));
+}
+
+#[tokio::test]
+async fn demo_prints_at_least_100_lines_and_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = wearbridge(dir.path(), &["demo"], &[], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines.len() >= 100, "{}", lines.len());
+    for line in &lines {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert!(v["message"]["header"]["uuid"].is_string() && v["message"]["header"]["schema_id"].is_object());
+    }
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one summary line: {stderr}");
+    assert!(stderr.starts_with("demo: 3 simulated people"), "{stderr}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the demo leaves no files behind");
+}
