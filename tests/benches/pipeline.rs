@@ -1,0 +1,113 @@
+//! Throughput of the stages of one pass, and of a whole dry-run pass against the
+//! in-process simulator. Run: `cargo bench --bench pipeline` (numbers in BENCHMARKS.md).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anonymizer::{Anonymizer, Modality, Observation, Policy, Provider, PseudonymKey, Record};
+use chrono::{TimeDelta, Utc};
+use secrecy::SecretString;
+use wearbridge::config::{Loaded, Settings, SyncStart};
+use wearbridge::http::Backoff;
+use wearbridge::pipeline::{DeliveryWriter, Output};
+use wearbridge::schemas::Schemas;
+use wearbridge::simulator::{self, Simulator, SimulatorConfig};
+use wearbridge::sinks::Delivery;
+use wearbridge::store::{SqliteStore, Store, TokenCipher};
+
+/// Median of `runs` timings of `f`, and what `f` reported it processed.
+fn measure(runs: usize, mut f: impl FnMut() -> u64) -> (Duration, u64) {
+    let mut times = Vec::with_capacity(runs);
+    let mut items = 0;
+    for _ in 0..runs {
+        let start = Instant::now();
+        items = f();
+        times.push(start.elapsed());
+    }
+    times.sort();
+    (times[runs / 2], items)
+}
+
+fn report(name: &str, (time, items): (Duration, u64)) {
+    let rate = items as f64 / time.as_secs_f64();
+    println!("{name:<44} {items:>8} items  {:>9.2} ms  {rate:>12.0} items/s", time.as_secs_f64() * 1e3);
+}
+
+fn records(n: usize) -> Vec<Record> {
+    let start = Utc::now() - TimeDelta::days(1);
+    (0..n)
+        .map(|i| Record {
+            provider: Provider::Fitbit,
+            account_id: format!("user-{}", i % 50),
+            source_key: format!("heart-rate/{i}"),
+            observation: Observation::HeartRate {
+                beats_per_minute: 60.0 + (i % 40) as f64,
+                at: start + TimeDelta::seconds(i as i64 * 7),
+                modality: Modality::Sensed,
+            },
+        })
+        .collect()
+}
+
+struct Discard;
+
+impl DeliveryWriter for Discard {
+    fn write_batch(&self, batch: &[Delivery]) -> std::io::Result<()> {
+        std::hint::black_box(batch);
+        Ok(())
+    }
+}
+
+fn main() {
+    let n = 20_000;
+    let input = records(n);
+    let anonymizer = Anonymizer::new(PseudonymKey::new("bench", [1; 32]).unwrap(), Policy::default());
+    report(
+        "anonymize (record -> message)",
+        measure(5, || input.iter().filter(|r| anonymizer.anonymize(r).is_ok()).count() as u64),
+    );
+    let messages: Vec<serde_json::Value> =
+        input.iter().map(|r| serde_json::to_value(anonymizer.anonymize(r).unwrap()).unwrap()).collect();
+    let schemas = Schemas::load().unwrap();
+    report(
+        "schema check (envelope + type)",
+        measure(5, || messages.iter().filter(|m| schemas.validate(m).is_ok()).count() as u64),
+    );
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let people = 20;
+        let sim = Simulator::start(SimulatorConfig { people, seed: 7, ..Default::default() }).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Settings::default();
+        s.store.url = format!("sqlite://{}", dir.path().join("bench.db").display());
+        s.fitbit.client_id = Some(simulator::CLIENT_ID.into());
+        s.fitbit.client_secret = Some(SecretString::from(simulator::CLIENT_SECRET));
+        s.fitbit.api_base_url = sim.google_api_base();
+        s.fitbit.token_url = sim.google_token_url();
+        s.sync.start = SyncStart::Ago(Duration::from_secs(7 * 86_400));
+        s.streamr.streams.insert("default".into(), "bench.eth/health".into());
+        let loaded = Loaded::from_settings(s);
+        let store = Arc::new(SqliteStore::open(&loaded.settings.store.url, TokenCipher::new([2; 32])).await.unwrap());
+        for p in sim.people() {
+            store.add_account(&p.name, Provider::Fitbit, &SecretString::from(p.refresh_token.clone())).await.unwrap();
+        }
+        let key = PseudonymKey::new("bench", [3; 32]).unwrap();
+        let pipeline = wearbridge::app::pipeline(&loaded, store.clone(), key, Backoff::default()).unwrap();
+        let output = Output::DryRun(Arc::new(Discard));
+        let mut times = Vec::new();
+        let mut messages = 0;
+        for _ in 0..3 {
+            let start = Instant::now();
+            messages = pipeline.run_pass(&output).await.unwrap().messages;
+            times.push(start.elapsed());
+        }
+        times.sort();
+        report(&format!("dry-run pass, {people} people x 7 days (simulator)"), (times[1], messages));
+
+        let start = Instant::now();
+        let summary = pipeline.run_pass(&Output::Outbox).await.unwrap();
+        report("outbox pass (same, first commit to SQLite)", (start.elapsed(), summary.messages));
+        sim.stop().await;
+    });
+}
