@@ -81,20 +81,46 @@ async fn dry_run_end_to_end() {
     let p0 = &sim.people()[0];
     std::fs::write(d.join("rt"), format!("  {}\n", sim.people()[1].refresh_token)).unwrap();
 
-    let out = wearbridge(d, &["--config", config, "users", "add", "fitbit", "alice", "--refresh-token-stdin"], &[], Some(&format!("{}\n", p0.refresh_token))).await;
+    let out = wearbridge(
+        d,
+        &["--config", config, "users", "add", "fitbit", "alice", "--refresh-token-stdin"],
+        &[],
+        Some(&format!("{}\n", p0.refresh_token)),
+    )
+    .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("added fitbit account alice (active)"));
-    let out = wearbridge(d, &["--config", config, "users", "add", "fitbit", "bob", "--refresh-token-file", "rt"], &[], None).await;
+    let out =
+        wearbridge(d, &["--config", config, "users", "add", "fitbit", "bob", "--refresh-token-file", "rt"], &[], None)
+            .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = wearbridge(d, &["--config", config, "users", "add", "fitbit", "carol", "--refresh-token-file", "rt"], &[], None).await;
+    let out = wearbridge(
+        d,
+        &["--config", config, "users", "add", "fitbit", "carol", "--refresh-token-file", "rt"],
+        &[],
+        None,
+    )
+    .await;
     assert!(out.status.success(), "the same token twice is the operator's business");
     let out = wearbridge(d, &["--config", config, "users", "remove", "carol"], &[], None).await;
     assert!(out.status.success());
     assert!(text(&out.stdout).contains("cannot be recalled"));
     let out = wearbridge(d, &["--config", config, "users", "list"], &[], None).await;
     let listing = text(&out.stdout);
-    assert!(listing.contains("alice") && listing.contains("active") && listing.contains("carol") && listing.contains("removed"), "{listing}");
-    let out = wearbridge(d, &["--config", config, "users", "add", "fitbit", "alice", "--refresh-token-file", "rt"], &[], None).await;
+    assert!(
+        listing.contains("alice")
+            && listing.contains("active")
+            && listing.contains("carol")
+            && listing.contains("removed"),
+        "{listing}"
+    );
+    let out = wearbridge(
+        d,
+        &["--config", config, "users", "add", "fitbit", "alice", "--refresh-token-file", "rt"],
+        &[],
+        None,
+    )
+    .await;
     assert!(!out.status.success() && text(&out.stderr).contains("already exists"));
 
     let out = wearbridge(d, &["--config", config, "run", "--once", "--dry-run"], &[], None).await;

@@ -26,7 +26,11 @@ fn keys(value: &toml::Value, prefix: &str, out: &mut BTreeSet<String>) {
 fn example_loads_as_is() {
     let loaded = load(&LoadOptions { file: Some(PathBuf::from(EXAMPLE)), ..Default::default() }).unwrap();
     let defaults = Settings::default();
-    assert_eq!(loaded.settings.to_redacted_toml().unwrap(), defaults.to_redacted_toml().unwrap(), "the example states the defaults");
+    assert_eq!(
+        loaded.settings.to_redacted_toml().unwrap(),
+        defaults.to_redacted_toml().unwrap(),
+        "the example states the defaults"
+    );
 }
 
 #[test]

@@ -167,7 +167,10 @@ async fn persistent_failure_fails_that_account_only() {
     assert_eq!((summary.synced, summary.failed), (1, 1), "{summary:?}");
     let broken = h.store.account(&sim.people()[0].name).await.unwrap().unwrap();
     let fine = h.store.account(&sim.people()[1].name).await.unwrap().unwrap();
-    assert!(h.store.cursor(broken.id, "heart_rate").await.unwrap().is_none(), "a failed account's cursor does not move");
+    assert!(
+        h.store.cursor(broken.id, "heart_rate").await.unwrap().is_none(),
+        "a failed account's cursor does not move"
+    );
     assert!(h.store.cursor(fine.id, "heart_rate").await.unwrap().is_some());
     assert_eq!(broken.status, AccountStatus::Active, "a server error is not a consent problem");
     assert!(!outbox_ids(&h.store).await.is_empty());

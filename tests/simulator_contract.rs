@@ -57,16 +57,8 @@ fn conform(value: &Value, schema: &Value, schemas: &Value, path: &str, errors: &
                 errors.push(format!("{path}: {s} is not one of the enum values"));
             }
         }
-        "integer" => {
-            if !value.is_i64() {
-                errors.push(format!("{path}: expected integer"));
-            }
-        }
-        "boolean" => {
-            if !value.is_boolean() {
-                errors.push(format!("{path}: expected boolean"));
-            }
-        }
+        "integer" if !value.is_i64() => errors.push(format!("{path}: expected integer")),
+        "boolean" if !value.is_boolean() => errors.push(format!("{path}: expected boolean")),
         _ => {}
     }
 }
