@@ -46,12 +46,36 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
         if once {
             return Ok(());
         }
+        // A pass in flight always completes; the signal is only awaited between passes.
         tokio::select! {
             _ = tokio::time::sleep(loaded.settings.sync.interval) => {}
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("interrupted; stopping");
+            signal = shutdown_signal() => {
+                tracing::info!(signal, "stopping");
                 return Ok(());
             }
         }
+    }
+}
+
+/// Resolves on SIGINT or (on Unix) SIGTERM, naming the signal.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
     }
 }
