@@ -12,7 +12,7 @@ use crate::config::{Loaded, Settings, SyncStart};
 use crate::http::Backoff;
 use crate::keyfile;
 use crate::pipeline::{Output, PassSummary};
-use crate::simulator::{self, Simulator, SimulatorConfig};
+use crate::simulator::{Simulator, SimulatorConfig};
 use crate::sinks::stdout::StdoutSink;
 use crate::store::{SqliteStore, Store, TokenCipher};
 
@@ -45,10 +45,7 @@ pub async fn run(
 
     let mut settings = Settings::default();
     settings.store.url = format!("sqlite://{}", dir.path().join("demo.db").display());
-    settings.fitbit.client_id = Some(simulator::CLIENT_ID.into());
-    settings.fitbit.client_secret = Some(SecretString::from(simulator::CLIENT_SECRET));
-    settings.fitbit.api_base_url = sim.google_api_base();
-    settings.fitbit.token_url = sim.google_token_url();
+    sim.configure(&mut settings);
     settings.sync.start = SyncStart::Ago(options.history);
     settings.streamr.streams.insert("default".into(), DEMO_STREAM.into());
     let loaded = Loaded::from_settings(settings);

@@ -120,6 +120,16 @@ impl Simulator {
         format!("{}/google/o/oauth2/v2/auth", self.base_url)
     }
 
+    /// Points `settings` at this simulator: upstream URLs and the client credentials it
+    /// accepts.
+    pub fn configure(&self, settings: &mut crate::config::Settings) {
+        settings.fitbit.client_id = Some(CLIENT_ID.into());
+        settings.fitbit.client_secret = Some(secrecy::SecretString::from(CLIENT_SECRET));
+        settings.fitbit.api_base_url = self.google_api_base();
+        settings.fitbit.token_url = self.google_token_url();
+        settings.fitbit.auth_url = self.google_auth_url();
+    }
+
     pub fn people(&self) -> &[Person] {
         &self.state.people
     }

@@ -11,7 +11,7 @@ use wearbridge::config::{Loaded, Settings, SyncStart};
 use wearbridge::http::Backoff;
 use wearbridge::pipeline::{DeliveryWriter, Output};
 use wearbridge::schemas::Schemas;
-use wearbridge::simulator::{self, Simulator, SimulatorConfig};
+use wearbridge::simulator::{Simulator, SimulatorConfig};
 use wearbridge::sinks::Delivery;
 use wearbridge::store::{SqliteStore, Store, TokenCipher};
 
@@ -81,10 +81,7 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Settings::default();
         s.store.url = format!("sqlite://{}", dir.path().join("bench.db").display());
-        s.fitbit.client_id = Some(simulator::CLIENT_ID.into());
-        s.fitbit.client_secret = Some(SecretString::from(simulator::CLIENT_SECRET));
-        s.fitbit.api_base_url = sim.google_api_base();
-        s.fitbit.token_url = sim.google_token_url();
+        sim.configure(&mut s);
         s.sync.start = SyncStart::Ago(Duration::from_secs(7 * 86_400));
         s.streamr.streams.insert("default".into(), "bench.eth/health".into());
         let loaded = Loaded::from_settings(s);

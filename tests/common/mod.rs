@@ -10,7 +10,7 @@ use wearbridge::app;
 use wearbridge::config::{Loaded, Settings, SyncStart};
 use wearbridge::http::Backoff;
 use wearbridge::pipeline::Pipeline;
-use wearbridge::simulator::{self, Simulator, SimulatorConfig};
+use wearbridge::simulator::{Simulator, SimulatorConfig};
 use wearbridge::store::{SqliteStore, Store, TokenCipher};
 
 pub const STREAM: &str = "test-coop.eth/health";
@@ -25,10 +25,7 @@ pub fn settings(sim: &Simulator, dir: &tempfile::TempDir, history: &str) -> Sett
     s.store.url = format!("sqlite://{}", dir.path().join("wb.db").display());
     s.store.key_file = dir.path().join("store.key");
     s.anonymizer.key_file = dir.path().join("anonymizer.key");
-    s.fitbit.client_id = Some(simulator::CLIENT_ID.into());
-    s.fitbit.client_secret = Some(SecretString::from(simulator::CLIENT_SECRET));
-    s.fitbit.api_base_url = sim.google_api_base();
-    s.fitbit.token_url = sim.google_token_url();
+    sim.configure(&mut s);
     s.sync.start = history.parse::<SyncStart>().expect("history");
     s.streamr.streams.insert("default".into(), STREAM.into());
     s
