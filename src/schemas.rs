@@ -10,6 +10,12 @@ use serde_json::Value;
 const FILES: &[(&str, &str)] = &[
     ("envelope", include_str!("../schemas/envelope.json")),
     ("heart-rate", include_str!("../schemas/heart-rate.json")),
+    ("resting-heart-rate", include_str!("../schemas/resting-heart-rate.json")),
+    ("daily-activity", include_str!("../schemas/daily-activity.json")),
+    ("sleep-episode", include_str!("../schemas/sleep-episode.json")),
+    ("body-weight", include_str!("../schemas/body-weight.json")),
+    ("body-fat-percentage", include_str!("../schemas/body-fat-percentage.json")),
+    ("device-status", include_str!("../schemas/device-status.json")),
 ];
 
 /// A schema file that does not compile (a build defect, caught by tests).
@@ -103,11 +109,78 @@ mod tests {
     }
 
     #[test]
+    fn every_message_type_has_a_schema() {
+        for t in anonymizer::KNOWN_TYPES {
+            assert!(Schemas::text(t).is_some(), "no schema for {t}");
+        }
+        assert_eq!(Schemas::names().count(), anonymizer::KNOWN_TYPES.len() + 1);
+    }
+
+    #[test]
     fn all_schemas_compile_and_are_listed() {
         Schemas::load().unwrap();
         assert!(Schemas::names().any(|n| n == "heart-rate"));
         assert!(Schemas::text("heart-rate.json").is_some());
         assert!(Schemas::text("nope").is_none());
+    }
+
+    #[test]
+    fn a_message_of_every_type_validates() {
+        use anonymizer::*;
+        use chrono::{NaiveDate, TimeZone, Utc};
+        let at = Utc.with_ymd_and_hms(2026, 11, 1, 7, 31, 12).unwrap();
+        let day = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
+        let observations = vec![
+            Observation::HeartRate { beats_per_minute: 61.0, at, modality: Modality::Sensed },
+            Observation::RestingHeartRate { beats_per_minute: 55.0, day },
+            Observation::DailyActivity {
+                day,
+                steps: Some(3822),
+                distance_m: Some(2900.4),
+                active_minutes: Some(31),
+                kcal: Some(2100.7),
+            },
+            Observation::DailyActivity { day, steps: None, distance_m: None, active_minutes: Some(3), kcal: None },
+            Observation::Sleep {
+                start: at,
+                end: at + chrono::TimeDelta::hours(7),
+                main_sleep: true,
+                minutes_asleep: Some(390),
+                minutes_awake: Some(30),
+                stages: SleepStages { awake: Some(30), light: Some(200), deep: Some(90), rem: Some(100) },
+            },
+            Observation::BodyWeight { kg: 72.43, at, modality: Modality::SelfReported },
+            Observation::BodyFat { percent: 21.37, at, modality: Modality::Sensed },
+            Observation::DeviceStatus { family: DeviceFamily::Watch, battery_percent: Some(83), last_sync: Some(at) },
+            Observation::DeviceStatus { family: DeviceFamily::Scale, battery_percent: None, last_sync: None },
+        ];
+        let a = Anonymizer::new(PseudonymKey::new("t", [1; 32]).unwrap(), Policy::default());
+        let schemas = Schemas::load().unwrap();
+        for observation in observations {
+            let record =
+                Record { provider: Provider::Fitbit, account_id: "acc".into(), source_key: "k".into(), observation };
+            let message = a.anonymize(&record).unwrap();
+            let value = serde_json::to_value(&message).unwrap();
+            schemas.validate(&value).unwrap_or_else(|e| panic!("{e}: {value}"));
+        }
+        let mut empty_activity = serde_json::to_value(
+            a.anonymize(&Record {
+                provider: Provider::Fitbit,
+                account_id: "acc".into(),
+                source_key: "k".into(),
+                observation: Observation::DailyActivity {
+                    day,
+                    steps: Some(1),
+                    distance_m: None,
+                    active_minutes: None,
+                    kcal: None,
+                },
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        empty_activity["body"].as_object_mut().unwrap().remove("step_count");
+        assert!(schemas.validate(&empty_activity).is_err(), "a day with no member is refused");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! [`Anonymizer::anonymize`]; what is not built here from an explicit field list cannot
 //! leave (fail closed).
 
+mod build;
 mod key;
 mod message;
 mod policy;
@@ -14,9 +15,9 @@ mod record;
 mod time;
 
 pub use key::{KeyError, PseudonymKey};
-pub use message::{Body, Header, Message, SchemaId, TimeFrame, UnitValue};
-pub use policy::Policy;
-pub use record::{Modality, Observation, Provider, Record};
+pub use message::{Body, Header, Interval, Message, SchemaId, StageMinutes, TimeFrame, UnitValue};
+pub use policy::{KNOWN_TYPES, Policy};
+pub use record::{DeviceFamily, Modality, Observation, Provider, Record, SleepStages};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -86,18 +87,11 @@ impl Anonymizer {
             return Err(Dropped::TypeNotAllowed(schema));
         }
         let subject = self.subject(record.provider, &record.account_id);
-        let shift = self.policy.date_shift(&self.key, &subject);
-        let granularity = self.policy.granularity(schema);
-        let (body, at) = match &record.observation {
-            Observation::HeartRate { beats_per_minute, at, .. } => {
-                let bpm = *beats_per_minute;
-                if !bpm.is_finite() || !(0.0..=400.0).contains(&bpm) {
-                    return Err(Dropped::OutOfRange { field: "heart_rate" });
-                }
-                let at = time::coarsen(*at + shift, granularity);
-                (Body::heart_rate(bpm, at), at)
-            }
+        let timing = build::Timing {
+            shift: self.policy.date_shift(&self.key, &subject),
+            granularity: self.policy.granularity(schema),
         };
+        let (body, at) = build::body(&record.observation, &timing)?;
         let uuid = pseudonym::message_id(
             &self.key,
             record.provider,

@@ -1,10 +1,10 @@
 //! The published message: a pseudonymous subject, an IEEE 1752.1-style header and an
 //! Open mHealth-style body. Only the fields declared here can ever be serialised.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::{Serialize, Serializer};
 
-use crate::{Modality, Provider};
+use crate::{DeviceFamily, Modality, Provider};
 
 /// One publishable message. Its JSON form is what `schemas/<type>.json` describes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -51,20 +51,67 @@ impl SchemaId {
     }
 }
 
-/// Message bodies, one variant per message type.
+/// Message bodies, one variant per message type (field names after Open mHealth).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Body {
-    HeartRate { heart_rate: UnitValue, effective_time_frame: TimeFrame },
+    HeartRate {
+        heart_rate: UnitValue,
+        effective_time_frame: TimeFrame,
+    },
+    RestingHeartRate {
+        heart_rate: UnitValue,
+        effective_time_frame: TimeFrame,
+    },
+    DailyActivity {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        step_count: Option<UnitValue>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        distance: Option<UnitValue>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        active_duration: Option<UnitValue>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        kcal_burned: Option<UnitValue>,
+        effective_time_frame: TimeFrame,
+    },
+    SleepEpisode {
+        is_main_sleep: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        total_sleep_time: Option<UnitValue>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        awake_time: Option<UnitValue>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sleep_stages: Option<StageMinutes>,
+        effective_time_frame: TimeFrame,
+    },
+    BodyWeight {
+        body_weight: UnitValue,
+        effective_time_frame: TimeFrame,
+    },
+    BodyFatPercentage {
+        body_fat_percentage: UnitValue,
+        effective_time_frame: TimeFrame,
+    },
+    DeviceStatus {
+        device_family: DeviceFamily,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        battery_level: Option<UnitValue>,
+        #[serde(skip_serializing_if = "Option::is_none", serialize_with = "utc_opt")]
+        last_sync_date_time: Option<DateTime<Utc>>,
+    },
 }
 
-impl Body {
-    pub(crate) fn heart_rate(bpm: f64, at: DateTime<Utc>) -> Self {
-        Body::HeartRate {
-            heart_rate: UnitValue { value: bpm, unit: "beats/min" },
-            effective_time_frame: TimeFrame::DateTime { date_time: at },
-        }
-    }
+/// Minutes per sleep stage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StageMinutes {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub awake: Option<UnitValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub light: Option<UnitValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deep: Option<UnitValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rem: Option<UnitValue>,
 }
 
 /// `{value, unit}` as Open mHealth writes quantities.
@@ -74,16 +121,45 @@ pub struct UnitValue {
     pub unit: &'static str,
 }
 
-/// Open mHealth `time-frame`: an instant (or, later, an interval).
+impl UnitValue {
+    pub(crate) fn new(value: f64, unit: &'static str) -> Self {
+        Self { value, unit }
+    }
+}
+
+/// Open mHealth `time-frame`: an instant, an interval of instants, or a civil day.
+/// A day is published as a date without a time zone on purpose: its UTC bounds would
+/// reveal the person's offset.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeFrame {
+    #[serde(serialize_with = "utc")]
+    DateTime(DateTime<Utc>),
+    TimeInterval(Interval),
+}
+
+/// Either both instants or one civil date.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
-pub enum TimeFrame {
-    DateTime {
+pub enum Interval {
+    Instants {
         #[serde(serialize_with = "utc")]
-        date_time: DateTime<Utc>,
+        start_date_time: DateTime<Utc>,
+        #[serde(serialize_with = "utc")]
+        end_date_time: DateTime<Utc>,
+    },
+    Day {
+        date: NaiveDate,
     },
 }
 
 fn utc<S: Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Secs, true))
+}
+
+fn utc_opt<S: Serializer>(at: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => utc(at, s),
+        None => s.serialize_none(),
+    }
 }

@@ -8,7 +8,25 @@ use chrono::TimeDelta;
 use crate::{PseudonymKey, pseudonym};
 
 /// Every message type this crate can build. A policy can only narrow this list.
-pub const KNOWN_TYPES: &[&str] = &["heart-rate"];
+pub const KNOWN_TYPES: &[&str] = &[
+    "heart-rate",
+    "resting-heart-rate",
+    "daily-activity",
+    "sleep-episode",
+    "body-weight",
+    "body-fat-percentage",
+    "device-status",
+];
+
+/// Default time granularity per message type: fine where the signal needs it, coarse
+/// where exact times only identify (when someone weighed themselves, when a device synced).
+const DEFAULT_GRANULARITY_SECS: &[(&str, i64)] = &[
+    ("heart-rate", 60),
+    ("sleep-episode", 300),
+    ("body-weight", 3600),
+    ("body-fat-percentage", 3600),
+    ("device-status", 3600),
+];
 
 /// What may be published and how coarsely.
 #[derive(Debug, Clone)]
@@ -23,7 +41,7 @@ impl Default for Policy {
     fn default() -> Self {
         Self {
             allowed: KNOWN_TYPES.iter().copied().collect(),
-            granularity: BTreeMap::new(),
+            granularity: DEFAULT_GRANULARITY_SECS.iter().map(|(t, s)| (*t, TimeDelta::seconds(*s))).collect(),
             default_granularity: TimeDelta::minutes(1),
             date_shift_days: 0,
         }

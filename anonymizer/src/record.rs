@@ -1,7 +1,7 @@
 //! The canonical record: typed, UTC, still identifying. Produced by `normalize`,
 //! consumed only by [`crate::Anonymizer`].
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Where a record came from. Published (it is not identifying) so buyers know the source.
@@ -35,23 +35,86 @@ pub enum Modality {
     SelfReported,
 }
 
+/// What kind of device produced data: the only device fact that is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceFamily {
+    Tracker,
+    Watch,
+    Scale,
+    BloodPressureMonitor,
+    SleepSensor,
+    Other,
+}
+
+/// Minutes per sleep stage, where the provider reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SleepStages {
+    pub awake: Option<u64>,
+    pub light: Option<u64>,
+    pub deep: Option<u64>,
+    pub rem: Option<u64>,
+}
+
 /// One upstream reading, normalised but not yet pseudonymised.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     pub provider: Provider,
     /// The provider's account id (e.g. Google `healthUserId`). Never published.
     pub account_id: String,
-    /// A key that identifies the reading upstream (a data point name, or its time);
-    /// only used, keyed, for the message id.
+    /// A key that identifies the reading upstream (a data point name, or its time, plus
+    /// anything whose change makes it a new version); only used, keyed, for the message id.
     pub source_key: String,
     pub observation: Observation,
 }
 
-/// The typed content of a record.
+/// The typed content of a record. Days are the person's civil days; instants are UTC.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Observation {
     /// One heart-rate sample.
-    HeartRate { beats_per_minute: f64, at: DateTime<Utc>, modality: Modality },
+    HeartRate {
+        beats_per_minute: f64,
+        at: DateTime<Utc>,
+        modality: Modality,
+    },
+    /// The day's resting heart rate.
+    RestingHeartRate {
+        beats_per_minute: f64,
+        day: NaiveDate,
+    },
+    /// The day's activity totals; a missing member was not reported.
+    DailyActivity {
+        day: NaiveDate,
+        steps: Option<u64>,
+        distance_m: Option<f64>,
+        active_minutes: Option<u64>,
+        kcal: Option<f64>,
+    },
+    /// One sleep session.
+    Sleep {
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        main_sleep: bool,
+        minutes_asleep: Option<u64>,
+        minutes_awake: Option<u64>,
+        stages: SleepStages,
+    },
+    BodyWeight {
+        kg: f64,
+        at: DateTime<Utc>,
+        modality: Modality,
+    },
+    BodyFat {
+        percent: f64,
+        at: DateTime<Utc>,
+        modality: Modality,
+    },
+    /// A paired device's state.
+    DeviceStatus {
+        family: DeviceFamily,
+        battery_percent: Option<u8>,
+        last_sync: Option<DateTime<Utc>>,
+    },
 }
 
 impl Observation {
@@ -59,19 +122,34 @@ impl Observation {
     pub fn schema_name(&self) -> &'static str {
         match self {
             Observation::HeartRate { .. } => "heart-rate",
+            Observation::RestingHeartRate { .. } => "resting-heart-rate",
+            Observation::DailyActivity { .. } => "daily-activity",
+            Observation::Sleep { .. } => "sleep-episode",
+            Observation::BodyWeight { .. } => "body-weight",
+            Observation::BodyFat { .. } => "body-fat-percentage",
+            Observation::DeviceStatus { .. } => "device-status",
         }
     }
 
     /// The exact upstream time, used for the message id before any coarsening.
     pub fn source_time(&self) -> DateTime<Utc> {
+        let midnight = |d: &NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or_default();
         match self {
-            Observation::HeartRate { at, .. } => *at,
+            Observation::HeartRate { at, .. }
+            | Observation::BodyWeight { at, .. }
+            | Observation::BodyFat { at, .. } => *at,
+            Observation::RestingHeartRate { day, .. } | Observation::DailyActivity { day, .. } => midnight(day),
+            Observation::Sleep { start, .. } => *start,
+            Observation::DeviceStatus { last_sync, .. } => last_sync.unwrap_or_default(),
         }
     }
 
     pub fn modality(&self) -> Modality {
         match self {
-            Observation::HeartRate { modality, .. } => *modality,
+            Observation::HeartRate { modality, .. }
+            | Observation::BodyWeight { modality, .. }
+            | Observation::BodyFat { modality, .. } => *modality,
+            _ => Modality::Sensed,
         }
     }
 }

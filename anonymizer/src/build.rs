@@ -1,0 +1,148 @@
+//! Record → message body: range checks, generalisation, time coarsening and shifting.
+//! Each body is built field by field, so nothing undeclared can pass.
+
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+
+use crate::message::{Body, Interval, StageMinutes, TimeFrame, UnitValue};
+use crate::time::coarsen;
+use crate::{Dropped, Observation, SleepStages};
+
+/// How times are transformed for one subject and message type.
+pub(crate) struct Timing {
+    pub shift: TimeDelta,
+    pub granularity: TimeDelta,
+}
+
+impl Timing {
+    fn instant(&self, at: DateTime<Utc>) -> DateTime<Utc> {
+        coarsen(at + self.shift, self.granularity)
+    }
+
+    fn day(&self, day: NaiveDate) -> NaiveDate {
+        day.checked_add_signed(self.shift).unwrap_or(day)
+    }
+}
+
+fn check(field: &'static str, value: f64, low: f64, high: f64) -> Result<f64, Dropped> {
+    if value.is_finite() && value >= low && value <= high { Ok(value) } else { Err(Dropped::OutOfRange { field }) }
+}
+
+/// Rounds to `step` (e.g. 0.1 kg): generalisation of quasi-identifying precision.
+fn round_to(value: f64, step: f64) -> f64 {
+    let r = (value / step).round() * step;
+    // Keep the decimal representation short (0.1 steps, not 72.30000000000001).
+    (r * 1e6).round() / 1e6
+}
+
+fn minutes(field: &'static str, value: Option<u64>) -> Result<Option<UnitValue>, Dropped> {
+    value.map(|m| check(field, m as f64, 0.0, 1440.0 * 2.0).map(|m| UnitValue::new(m, "min"))).transpose()
+}
+
+fn stages(s: &SleepStages) -> Result<Option<StageMinutes>, Dropped> {
+    if *s == SleepStages::default() {
+        return Ok(None);
+    }
+    Ok(Some(StageMinutes {
+        awake: minutes("sleep_stages.awake", s.awake)?,
+        light: minutes("sleep_stages.light", s.light)?,
+        deep: minutes("sleep_stages.deep", s.deep)?,
+        rem: minutes("sleep_stages.rem", s.rem)?,
+    }))
+}
+
+/// The body of `observation` and the (transformed) time its header carries.
+pub(crate) fn body(observation: &Observation, t: &Timing) -> Result<(Body, DateTime<Utc>), Dropped> {
+    let day_start = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|x| x.and_utc()).unwrap_or_default();
+    Ok(match observation {
+        Observation::HeartRate { beats_per_minute, at, .. } => {
+            let bpm = check("heart_rate", *beats_per_minute, 1.0, 400.0)?;
+            let at = t.instant(*at);
+            (
+                Body::HeartRate {
+                    heart_rate: UnitValue::new(bpm.round(), "beats/min"),
+                    effective_time_frame: TimeFrame::DateTime(at),
+                },
+                at,
+            )
+        }
+        Observation::RestingHeartRate { beats_per_minute, day } => {
+            let bpm = check("heart_rate", *beats_per_minute, 10.0, 250.0)?;
+            let day = t.day(*day);
+            (
+                Body::RestingHeartRate {
+                    heart_rate: UnitValue::new(bpm.round(), "beats/min"),
+                    effective_time_frame: TimeFrame::TimeInterval(Interval::Day { date: day }),
+                },
+                day_start(day),
+            )
+        }
+        Observation::DailyActivity { day, steps, distance_m, active_minutes, kcal } => {
+            let day = t.day(*day);
+            let steps = steps.map(|s| check("step_count", s as f64, 0.0, 300_000.0)).transpose()?;
+            let distance = distance_m.map(|m| check("distance", m, 0.0, 1_000_000.0)).transpose()?;
+            let kcal = kcal.map(|k| check("kcal_burned", k, 0.0, 20_000.0)).transpose()?;
+            (
+                Body::DailyActivity {
+                    step_count: steps.map(|s| UnitValue::new(s, "steps")),
+                    distance: distance.map(|m| UnitValue::new(m.round(), "m")),
+                    active_duration: minutes("active_duration", *active_minutes)?,
+                    kcal_burned: kcal.map(|k| UnitValue::new(k.round(), "kcal")),
+                    effective_time_frame: TimeFrame::TimeInterval(Interval::Day { date: day }),
+                },
+                day_start(day),
+            )
+        }
+        Observation::Sleep { start, end, main_sleep, minutes_asleep, minutes_awake, stages: s } => {
+            if end <= start || *end - *start > TimeDelta::hours(24) {
+                return Err(Dropped::OutOfRange { field: "effective_time_frame" });
+            }
+            let (start, end) = (t.instant(*start), t.instant(*end));
+            (
+                Body::SleepEpisode {
+                    is_main_sleep: *main_sleep,
+                    total_sleep_time: minutes("total_sleep_time", *minutes_asleep)?,
+                    awake_time: minutes("awake_time", *minutes_awake)?,
+                    sleep_stages: stages(s)?,
+                    effective_time_frame: TimeFrame::TimeInterval(Interval::Instants {
+                        start_date_time: start,
+                        end_date_time: end,
+                    }),
+                },
+                start,
+            )
+        }
+        Observation::BodyWeight { kg, at, .. } => {
+            let kg = check("body_weight", *kg, 1.0, 700.0)?;
+            let at = t.instant(*at);
+            (
+                Body::BodyWeight {
+                    body_weight: UnitValue::new(round_to(kg, 0.1), "kg"),
+                    effective_time_frame: TimeFrame::DateTime(at),
+                },
+                at,
+            )
+        }
+        Observation::BodyFat { percent, at, .. } => {
+            let p = check("body_fat_percentage", *percent, 0.5, 80.0)?;
+            let at = t.instant(*at);
+            (
+                Body::BodyFatPercentage {
+                    body_fat_percentage: UnitValue::new(round_to(p, 0.1), "%"),
+                    effective_time_frame: TimeFrame::DateTime(at),
+                },
+                at,
+            )
+        }
+        Observation::DeviceStatus { family, battery_percent, last_sync } => {
+            let battery = battery_percent
+                .map(|b| check("battery_level", f64::from(b), 0.0, 100.0))
+                .transpose()?
+                .map(|b| UnitValue::new(round_to(b, 10.0), "%"));
+            let last_sync = last_sync.map(|s| t.instant(s));
+            (
+                Body::DeviceStatus { device_family: *family, battery_level: battery, last_sync_date_time: last_sync },
+                last_sync.unwrap_or_default(),
+            )
+        }
+    })
+}
