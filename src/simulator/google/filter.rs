@@ -5,8 +5,23 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 /// One bound of a time filter.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Bound {
+    /// An instant (sample physical time, or a session's end time).
     Physical(DateTime<Utc>),
+    /// A civil date-time in the person's zone.
     Civil(NaiveDateTime),
+    /// A civil date (daily summary types).
+    Date(NaiveDate),
+}
+
+/// Which filter fields a data type accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FilterKind {
+    /// `{prefix}.sample_time.physical_time` and `{prefix}.sample_time.civil_time`.
+    Sample,
+    /// `{prefix}.date`.
+    Daily,
+    /// `sleep.interval.end_time` (RFC 3339).
+    SessionEnd,
 }
 
 /// A parsed filter: optional lower (inclusive) and upper (exclusive) bounds.
@@ -16,9 +31,9 @@ pub(crate) struct TimeFilter {
     pub before: Option<Bound>,
 }
 
-/// Parses `filter` for a sample data type whose snake_case prefix is `prefix`
-/// (e.g. `heart_rate`). Errors are the messages Google would put in INVALID_ARGUMENT.
-pub(crate) fn parse(filter: &str, prefix: &str) -> Result<TimeFilter, String> {
+/// Parses `filter` for a data type whose snake_case prefix is `prefix`. Errors are the
+/// messages Google would put in INVALID_ARGUMENT.
+pub(crate) fn parse(filter: &str, prefix: &str, kind: FilterKind) -> Result<TimeFilter, String> {
     let mut out = TimeFilter::default();
     if filter.trim().is_empty() {
         return Ok(out);
@@ -26,16 +41,22 @@ pub(crate) fn parse(filter: &str, prefix: &str) -> Result<TimeFilter, String> {
     for clause in filter.split(" AND ") {
         let clause = clause.trim();
         let (field, op, literal) = split_clause(clause).ok_or_else(|| format!("Invalid filter clause: {clause}"))?;
-        let physical = format!("{prefix}.sample_time.physical_time");
-        let civil = format!("{prefix}.sample_time.civil_time");
-        let bound = if field == physical {
-            let t = DateTime::parse_from_rfc3339(literal)
-                .map_err(|_| format!("Invalid timestamp literal (RFC-3339 expected): {literal}"))?;
-            Bound::Physical(t.with_timezone(&Utc))
-        } else if field == civil {
-            Bound::Civil(parse_civil(literal).ok_or_else(|| format!("Invalid civil time literal: {literal}"))?)
-        } else {
-            return Err(format!("Unsupported filter field: {field}"));
+        let physical = |l: &str| {
+            DateTime::parse_from_rfc3339(l)
+                .map(|t| Bound::Physical(t.with_timezone(&Utc)))
+                .map_err(|_| format!("Invalid timestamp literal (RFC-3339 expected): {l}"))
+        };
+        let bound = match (kind, field.strip_prefix(prefix).and_then(|f| f.strip_prefix('.'))) {
+            (FilterKind::Sample, Some("sample_time.physical_time")) => physical(literal)?,
+            (FilterKind::Sample, Some("sample_time.civil_time")) => {
+                Bound::Civil(parse_civil(literal).ok_or_else(|| format!("Invalid civil time literal: {literal}"))?)
+            }
+            (FilterKind::SessionEnd, Some("interval.end_time")) => physical(literal)?,
+            (FilterKind::Daily, Some("date")) => Bound::Date(
+                NaiveDate::parse_from_str(literal, "%Y-%m-%d")
+                    .map_err(|_| format!("Invalid date literal (YYYY-MM-DD expected): {literal}"))?,
+            ),
+            _ => return Err(format!("Unsupported filter field: {field}")),
         };
         let slot = if op == ">=" { &mut out.from } else { &mut out.before };
         if slot.is_some() {
@@ -74,18 +95,22 @@ mod tests {
         let f = parse(
             r#"heart_rate.sample_time.physical_time >= "2026-11-01T00:00:00Z" AND heart_rate.sample_time.physical_time < "2026-11-02T00:00:00Z""#,
             "heart_rate",
+            FilterKind::Sample,
         )
         .unwrap();
         assert!(matches!(f.from, Some(Bound::Physical(_))) && matches!(f.before, Some(Bound::Physical(_))));
-        let f = parse(r#"heart_rate.sample_time.civil_time >= "2026-11-01""#, "heart_rate").unwrap();
+        let f = parse(r#"heart_rate.sample_time.civil_time >= "2026-11-01""#, "heart_rate", FilterKind::Sample).unwrap();
         assert!(matches!(f.from, Some(Bound::Civil(_))));
-        assert!(parse(r#"steps.interval.start_time >= "2026-11-01T00:00:00Z""#, "heart_rate").is_err());
-        assert!(parse(r#"heart_rate.sample_time.physical_time > "2026-11-01T00:00:00Z""#, "heart_rate").is_err());
-        assert!(parse(r#"heart_rate.sample_time.physical_time >= 2026"#, "heart_rate").is_err());
-        assert!(parse(r#"heart_rate.sample_time.physical_time >= "yesterday""#, "heart_rate").is_err());
-        assert!(
-            parse(r#"heart_rate.sample_time.physical_time >= "2026-11-01T00:00:00Z" OR x < "y""#, "heart_rate")
-                .is_err()
-        );
+        let f = parse(r#"daily_resting_heart_rate.date < "2026-11-01""#, "daily_resting_heart_rate", FilterKind::Daily);
+        assert!(matches!(f.unwrap().before, Some(Bound::Date(_))));
+        let f = parse(r#"sleep.interval.end_time >= "2026-11-01T00:00:00Z""#, "sleep", FilterKind::SessionEnd);
+        assert!(f.is_ok());
+        let hr = |s: &str| parse(s, "heart_rate", FilterKind::Sample);
+        assert!(hr(r#"steps.interval.start_time >= "2026-11-01T00:00:00Z""#).is_err());
+        assert!(hr(r#"heart_rate.sample_time.physical_time > "2026-11-01T00:00:00Z""#).is_err());
+        assert!(hr(r#"heart_rate.sample_time.physical_time >= 2026"#).is_err());
+        assert!(hr(r#"heart_rate.sample_time.physical_time >= "yesterday""#).is_err());
+        assert!(hr(r#"heart_rate.sample_time.physical_time >= "2026-11-01T00:00:00Z" OR x < "y""#).is_err());
+        assert!(parse(r#"sleep.interval.start_time >= "2026-11-01T00:00:00Z""#, "sleep", FilterKind::SessionEnd).is_err());
     }
 }

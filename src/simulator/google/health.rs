@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::super::{Person, SimState};
-use super::filter::{self, Bound, TimeFilter};
+use super::filter::{self, Bound, FilterKind, TimeFilter};
+use super::series::Reading;
 use super::{error, error_for_status, series};
 
 const DEFAULT_PAGE_SIZE: usize = 1440;
@@ -110,50 +111,177 @@ fn invalid(message: &str) -> Response {
     error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", message)
 }
 
-/// Page tokens are opaque to clients; they bind the filter and where the next page starts.
-fn page_token(filter_text: &str, before: DateTime<Utc>) -> String {
-    let digest = Sha256::digest(filter_text.as_bytes());
+/// Page tokens are opaque to clients; they bind the query and where the next page starts.
+fn page_token(query_text: &str, before: DateTime<Utc>) -> String {
+    let digest = Sha256::digest(query_text.as_bytes());
     hex::encode(format!("v1:{}:{}", hex::encode(&digest[..6]), before.timestamp()))
 }
 
-fn read_page_token(token: &str, filter_text: &str) -> Option<DateTime<Utc>> {
+fn read_page_token(token: &str, query_text: &str) -> Option<DateTime<Utc>> {
     let text = String::from_utf8(hex::decode(token).ok()?).ok()?;
     let mut parts = text.split(':');
     let (v, sum, before) = (parts.next()?, parts.next()?, parts.next()?);
-    let digest = Sha256::digest(filter_text.as_bytes());
+    let digest = Sha256::digest(query_text.as_bytes());
     if v != "v1" || sum != hex::encode(&digest[..6]) {
         return None;
     }
     DateTime::from_timestamp(before.parse().ok()?, 0)
 }
 
-fn matches(filter: &TimeFilter, person: &Person, at: DateTime<Utc>) -> bool {
-    let civil = at.with_timezone(&person.time_zone).naive_local();
-    let ge = |b: &Bound| match b {
-        Bound::Physical(t) => at >= *t,
-        Bound::Civil(t) => civil >= *t,
+/// Does `reading` satisfy the filter? Physical bounds test the reading's key instant,
+/// civil bounds its civil time, date bounds its day.
+fn matches(filter: &TimeFilter, person: &Person, reading: &Reading) -> bool {
+    let key = reading.key();
+    let civil = key.with_timezone(&person.time_zone).naive_local();
+    let day = match reading {
+        Reading::RestingHeartRate { day, .. } => *day,
+        _ => civil.date(),
     };
-    let lt = |b: &Bound| match b {
-        Bound::Physical(t) => at < *t,
-        Bound::Civil(t) => civil < *t,
+    let test = |b: &Bound, lower: bool| {
+        let ord = match b {
+            Bound::Physical(t) => key.cmp(t),
+            Bound::Civil(t) => civil.cmp(t),
+            Bound::Date(d) => day.cmp(d),
+        };
+        if lower { ord.is_ge() } else { ord.is_lt() }
     };
-    filter.from.as_ref().is_none_or(ge) && filter.before.as_ref().is_none_or(lt)
+    filter.from.as_ref().is_none_or(|b| test(b, true)) && filter.before.as_ref().is_none_or(|b| test(b, false))
 }
 
 /// A physical window that surely contains every match (civil bounds widened by a day).
 fn physical_window(filter: &TimeFilter, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
     let day = TimeDelta::days(1);
-    let from = match filter.from {
-        Some(Bound::Physical(t)) => t,
+    let midnight = |d: &chrono::NaiveDate| d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+    let from = match &filter.from {
+        Some(Bound::Physical(t)) => *t,
         Some(Bound::Civil(t)) => t.and_utc() - day,
-        None => now - TimeDelta::days(series::HISTORY_DAYS),
+        Some(Bound::Date(d)) => midnight(d) - day,
+        None => series::earliest(now),
     };
-    let before = match filter.before {
-        Some(Bound::Physical(t)) => t,
+    let before = match &filter.before {
+        Some(Bound::Physical(t)) => *t,
         Some(Bound::Civil(t)) => t.and_utc() + day,
+        Some(Bound::Date(d)) => midnight(d) + day,
         None => now + TimeDelta::seconds(1),
     };
     (from, before)
+}
+
+fn sample_time(person: &Person, at: DateTime<Utc>) -> Value {
+    json!({
+        "physicalTime": at.to_rfc3339_opts(SecondsFormat::Secs, true),
+        "utcOffset": offset_text(person, at),
+        "civilTime": civil_time(person, at),
+    })
+}
+
+fn data_source(person: &Person) -> Value {
+    json!({
+        "recordingMethod": "PASSIVELY_MEASURED",
+        "platform": "FITBIT",
+        "device": {"displayName": person.device_name, "formFactor": person.device_form_factor, "manufacturer": "Google"},
+    })
+}
+
+fn date_json(d: chrono::NaiveDate) -> Value {
+    json!({"year": d.year(), "month": d.month(), "day": d.day()})
+}
+
+/// A reading as the API renders it.
+fn render(person: &Person, reading: &Reading) -> Value {
+    match reading {
+        Reading::HeartRate { at, bpm } => json!({
+            "dataSource": data_source(person),
+            "heartRate": {
+                "sampleTime": sample_time(person, *at),
+                "beatsPerMinute": bpm.to_string(),
+                "metadata": {"motionContext": if *bpm > person.resting_bpm + 20 { "ACTIVE" } else { "SEDENTARY" }, "sensorLocation": "WRIST"},
+            },
+        }),
+        Reading::RestingHeartRate { day, bpm } => json!({
+            "dataSource": data_source(person),
+            "dailyRestingHeartRate": {
+                "date": date_json(*day),
+                "beatsPerMinute": bpm.to_string(),
+                "dailyRestingHeartRateMetadata": {"calculationMethod": "WITH_SLEEP"},
+            },
+        }),
+        Reading::Sleep { id, start, end, nap, stages } => {
+            let [awake, light, deep, rem] = *stages;
+            let mut stage_list = Vec::new();
+            let mut t = *start;
+            for (kind, minutes) in [("LIGHT", light / 2), ("DEEP", deep), ("REM", rem), ("AWAKE", awake), ("LIGHT", light - light / 2)] {
+                if minutes == 0 {
+                    continue;
+                }
+                let next = t + TimeDelta::minutes(i64::from(minutes));
+                stage_list.push(json!({
+                    "startTime": t.to_rfc3339_opts(SecondsFormat::Secs, true),
+                    "startUtcOffset": offset_text(person, t),
+                    "endTime": next.to_rfc3339_opts(SecondsFormat::Secs, true),
+                    "endUtcOffset": offset_text(person, next),
+                    "type": kind,
+                }));
+                t = next;
+            }
+            let summary = |kind: &str, minutes: u32| json!({"type": kind, "minutes": minutes.to_string(), "count": "1"});
+            json!({
+                "name": format!("users/{}/dataTypes/sleep/dataPoints/{id}", person.health_user_id),
+                "dataSource": data_source(person),
+                "sleep": {
+                    "type": "STAGES",
+                    "interval": {
+                        "startTime": start.to_rfc3339_opts(SecondsFormat::Secs, true),
+                        "startUtcOffset": offset_text(person, *start),
+                        "endTime": end.to_rfc3339_opts(SecondsFormat::Secs, true),
+                        "endUtcOffset": offset_text(person, *end),
+                        "civilStartTime": civil_time(person, *start),
+                        "civilEndTime": civil_time(person, *end),
+                    },
+                    "stages": stage_list,
+                    "metadata": {"nap": nap, "processed": true, "manuallyEdited": false},
+                    "summary": {
+                        "minutesAsleep": (light + deep + rem).to_string(),
+                        "minutesAwake": awake.to_string(),
+                        "minutesInSleepPeriod": (light + deep + rem + awake).to_string(),
+                        "minutesToFallAsleep": "0",
+                        "minutesAfterWakeUp": "0",
+                        "stagesSummary": [summary("AWAKE", awake), summary("LIGHT", light), summary("DEEP", deep), summary("REM", rem)],
+                    },
+                    "createTime": end.to_rfc3339_opts(SecondsFormat::Secs, true),
+                    "updateTime": end.to_rfc3339_opts(SecondsFormat::Secs, true),
+                },
+            })
+        }
+        Reading::Weight { at, grams } => json!({
+            "dataSource": {"recordingMethod": "ACTIVELY_MEASURED", "platform": "FITBIT", "device": {"displayName": "Aria Air", "formFactor": "SCALE", "manufacturer": "Google"}},
+            "weight": {"sampleTime": sample_time(person, *at), "weightGrams": grams},
+        }),
+        Reading::BodyFat { at, percent } => json!({
+            "dataSource": {"recordingMethod": "ACTIVELY_MEASURED", "platform": "FITBIT", "device": {"displayName": "Aria Air", "formFactor": "SCALE", "manufacturer": "Google"}},
+            "bodyFat": {"sampleTime": sample_time(person, *at), "percentage": percent},
+        }),
+    }
+}
+
+/// Per data type: filter prefix, filter kind, default and maximum page size.
+fn data_type_info(data_type: &str) -> Option<(&'static str, FilterKind, usize, usize)> {
+    Some(match data_type {
+        "heart-rate" => ("heart_rate", FilterKind::Sample, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
+        "daily-resting-heart-rate" => ("daily_resting_heart_rate", FilterKind::Daily, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
+        "sleep" => ("sleep", FilterKind::SessionEnd, 25, 25),
+        "weight" => ("weight", FilterKind::Sample, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
+        "body-fat" => ("body_fat", FilterKind::Sample, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
+        _ => return None,
+    })
+}
+
+fn page_size(query: &HashMap<String, String>, default: usize, max: usize) -> Result<usize, Response> {
+    match query.get("pageSize").map(|s| s.parse::<i64>()) {
+        None | Some(Ok(0)) => Ok(default),
+        Some(Ok(n)) if n > 0 => Ok((n as usize).min(max)),
+        Some(_) => Err(invalid("page_size must be a positive integer.")),
+    }
 }
 
 pub(crate) async fn list_data_points(
@@ -166,63 +294,200 @@ pub(crate) async fn list_data_points(
         Ok(p) => p,
         Err(denied) => return denied.into_response(),
     };
-    if data_type != "heart-rate" {
-        return invalid(&format!("The simulator does not serve data type '{data_type}' yet."));
-    }
-    let page_size = match query.get("pageSize").map(|s| s.parse::<i64>()) {
-        None => DEFAULT_PAGE_SIZE,
-        Some(Ok(0)) => DEFAULT_PAGE_SIZE,
-        Some(Ok(n)) if n > 0 => (n as usize).min(MAX_PAGE_SIZE),
-        Some(_) => return invalid("page_size must be a positive integer."),
+    let Some((prefix, kind, default_size, max_size)) = data_type_info(&data_type) else {
+        return invalid(&format!("The simulator does not serve data type '{data_type}'."));
+    };
+    let page_size = match page_size(&query, default_size, max_size) {
+        Ok(n) => n,
+        Err(r) => return r,
     };
     let filter_text = query.get("filter").cloned().unwrap_or_default();
-    let filter = match filter::parse(&filter_text, "heart_rate") {
+    let filter = match filter::parse(&filter_text, prefix, kind) {
         Ok(f) => f,
         Err(message) => return invalid(&message),
     };
     let now = Utc::now();
     let (from, mut before) = physical_window(&filter, now);
+    let token_scope = format!("{data_type}|{filter_text}");
     if let Some(token) = query.get("pageToken").filter(|t| !t.is_empty()) {
-        match read_page_token(token, &filter_text) {
+        match read_page_token(token, &token_scope) {
             Some(t) => before = before.min(t),
             None => return invalid("Invalid page token."),
         }
     }
-    let mut page: Vec<(DateTime<Utc>, u32)> = series::heart_rate_newest_first(state.seed, person, from, before, now)
-        .filter(|(t, _)| matches(&filter, person, *t))
-        .take(page_size + 1)
-        .collect();
+    let seed = state.seed;
+    let readings: Box<dyn Iterator<Item = Reading>> = match data_type.as_str() {
+        "heart-rate" => Box::new(series::heart_rate(seed, person, from, before, now)),
+        "daily-resting-heart-rate" => Box::new(series::resting(seed, person, from, before, now).into_iter()),
+        "sleep" => Box::new(series::sleep(seed, person, from, before, now).into_iter()),
+        "weight" => Box::new(series::weight(seed, person, from, before, now).into_iter().rev()),
+        _ => Box::new(series::body_fat(seed, person, from, before, now).into_iter().rev()),
+    };
+    let mut page: Vec<Reading> =
+        readings.filter(|r| r.key() < before && matches(&filter, person, r)).take(page_size + 1).collect();
     let next = if page.len() > page_size {
         page.truncate(page_size);
-        page.last().map(|(t, _)| page_token(&filter_text, *t))
+        page.last().map(|r| page_token(&token_scope, r.key()))
     } else {
         None
     };
-    let points: Vec<Value> = page
-        .iter()
-        .map(|(at, bpm)| {
-            json!({
-                "dataSource": {
-                    "recordingMethod": "PASSIVELY_MEASURED",
-                    "platform": "FITBIT",
-                    "device": {"displayName": person.device_name, "formFactor": person.device_form_factor, "manufacturer": "Google"},
-                },
-                "heartRate": {
-                    "sampleTime": {
-                        "physicalTime": at.to_rfc3339_opts(SecondsFormat::Secs, true),
-                        "utcOffset": offset_text(person, *at),
-                        "civilTime": civil_time(person, *at),
-                    },
-                    "beatsPerMinute": bpm.to_string(),
-                    "metadata": {"motionContext": if *bpm > person.resting_bpm + 20 { "ACTIVE" } else { "SEDENTARY" }, "sensorLocation": "WRIST"},
-                },
-            })
-        })
-        .collect();
-    state.count_n("points.heart-rate", points.len() as u64);
+    state.count_n(&format!("points.{data_type}"), page.len() as u64);
+    let points: Vec<Value> = page.iter().map(|r| render(person, r)).collect();
     let mut body = json!({ "dataPoints": points });
     if let Some(token) = next {
         body["nextPageToken"] = json!(token);
+    }
+    Json(body).into_response()
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RollUpRequest {
+    range: Option<RollUpRange>,
+    window_size_days: Option<i64>,
+}
+
+#[derive(serde::Deserialize)]
+struct RollUpRange {
+    start: CivilDateTimeIn,
+    end: CivilDateTimeIn,
+}
+
+#[derive(serde::Deserialize)]
+struct CivilDateTimeIn {
+    date: DateIn,
+}
+
+#[derive(serde::Deserialize)]
+struct DateIn {
+    year: i32,
+    month: u32,
+    day: u32,
+}
+
+/// `POST v4/users/{user}/dataTypes/{type}/dataPoints:dailyRollUp`.
+pub(crate) async fn daily_roll_up(
+    State(state): State<Arc<SimState>>,
+    Path((user, data_type)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let person = match authorize(&state, &headers, &user) {
+        Ok(p) => p,
+        Err(denied) => return denied.into_response(),
+    };
+    let max_days = match data_type.as_str() {
+        "steps" | "distance" => 90,
+        "active-minutes" | "total-calories" => 14,
+        _ => return invalid(&format!("The simulator does not roll up data type '{data_type}'.")),
+    };
+    let Ok(request) = serde_json::from_slice::<RollUpRequest>(&body) else {
+        return invalid("Invalid JSON payload received.");
+    };
+    let Some(range) = request.range else { return invalid("range is required.") };
+    if request.window_size_days != Some(1) {
+        return invalid("window_size_days must be set (only 1 is supported).");
+    }
+    let date = |d: &DateIn| chrono::NaiveDate::from_ymd_opt(d.year, d.month, d.day);
+    let (Some(start), Some(end)) = (date(&range.start.date), date(&range.end.date)) else {
+        return invalid("range contains an invalid date.");
+    };
+    let days = (end - start).num_days();
+    if days <= 0 {
+        return invalid("range.end must be after range.start.");
+    }
+    if days > max_days {
+        return invalid(&format!("The range for {data_type} may span at most {max_days} days."));
+    }
+    let now = Utc::now();
+    let today = series::civil_date(person, now);
+    let first = series::civil_date(person, series::earliest(now));
+    let mut points = Vec::new();
+    for day in start.iter_days().take_while(|d| *d < end) {
+        if day < first || day > today {
+            continue;
+        }
+        let Some(a) = series::activity(state.seed, person, day) else {
+            continue; // zero-step days are omitted
+        };
+        let mut point = json!({
+            "civilStartTime": {"date": date_json(day)},
+            "civilEndTime": {"date": date_json(day.succ_opt().unwrap_or(day))},
+        });
+        point[camel(&data_type)] = match data_type.as_str() {
+            "steps" => json!({"countSum": a.steps.to_string()}),
+            "distance" => json!({"millimetersSum": a.distance_mm.to_string()}),
+            "active-minutes" => json!({"activeMinutesRollupByActivityLevel": [
+                {"activityLevel": "LIGHT", "activeMinutesSum": a.active_minutes[0].to_string()},
+                {"activityLevel": "MODERATE", "activeMinutesSum": a.active_minutes[1].to_string()},
+                {"activityLevel": "VIGOROUS", "activeMinutesSum": a.active_minutes[2].to_string()},
+            ]}),
+            _ => json!({"kcalSum": a.kcal}),
+        };
+        points.push(point);
+    }
+    state.count_n(&format!("points.rollup.{data_type}"), points.len() as u64);
+    Json(json!({ "rollupDataPoints": points })).into_response()
+}
+
+fn camel(kebab: &str) -> &'static str {
+    match kebab {
+        "steps" => "steps",
+        "distance" => "distance",
+        "active-minutes" => "activeMinutes",
+        _ => "totalCalories",
+    }
+}
+
+/// `GET v4/users/{user}/pairedDevices`: default page 5, at most 100.
+pub(crate) async fn paired_devices(
+    State(state): State<Arc<SimState>>,
+    Path(user): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let person = match authorize(&state, &headers, &user) {
+        Ok(p) => p,
+        Err(denied) => return denied.into_response(),
+    };
+    let size = match page_size(&query, 5, 100) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    let skip: usize = match query.get("pageToken").filter(|t| !t.is_empty()) {
+        Some(t) => match t.strip_prefix("dev-").and_then(|n| n.parse().ok()) {
+            Some(n) => n,
+            None => return invalid("Invalid page token."),
+        },
+        None => 0,
+    };
+    let now = Utc::now();
+    let x = super::super::people::mix_all(&[state.seed, person.index as u64, 0xDE71]);
+    let mut devices = vec![json!({
+        "name": format!("users/me/pairedDevices/{}", 100_000 + x % 900_000),
+        "deviceType": "TRACKER",
+        "deviceVersion": person.device_name,
+        "batteryStatus": "High",
+        "batteryLevel": 40 + x % 60,
+        "lastSyncTime": (now - TimeDelta::minutes((x % 50) as i64 + 1)).to_rfc3339_opts(SecondsFormat::Secs, true),
+        "macAddress": format!("{:02X}:{:02X}:{:02X}:{:02X}:{:02X}:{:02X}", x & 0xff, (x >> 8) & 0xff, (x >> 16) & 0xff, (x >> 24) & 0xff, (x >> 32) & 0xff, (x >> 40) & 0xff),
+        "features": ["STEPS", "HEART_RATE", "SLEEP"],
+    })];
+    if x % 2 == 0 {
+        devices.push(json!({
+            "name": format!("users/me/pairedDevices/{}", 100_000 + (x >> 20) % 900_000),
+            "deviceType": "SCALE",
+            "deviceVersion": "Aria Air",
+            "batteryStatus": "Medium",
+            "lastSyncTime": (now - TimeDelta::hours(20)).to_rfc3339_opts(SecondsFormat::Secs, true),
+            "macAddress": format!("{:02X}:00:5E:00:53:{:02X}", (x >> 48) & 0xff, (x >> 56) & 0xff),
+            "features": ["WEIGHT"],
+        }));
+    }
+    let page: Vec<Value> = devices.iter().skip(skip).take(size).cloned().collect();
+    let mut body = json!({ "pairedDevices": page });
+    if skip + size < devices.len() {
+        body["nextPageToken"] = json!(format!("dev-{}", skip + size));
     }
     Json(body).into_response()
 }

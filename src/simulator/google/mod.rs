@@ -25,7 +25,9 @@ pub(crate) fn router() -> Router<Arc<SimState>> {
         .route("/oauth2/token", post(oauth::token))
         .route("/v4/users/{user}/identity", get(health::identity))
         .route("/v4/users/{user}/settings", get(health::settings))
+        .route("/v4/users/{user}/pairedDevices", get(health::paired_devices))
         .route("/v4/users/{user}/dataTypes/{data_type}/dataPoints", get(health::list_data_points))
+        .route("/v4/users/{user}/dataTypes/{data_type}/dataPoints:dailyRollUp", post(health::daily_roll_up))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "NOT_FOUND", "Requested entity was not found.") })
 }
 

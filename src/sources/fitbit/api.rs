@@ -34,7 +34,7 @@ pub struct ListDataPointsResponse {
     pub next_page_token: Option<String>,
 }
 
-/// One data point; only the heart-rate member is declared so far.
+/// One data point; only the members wearbridge reads are declared.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DataPoint {
@@ -44,6 +44,184 @@ pub struct DataPoint {
     pub data_source: Option<DataSource>,
     #[serde(default)]
     pub heart_rate: Option<HeartRate>,
+    #[serde(default)]
+    pub daily_resting_heart_rate: Option<DailyRestingHeartRate>,
+    #[serde(default)]
+    pub sleep: Option<Sleep>,
+    #[serde(default)]
+    pub weight: Option<Weight>,
+    #[serde(default)]
+    pub body_fat: Option<BodyFat>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DailyRestingHeartRate {
+    pub date: Date,
+    #[serde(deserialize_with = "int64")]
+    pub beats_per_minute: i64,
+}
+
+/// `google.type.Date`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct Date {
+    pub year: i32,
+    pub month: u32,
+    pub day: u32,
+}
+
+impl Date {
+    pub fn to_naive(self) -> Option<chrono::NaiveDate> {
+        chrono::NaiveDate::from_ymd_opt(self.year, self.month, self.day)
+    }
+}
+
+/// `CivilDateTime` (only the date is used).
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct CivilDateTime {
+    pub date: Date,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sleep {
+    pub interval: SessionTimeInterval,
+    #[serde(default)]
+    pub metadata: Option<SleepMetadata>,
+    #[serde(default)]
+    pub summary: Option<SleepSummary>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionTimeInterval {
+    pub start_time: DateTime<Utc>,
+    pub end_time: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SleepMetadata {
+    #[serde(default)]
+    pub nap: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SleepSummary {
+    #[serde(default, deserialize_with = "opt_int64")]
+    pub minutes_asleep: Option<i64>,
+    #[serde(default, deserialize_with = "opt_int64")]
+    pub minutes_awake: Option<i64>,
+    #[serde(default)]
+    pub stages_summary: Vec<StageSummary>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageSummary {
+    #[serde(rename = "type")]
+    pub stage: String,
+    #[serde(deserialize_with = "int64")]
+    pub minutes: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Weight {
+    pub sample_time: ObservationSampleTime,
+    pub weight_grams: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BodyFat {
+    pub sample_time: ObservationSampleTime,
+    pub percentage: f64,
+}
+
+/// `POST .../dataPoints:dailyRollUp`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DailyRollUpResponse {
+    #[serde(default)]
+    pub rollup_data_points: Vec<DailyRollupDataPoint>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DailyRollupDataPoint {
+    pub civil_start_time: CivilDateTime,
+    #[serde(default)]
+    pub steps: Option<StepsRollup>,
+    #[serde(default)]
+    pub distance: Option<DistanceRollup>,
+    #[serde(default)]
+    pub active_minutes: Option<ActiveMinutesRollup>,
+    #[serde(default)]
+    pub total_calories: Option<TotalCaloriesRollup>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepsRollup {
+    #[serde(deserialize_with = "int64")]
+    pub count_sum: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DistanceRollup {
+    #[serde(deserialize_with = "int64")]
+    pub millimeters_sum: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveMinutesRollup {
+    #[serde(default)]
+    pub active_minutes_rollup_by_activity_level: Vec<ActiveMinutesByLevel>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveMinutesByLevel {
+    #[serde(default)]
+    pub activity_level: Option<String>,
+    #[serde(deserialize_with = "int64")]
+    pub active_minutes_sum: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TotalCaloriesRollup {
+    pub kcal_sum: f64,
+}
+
+/// `GET v4/users/me/pairedDevices`. Only harmless facts are declared: the device `name`
+/// (an id) is read only to key the message id, `macAddress` is never parsed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListPairedDevicesResponse {
+    #[serde(default)]
+    pub paired_devices: Vec<PairedDevice>,
+    #[serde(default)]
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PairedDevice {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub device_type: Option<String>,
+    #[serde(default)]
+    pub device_version: Option<String>,
+    #[serde(default)]
+    pub battery_level: Option<i64>,
+    #[serde(default)]
+    pub last_sync_time: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -99,6 +277,11 @@ pub fn int64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
             s.trim().parse().map_err(|_| serde::de::Error::custom("expected an int64 (as a string or number)"))
         }
     }
+}
+
+/// An optional int64 (string or number).
+pub fn opt_int64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    int64(d).map(Some)
 }
 
 #[cfg(test)]
