@@ -13,6 +13,7 @@ use crate::keyfile::{self, KeyFileError};
 use crate::pipeline::{BadStreamId, Pipeline, Routes};
 use crate::schemas::{SchemaError, Schemas};
 use crate::sources::fitbit::{FitbitSource, GoogleHealthClient};
+use crate::sources::quota::Quotas;
 use crate::store::{SqliteStore, StoreError, TokenCipher};
 
 /// Start-up failures, each naming what to fix.
@@ -59,7 +60,9 @@ pub fn pipeline<S: crate::store::Store>(
     let client_secret = settings.fitbit.client_secret.clone().unwrap_or_else(|| SecretString::from(String::new()));
     let oauth = GoogleOAuth::new(http.clone(), settings.fitbit.token_url.clone(), client_id, client_secret);
     let tokens = Arc::new(TokenManager::new(store.clone(), oauth, backoff));
-    let fitbit = FitbitSource::new(GoogleHealthClient::new(http, &settings.fitbit.api_base_url), tokens, backoff);
+    let quotas = Quotas::per_minute(settings.fitbit.requests_per_minute, settings.fitbit.project_requests_per_minute);
+    let client = GoogleHealthClient::new(http, &settings.fitbit.api_base_url);
+    let fitbit = FitbitSource::new(client, tokens, quotas, backoff);
     let routes = Routes::new(&settings.streamr.streams)?;
     Ok(Pipeline {
         store,

@@ -30,7 +30,7 @@ pub struct DemoOptions {
 
 impl Default for DemoOptions {
     fn default() -> Self {
-        Self { people: 3, seed: 42, history: Duration::from_secs(86_400) }
+        Self { people: 3, seed: 42, history: Duration::from_secs(2 * 86_400) }
     }
 }
 

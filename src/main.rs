@@ -51,8 +51,8 @@ enum Command {
         /// Seed of the simulated people and readings.
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        /// How much history to read (e.g. 1d, 12h).
-        #[arg(long, default_value = "1d", value_parser = parse_duration)]
+        /// How much history to read (e.g. 2d, 12h).
+        #[arg(long, default_value = "2d", value_parser = parse_duration)]
         history: std::time::Duration,
     },
     /// Serve the simulator (Google Health API and OAuth) in the foreground.

@@ -128,7 +128,8 @@ async fn dry_run_end_to_end() {
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len() as u64, sim.request_count("points.heart-rate"), "one line per upstream sample");
+    let served = sim.request_count("points.heart-rate") + sim.request_count("points.daily-resting-heart-rate");
+    assert_eq!(lines.len() as u64, served, "one line per upstream sample or daily value");
     assert!(lines.len() >= 2 * 130, "two people, a day of ten-minute samples: {}", lines.len());
     let mut ids = std::collections::BTreeSet::new();
     let mut subjects = std::collections::BTreeSet::new();
@@ -138,7 +139,8 @@ async fn dry_run_end_to_end() {
         assert_eq!(obj.keys().collect::<Vec<_>>(), ["stream", "partition_key", "message"]);
         assert_eq!(v["stream"], common::STREAM);
         assert_eq!(v["partition_key"], v["message"]["subject"]);
-        assert_eq!(v["message"]["header"]["schema_id"]["name"], "heart-rate");
+        let name = v["message"]["header"]["schema_id"]["name"].as_str().unwrap();
+        assert!(name == "heart-rate" || name == "resting-heart-rate", "{name}");
         assert_eq!(v["message"]["key_epoch"], "2026a");
         ids.insert(v["message"]["header"]["uuid"].as_str().unwrap().to_owned());
         subjects.insert(v["partition_key"].as_str().unwrap().to_owned());

@@ -58,6 +58,10 @@ pub struct FitbitSettings {
     pub api_base_url: String,
     pub token_url: String,
     pub auth_url: String,
+    /// Requests per minute per account (Google's per-user quota is 300).
+    pub requests_per_minute: u32,
+    /// Requests per minute for the whole application (Google's per-project quota).
+    pub project_requests_per_minute: u32,
 }
 
 impl Default for FitbitSettings {
@@ -69,6 +73,8 @@ impl Default for FitbitSettings {
             api_base_url: "https://health.googleapis.com".into(),
             token_url: "https://oauth2.googleapis.com/token".into(),
             auth_url: "https://accounts.google.com/o/oauth2/v2/auth".into(),
+            requests_per_minute: 300,
+            project_requests_per_minute: 120_000,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! One person's failure never stops the others: each account runs on its own and its
 //! error is logged and counted.
 
+mod fitbit;
 mod route;
 
 pub use route::{BadStreamId, Routes, Unrouted, is_stream_id};
@@ -12,16 +13,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anonymizer::{Anonymizer, Provider, Record};
-use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tracing::Instrument;
 
-use crate::config::{Dataset, SyncSettings};
+use crate::auth::AuthError;
+use crate::config::SyncSettings;
+use crate::normalize::Skipped;
 use crate::schemas::Schemas;
 use crate::sinks::Delivery;
 use crate::sources::fitbit::{FitbitSource, SourceError};
 use crate::store::{Account, AccountStatus, OutboxEntry, Store, StoreError};
-use crate::{auth::AuthError, normalize};
 
 /// How many accounts sync at the same time.
 const ACCOUNT_CONCURRENCY: usize = 8;
@@ -56,6 +58,8 @@ pub struct PassSummary {
     pub skipped_points: u64,
     pub dropped: u64,
     pub invalid: u64,
+    /// Datasets skipped because the person did not grant their scope.
+    pub skipped_datasets: u64,
 }
 
 #[derive(Default)]
@@ -67,6 +71,15 @@ struct Counters {
     skipped_points: AtomicU64,
     dropped: AtomicU64,
     invalid: AtomicU64,
+    skipped_datasets: AtomicU64,
+}
+
+/// Records read for one cursor: they enter the outbox together with the cursor.
+pub(crate) struct Batch {
+    /// The cursor's name in the store (`heart_rate`, `heart_rate.resting`, ...).
+    pub cursor_key: &'static str,
+    pub cursor: String,
+    pub records: Vec<Result<Record, Skipped>>,
 }
 
 /// Why one account's sync failed.
@@ -132,6 +145,7 @@ impl<S: Store> Pipeline<S> {
             skipped_points: get(&counters.skipped_points),
             dropped: get(&counters.dropped),
             invalid: get(&counters.invalid),
+            skipped_datasets: get(&counters.skipped_datasets),
         })
     }
 
@@ -159,52 +173,58 @@ impl<S: Store> Pipeline<S> {
         let subject = self.anonymizer.subject(account.provider, &user_id);
         tracing::Span::current().record("subject", subject.as_str());
 
-        if self.sync.datasets.contains(&Dataset::HeartRate) {
-            self.sync_heart_rate(account, &user_id, &subject, now, output, counters).await?;
+        // Each dataset on its own: a missing scope skips that dataset, any other failure
+        // is reported once the other datasets had their turn.
+        let mut plan = fitbit::FitbitAccount::new(account, &user_id, now);
+        let mut first_error = None;
+        for &dataset in &self.sync.datasets {
+            let batches = match self.fitbit_dataset(&mut plan, dataset).await {
+                Ok(b) => b,
+                Err(AccountError::Source(e)) if e.is_scope_insufficient() => {
+                    counters.skipped_datasets.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        dataset = dataset.as_str(),
+                        missing_scope = fitbit::scope_for(dataset),
+                        "the person did not grant this scope; dataset skipped"
+                    );
+                    continue;
+                }
+                Err(e @ AccountError::Source(SourceError::Auth(_))) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(dataset = dataset.as_str(), error = %e, "dataset failed");
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+            };
+            for batch in batches {
+                self.deliver(account, &subject, batch, output, counters).await?;
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
-    /// Where a dataset's next read starts: the cursor minus the look-back, or
-    /// `sync.start` for a first backfill.
-    async fn window_start(
+    /// Anonymise a batch and hand it to the output: print it (dry run), or put it in the
+    /// outbox together with its cursor.
+    async fn deliver(
         &self,
         account: &Account,
-        dataset: Dataset,
-        now: DateTime<Utc>,
-    ) -> Result<DateTime<Utc>, StoreError> {
-        let start = self.sync.start.resolve(now);
-        let cursor = self.store.cursor(account.id, dataset.as_str()).await?;
-        let lookback = TimeDelta::from_std(self.sync.lookback).unwrap_or(TimeDelta::zero());
-        Ok(match cursor.and_then(|c| DateTime::parse_from_rfc3339(&c).ok()) {
-            Some(c) => (c.with_timezone(&Utc) - lookback).max(start),
-            None => start,
-        })
-    }
-
-    async fn sync_heart_rate(
-        &self,
-        account: &Account,
-        user_id: &str,
         subject: &str,
-        now: DateTime<Utc>,
+        batch: Batch,
         output: &Output,
         counters: &Counters,
     ) -> Result<(), AccountError> {
-        let from = self.window_start(account, Dataset::HeartRate, now).await?;
-        let points = self.fitbit.heart_rate(account, from, now).await?;
-        let mut records = Vec::with_capacity(points.len());
-        for point in &points {
-            match normalize::fitbit::heart_rate(user_id, point) {
+        let mut records = Vec::with_capacity(batch.records.len());
+        for r in batch.records {
+            match r {
                 Ok(r) => records.push(r),
                 Err(skipped) => {
                     counters.skipped_points.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(dataset = "heart_rate", reason = skipped.reason, "skipped a data point");
+                    tracing::warn!(cursor = batch.cursor_key, reason = skipped.reason, "skipped a data point");
                 }
             }
         }
         let deliveries = self.to_deliveries(&records, subject, counters)?;
-        tracing::info!(dataset = "heart_rate", points = points.len(), messages = deliveries.len(), "read");
+        tracing::info!(cursor = batch.cursor_key, records = records.len(), messages = deliveries.len(), "read");
         counters.messages.fetch_add(deliveries.len() as u64, Ordering::Relaxed);
         match output {
             Output::DryRun(writer) => writer.write_batch(&deliveries)?,
@@ -223,8 +243,7 @@ impl<S: Store> Pipeline<S> {
                         payload: d.message.to_string(),
                     })
                     .collect();
-                let cursor = now.to_rfc3339_opts(SecondsFormat::Secs, true);
-                self.store.commit_batch(account.id, Dataset::HeartRate.as_str(), &cursor, &entries).await?;
+                self.store.commit_batch(account.id, batch.cursor_key, &batch.cursor, &entries).await?;
             }
         }
         Ok(())

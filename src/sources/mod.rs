@@ -2,6 +2,7 @@
 //! page by page, with tokens and retries handled here rather than in the pipeline.
 
 pub mod fitbit;
+pub mod quota;
 
 /// Where a JSON body failed to parse, without quoting any of its values (which may be
 /// personal data or tokens).

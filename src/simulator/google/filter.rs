@@ -99,7 +99,8 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(f.from, Some(Bound::Physical(_))) && matches!(f.before, Some(Bound::Physical(_))));
-        let f = parse(r#"heart_rate.sample_time.civil_time >= "2026-11-01""#, "heart_rate", FilterKind::Sample).unwrap();
+        let f =
+            parse(r#"heart_rate.sample_time.civil_time >= "2026-11-01""#, "heart_rate", FilterKind::Sample).unwrap();
         assert!(matches!(f.from, Some(Bound::Civil(_))));
         let f = parse(r#"daily_resting_heart_rate.date < "2026-11-01""#, "daily_resting_heart_rate", FilterKind::Daily);
         assert!(matches!(f.unwrap().before, Some(Bound::Date(_))));
@@ -111,6 +112,8 @@ mod tests {
         assert!(hr(r#"heart_rate.sample_time.physical_time >= 2026"#).is_err());
         assert!(hr(r#"heart_rate.sample_time.physical_time >= "yesterday""#).is_err());
         assert!(hr(r#"heart_rate.sample_time.physical_time >= "2026-11-01T00:00:00Z" OR x < "y""#).is_err());
-        assert!(parse(r#"sleep.interval.start_time >= "2026-11-01T00:00:00Z""#, "sleep", FilterKind::SessionEnd).is_err());
+        assert!(
+            parse(r#"sleep.interval.start_time >= "2026-11-01T00:00:00Z""#, "sleep", FilterKind::SessionEnd).is_err()
+        );
     }
 }

@@ -210,7 +210,9 @@ fn render(person: &Person, reading: &Reading) -> Value {
             let [awake, light, deep, rem] = *stages;
             let mut stage_list = Vec::new();
             let mut t = *start;
-            for (kind, minutes) in [("LIGHT", light / 2), ("DEEP", deep), ("REM", rem), ("AWAKE", awake), ("LIGHT", light - light / 2)] {
+            for (kind, minutes) in
+                [("LIGHT", light / 2), ("DEEP", deep), ("REM", rem), ("AWAKE", awake), ("LIGHT", light - light / 2)]
+            {
                 if minutes == 0 {
                     continue;
                 }
@@ -224,7 +226,8 @@ fn render(person: &Person, reading: &Reading) -> Value {
                 }));
                 t = next;
             }
-            let summary = |kind: &str, minutes: u32| json!({"type": kind, "minutes": minutes.to_string(), "count": "1"});
+            let summary =
+                |kind: &str, minutes: u32| json!({"type": kind, "minutes": minutes.to_string(), "count": "1"});
             json!({
                 "name": format!("users/{}/dataTypes/sleep/dataPoints/{id}", person.health_user_id),
                 "dataSource": data_source(person),
@@ -276,11 +279,12 @@ fn data_type_info(data_type: &str) -> Option<(&'static str, FilterKind, usize, u
     })
 }
 
-fn page_size(query: &HashMap<String, String>, default: usize, max: usize) -> Result<usize, Response> {
+/// `pageSize`: absent or 0 means the default, larger than the maximum is coerced.
+fn page_size(query: &HashMap<String, String>, default: usize, max: usize) -> Option<usize> {
     match query.get("pageSize").map(|s| s.parse::<i64>()) {
-        None | Some(Ok(0)) => Ok(default),
-        Some(Ok(n)) if n > 0 => Ok((n as usize).min(max)),
-        Some(_) => Err(invalid("page_size must be a positive integer.")),
+        None | Some(Ok(0)) => Some(default),
+        Some(Ok(n)) if n > 0 => Some((n as usize).min(max)),
+        Some(_) => None,
     }
 }
 
@@ -297,9 +301,8 @@ pub(crate) async fn list_data_points(
     let Some((prefix, kind, default_size, max_size)) = data_type_info(&data_type) else {
         return invalid(&format!("The simulator does not serve data type '{data_type}'."));
     };
-    let page_size = match page_size(&query, default_size, max_size) {
-        Ok(n) => n,
-        Err(r) => return r,
+    let Some(page_size) = page_size(&query, default_size, max_size) else {
+        return invalid("page_size must be a positive integer.");
     };
     let filter_text = query.get("filter").cloned().unwrap_or_default();
     let filter = match filter::parse(&filter_text, prefix, kind) {
@@ -450,9 +453,8 @@ pub(crate) async fn paired_devices(
         Ok(p) => p,
         Err(denied) => return denied.into_response(),
     };
-    let size = match page_size(&query, 5, 100) {
-        Ok(n) => n,
-        Err(r) => return r,
+    let Some(size) = page_size(&query, 5, 100) else {
+        return invalid("page_size must be a positive integer.");
     };
     let skip: usize = match query.get("pageToken").filter(|t| !t.is_empty()) {
         Some(t) => match t.strip_prefix("dev-").and_then(|n| n.parse().ok()) {
@@ -461,7 +463,8 @@ pub(crate) async fn paired_devices(
         },
         None => 0,
     };
-    let now = Utc::now();
+    // Devices sync every quarter hour: the last sync time is stable within one.
+    let now = DateTime::from_timestamp(Utc::now().timestamp() / 900 * 900, 0).unwrap_or_else(Utc::now);
     let x = super::super::people::mix_all(&[state.seed, person.index as u64, 0xDE71]);
     let mut devices = vec![json!({
         "name": format!("users/me/pairedDevices/{}", 100_000 + x % 900_000),

@@ -120,17 +120,32 @@ fn days(person: &Person, from: DateTime<Utc>, before: DateTime<Utc>, now: DateTi
 }
 
 /// Daily resting heart rate, one per civil day that is over.
-pub(crate) fn resting(seed: u64, person: &Person, from: DateTime<Utc>, before: DateTime<Utc>, now: DateTime<Utc>) -> Vec<Reading> {
+pub(crate) fn resting(
+    seed: u64,
+    person: &Person,
+    from: DateTime<Utc>,
+    before: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Vec<Reading> {
     let today = civil_date(person, now);
     days(person, from, before, now)
         .into_iter()
         .filter(|d| *d < today)
-        .map(|day| Reading::RestingHeartRate { day, bpm: person.resting_bpm + (h(seed, person, &[day_number(day), 1]) % 5) as u32 })
+        .map(|day| Reading::RestingHeartRate {
+            day,
+            bpm: person.resting_bpm + (h(seed, person, &[day_number(day), 1]) % 5) as u32,
+        })
         .collect()
 }
 
 /// Sleep sessions (main sleep every night, a nap now and then), keyed by end time.
-pub(crate) fn sleep(seed: u64, person: &Person, from: DateTime<Utc>, before: DateTime<Utc>, now: DateTime<Utc>) -> Vec<Reading> {
+pub(crate) fn sleep(
+    seed: u64,
+    person: &Person,
+    from: DateTime<Utc>,
+    before: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Vec<Reading> {
     let mut out = Vec::new();
     for day in days(person, from - TimeDelta::days(1), before, now) {
         let x = h(seed, person, &[day_number(day), 2]);
@@ -142,12 +157,24 @@ pub(crate) fn sleep(seed: u64, person: &Person, from: DateTime<Utc>, before: Dat
         let deep = (total - awake) / 5;
         let rem = (total - awake) / 5 + ((x >> 24) % 20) as u32;
         let light = total - awake - deep - rem;
-        out.push(Reading::Sleep { id: format!("{:016x}", x), start, end, nap: false, stages: [awake, light, deep, rem] });
+        out.push(Reading::Sleep {
+            id: format!("{:016x}", x),
+            start,
+            end,
+            nap: false,
+            stages: [awake, light, deep, rem],
+        });
         if (x >> 32) % 10 == 0 {
             let nap_start = local_to_utc(person, day.and_hms_opt(14, 0, 0).unwrap_or_default());
             let nap_end = nap_start + TimeDelta::minutes(30 + ((x >> 40) % 30) as i64);
             let total = (nap_end - nap_start).num_minutes() as u32;
-            out.push(Reading::Sleep { id: format!("{:016x}", x ^ 1), start: nap_start, end: nap_end, nap: true, stages: [5, total - 5, 0, 0] });
+            out.push(Reading::Sleep {
+                id: format!("{:016x}", x ^ 1),
+                start: nap_start,
+                end: nap_end,
+                nap: true,
+                stages: [5, total - 5, 0, 0],
+            });
         }
     }
     out.retain(|r| r.key() >= from && r.key() < before && r.key() <= now);
@@ -155,13 +182,19 @@ pub(crate) fn sleep(seed: u64, person: &Person, from: DateTime<Utc>, before: Dat
     out
 }
 
-/// Scale readings every few mornings: weight and body fat share the measurement time.
-fn weigh_ins(seed: u64, person: &Person, from: DateTime<Utc>, before: DateTime<Utc>, now: DateTime<Utc>) -> Vec<(DateTime<Utc>, u64)> {
+/// Scale readings on most mornings: weight and body fat share the measurement time.
+fn weigh_ins(
+    seed: u64,
+    person: &Person,
+    from: DateTime<Utc>,
+    before: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Vec<(DateTime<Utc>, u64)> {
     let mut out: Vec<(DateTime<Utc>, u64)> = days(person, from, before, now)
         .into_iter()
         .filter_map(|day| {
             let x = h(seed, person, &[day_number(day), 3]);
-            (x % 3 == 0).then(|| {
+            (x % 4 != 0).then(|| {
                 let civil = day.and_hms_opt(7, 0, 0).unwrap_or_default() + TimeDelta::seconds((x >> 8) as i64 % 2400);
                 (local_to_utc(person, civil), x)
             })
@@ -171,7 +204,13 @@ fn weigh_ins(seed: u64, person: &Person, from: DateTime<Utc>, before: DateTime<U
     out
 }
 
-pub(crate) fn weight(seed: u64, person: &Person, from: DateTime<Utc>, before: DateTime<Utc>, now: DateTime<Utc>) -> Vec<Reading> {
+pub(crate) fn weight(
+    seed: u64,
+    person: &Person,
+    from: DateTime<Utc>,
+    before: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Vec<Reading> {
     let base = 58_000.0 + (person.resting_bpm as f64 - 52.0) * 1_500.0;
     weigh_ins(seed, person, from, before, now)
         .into_iter()
@@ -179,7 +218,13 @@ pub(crate) fn weight(seed: u64, person: &Person, from: DateTime<Utc>, before: Da
         .collect()
 }
 
-pub(crate) fn body_fat(seed: u64, person: &Person, from: DateTime<Utc>, before: DateTime<Utc>, now: DateTime<Utc>) -> Vec<Reading> {
+pub(crate) fn body_fat(
+    seed: u64,
+    person: &Person,
+    from: DateTime<Utc>,
+    before: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Vec<Reading> {
     weigh_ins(seed, person, from, before, now)
         .into_iter()
         .map(|(at, x)| Reading::BodyFat { at, percent: 18.0 + ((x >> 24) % 90) as f64 / 10.0 })

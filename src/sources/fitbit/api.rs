@@ -261,6 +261,15 @@ pub struct ErrorDetail {
     pub message: String,
     #[serde(default)]
     pub status: String,
+    #[serde(default)]
+    pub details: Vec<ErrorInfo>,
+}
+
+/// One entry of `error.details` (only `ErrorInfo.reason` is used).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ErrorInfo {
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// int64 as Google writes it (a string), or as a plain number.

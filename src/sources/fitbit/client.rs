@@ -7,7 +7,12 @@ use reqwest::header::{AUTHORIZATION, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 
-use super::api::{ErrorBody, Identity, ListDataPointsResponse, Settings};
+use chrono::{Datelike, NaiveDate};
+use serde_json::json;
+
+use super::api::{
+    DailyRollUpResponse, ErrorBody, Identity, ListDataPointsResponse, ListPairedDevicesResponse, Settings,
+};
 use crate::sources::json_position;
 
 /// One failed API call. Messages carry the endpoint and Google's status, never tokens
@@ -19,6 +24,8 @@ pub enum ApiError {
         endpoint: &'static str,
         status: u16,
         google_status: String,
+        /// `details[].reason` of Google's error (e.g. `ACCESS_TOKEN_SCOPE_INSUFFICIENT`).
+        reason: String,
         message: String,
         retry_after: Option<Duration>,
     },
@@ -39,6 +46,12 @@ impl ApiError {
 
     pub fn is_unauthorized(&self) -> bool {
         matches!(self, ApiError::Status { status: 401, .. })
+    }
+
+    /// 403 because the person did not grant the scope this data needs.
+    pub fn is_scope_insufficient(&self) -> bool {
+        matches!(self, ApiError::Status { status: 403, reason, message, .. }
+            if reason == "ACCESS_TOKEN_SCOPE_INSUFFICIENT" || message.contains("insufficient authentication scopes"))
     }
 
     /// The server's requested pause (`Retry-After`), if any.
@@ -89,6 +102,34 @@ impl GoogleHealthClient {
         self.get("dataPoints.list", &path, &query, token).await
     }
 
+    /// One page of paired devices.
+    pub async fn paired_devices(
+        &self,
+        token: &SecretString,
+        page_token: Option<&str>,
+    ) -> Result<ListPairedDevicesResponse, ApiError> {
+        let mut query = vec![("pageSize", "100")];
+        if let Some(t) = page_token {
+            query.push(("pageToken", t));
+        }
+        self.get("pairedDevices.list", "v4/users/me/pairedDevices", &query, token).await
+    }
+
+    /// Daily roll-ups of `data_type` for the civil days `start..end` (end exclusive).
+    pub async fn daily_roll_up(
+        &self,
+        token: &SecretString,
+        data_type: &str,
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<DailyRollUpResponse, ApiError> {
+        let date = |d: NaiveDate| json!({"date": {"year": d.year(), "month": d.month(), "day": d.day()}});
+        // windowSizeDays must be sent explicitly: the API answers 400 without it.
+        let body = json!({"range": {"start": date(start), "end": date(end)}, "windowSizeDays": 1});
+        let url = format!("{}/v4/users/me/dataTypes/{data_type}/dataPoints:dailyRollUp", self.base);
+        self.send("dataPoints.dailyRollUp", self.http.post(url).json(&body), token).await
+    }
+
     async fn get<T: DeserializeOwned>(
         &self,
         endpoint: &'static str,
@@ -96,11 +137,17 @@ impl GoogleHealthClient {
         query: &[(&str, &str)],
         token: &SecretString,
     ) -> Result<T, ApiError> {
+        self.send(endpoint, self.http.get(format!("{}/{path}", self.base)).query(query), token).await
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        endpoint: &'static str,
+        request: reqwest::RequestBuilder,
+        token: &SecretString,
+    ) -> Result<T, ApiError> {
         let transport = |e: reqwest::Error| ApiError::Transport { endpoint, message: e.without_url().to_string() };
-        let response = self
-            .http
-            .get(format!("{}/{path}", self.base))
-            .query(query)
+        let response = request
             .header(AUTHORIZATION, format!("Bearer {}", token.expose_secret()))
             .send()
             .await
@@ -117,10 +164,13 @@ impl GoogleHealthClient {
             return serde_json::from_slice(&body)
                 .map_err(|e| ApiError::Decode { endpoint, message: json_position(&e) });
         }
-        let (google_status, message) = match serde_json::from_slice::<ErrorBody>(&body) {
-            Ok(b) => (b.error.status, b.error.message),
-            Err(_) => (String::new(), format!("non-JSON error body of {} bytes", body.len())),
+        let (google_status, reason, message) = match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(b) => {
+                let reason = b.error.details.iter().find_map(|d| d.reason.clone()).unwrap_or_default();
+                (b.error.status, reason, b.error.message)
+            }
+            Err(_) => (String::new(), String::new(), format!("non-JSON error body of {} bytes", body.len())),
         };
-        Err(ApiError::Status { endpoint, status, google_status, message, retry_after })
+        Err(ApiError::Status { endpoint, status, google_status, reason, message, retry_after })
     }
 }

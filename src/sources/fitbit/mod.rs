@@ -9,15 +9,18 @@ pub use client::{ApiError, GoogleHealthClient};
 use std::future::Future;
 use std::sync::Arc;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Days, NaiveDate, SecondsFormat, Utc};
 use secrecy::SecretString;
 
 use crate::auth::{AuthError, TokenManager};
 use crate::http::Backoff;
+use crate::sources::quota::Quotas;
 use crate::store::{Account, Store};
 
 /// The largest page Google serves for sample data types.
 pub const MAX_PAGE_SIZE: u32 = 10_000;
+/// Sleep and exercise pages hold at most 25 sessions.
+const SESSION_PAGE_SIZE: u32 = 25;
 /// A hard stop against a server that never ends pagination.
 const MAX_PAGES: usize = 1_000;
 /// Never wait longer than this for one `Retry-After`.
@@ -34,18 +37,36 @@ pub enum SourceError {
     Pagination(usize),
 }
 
-/// Reads one account's data: tokens from the [`TokenManager`], one refresh on 401,
-/// back-off on transient failures.
+impl SourceError {
+    /// The person did not grant the scope this data needs (403).
+    pub fn is_scope_insufficient(&self) -> bool {
+        matches!(self, SourceError::Api(e) if e.is_scope_insufficient())
+    }
+}
+
+/// Reads one account's data: tokens from the [`TokenManager`], client-side quotas, one
+/// refresh on 401, back-off on transient failures (honouring `Retry-After`). Waiting on
+/// 429 happens inside the account's own task, so it slows that account only.
 pub struct FitbitSource<S> {
     client: GoogleHealthClient,
     tokens: Arc<TokenManager<S>>,
+    quotas: Quotas,
     backoff: Backoff,
     page_size: u32,
 }
 
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// `prefix.field >= "from" AND prefix.field < "to"`.
+fn range_filter(field: &str, from: &str, to: &str) -> String {
+    format!("{field} >= \"{from}\" AND {field} < \"{to}\"")
+}
+
 impl<S: Store> FitbitSource<S> {
-    pub fn new(client: GoogleHealthClient, tokens: Arc<TokenManager<S>>, backoff: Backoff) -> Self {
-        Self { client, tokens, backoff, page_size: MAX_PAGE_SIZE }
+    pub fn new(client: GoogleHealthClient, tokens: Arc<TokenManager<S>>, quotas: Quotas, backoff: Backoff) -> Self {
+        Self { client, tokens, quotas, backoff, page_size: MAX_PAGE_SIZE }
     }
 
     /// Asks for smaller pages (tests use this to exercise pagination).
@@ -68,6 +89,7 @@ impl<S: Store> FitbitSource<S> {
         let mut refreshed = false;
         let mut retry = 0;
         loop {
+            self.quotas.acquire(account.id).await;
             match f(token.clone()).await {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_unauthorized() && !refreshed => {
@@ -93,30 +115,46 @@ impl<S: Store> FitbitSource<S> {
         Ok(identity.health_user_id)
     }
 
-    /// Every heart-rate sample with `from <= physical time < to`, all pages.
-    pub async fn heart_rate(
+    /// The account's time zone settings.
+    pub async fn settings(&self, account: &Account) -> Result<api::Settings, SourceError> {
+        self.call(account, |t| async move { self.client.settings(&t).await }).await
+    }
+
+    /// Every paired device, all pages.
+    pub async fn paired_devices(&self, account: &Account) -> Result<Vec<api::PairedDevice>, SourceError> {
+        let mut devices = Vec::new();
+        let mut page_token: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let page = self
+                .call(account, |t| {
+                    let page_token = page_token.as_deref();
+                    async move { self.client.paired_devices(&t, page_token).await }
+                })
+                .await?;
+            devices.extend(page.paired_devices);
+            match page.next_page_token.filter(|t| !t.is_empty()) {
+                Some(next) => page_token = Some(next),
+                None => return Ok(devices),
+            }
+        }
+        Err(SourceError::Pagination(MAX_PAGES))
+    }
+
+    /// Every data point of `data_type` matching `filter`, all pages.
+    async fn data_points(
         &self,
         account: &Account,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
+        data_type: &str,
+        filter: &str,
+        page_size: u32,
     ) -> Result<Vec<api::DataPoint>, SourceError> {
-        let filter = format!(
-            "heart_rate.sample_time.physical_time >= \"{}\" AND heart_rate.sample_time.physical_time < \"{}\"",
-            from.to_rfc3339_opts(SecondsFormat::Secs, true),
-            to.to_rfc3339_opts(SecondsFormat::Secs, true),
-        );
         let mut points = Vec::new();
         let mut page_token: Option<String> = None;
         for _ in 0..MAX_PAGES {
             let page = self
                 .call(account, |t| {
-                    let filter = filter.as_str();
                     let page_token = page_token.as_deref();
-                    async move {
-                        self.client
-                            .list_data_points(&t, "heart-rate", filter, self.page_size, page_token)
-                            .await
-                    }
+                    async move { self.client.list_data_points(&t, data_type, filter, page_size, page_token).await }
                 })
                 .await?;
             points.extend(page.data_points);
@@ -126,5 +164,76 @@ impl<S: Store> FitbitSource<S> {
             }
         }
         Err(SourceError::Pagination(MAX_PAGES))
+    }
+
+    /// A sample data type (`heart-rate`, `weight`, `body-fat`) with `from <= t < to`.
+    pub async fn samples(
+        &self,
+        account: &Account,
+        data_type: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<api::DataPoint>, SourceError> {
+        let field = format!("{}.sample_time.physical_time", data_type.replace('-', "_"));
+        let filter = range_filter(&field, &rfc3339(from), &rfc3339(to));
+        self.data_points(account, data_type, &filter, self.page_size).await
+    }
+
+    /// Heart-rate samples with `from <= t < to`.
+    pub async fn heart_rate(
+        &self,
+        account: &Account,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<api::DataPoint>, SourceError> {
+        self.samples(account, "heart-rate", from, to).await
+    }
+
+    /// Daily resting heart rate for civil days `from..to` (end exclusive).
+    pub async fn resting_heart_rate(
+        &self,
+        account: &Account,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<api::DataPoint>, SourceError> {
+        let filter = range_filter("daily_resting_heart_rate.date", &from.to_string(), &to.to_string());
+        self.data_points(account, "daily-resting-heart-rate", &filter, self.page_size).await
+    }
+
+    /// Sleep sessions that ended in `[from, to)`.
+    pub async fn sleep(
+        &self,
+        account: &Account,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<api::DataPoint>, SourceError> {
+        let filter = range_filter("sleep.interval.end_time", &rfc3339(from), &rfc3339(to));
+        self.data_points(account, "sleep", &filter, SESSION_PAGE_SIZE.min(self.page_size)).await
+    }
+
+    /// Daily roll-ups of `data_type` for civil days `from..to`, split into the ranges
+    /// the API accepts (14 days for active minutes and calories, 90 otherwise).
+    pub async fn daily_roll_up(
+        &self,
+        account: &Account,
+        data_type: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<api::DailyRollupDataPoint>, SourceError> {
+        let max_days = match data_type {
+            "active-minutes" | "total-calories" | "heart-rate" => 14,
+            _ => 90,
+        };
+        let mut out = Vec::new();
+        let mut start = from;
+        while start < to {
+            let end = (start + Days::new(max_days)).min(to);
+            let page = self
+                .call(account, |t| async move { self.client.daily_roll_up(&t, data_type, start, end).await })
+                .await?;
+            out.extend(page.rollup_data_points);
+            start = end;
+        }
+        Ok(out)
     }
 }
