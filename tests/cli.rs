@@ -259,9 +259,24 @@ async fn demo_prints_at_least_100_lines_and_a_summary() {
     let stdout = text(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(lines.len() >= 100, "{}", lines.len());
+    let schemas = wearbridge::schemas::Schemas::load().unwrap();
+    let mut types = std::collections::BTreeSet::new();
     for line in &lines {
         let v: Value = serde_json::from_str(line).unwrap();
-        assert!(v["message"]["header"]["uuid"].is_string() && v["message"]["header"]["schema_id"].is_object());
+        schemas.validate(&v["message"]).unwrap_or_else(|e| panic!("{e}"));
+        types.insert(v["message"]["header"]["schema_id"]["name"].as_str().unwrap().to_owned());
+    }
+    // All five datasets: devices, activity, heart rate (samples and resting), sleep, body.
+    for t in [
+        "device-status",
+        "daily-activity",
+        "heart-rate",
+        "resting-heart-rate",
+        "sleep-episode",
+        "body-weight",
+        "body-fat-percentage",
+    ] {
+        assert!(types.contains(t), "demo printed no {t}: {types:?}");
     }
     let stderr = text(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "one summary line: {stderr}");

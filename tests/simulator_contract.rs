@@ -304,3 +304,65 @@ async fn faults_and_counters() {
     assert_eq!(sim.request_count("google.identity"), 5);
     assert_eq!(sim.request_count("google.token"), 1);
 }
+
+#[tokio::test]
+async fn every_served_data_type_matches_the_discovery_document() {
+    let sim = common::simulator(2, 7).await;
+    let token = access_token(&sim, 0).await;
+    let now = Utc::now();
+    let from = (now - chrono::TimeDelta::days(10)).to_rfc3339();
+    let to = now.to_rfc3339();
+    for (data_type, field) in [
+        ("sleep", "sleep.interval.end_time"),
+        ("weight", "weight.sample_time.physical_time"),
+        ("body-fat", "body_fat.sample_time.physical_time"),
+    ] {
+        let filter = format!("{field} >= \"{from}\" AND {field} < \"{to}\"");
+        let path = format!("v4/users/me/dataTypes/{data_type}/dataPoints");
+        let (status, page) = get(&sim, &token, &path, &[("filter", &filter)]).await;
+        assert_eq!(status, 200, "{data_type}: {page}");
+        assert!(!page["dataPoints"].as_array().unwrap().is_empty(), "{data_type}");
+        assert_conforms(&page, "ListDataPointsResponse");
+    }
+    let today = now.date_naive();
+    let filter = format!(
+        "daily_resting_heart_rate.date >= \"{}\" AND daily_resting_heart_rate.date < \"{today}\"",
+        today - chrono::Days::new(7)
+    );
+    let (status, page) =
+        get(&sim, &token, "v4/users/me/dataTypes/daily-resting-heart-rate/dataPoints", &[("filter", &filter)]).await;
+    assert_eq!(status, 200);
+    assert_conforms(&page, "ListDataPointsResponse");
+    assert!(page["dataPoints"][0]["dailyRestingHeartRate"]["beatsPerMinute"].is_string());
+
+    let (status, devices) = get(&sim, &token, "v4/users/me/pairedDevices", &[]).await;
+    assert_eq!(status, 200);
+    assert_conforms(&devices, "ListPairedDevicesResponse");
+
+    let http = reqwest::Client::new();
+    let date =
+        |d: chrono::NaiveDate| serde_json::json!({"date": {"year": d.year(), "month": d.month(), "day": d.day()}});
+    let roll_up = |data_type: &str, days: u64, window: Option<i64>| {
+        let mut body =
+            serde_json::json!({"range": {"start": date(today - chrono::Days::new(days)), "end": date(today)}});
+        if let Some(w) = window {
+            body["windowSizeDays"] = w.into();
+        }
+        http.post(format!("{}/v4/users/me/dataTypes/{data_type}/dataPoints:dailyRollUp", sim.google_api_base()))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    for data_type in ["steps", "distance", "active-minutes", "total-calories"] {
+        let r = roll_up(data_type, 7, Some(1)).await.unwrap();
+        assert_eq!(r.status(), 200, "{data_type}");
+        let v: Value = r.json().await.unwrap();
+        assert_conforms(&v, "DailyRollUpDataPointsResponse");
+        assert!(!v["rollupDataPoints"].as_array().unwrap().is_empty());
+    }
+    assert_eq!(roll_up("steps", 7, None).await.unwrap().status(), 400, "windowSizeDays is required");
+    assert_eq!(roll_up("active-minutes", 15, Some(1)).await.unwrap().status(), 400, "14 days at most");
+    assert_eq!(roll_up("steps", 90, Some(1)).await.unwrap().status(), 200);
+    assert_eq!(roll_up("steps", 91, Some(1)).await.unwrap().status(), 400, "90 days at most");
+    assert_eq!(sim.request_count("google.dailyRollUp.steps"), 4);
+}

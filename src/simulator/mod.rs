@@ -155,6 +155,12 @@ impl Simulator {
         self.state.google.revoke(person);
     }
 
+    /// Withholds a Google Health scope from a person (suffix after `googlehealth.`, e.g.
+    /// `sleep.readonly`): data calls that need it answer 403 ACCESS_TOKEN_SCOPE_INSUFFICIENT.
+    pub fn deny_scope(&self, person: usize, scope: &str) {
+        self.state.google.deny_scope(person, scope);
+    }
+
     /// Makes the token endpoint issue a new refresh token with every refresh.
     pub fn set_google_rotation(&self, rotate: bool) {
         self.state.google.set_rotation(rotate);

@@ -44,7 +44,19 @@ pub struct Harness {
 
 /// A store with every simulated person enrolled, and a pipeline over it.
 pub async fn harness(sim: &Simulator, dir: &tempfile::TempDir, history: &str) -> Harness {
-    let loaded = Loaded::from_settings(settings(sim, dir, history));
+    harness_with(sim, dir, history, |_| {}).await
+}
+
+/// Like [`harness`], with the settings adjusted first.
+pub async fn harness_with(
+    sim: &Simulator,
+    dir: &tempfile::TempDir,
+    history: &str,
+    adjust: impl FnOnce(&mut Settings),
+) -> Harness {
+    let mut s = settings(sim, dir, history);
+    adjust(&mut s);
+    let loaded = Loaded::from_settings(s);
     let store =
         Arc::new(SqliteStore::open(&loaded.settings.store.url, TokenCipher::new([9; 32])).await.expect("store opens"));
     for p in sim.people() {

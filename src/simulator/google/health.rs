@@ -24,6 +24,7 @@ enum Denied {
     Missing,
     Invalid,
     Forbidden,
+    Scope,
 }
 
 impl IntoResponse for Denied {
@@ -36,8 +37,41 @@ impl IntoResponse for Denied {
             ),
             Denied::Invalid => error_for_status(StatusCode::UNAUTHORIZED),
             Denied::Forbidden => error_for_status(StatusCode::FORBIDDEN),
+            Denied::Scope => {
+                let body = json!({"error": {
+                    "code": 403,
+                    "message": "Request had insufficient authentication scopes.",
+                    "status": "PERMISSION_DENIED",
+                    "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "ACCESS_TOKEN_SCOPE_INSUFFICIENT", "domain": "googleapis.com"}]
+                }});
+                (StatusCode::FORBIDDEN, Json(body)).into_response()
+            }
         }
     }
+}
+
+/// The scope (suffix after `googlehealth.`) a data type needs.
+fn scope_of(data_type: &str) -> &'static str {
+    match data_type {
+        "steps" | "distance" | "active-minutes" | "total-calories" => "activity_and_fitness.readonly",
+        "sleep" => "sleep.readonly",
+        "paired-devices" | "settings" => "settings.readonly",
+        _ => "health_metrics_and_measurements.readonly",
+    }
+}
+
+/// Like [`authorize`], and the person must have granted the scope `data_type` needs.
+fn authorize_for<'a>(
+    state: &'a SimState,
+    headers: &HeaderMap,
+    user: &str,
+    data_type: &str,
+) -> Result<&'a Person, Denied> {
+    let person = authorize(state, headers, user)?;
+    if !state.google.has_scope(person.index, scope_of(data_type)) {
+        return Err(Denied::Scope);
+    }
+    Ok(person)
 }
 
 /// The person behind the bearer token, or the 401/403 Google would answer.
@@ -294,7 +328,7 @@ pub(crate) async fn list_data_points(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let person = match authorize(&state, &headers, &user) {
+    let person = match authorize_for(&state, &headers, &user, &data_type) {
         Ok(p) => p,
         Err(denied) => return denied.into_response(),
     };
@@ -375,7 +409,7 @@ pub(crate) async fn daily_roll_up(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let person = match authorize(&state, &headers, &user) {
+    let person = match authorize_for(&state, &headers, &user, &data_type) {
         Ok(p) => p,
         Err(denied) => return denied.into_response(),
     };
@@ -449,7 +483,7 @@ pub(crate) async fn paired_devices(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let person = match authorize(&state, &headers, &user) {
+    let person = match authorize_for(&state, &headers, &user, "paired-devices") {
         Ok(p) => p,
         Err(denied) => return denied.into_response(),
     };

@@ -39,8 +39,9 @@ pub(crate) fn endpoint_label(path: &str) -> String {
     }
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
-        ["v4", "users", _, "dataTypes", data_type, "dataPoints"] => {
-            format!("google.dataPoints.{data_type}")
+        ["v4", "users", _, "dataTypes", data_type, "dataPoints"] => format!("google.dataPoints.{data_type}"),
+        ["v4", "users", _, "dataTypes", data_type, "dataPoints:dailyRollUp"] => {
+            format!("google.dailyRollUp.{data_type}")
         }
         ["v4", "users", _, resource] => format!("google.{resource}"),
         _ => format!("google{path}"),

@@ -28,6 +28,8 @@ pub(crate) struct OAuthState {
     access: Mutex<HashMap<String, (usize, DateTime<Utc>)>>,
     issued: AtomicU64,
     rotate: AtomicBool,
+    /// (person, scope suffix) pairs the person did not grant.
+    denied: Mutex<std::collections::HashSet<(usize, String)>>,
 }
 
 impl OAuthState {
@@ -37,6 +39,7 @@ impl OAuthState {
             access: Mutex::new(HashMap::new()),
             issued: AtomicU64::new(0),
             rotate: AtomicBool::new(false),
+            denied: Mutex::default(),
         }
     }
 
@@ -55,6 +58,17 @@ impl OAuthState {
         if let Ok(mut a) = self.access.lock() {
             a.retain(|_, (p, _)| *p != person);
         }
+    }
+
+    /// Withholds a scope (suffix after `googlehealth.`, e.g. `sleep.readonly`) from a person.
+    pub(crate) fn deny_scope(&self, person: usize, scope: &str) {
+        if let Ok(mut d) = self.denied.lock() {
+            d.insert((person, scope.to_owned()));
+        }
+    }
+
+    pub(crate) fn has_scope(&self, person: usize, scope: &str) -> bool {
+        self.denied.lock().map(|d| !d.contains(&(person, scope.to_owned()))).unwrap_or(true)
     }
 
     pub(crate) fn set_rotation(&self, rotate: bool) {
