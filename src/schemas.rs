@@ -16,6 +16,17 @@ const FILES: &[(&str, &str)] = &[
     ("body-weight", include_str!("../schemas/body-weight.json")),
     ("body-fat-percentage", include_str!("../schemas/body-fat-percentage.json")),
     ("device-status", include_str!("../schemas/device-status.json")),
+    ("blood-pressure", include_str!("../schemas/blood-pressure.json")),
+    ("body-fat-mass", include_str!("../schemas/body-fat-mass.json")),
+    ("fat-free-mass", include_str!("../schemas/fat-free-mass.json")),
+    ("muscle-mass", include_str!("../schemas/muscle-mass.json")),
+    ("bone-mass", include_str!("../schemas/bone-mass.json")),
+    ("body-water-mass", include_str!("../schemas/body-water-mass.json")),
+    ("body-temperature", include_str!("../schemas/body-temperature.json")),
+    ("skin-temperature", include_str!("../schemas/skin-temperature.json")),
+    ("oxygen-saturation", include_str!("../schemas/oxygen-saturation.json")),
+    ("pulse-wave-velocity", include_str!("../schemas/pulse-wave-velocity.json")),
+    ("vo2-max", include_str!("../schemas/vo2-max.json")),
 ];
 
 /// A schema file that does not compile (a build defect, caught by tests).
@@ -153,7 +164,20 @@ mod tests {
             Observation::BodyFat { percent: 21.37, at, modality: Modality::Sensed },
             Observation::DeviceStatus { family: DeviceFamily::Watch, battery_percent: Some(83), last_sync: Some(at) },
             Observation::DeviceStatus { family: DeviceFamily::Scale, battery_percent: None, last_sync: None },
+            Observation::BloodPressure { systolic: 121.0, diastolic: 79.0, at, modality: Modality::Sensed },
         ];
+        let mut observations = observations;
+        for kind in MeasureKind::ALL {
+            let value = match kind {
+                MeasureKind::BodyTemperature => 36.9,
+                MeasureKind::SkinTemperature => 33.1,
+                MeasureKind::OxygenSaturation => 97.0,
+                MeasureKind::PulseWaveVelocity => 7.4,
+                MeasureKind::Vo2Max => 41.0,
+                _ => 12.34,
+            };
+            observations.push(Observation::Measurement { kind, value, at, modality: Modality::Sensed });
+        }
         let a = Anonymizer::new(PseudonymKey::new("t", [1; 32]).unwrap(), Policy::default());
         let schemas = Schemas::load().unwrap();
         for observation in observations {

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 
-use crate::message::{Body, Interval, StageMinutes, TimeFrame, UnitValue};
+use crate::message::{Body, Interval, Measurement, StageMinutes, TimeFrame, UnitValue};
 use crate::time::coarsen;
 use crate::{Dropped, Observation, SleepStages};
 
@@ -128,6 +128,32 @@ pub(crate) fn body(observation: &Observation, t: &Timing) -> Result<(Body, DateT
             (
                 Body::BodyFatPercentage {
                     body_fat_percentage: UnitValue::new(round_to(p, 0.1), "%"),
+                    effective_time_frame: TimeFrame::DateTime(at),
+                },
+                at,
+            )
+        }
+        Observation::Measurement { kind, value, at, .. } => {
+            let (_, field, unit, low, high, step) = kind.spec();
+            let v = check(field, *value, low, high)?;
+            let at = t.instant(*at);
+            (
+                Body::Measurement(Measurement {
+                    field,
+                    value: UnitValue::new(round_to(v, step), unit),
+                    effective_time_frame: TimeFrame::DateTime(at),
+                }),
+                at,
+            )
+        }
+        Observation::BloodPressure { systolic, diastolic, at, .. } => {
+            let sys = check("systolic_blood_pressure", *systolic, 40.0, 300.0)?;
+            let dia = check("diastolic_blood_pressure", *diastolic, 20.0, 200.0)?;
+            let at = t.instant(*at);
+            (
+                Body::BloodPressure {
+                    systolic_blood_pressure: UnitValue::new(sys.round(), "mmHg"),
+                    diastolic_blood_pressure: UnitValue::new(dia.round(), "mmHg"),
                     effective_time_frame: TimeFrame::DateTime(at),
                 },
                 at,

@@ -15,9 +15,9 @@ mod record;
 mod time;
 
 pub use key::{KeyError, PseudonymKey};
-pub use message::{Body, Header, Interval, Message, SchemaId, StageMinutes, TimeFrame, UnitValue};
+pub use message::{Body, Header, Interval, Measurement, Message, SchemaId, StageMinutes, TimeFrame, UnitValue};
 pub use policy::{KNOWN_TYPES, Policy};
-pub use record::{DeviceFamily, Modality, Observation, Provider, Record, SleepStages};
+pub use record::{DeviceFamily, MeasureKind, Modality, Observation, Provider, Record, SleepStages};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

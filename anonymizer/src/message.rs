@@ -92,6 +92,13 @@ pub enum Body {
         body_fat_percentage: UnitValue,
         effective_time_frame: TimeFrame,
     },
+    /// `{<field>: {value, unit}, effective_time_frame}` for the single-valued measures.
+    Measurement(Measurement),
+    BloodPressure {
+        systolic_blood_pressure: UnitValue,
+        diastolic_blood_pressure: UnitValue,
+        effective_time_frame: TimeFrame,
+    },
     DeviceStatus {
         device_family: DeviceFamily,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -99,6 +106,24 @@ pub enum Body {
         #[serde(skip_serializing_if = "Option::is_none", serialize_with = "utc_opt")]
         last_sync_date_time: Option<DateTime<Utc>>,
     },
+}
+
+/// A single-valued measurement whose field name depends on its kind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measurement {
+    pub field: &'static str,
+    pub value: UnitValue,
+    pub effective_time_frame: TimeFrame,
+}
+
+impl Serialize for Measurement {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry(self.field, &self.value)?;
+        map.serialize_entry("effective_time_frame", &self.effective_time_frame)?;
+        map.end()
+    }
 }
 
 /// Minutes per sleep stage.

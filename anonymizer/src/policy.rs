@@ -16,6 +16,17 @@ pub const KNOWN_TYPES: &[&str] = &[
     "body-weight",
     "body-fat-percentage",
     "device-status",
+    "blood-pressure",
+    "body-fat-mass",
+    "fat-free-mass",
+    "muscle-mass",
+    "bone-mass",
+    "body-water-mass",
+    "body-temperature",
+    "skin-temperature",
+    "oxygen-saturation",
+    "pulse-wave-velocity",
+    "vo2-max",
 ];
 
 /// Default time granularity per message type: fine where the signal needs it, coarse
@@ -26,6 +37,17 @@ const DEFAULT_GRANULARITY_SECS: &[(&str, i64)] = &[
     ("body-weight", 3600),
     ("body-fat-percentage", 3600),
     ("device-status", 3600),
+    ("blood-pressure", 300),
+    ("body-fat-mass", 3600),
+    ("fat-free-mass", 3600),
+    ("muscle-mass", 3600),
+    ("bone-mass", 3600),
+    ("body-water-mass", 3600),
+    ("body-temperature", 300),
+    ("skin-temperature", 300),
+    ("oxygen-saturation", 300),
+    ("pulse-wave-velocity", 3600),
+    ("vo2-max", 3600),
 ];
 
 /// What may be published and how coarsely.

@@ -47,6 +47,57 @@ pub enum DeviceFamily {
     Other,
 }
 
+/// Single-valued body measurements (mostly from Withings scales, thermometers, watches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MeasureKind {
+    BodyFatMass,
+    FatFreeMass,
+    MuscleMass,
+    BoneMass,
+    BodyWaterMass,
+    BodyTemperature,
+    SkinTemperature,
+    OxygenSaturation,
+    PulseWaveVelocity,
+    Vo2Max,
+}
+
+impl MeasureKind {
+    pub const ALL: [MeasureKind; 10] = [
+        MeasureKind::BodyFatMass,
+        MeasureKind::FatFreeMass,
+        MeasureKind::MuscleMass,
+        MeasureKind::BoneMass,
+        MeasureKind::BodyWaterMass,
+        MeasureKind::BodyTemperature,
+        MeasureKind::SkinTemperature,
+        MeasureKind::OxygenSaturation,
+        MeasureKind::PulseWaveVelocity,
+        MeasureKind::Vo2Max,
+    ];
+
+    /// (message type, body field, unit, lowest, highest, generalisation step)
+    pub(crate) fn spec(self) -> (&'static str, &'static str, &'static str, f64, f64, f64) {
+        match self {
+            MeasureKind::BodyFatMass => ("body-fat-mass", "body_fat_mass", "kg", 0.0, 400.0, 0.1),
+            MeasureKind::FatFreeMass => ("fat-free-mass", "fat_free_mass", "kg", 0.0, 400.0, 0.1),
+            MeasureKind::MuscleMass => ("muscle-mass", "muscle_mass", "kg", 0.0, 300.0, 0.1),
+            MeasureKind::BoneMass => ("bone-mass", "bone_mass", "kg", 0.0, 50.0, 0.1),
+            MeasureKind::BodyWaterMass => ("body-water-mass", "body_water_mass", "kg", 0.0, 300.0, 0.1),
+            MeasureKind::BodyTemperature => ("body-temperature", "body_temperature", "C", 25.0, 45.0, 0.1),
+            MeasureKind::SkinTemperature => ("skin-temperature", "skin_temperature", "C", 10.0, 45.0, 0.1),
+            MeasureKind::OxygenSaturation => ("oxygen-saturation", "oxygen_saturation", "%", 50.0, 100.0, 1.0),
+            MeasureKind::PulseWaveVelocity => ("pulse-wave-velocity", "pulse_wave_velocity", "m/s", 1.0, 30.0, 0.1),
+            MeasureKind::Vo2Max => ("vo2-max", "vo2_max", "mL/kg/min", 5.0, 100.0, 1.0),
+        }
+    }
+
+    /// The published message type.
+    pub fn schema_name(self) -> &'static str {
+        self.spec().0
+    }
+}
+
 /// Minutes per sleep stage, where the provider reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SleepStages {
@@ -109,6 +160,20 @@ pub enum Observation {
         at: DateTime<Utc>,
         modality: Modality,
     },
+    /// A single-valued body measurement.
+    Measurement {
+        kind: MeasureKind,
+        value: f64,
+        at: DateTime<Utc>,
+        modality: Modality,
+    },
+    /// One blood-pressure reading: systolic and diastolic together, in mmHg.
+    BloodPressure {
+        systolic: f64,
+        diastolic: f64,
+        at: DateTime<Utc>,
+        modality: Modality,
+    },
     /// A paired device's state.
     DeviceStatus {
         family: DeviceFamily,
@@ -128,6 +193,8 @@ impl Observation {
             Observation::BodyWeight { .. } => "body-weight",
             Observation::BodyFat { .. } => "body-fat-percentage",
             Observation::DeviceStatus { .. } => "device-status",
+            Observation::Measurement { kind, .. } => kind.schema_name(),
+            Observation::BloodPressure { .. } => "blood-pressure",
         }
     }
 
@@ -137,7 +204,9 @@ impl Observation {
         match self {
             Observation::HeartRate { at, .. }
             | Observation::BodyWeight { at, .. }
-            | Observation::BodyFat { at, .. } => *at,
+            | Observation::BodyFat { at, .. }
+            | Observation::Measurement { at, .. }
+            | Observation::BloodPressure { at, .. } => *at,
             Observation::RestingHeartRate { day, .. } | Observation::DailyActivity { day, .. } => midnight(day),
             Observation::Sleep { start, .. } => *start,
             Observation::DeviceStatus { last_sync, .. } => last_sync.unwrap_or_default(),
@@ -148,7 +217,9 @@ impl Observation {
         match self {
             Observation::HeartRate { modality, .. }
             | Observation::BodyWeight { modality, .. }
-            | Observation::BodyFat { modality, .. } => *modality,
+            | Observation::BodyFat { modality, .. }
+            | Observation::Measurement { modality, .. }
+            | Observation::BloodPressure { modality, .. } => *modality,
             _ => Modality::Sensed,
         }
     }
