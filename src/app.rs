@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anonymizer::{Anonymizer, Policy, PseudonymKey};
 use secrecy::SecretString;
 
-use crate::auth::{GoogleOAuth, TokenManager};
+use crate::auth::{GoogleOAuth, TokenManager, WithingsOAuth};
 use crate::config::{ConfigError, Loaded, Settings};
 use crate::http::{self, Backoff};
 use crate::keyfile::{self, KeyFileError};
@@ -59,7 +59,13 @@ pub fn pipeline<S: crate::store::Store>(
     let client_id = settings.fitbit.client_id.clone().unwrap_or_default();
     let client_secret = settings.fitbit.client_secret.clone().unwrap_or_else(|| SecretString::from(String::new()));
     let oauth = GoogleOAuth::new(http.clone(), settings.fitbit.token_url.clone(), client_id, client_secret);
-    let tokens = Arc::new(TokenManager::new(store.clone(), oauth, backoff));
+    let withings_oauth = WithingsOAuth::new(
+        http.clone(),
+        &settings.withings.api_base_url,
+        settings.withings.client_id.clone().unwrap_or_default(),
+        settings.withings.client_secret.clone().unwrap_or_else(|| SecretString::from(String::new())),
+    );
+    let tokens = Arc::new(TokenManager::new(store.clone(), oauth, withings_oauth, backoff));
     let quotas = Quotas::per_minute(settings.fitbit.requests_per_minute, settings.fitbit.project_requests_per_minute);
     let client = GoogleHealthClient::new(http, &settings.fitbit.api_base_url);
     let fitbit = FitbitSource::new(client, tokens, quotas, backoff);

@@ -17,6 +17,9 @@ pub struct TokenResponse {
     pub refresh_token: Option<SecretString>,
     #[serde(default)]
     pub scope: Option<String>,
+    /// The provider's user id, when the token answer names it (Withings `userid`).
+    #[serde(skip)]
+    pub user_id: Option<String>,
 }
 
 fn default_expiry() -> i64 {
@@ -38,9 +41,11 @@ pub enum RefreshError {
     #[error("invalid_grant: the refresh token was revoked or expired")]
     InvalidGrant,
     #[error(
-        "the token endpoint rejected the client (HTTP {status}, {error}); check fitbit.client_id and fitbit.client_secret"
+        "the token endpoint rejected the request (HTTP {status}, {error}); check the provider's client_id and client_secret"
     )]
     Client { status: u16, error: String },
+    #[error("the token endpoint asked to slow down (601)")]
+    Throttled(Option<std::time::Duration>),
     #[error("the token endpoint answered HTTP {status}")]
     Server { status: u16 },
     #[error("cannot reach the token endpoint: {0}")]
@@ -52,7 +57,10 @@ pub enum RefreshError {
 impl RefreshError {
     /// Worth retrying with back-off.
     pub fn is_transient(&self) -> bool {
-        matches!(self, RefreshError::Server { .. } | RefreshError::Transport(_) | RefreshError::Malformed(_))
+        matches!(
+            self,
+            RefreshError::Server { .. } | RefreshError::Transport(_) | RefreshError::Malformed(_) | RefreshError::Throttled(_)
+        )
     }
 }
 

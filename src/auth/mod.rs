@@ -2,8 +2,10 @@
 //! account, and never erase a stored token on failure.
 
 mod google;
+mod withings;
 
 pub use google::{GoogleOAuth, RefreshError, TokenResponse};
+pub use withings::WithingsOAuth;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,21 +32,20 @@ pub enum AuthError {
     Refresh(#[from] RefreshError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("provider {0} is not supported by this build")]
-    Unsupported(Provider),
 }
 
 /// Hands out valid access tokens, refreshing them when needed.
 pub struct TokenManager<S> {
     store: Arc<S>,
     google: GoogleOAuth,
+    withings: WithingsOAuth,
     backoff: Backoff,
     locks: std::sync::Mutex<HashMap<i64, Arc<Mutex<()>>>>,
 }
 
 impl<S: Store> TokenManager<S> {
-    pub fn new(store: Arc<S>, google: GoogleOAuth, backoff: Backoff) -> Self {
-        Self { store, google, backoff, locks: std::sync::Mutex::new(HashMap::new()) }
+    pub fn new(store: Arc<S>, google: GoogleOAuth, withings: WithingsOAuth, backoff: Backoff) -> Self {
+        Self { store, google, withings, backoff, locks: std::sync::Mutex::new(HashMap::new()) }
     }
 
     fn lock_for(&self, account_id: i64) -> Arc<Mutex<()>> {
@@ -70,6 +71,13 @@ impl<S: Store> TokenManager<S> {
         self.refresh_locked(account, tokens).await
     }
 
+    /// Records that the provider refuses the account even with fresh tokens.
+    pub async fn mark_needs_reconsent(&self, account: &Account) -> Result<(), AuthError> {
+        self.store.set_status(account.id, AccountStatus::NeedsReconsent).await?;
+        tracing::warn!(account = %account.name, "the provider rejects fresh tokens: account set to needs_reconsent");
+        Ok(())
+    }
+
     /// Forgets the access token after the provider rejected it (401) and refreshes.
     pub async fn force_refresh(&self, account: &Account) -> Result<SecretString, AuthError> {
         let lock = self.lock_for(account.id);
@@ -79,12 +87,13 @@ impl<S: Store> TokenManager<S> {
     }
 
     async fn refresh_locked(&self, account: &Account, tokens: Tokens) -> Result<SecretString, AuthError> {
-        if account.provider != Provider::Fitbit {
-            return Err(AuthError::Unsupported(account.provider));
-        }
         let mut retry = 0;
         let response = loop {
-            match self.google.refresh(&tokens.refresh_token).await {
+            let attempt = match account.provider {
+                Provider::Fitbit => self.google.refresh(&tokens.refresh_token).await,
+                Provider::Withings => self.withings.refresh(&tokens.refresh_token).await,
+            };
+            match attempt {
                 Ok(r) => break r,
                 Err(RefreshError::InvalidGrant) => {
                     self.store.set_status(account.id, AccountStatus::NeedsReconsent).await?;
@@ -92,7 +101,10 @@ impl<S: Store> TokenManager<S> {
                     return Err(AuthError::NeedsReconsent);
                 }
                 Err(e) if e.is_transient() && retry + 1 < self.backoff.attempts => {
-                    let pause = self.backoff.delay(retry);
+                    let pause = match &e {
+                        RefreshError::Throttled(Some(wait)) => *wait,
+                        _ => self.backoff.delay(retry),
+                    };
                     tracing::info!(error = %e, retry, pause_ms = pause.as_millis() as u64, "token refresh failed; retrying");
                     tokio::time::sleep(pause).await;
                     retry += 1;
@@ -108,6 +120,11 @@ impl<S: Store> TokenManager<S> {
         };
         // Persist before use: a rotated refresh token must survive a crash right here.
         self.store.save_tokens(account.id, &new).await?;
+        if let Some(user_id) = &response.user_id
+            && account.provider_user_id.as_deref() != Some(user_id.as_str())
+        {
+            self.store.set_provider_user_id(account.id, user_id).await?;
+        }
         tracing::debug!(rotated, "access token refreshed");
         Ok(response.access_token)
     }

@@ -28,6 +28,9 @@ pub enum Fault {
     Truncated,
     /// The real answer, after a delay.
     Delay(Duration),
+    /// Withings: HTTP 200 with this envelope status (e.g. 601 with `wait_seconds`, 522,
+    /// 503, 401).
+    Envelope { status: i64, wait_seconds: Option<u64> },
 }
 
 /// One queued fault: which endpoint (and optionally whose requests) it hits, how often.
@@ -83,28 +86,54 @@ impl Faults {
     }
 }
 
-/// The label of a request path, used by counters and faults.
-pub(crate) fn endpoint_label(path: &str) -> String {
-    if let Some(rest) = path.strip_prefix("/google") {
-        return google::endpoint_label(rest);
-    }
-    format!("other{path}")
+/// Withings actions travel in the form body: read it, keep it for the handler.
+async fn withings_action(request: Request) -> (Request, Option<String>) {
+    let (parts, body) = request.into_parts();
+    let bytes = to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let action = url::form_urlencoded::parse(&bytes).find(|(k, _)| k == "action").map(|(_, v)| v.into_owned());
+    (Request::from_parts(parts, Body::from(bytes)), action)
 }
 
 /// Middleware: count the request, then apply a queued fault if any.
 pub(crate) async fn apply(State(state): State<Arc<SimState>>, request: Request, next: Next) -> Response {
-    let endpoint = endpoint_label(request.uri().path());
+    let path = request.uri().path().to_owned();
+    let (request, endpoint, is_withings) = if let Some(rest) = path.strip_prefix("/google") {
+        let label = google::endpoint_label(rest);
+        (request, label, false)
+    } else if let Some(rest) = path.strip_prefix("/withings") {
+        let (request, action) = withings_action(request).await;
+        (request, super::withings::endpoint_label(action.as_deref(), rest), true)
+    } else {
+        (request, format!("other{path}"), false)
+    };
     state.count(&endpoint);
-    let person = request
+    let token = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .and_then(|token| state.google.person_for_access(token));
+        .map(str::to_owned);
+    let person = token
+        .as_deref()
+        .and_then(|t| state.google.person_for_access(t).or_else(|| state.withings.peek_access(t)));
     let Some(fault) = state.faults.take(&endpoint, person) else {
         return next.run(request).await;
     };
+    if is_withings {
+        match fault {
+            Fault::Envelope { status, wait_seconds } if status == 601 => return super::withings::throttled(wait_seconds),
+            Fault::Envelope { status, .. } => return super::withings::status(status, "Simulated failure"),
+            Fault::RateLimited { retry_after } => return super::withings::throttled(retry_after),
+            Fault::InvalidGrant => return super::withings::status(503, "Invalid Params: invalid refresh_token"),
+            Fault::Status(code) => {
+                let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                return (status, "upstream failure").into_response();
+            }
+            _ => {}
+        }
+    }
     match fault {
+        Fault::Envelope { .. } => google::error_for_status(StatusCode::INTERNAL_SERVER_ERROR),
         Fault::Status(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             google::error_for_status(status)

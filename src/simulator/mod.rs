@@ -9,6 +9,7 @@
 mod faults;
 mod google;
 mod people;
+mod withings;
 
 pub use faults::{Fault, Faults};
 pub use people::{Person, generate_people};
@@ -48,6 +49,7 @@ pub(crate) struct SimState {
     pub faults: Faults,
     counters: Mutex<BTreeMap<String, u64>>,
     pub google: google::OAuthState,
+    pub withings: withings::OAuthState,
 }
 
 impl SimState {
@@ -80,10 +82,13 @@ impl Simulator {
             faults: Faults::default(),
             counters: Mutex::new(BTreeMap::new()),
             google: google::OAuthState::new(HashMap::new()),
+            withings: withings::OAuthState::default(),
         });
         state.google.enrol(&state.people);
+        state.withings.enrol(&state.people);
         let app = Router::new()
             .nest("/google", google::router())
+            .nest("/withings", withings::router())
             .layer(axum::middleware::from_fn_with_state(state.clone(), faults::apply))
             .with_state(state.clone());
         let listener = TcpListener::bind(config.listen).await?;
@@ -120,9 +125,17 @@ impl Simulator {
         format!("{}/google/o/oauth2/v2/auth", self.base_url)
     }
 
+    /// The value for `withings.api_base_url` (the token endpoint is `/v2/oauth2` below it).
+    pub fn withings_api_base(&self) -> String {
+        format!("{}/withings", self.base_url)
+    }
+
     /// Points `settings` at this simulator: upstream URLs and the client credentials it
     /// accepts.
     pub fn configure(&self, settings: &mut crate::config::Settings) {
+        settings.withings.client_id = Some(CLIENT_ID.into());
+        settings.withings.client_secret = Some(secrecy::SecretString::from(CLIENT_SECRET));
+        settings.withings.api_base_url = self.withings_api_base();
         settings.fitbit.client_id = Some(CLIENT_ID.into());
         settings.fitbit.client_secret = Some(secrecy::SecretString::from(CLIENT_SECRET));
         settings.fitbit.api_base_url = self.google_api_base();
@@ -150,9 +163,14 @@ impl Simulator {
         self.requests().get(endpoint).copied().unwrap_or(0)
     }
 
-    /// Revokes a person's grant: their refresh token now gets `invalid_grant`.
+    /// Revokes a person's Google grant: their refresh token now gets `invalid_grant`.
     pub fn revoke(&self, person: usize) {
         self.state.google.revoke(person);
+    }
+
+    /// Revokes a person's Withings grant: refreshes answer status 503 "invalid refresh_token".
+    pub fn revoke_withings(&self, person: usize) {
+        self.state.withings.revoke(person);
     }
 
     /// Withholds a Google Health scope from a person (suffix after `googlehealth.`, e.g.

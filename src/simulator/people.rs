@@ -14,8 +14,12 @@ pub struct Person {
     /// The 6-character legacy Fitbit id.
     pub legacy_user_id: String,
     pub time_zone: Tz,
-    /// The refresh token this person's consent produced.
+    /// The Google refresh token this person's consent produced.
     pub refresh_token: String,
+    /// The Withings user id (personal data upstream; must never be published).
+    pub withings_user_id: u64,
+    /// The Withings refresh token of this person's first consent.
+    pub withings_refresh_token: String,
     pub device_name: &'static str,
     pub device_form_factor: &'static str,
     /// Resting heart rate around which samples vary.
@@ -67,6 +71,8 @@ pub fn generate_people(seed: u64, count: usize) -> Vec<Person> {
                 legacy_user_id: alnum(base ^ 2, 6, true),
                 time_zone: ZONES[index % ZONES.len()],
                 refresh_token: format!("1//sim-{}", alnum(base ^ 4, 40, false)),
+                withings_user_id: 10_000_000 + mix(base ^ 6) % 89_999_999,
+                withings_refresh_token: alnum(base ^ 7, 40, false),
                 device_name,
                 device_form_factor,
                 resting_bpm: 52 + (mix(base ^ 5) % 20) as u32,

@@ -3,6 +3,7 @@
 
 pub mod fitbit;
 pub mod quota;
+pub mod withings;
 
 /// Where a JSON body failed to parse, without quoting any of its values (which may be
 /// personal data or tokens).

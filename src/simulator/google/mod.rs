@@ -5,7 +5,7 @@
 mod filter;
 mod health;
 mod oauth;
-mod series;
+pub(crate) mod series;
 
 pub(crate) use oauth::OAuthState;
 

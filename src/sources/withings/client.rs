@@ -1,0 +1,99 @@
+//! HTTP calls to the Withings API: form-encoded POSTs with a bearer token, answered with
+//! HTTP 200 and a `{"status", "body"}` envelope even on errors.
+
+use std::time::Duration;
+
+use reqwest::header::AUTHORIZATION;
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+
+use super::api::{Envelope, Throttle};
+use crate::sources::json_position;
+
+/// One failed Withings call, typed by what the caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum WithingsError {
+    #[error("{action}: Withings status {status}: {error}")]
+    Status { action: &'static str, status: i64, error: String },
+    #[error("{action}: too many requests (601)")]
+    Throttled { action: &'static str, wait: Option<Duration> },
+    #[error("{action}: HTTP {status}")]
+    Http { action: &'static str, status: u16 },
+    #[error("{action}: cannot reach the API: {message}")]
+    Transport { action: &'static str, message: String },
+    #[error("{action}: malformed answer ({message})")]
+    Decode { action: &'static str, message: String },
+}
+
+impl WithingsError {
+    /// Statuses 100–102, 200 and 401: the access token is not accepted.
+    pub fn is_auth(&self) -> bool {
+        matches!(self, WithingsError::Status { status: 100..=102 | 200 | 401, .. })
+    }
+
+    /// Worth retrying: 522 (timeout), 601, 5xx, network trouble, garbled bodies.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            WithingsError::Status { status, .. } => *status == 522,
+            WithingsError::Throttled { .. } | WithingsError::Transport { .. } | WithingsError::Decode { .. } => true,
+            WithingsError::Http { status, .. } => *status >= 500 || *status == 429,
+        }
+    }
+}
+
+/// A thin client for the actions wearbridge uses.
+#[derive(Debug, Clone)]
+pub struct WithingsClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl WithingsClient {
+    /// `base` is `withings.api_base_url` (e.g. `https://wbsapi.withings.net`).
+    pub fn new(http: reqwest::Client, base: &str) -> Self {
+        Self { http, base: base.trim_end_matches('/').to_owned() }
+    }
+
+    /// `POST {base}{path}` with `action` and `params`; the envelope's body on status 0.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        action: &'static str,
+        params: &[(&str, String)],
+        token: &SecretString,
+    ) -> Result<T, WithingsError> {
+        let transport = |e: reqwest::Error| WithingsError::Transport { action, message: e.without_url().to_string() };
+        let mut form: Vec<(&str, &str)> = vec![("action", action)];
+        form.extend(params.iter().map(|(k, v)| (*k, v.as_str())));
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(AUTHORIZATION, format!("Bearer {}", token.expose_secret()))
+            .form(&form)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.map_err(transport)?;
+        if !(200..300).contains(&status) {
+            return Err(WithingsError::Http { action, status });
+        }
+        let decode = |e: serde_json::Error| WithingsError::Decode { action, message: json_position(&e) };
+        let head: Envelope<serde::de::IgnoredAny> = serde_json::from_slice(&bytes).map_err(decode)?;
+        match head.status {
+            0 => {
+                let env: Envelope<T> = serde_json::from_slice(&bytes).map_err(decode)?;
+                env.body.ok_or(WithingsError::Decode { action, message: "status 0 without a body".into() })
+            }
+            601 => {
+                let wait = serde_json::from_slice::<Envelope<Throttle>>(&bytes)
+                    .ok()
+                    .and_then(|e| e.body)
+                    .and_then(|b| b.wait_seconds)
+                    .map(Duration::from_secs);
+                Err(WithingsError::Throttled { action, wait })
+            }
+            status => Err(WithingsError::Status { action, status, error: head.error.unwrap_or_default() }),
+        }
+    }
+}
