@@ -14,6 +14,7 @@ use crate::pipeline::{BadStreamId, Pipeline, Routes};
 use crate::schemas::{SchemaError, Schemas};
 use crate::sources::fitbit::{FitbitSource, GoogleHealthClient};
 use crate::sources::quota::Quotas;
+use crate::sources::withings::{WithingsClient, WithingsSource};
 use crate::store::{SqliteStore, StoreError, TokenCipher};
 
 /// Start-up failures, each naming what to fix.
@@ -67,12 +68,19 @@ pub fn pipeline<S: crate::store::Store>(
     );
     let tokens = Arc::new(TokenManager::new(store.clone(), oauth, withings_oauth, backoff));
     let quotas = Quotas::per_minute(settings.fitbit.requests_per_minute, settings.fitbit.project_requests_per_minute);
-    let client = GoogleHealthClient::new(http, &settings.fitbit.api_base_url);
-    let fitbit = FitbitSource::new(client, tokens, quotas, backoff);
+    let client = GoogleHealthClient::new(http.clone(), &settings.fitbit.api_base_url);
+    let fitbit = FitbitSource::new(client, tokens.clone(), quotas, backoff);
+    let withings = WithingsSource::new(
+        WithingsClient::new(http.clone(), &settings.withings.api_base_url),
+        tokens,
+        settings.withings.requests_per_minute,
+        backoff,
+    );
     let routes = Routes::new(&settings.streamr.streams)?;
     Ok(Pipeline {
         store,
         fitbit,
+        withings,
         anonymizer: Anonymizer::new(key, Policy::default()),
         schemas: Schemas::load()?,
         routes,
@@ -83,14 +91,36 @@ pub fn pipeline<S: crate::store::Store>(
 /// Checks what `run` needs beyond a well-formed configuration.
 pub fn require_for_run(loaded: &Loaded) -> Result<(), ConfigError> {
     let s = &loaded.settings;
-    if s.fitbit.client_id.is_none() {
-        return Err(loaded.invalid("fitbit.client_id", "required to refresh Fitbit (Google) tokens"));
-    }
-    if s.fitbit.client_secret.is_none() {
+    let fitbit = s.fitbit.client_id.is_some() || s.fitbit.client_secret.is_some();
+    let withings = s.withings.client_id.is_some() || s.withings.client_secret.is_some();
+    if !fitbit && !withings {
         return Err(loaded.invalid(
-            "fitbit.client_secret",
-            "required to refresh Fitbit (Google) tokens (or set fitbit.client_secret_file)",
+            "fitbit.client_id",
+            "no provider is configured: set fitbit.client_id and fitbit.client_secret, or the withings ones",
         ));
+    }
+    for (on, id_key, id, secret_key, secret) in [
+        (
+            fitbit,
+            "fitbit.client_id",
+            s.fitbit.client_id.is_some(),
+            "fitbit.client_secret",
+            s.fitbit.client_secret.is_some(),
+        ),
+        (
+            withings,
+            "withings.client_id",
+            s.withings.client_id.is_some(),
+            "withings.client_secret",
+            s.withings.client_secret.is_some(),
+        ),
+    ] {
+        if on && !id {
+            return Err(loaded.invalid(id_key, "required to refresh tokens"));
+        }
+        if on && !secret {
+            return Err(loaded.invalid(secret_key, "required to refresh tokens (or set it as a _file)"));
+        }
     }
     if s.streamr.streams.is_empty() {
         return Err(loaded.invalid(

@@ -54,8 +54,12 @@ pub async fn run(
     let store =
         Arc::new(SqliteStore::open(&loaded.settings.store.url, TokenCipher::new(keyfile::random_key()?)).await?);
     let key = PseudonymKey::new("demo", keyfile::random_key()?)?;
+    // Every simulated person has a Fitbit (Google) and a Withings account.
     for person in sim.people() {
-        store.add_account(&person.name, Provider::Fitbit, &SecretString::from(person.refresh_token.clone())).await?;
+        let fitbit = SecretString::from(person.refresh_token.clone());
+        store.add_account(&format!("{}-fitbit", person.name), Provider::Fitbit, &fitbit).await?;
+        let withings = SecretString::from(person.withings_refresh_token.clone());
+        store.add_account(&format!("{}-withings", person.name), Provider::Withings, &withings).await?;
     }
     let pipeline = app::pipeline(&loaded, store, key, Backoff::default())?;
     let summary = pipeline.run_pass(&Output::DryRun(writer)).await?;
@@ -68,7 +72,8 @@ pub async fn main(options: &DemoOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     let summary = run(options, Arc::new(StdoutSink::stdout())).await?;
     eprintln!(
-        "demo: {} simulated people, {} pseudonymised messages printed ({} failed accounts, {} skipped points) in {:.1} s; nothing was published",
+        "demo: {} simulated people ({} Fitbit and Withings accounts), {} pseudonymised messages printed ({} failed accounts, {} skipped points) in {:.1} s; nothing was published",
+        options.people,
         summary.accounts,
         summary.messages,
         summary.failed + summary.needs_reconsent,

@@ -59,7 +59,10 @@ impl RefreshError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            RefreshError::Server { .. } | RefreshError::Transport(_) | RefreshError::Malformed(_) | RefreshError::Throttled(_)
+            RefreshError::Server { .. }
+                | RefreshError::Transport(_)
+                | RefreshError::Malformed(_)
+                | RefreshError::Throttled(_)
         )
     }
 }

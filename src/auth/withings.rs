@@ -48,7 +48,10 @@ pub struct WithingsOAuth {
 
 impl std::fmt::Debug for WithingsOAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WithingsOAuth").field("token_url", &self.token_url).field("client_id", &self.client_id).finish_non_exhaustive()
+        f.debug_struct("WithingsOAuth")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -96,7 +99,8 @@ impl WithingsOAuth {
                 })
             }
             601 => {
-                let env: Envelope<ThrottleBody> = serde_json::from_slice(&bytes).unwrap_or(Envelope { status: 601, body: None, error: None });
+                let env: Envelope<ThrottleBody> =
+                    serde_json::from_slice(&bytes).unwrap_or(Envelope { status: 601, body: None, error: None });
                 Err(RefreshError::Throttled(env.body.and_then(|b| b.wait_seconds).map(Duration::from_secs)))
             }
             100..=102 | 200 | 401 => Err(RefreshError::InvalidGrant),

@@ -89,6 +89,8 @@ pub struct WithingsSettings {
     pub client_secret_file: Option<PathBuf>,
     pub api_base_url: String,
     pub auth_url: String,
+    /// Requests per minute for the whole application (Withings allows 120).
+    pub requests_per_minute: u32,
 }
 
 impl Default for WithingsSettings {
@@ -99,6 +101,7 @@ impl Default for WithingsSettings {
             client_secret_file: None,
             api_base_url: "https://wbsapi.withings.net".into(),
             auth_url: "https://account.withings.com/oauth2_user/authorize2".into(),
+            requests_per_minute: 120,
         }
     }
 }

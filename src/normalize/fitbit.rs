@@ -20,15 +20,15 @@ fn modality(point: &DataPoint) -> Modality {
 }
 
 fn non_negative(value: i64, reason: &'static str) -> Result<u64, Skipped> {
-    u64::try_from(value).map_err(|_| Skipped { reason })
+    u64::try_from(value).map_err(|_| Skipped::bad(reason))
 }
 
 /// A daily resting heart rate point.
 pub fn resting_heart_rate(account_id: &str, point: &DataPoint) -> Result<Record, Skipped> {
-    let r = point.daily_resting_heart_rate.as_ref().ok_or(Skipped { reason: "no dailyRestingHeartRate member" })?;
-    let day = r.date.to_naive().ok_or(Skipped { reason: "invalid date" })?;
+    let r = point.daily_resting_heart_rate.as_ref().ok_or(Skipped::bad("no dailyRestingHeartRate member"))?;
+    let day = r.date.to_naive().ok_or(Skipped::bad("invalid date"))?;
     if !(1..=400).contains(&r.beats_per_minute) {
-        return Err(Skipped { reason: "beatsPerMinute out of range" });
+        return Err(Skipped::bad("beatsPerMinute out of range"));
     }
     Ok(record(
         account_id,
@@ -52,7 +52,7 @@ pub fn daily_activity(account_id: &str, points: &[DailyRollupDataPoint]) -> Vec<
     let mut out = Vec::new();
     for p in points {
         let Some(day) = p.civil_start_time.date.to_naive() else {
-            out.push(Err(Skipped { reason: "invalid roll-up date" }));
+            out.push(Err(Skipped::bad("invalid roll-up date")));
             continue;
         };
         let d = days.entry(day).or_default();
@@ -99,7 +99,7 @@ pub fn daily_activity(account_id: &str, points: &[DailyRollupDataPoint]) -> Vec<
 
 /// A sleep session.
 pub fn sleep(account_id: &str, point: &DataPoint) -> Result<Record, Skipped> {
-    let s = point.sleep.as_ref().ok_or(Skipped { reason: "no sleep member" })?;
+    let s = point.sleep.as_ref().ok_or(Skipped::bad("no sleep member"))?;
     let summary = s.summary.clone().unwrap_or_default();
     let mut stages = SleepStages::default();
     for st in &summary.stages_summary {
@@ -135,7 +135,7 @@ pub fn sleep(account_id: &str, point: &DataPoint) -> Result<Record, Skipped> {
 
 /// A weight sample (grams → kg).
 pub fn weight(account_id: &str, point: &DataPoint) -> Result<Record, Skipped> {
-    let w = point.weight.as_ref().ok_or(Skipped { reason: "no weight member" })?;
+    let w = point.weight.as_ref().ok_or(Skipped::bad("no weight member"))?;
     let at = w.sample_time.physical_time;
     Ok(record(
         account_id,
@@ -146,7 +146,7 @@ pub fn weight(account_id: &str, point: &DataPoint) -> Result<Record, Skipped> {
 
 /// A body-fat sample.
 pub fn body_fat(account_id: &str, point: &DataPoint) -> Result<Record, Skipped> {
-    let b = point.body_fat.as_ref().ok_or(Skipped { reason: "no bodyFat member" })?;
+    let b = point.body_fat.as_ref().ok_or(Skipped::bad("no bodyFat member"))?;
     let at = b.sample_time.physical_time;
     Ok(record(
         account_id,
@@ -173,7 +173,7 @@ pub fn device_family(device: &PairedDevice) -> DeviceFamily {
 pub fn device_status(account_id: &str, device: &PairedDevice) -> Result<Record, Skipped> {
     let battery = device
         .battery_level
-        .map(|b| u8::try_from(b).ok().filter(|b| *b <= 100).ok_or(Skipped { reason: "batteryLevel out of range" }))
+        .map(|b| u8::try_from(b).ok().filter(|b| *b <= 100).ok_or(Skipped::bad("batteryLevel out of range")))
         .transpose()?;
     let key = format!("device/{}/{:?}", device.name, device.last_sync_time.map(|t| t.timestamp()));
     Ok(record(
@@ -189,9 +189,9 @@ pub fn device_status(account_id: &str, device: &PairedDevice) -> Result<Record, 
 
 /// A heart-rate data point → a heart-rate record for `account_id` (the healthUserId).
 pub fn heart_rate(account_id: &str, point: &DataPoint) -> Result<Record, Skipped> {
-    let hr = point.heart_rate.as_ref().ok_or(Skipped { reason: "data point has no heartRate member" })?;
+    let hr = point.heart_rate.as_ref().ok_or(Skipped::bad("data point has no heartRate member"))?;
     if !(1..=400).contains(&hr.beats_per_minute) {
-        return Err(Skipped { reason: "beatsPerMinute out of range" });
+        return Err(Skipped::bad("beatsPerMinute out of range"));
     }
     let at = hr.sample_time.physical_time;
     let modality = modality(point);

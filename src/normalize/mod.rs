@@ -5,9 +5,24 @@
 
 pub mod civil;
 pub mod fitbit;
+pub mod withings;
 
 /// A data point that was skipped, with a reason fit for logs (no values quoted).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {
     pub reason: &'static str,
+    /// Skipped on purpose (an ambiguous owner, a goal), not because the data was bad.
+    pub by_policy: bool,
+}
+
+impl Skipped {
+    /// Bad or unusable upstream data: logged as a warning.
+    pub fn bad(reason: &'static str) -> Self {
+        Self { reason, by_policy: false }
+    }
+
+    /// Deliberately not published: logged at debug level.
+    pub fn by_policy(reason: &'static str) -> Self {
+        Self { reason, by_policy: true }
+    }
 }

@@ -6,6 +6,7 @@
 
 mod fitbit;
 mod route;
+mod withings;
 
 pub use route::{BadStreamId, Routes, Unrouted, is_stream_id};
 
@@ -23,6 +24,7 @@ use crate::normalize::Skipped;
 use crate::schemas::Schemas;
 use crate::sinks::Delivery;
 use crate::sources::fitbit::{FitbitSource, SourceError};
+use crate::sources::withings::{WithingsSource, WithingsSourceError};
 use crate::store::{Account, AccountStatus, OutboxEntry, Store, StoreError};
 
 /// How many accounts sync at the same time.
@@ -88,19 +90,22 @@ enum AccountError {
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]
+    Withings(#[from] WithingsSourceError),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Unrouted(#[from] Unrouted),
+    #[error("the token answer did not name the Withings user")]
+    NoUserId,
     #[error("cannot write the dry-run output: {0}")]
     Output(#[from] std::io::Error),
-    #[error("the {0} source is not available in this build yet")]
-    Unsupported(Provider),
 }
 
 /// Everything a pass needs, built once per process.
 pub struct Pipeline<S> {
     pub store: Arc<S>,
     pub fitbit: FitbitSource<S>,
+    pub withings: WithingsSource<S>,
     pub anonymizer: Anonymizer,
     pub schemas: Schemas,
     pub routes: Routes,
@@ -123,7 +128,10 @@ impl<S: Store> Pipeline<S> {
                         Ok(()) => {
                             counters.synced.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(AccountError::Source(SourceError::Auth(AuthError::NeedsReconsent))) => {
+                        Err(
+                            AccountError::Source(SourceError::Auth(AuthError::NeedsReconsent))
+                            | AccountError::Withings(WithingsSourceError::Auth(AuthError::NeedsReconsent)),
+                        ) => {
                             counters.needs_reconsent.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(e) => {
@@ -156,18 +164,22 @@ impl<S: Store> Pipeline<S> {
         output: &Output,
         counters: &Counters,
     ) -> Result<(), AccountError> {
-        if account.provider != Provider::Fitbit {
-            return Err(AccountError::Unsupported(account.provider));
-        }
         let dry_run = matches!(output, Output::DryRun(_));
-        let user_id = match &account.provider_user_id {
-            Some(id) => id.clone(),
-            None => {
+        let user_id = match (&account.provider_user_id, account.provider) {
+            (Some(id), _) => id.clone(),
+            (None, Provider::Fitbit) => {
                 let id = self.fitbit.health_user_id(account).await?;
                 if !dry_run {
                     self.store.set_provider_user_id(account.id, &id).await?;
                 }
                 id
+            }
+            (None, Provider::Withings) => {
+                // Withings names the user only in the token answer, which the token
+                // manager stores with the tokens.
+                self.withings.tokens().access_token(account).await.map_err(WithingsSourceError::from)?;
+                let reloaded = self.store.account(&account.name).await?;
+                reloaded.and_then(|a| a.provider_user_id).ok_or(AccountError::NoUserId)?
             }
         };
         let subject = self.anonymizer.subject(account.provider, &user_id);
@@ -178,7 +190,11 @@ impl<S: Store> Pipeline<S> {
         let mut plan = fitbit::FitbitAccount::new(account, &user_id, now);
         let mut first_error = None;
         for &dataset in &self.sync.datasets {
-            let batches = match self.fitbit_dataset(&mut plan, dataset).await {
+            let read = match account.provider {
+                Provider::Fitbit => self.fitbit_dataset(&mut plan, dataset).await,
+                Provider::Withings => self.withings_dataset(account, &user_id, dataset, now).await,
+            };
+            let batches = match read {
                 Ok(b) => b,
                 Err(AccountError::Source(e)) if e.is_scope_insufficient() => {
                     counters.skipped_datasets.fetch_add(1, Ordering::Relaxed);
@@ -189,7 +205,12 @@ impl<S: Store> Pipeline<S> {
                     );
                     continue;
                 }
-                Err(e @ AccountError::Source(SourceError::Auth(_))) => return Err(e),
+                Err(
+                    e @ (AccountError::Source(SourceError::Auth(_))
+                    | AccountError::Withings(WithingsSourceError::Auth(_))),
+                ) => {
+                    return Err(e);
+                }
                 Err(e) => {
                     tracing::warn!(dataset = dataset.as_str(), error = %e, "dataset failed");
                     first_error.get_or_insert(e);
@@ -217,6 +238,9 @@ impl<S: Store> Pipeline<S> {
         for r in batch.records {
             match r {
                 Ok(r) => records.push(r),
+                Err(skipped) if skipped.by_policy => {
+                    tracing::debug!(cursor = batch.cursor_key, reason = skipped.reason, "not published by policy");
+                }
                 Err(skipped) => {
                     counters.skipped_points.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(cursor = batch.cursor_key, reason = skipped.reason, "skipped a data point");

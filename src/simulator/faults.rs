@@ -113,15 +113,16 @@ pub(crate) async fn apply(State(state): State<Arc<SimState>>, request: Request, 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
-    let person = token
-        .as_deref()
-        .and_then(|t| state.google.person_for_access(t).or_else(|| state.withings.peek_access(t)));
+    let person =
+        token.as_deref().and_then(|t| state.google.person_for_access(t).or_else(|| state.withings.peek_access(t)));
     let Some(fault) = state.faults.take(&endpoint, person) else {
         return next.run(request).await;
     };
     if is_withings {
         match fault {
-            Fault::Envelope { status, wait_seconds } if status == 601 => return super::withings::throttled(wait_seconds),
+            Fault::Envelope { status: 601, wait_seconds } => {
+                return super::withings::throttled(wait_seconds);
+            }
             Fault::Envelope { status, .. } => return super::withings::status(status, "Simulated failure"),
             Fault::RateLimited { retry_after } => return super::withings::throttled(retry_after),
             Fault::InvalidGrant => return super::withings::status(503, "Invalid Params: invalid refresh_token"),

@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 use super::super::google::series::{civil_date, local_to_utc};
 use super::super::people::mix_all;
 use super::super::{Person, SimState};
-use super::{authorize, ok, status};
+use super::{Reject, authorize, ok, status};
+use axum::response::IntoResponse;
 
 /// Days of history a simulated person has.
 const HISTORY_DAYS: u64 = 400;
@@ -33,25 +34,20 @@ fn day_no(d: NaiveDate) -> u64 {
     d.num_days_from_ce() as u64
 }
 
-fn unix(p: &Params, key: &str) -> Result<Option<i64>, Response> {
-    match p.get(key) {
-        None => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|_| status(503, &format!("Invalid Params: invalid {key}"))),
-    }
+fn invalid(key: &str) -> Reject {
+    Reject(503, format!("Invalid Params: invalid {key}"))
 }
 
-fn ymd(p: &Params, key: &str) -> Result<Option<NaiveDate>, Response> {
-    match p.get(key) {
-        None => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|_| status(503, &format!("Invalid Params: invalid {key}"))),
-    }
+fn unix(p: &Params, key: &str) -> Result<Option<i64>, Reject> {
+    p.get(key).map(|v| v.parse().map_err(|_| invalid(key))).transpose()
 }
 
-fn offset(p: &Params) -> Result<usize, Response> {
-    match p.get("offset") {
-        None => Ok(0),
-        Some(v) => v.parse().map_err(|_| status(503, "Invalid Params: invalid offset")),
-    }
+fn ymd(p: &Params, key: &str) -> Result<Option<NaiveDate>, Reject> {
+    p.get(key).map(|v| v.parse().map_err(|_| invalid(key))).transpose()
+}
+
+fn offset(p: &Params) -> Result<usize, Reject> {
+    p.get("offset").map(|v| v.parse().map_err(|_| invalid("offset"))).transpose().map(Option::unwrap_or_default)
 }
 
 /// Days with data: from the start of the history to today (the person's civil date).
@@ -62,7 +58,12 @@ fn days(person: &Person, now: DateTime<Utc>) -> impl Iterator<Item = NaiveDate> 
 }
 
 fn device_id(seed: u64, person: &Person, kind: u64) -> String {
-    format!("{:016x}{:016x}{:08x}", h(seed, person, &[kind, 1]), h(seed, person, &[kind, 2]), h(seed, person, &[kind, 3]) as u32)
+    format!(
+        "{:016x}{:016x}{:08x}",
+        h(seed, person, &[kind, 1]),
+        h(seed, person, &[kind, 2]),
+        h(seed, person, &[kind, 3]) as u32
+    )
 }
 
 /// One measure group before filtering.
@@ -105,26 +106,44 @@ fn groups(seed: u64, person: &Person, now: DateTime<Utc>) -> Vec<Group> {
         if x % 4 != 0 {
             let fat_ratio = 18.0 + ((x >> 20) % 80) as f64 / 10.0;
             let fat_mass = kg * fat_ratio / 100.0;
-            push(1, 0, at(day, 7, x), 1, vec![
-                (1, (kg * 1000.0).round() as i64, -3),
-                (6, (fat_ratio * 100.0).round() as i64, -2),
-                (8, (fat_mass * 1000.0).round() as i64, -3),
-                (5, ((kg - fat_mass) * 1000.0).round() as i64, -3),
-                (76, ((kg - fat_mass) * 0.93 * 1000.0).round() as i64, -3),
-                (77, ((kg - fat_mass) * 0.7 * 1000.0).round() as i64, -3),
-                (88, ((kg - fat_mass) * 0.05 * 1000.0).round() as i64, -3),
-                (11, i64::from(person.resting_bpm + 8), 0),
-                (91, 60 + (x >> 32) as i64 % 40, -1),
-            ]);
+            push(
+                1,
+                0,
+                at(day, 7, x),
+                1,
+                vec![
+                    (1, (kg * 1000.0).round() as i64, -3),
+                    (6, (fat_ratio * 100.0).round() as i64, -2),
+                    (8, (fat_mass * 1000.0).round() as i64, -3),
+                    (5, ((kg - fat_mass) * 1000.0).round() as i64, -3),
+                    (76, ((kg - fat_mass) * 0.93 * 1000.0).round() as i64, -3),
+                    (77, ((kg - fat_mass) * 0.7 * 1000.0).round() as i64, -3),
+                    (88, ((kg - fat_mass) * 0.05 * 1000.0).round() as i64, -3),
+                    (11, i64::from(person.resting_bpm + 8), 0),
+                    (91, 60 + (x >> 32) as i64 % 40, -1),
+                ],
+            );
         }
         if (x >> 4) % 3 == 0 {
             let sys = 110 + (x >> 36) % 30;
-            push(2, 0, at(day, 20, x >> 3), 2, vec![(10, sys as i64, 0), (9, (sys * 2 / 3) as i64, 0), (11, i64::from(person.resting_bpm + 5), 0)]);
+            push(
+                2,
+                0,
+                at(day, 20, x >> 3),
+                2,
+                vec![(10, sys as i64, 0), (9, (sys * 2 / 3) as i64, 0), (11, i64::from(person.resting_bpm + 5), 0)],
+            );
         }
         if (x >> 6) % 7 == 0 {
             push(3, 2, at(day, 8, x >> 5), 0, vec![(71, 3660 + (x >> 40) as i64 % 60, -2)]);
         }
-        push(4, 0, at(day, 3, x >> 7), 3, vec![(54, 95 + (x >> 44) as i64 % 5, 0), (73, 330 + (x >> 48) as i64 % 20, -1)]);
+        push(
+            4,
+            0,
+            at(day, 3, x >> 7),
+            3,
+            vec![(54, 95 + (x >> 44) as i64 % 5, 0), (73, 330 + (x >> 48) as i64 % 20, -1)],
+        );
         if day.weekday() == chrono::Weekday::Mon {
             push(5, 0, at(day, 9, x >> 9), 3, vec![(123, 38 + (x >> 50) as i64 % 8, 0)]);
         }
@@ -142,15 +161,15 @@ pub(crate) async fn measure(State(state): State<Arc<SimState>>, headers: HeaderM
     }
     let person = match authorize(&state, &headers) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let (start, end, last) = match (unix(&p, "startdate"), unix(&p, "enddate"), unix(&p, "lastupdate")) {
         (Ok(a), Ok(b), Ok(c)) => (a, b, c),
-        (Err(r), ..) | (_, Err(r), _) | (.., Err(r)) => return r,
+        (Err(r), ..) | (_, Err(r), _) | (.., Err(r)) => return r.into_response(),
     };
     let offset = match offset(&p) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let category: u8 = p.get("category").and_then(|c| c.parse().ok()).unwrap_or(1);
     let types: Option<Vec<u32>> = p
@@ -162,11 +181,20 @@ pub(crate) async fn measure(State(state): State<Arc<SimState>>, headers: HeaderM
     let mut grps = groups(state.seed, person, now);
     if category == 2 {
         // A weight goal.
-        grps = vec![Group { grpid: 1, attrib: 0, category: 2, date: now.timestamp() - 86_400 * 30, modified: now.timestamp() - 86_400 * 30, device: 0, measures: vec![(1, 70_000, -3)] }];
+        grps = vec![Group {
+            grpid: 1,
+            attrib: 0,
+            category: 2,
+            date: now.timestamp() - 86_400 * 30,
+            modified: now.timestamp() - 86_400 * 30,
+            device: 0,
+            measures: vec![(1, 70_000, -3)],
+        }];
     }
     grps.sort_by_key(|g| std::cmp::Reverse(g.date));
     for g in grps {
-        if last.is_some_and(|l| g.modified < l) || start.is_some_and(|s| g.date < s) || end.is_some_and(|e| g.date > e) {
+        if last.is_some_and(|l| g.modified < l) || start.is_some_and(|s| g.date < s) || end.is_some_and(|e| g.date > e)
+        {
             continue;
         }
         let measures: Vec<Value> = g
@@ -220,7 +248,11 @@ fn activity(seed: u64, person: &Person, day: NaiveDate, now: DateTime<Utc>) -> V
     let steps = ((3_000 + (x >> 8) % 11_000) as f64 * fraction).round() as u64;
     let moderate = ((x >> 24) % 2_400) as f64 * fraction;
     let intense = ((x >> 32) % 1_200) as f64 * fraction;
-    let modified = if day == today { now.timestamp() } else { local_to_utc(person, day.and_hms_opt(23, 50, 0).unwrap_or_default()).timestamp() + 3_600 };
+    let modified = if day == today {
+        now.timestamp()
+    } else {
+        local_to_utc(person, day.and_hms_opt(23, 50, 0).unwrap_or_default()).timestamp() + 3_600
+    };
     json!({
         "date": day.to_string(),
         "timezone": person.time_zone.name(),
@@ -246,14 +278,18 @@ fn activity(seed: u64, person: &Person, day: NaiveDate, now: DateTime<Utc>) -> V
     })
 }
 
-pub(crate) async fn measure_v2(State(state): State<Arc<SimState>>, headers: HeaderMap, Form(p): Form<Params>) -> Response {
+pub(crate) async fn measure_v2(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Form(p): Form<Params>,
+) -> Response {
     let action = p.get("action").cloned().unwrap_or_default();
     if action != "getactivity" && action != "getintradayactivity" {
         return status(2554, "Unknown action");
     }
     let person = match authorize(&state, &headers) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let now = Utc::now();
     if action == "getintradayactivity" {
@@ -269,12 +305,15 @@ pub(crate) async fn measure_v2(State(state): State<Arc<SimState>>, headers: Head
             let x = h(state.seed, person, &[slot as u64, 30]);
             let t = slot + (x % 60) as i64;
             if t >= start && t <= end && x % 50 != 0 {
-                series.insert(t.to_string(), json!({
-                    "deviceid": device_id(state.seed, person, 4),
-                    "model": "ScanWatch",
-                    "model_id": 93,
-                    "heart_rate": person.resting_bpm + 5 + ((x >> 8) % 30) as u32,
-                }));
+                series.insert(
+                    t.to_string(),
+                    json!({
+                        "deviceid": device_id(state.seed, person, 4),
+                        "model": "ScanWatch",
+                        "model_id": 93,
+                        "heart_rate": person.resting_bpm + 5 + ((x >> 8) % 30) as u32,
+                    }),
+                );
             }
             slot += 600;
         }
@@ -289,7 +328,7 @@ pub(crate) async fn measure_v2(State(state): State<Arc<SimState>>, headers: Head
     }
     let offset = match offset(&p) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let all: Vec<Value> = days(person, now)
         .filter(|d| from.is_none_or(|f| *d >= f) && to.is_none_or(|t| *d <= t))
@@ -309,7 +348,7 @@ pub(crate) async fn sleep(State(state): State<Arc<SimState>>, headers: HeaderMap
     }
     let person = match authorize(&state, &headers) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let (Ok(from), Ok(to), Ok(last)) = (ymd(&p, "startdateymd"), ymd(&p, "enddateymd"), unix(&p, "lastupdate")) else {
         return status(503, "Invalid Params: invalid startdateymd, enddateymd or lastupdate");
@@ -319,13 +358,16 @@ pub(crate) async fn sleep(State(state): State<Arc<SimState>>, headers: HeaderMap
     }
     let offset = match offset(&p) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let now = Utc::now();
     let mut all = Vec::new();
     for evening in days(person, now) {
         let x = h(state.seed, person, &[day_no(evening), 40]);
-        let start = local_to_utc(person, evening.and_hms_opt(22, 45, 0).unwrap_or_default() + TimeDelta::minutes((x % 80) as i64));
+        let start = local_to_utc(
+            person,
+            evening.and_hms_opt(22, 45, 0).unwrap_or_default() + TimeDelta::minutes((x % 80) as i64),
+        );
         let end = start + TimeDelta::minutes(330 + ((x >> 8) % 180) as i64);
         let modified = end.timestamp() + 600;
         if modified > now.timestamp() {
@@ -382,7 +424,7 @@ pub(crate) async fn user(State(state): State<Arc<SimState>>, headers: HeaderMap,
     }
     let person = match authorize(&state, &headers) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     // Devices connect every quarter hour: the last session is stable within one.
     let now = Utc::now().timestamp() / 900 * 900;
@@ -400,7 +442,8 @@ pub(crate) async fn user(State(state): State<Arc<SimState>>, headers: HeaderMap,
             "hash_deviceid": device_id(seed, person, kind),
         })
     };
-    let mut devices = vec![device(4, "Activity Tracker", "ScanWatch", 93, "high"), device(1, "Scale", "Body+", 5, "medium")];
+    let mut devices =
+        vec![device(4, "Activity Tracker", "ScanWatch", 93, "high"), device(1, "Scale", "Body+", 5, "medium")];
     if person.index % 2 == 0 {
         devices.push(device(2, "Blood Pressure Monitor", "BPM Connect", 44, "low"));
         devices.push(device(5, "Sleep Monitor", "Sleep Analyzer", 63, "high"));

@@ -47,18 +47,26 @@ pub(crate) fn throttled(wait_seconds: Option<u64>) -> Response {
     Json(json!({"status": 601, "body": body, "error": "Too Many Requests"})).into_response()
 }
 
+/// A refused request: an error envelope with this status and message.
+pub(crate) struct Reject(pub i64, pub String);
+
+impl IntoResponse for Reject {
+    fn into_response(self) -> Response {
+        status(self.0, &self.1)
+    }
+}
+
+const INVALID_TOKEN: &str = "XRequestID: Not provided invalid_token: The access token provided is invalid";
+
 /// The person behind the bearer token (using it kills the refresh token it replaced).
-pub(crate) fn authorize<'a>(state: &'a SimState, headers: &HeaderMap) -> Result<&'a Person, Response> {
+pub(crate) fn authorize<'a>(state: &'a SimState, headers: &HeaderMap) -> Result<&'a Person, Reject> {
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| status(401, "XRequestID: Not provided invalid_token: The access token provided is invalid"))?;
-    let index = state
-        .withings
-        .use_access(token)
-        .ok_or_else(|| status(401, "XRequestID: Not provided invalid_token: The access token provided is invalid"))?;
-    state.people.get(index).ok_or_else(|| status(401, "invalid_token"))
+        .ok_or_else(|| Reject(401, INVALID_TOKEN.into()))?;
+    let index = state.withings.use_access(token).ok_or_else(|| Reject(401, INVALID_TOKEN.into()))?;
+    state.people.get(index).ok_or_else(|| Reject(401, INVALID_TOKEN.into()))
 }
 
 /// The counter/fault label of a Withings request: `withings.<action>`.

@@ -98,7 +98,10 @@ pub(crate) async fn oauth2(State(state): State<Arc<SimState>>, Form(form): Form<
         g.replaced_by = Some(access_token.clone());
         g.dies_at = Some(g.dies_at.unwrap_or(now + TimeDelta::hours(GRACE_HOURS)));
     }
-    refresh.insert(new_refresh.clone(), super::super::withings::oauth::RefreshGrant { person, replaced_by: None, dies_at: None });
+    refresh.insert(
+        new_refresh.clone(),
+        super::super::withings::oauth::RefreshGrant { person, replaced_by: None, dies_at: None },
+    );
     drop(refresh);
     if let Ok(mut a) = w.access.lock() {
         a.insert(access_token.clone(), (person, now + TimeDelta::seconds(ACCESS_LIFETIME_SECS)));

@@ -207,13 +207,17 @@ mod tests {
 
     #[test]
     fn captured_samples_parse() {
-        let meas: MeasureBody = serde_json::from_str(include_str!("../../../tests/fixtures/withings/get_meas.json")).unwrap();
+        let meas: MeasureBody =
+            serde_json::from_str(include_str!("../../../tests/fixtures/withings/get_meas.json")).unwrap();
         assert!(!meas.measuregrps.is_empty());
-        let sleep: SleepBody = serde_json::from_str(include_str!("../../../tests/fixtures/withings/get_sleep.json")).unwrap();
+        let sleep: SleepBody =
+            serde_json::from_str(include_str!("../../../tests/fixtures/withings/get_sleep.json")).unwrap();
         assert!(!sleep.series.is_empty());
-        let devices: DeviceBody = serde_json::from_str(include_str!("../../../tests/fixtures/withings/get_device.json")).unwrap();
+        let devices: DeviceBody =
+            serde_json::from_str(include_str!("../../../tests/fixtures/withings/get_device.json")).unwrap();
         assert_eq!(devices.devices[0].kind.as_deref(), Some("Scale"));
-        let activities: Vec<Activity> = serde_json::from_str(include_str!("../../../tests/fixtures/withings/activity.json")).unwrap();
+        let activities: Vec<Activity> =
+            serde_json::from_str(include_str!("../../../tests/fixtures/withings/activity.json")).unwrap();
         assert!(activities[0].steps.is_some());
     }
 

@@ -142,11 +142,12 @@ impl<S: Store> WithingsSource<S> {
             if let Some(o) = offset {
                 p.push(("offset", o.to_string()));
             }
-            let body: B = self.call(account, |t| {
-                let p = p.clone();
-                async move { self.client.call(path, action, &p, &t).await }
-            })
-            .await?;
+            let body: B = self
+                .call(account, |t| {
+                    let p = p.clone();
+                    async move { self.client.call(path, action, &p, &t).await }
+                })
+                .await?;
             let (items, more, next) = split(body);
             out.extend(items);
             if !more {
@@ -165,24 +166,36 @@ impl<S: Store> WithingsSource<S> {
     }
 
     /// Measure groups modified since `lastupdate` (unix seconds).
-    pub async fn measures(&self, account: &Account, lastupdate: i64) -> Result<Vec<api::MeasureGroup>, WithingsSourceError> {
+    pub async fn measures(
+        &self,
+        account: &Account,
+        lastupdate: i64,
+    ) -> Result<Vec<api::MeasureGroup>, WithingsSourceError> {
         let params = [
             ("meastypes", MEASURE_TYPES.to_owned()),
             ("category", "1".to_owned()),
             ("lastupdate", lastupdate.to_string()),
         ];
-        self.pages(account, "/measure", "getmeas", &params, |b: api::MeasureBody| (b.measuregrps, b.more, b.offset)).await
+        self.pages(account, "/measure", "getmeas", &params, |b: api::MeasureBody| (b.measuregrps, b.more, b.offset))
+            .await
     }
 
     /// Daily activity for `from..=to` (inclusive dates, as Withings takes them).
-    pub async fn activity(&self, account: &Account, from: NaiveDate, to: NaiveDate) -> Result<Vec<api::Activity>, WithingsSourceError> {
+    pub async fn activity(
+        &self,
+        account: &Account,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<api::Activity>, WithingsSourceError> {
         let params = [
             ("startdateymd", from.to_string()),
             ("enddateymd", to.to_string()),
             ("data_fields", "steps,distance,active,totalcalories".to_owned()),
         ];
-        self.pages(account, "/v2/measure", "getactivity", &params, |b: api::ActivityBody| (b.activities, b.more, b.offset))
-            .await
+        self.pages(account, "/v2/measure", "getactivity", &params, |b: api::ActivityBody| {
+            (b.activities, b.more, b.offset)
+        })
+        .await
     }
 
     /// Heart-rate samples with `from <= t < to`, in windows of at most 24 hours.
@@ -219,7 +232,11 @@ impl<S: Store> WithingsSource<S> {
     }
 
     /// Sleep summaries modified since `lastupdate`.
-    pub async fn sleep(&self, account: &Account, lastupdate: i64) -> Result<Vec<api::SleepSummary>, WithingsSourceError> {
+    pub async fn sleep(
+        &self,
+        account: &Account,
+        lastupdate: i64,
+    ) -> Result<Vec<api::SleepSummary>, WithingsSourceError> {
         let params = [
             ("lastupdate", lastupdate.to_string()),
             (
