@@ -118,6 +118,7 @@ pub(crate) async fn apply(State(state): State<Arc<SimState>>, request: Request, 
     let Some(fault) = state.faults.take(&endpoint, person) else {
         return next.run(request).await;
     };
+    state.note(format!("fault:{endpoint}"));
     if is_withings {
         match fault {
             Fault::Envelope { status: 601, wait_seconds } => {

@@ -48,6 +48,8 @@ pub(crate) struct SimState {
     pub seed: u64,
     pub faults: Faults,
     counters: Mutex<BTreeMap<String, u64>>,
+    /// Every request (and every injected fault) with its arrival time, in order.
+    log: Mutex<Vec<(std::time::Instant, String)>>,
     pub google: google::OAuthState,
     pub withings: withings::OAuthState,
 }
@@ -55,6 +57,14 @@ pub(crate) struct SimState {
 impl SimState {
     fn count(&self, endpoint: &str) {
         self.count_n(endpoint, 1);
+        self.note(endpoint.to_owned());
+    }
+
+    /// Appends to the request log.
+    pub(crate) fn note(&self, entry: String) {
+        if let Ok(mut log) = self.log.lock() {
+            log.push((std::time::Instant::now(), entry));
+        }
     }
 
     /// Adds `n` to a counter (also used for "points served" tallies).
@@ -81,6 +91,7 @@ impl Simulator {
             seed: config.seed,
             faults: Faults::default(),
             counters: Mutex::new(BTreeMap::new()),
+            log: Mutex::new(Vec::new()),
             google: google::OAuthState::new(HashMap::new()),
             withings: withings::OAuthState::default(),
         });
@@ -156,6 +167,12 @@ impl Simulator {
     /// `google.dataPoints.heart-rate`), plus `points.heart-rate`: data points served.
     pub fn requests(&self) -> BTreeMap<String, u64> {
         self.state.counters.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Every request label (and `fault:<label>` for each injected fault) with its arrival
+    /// time, in order: lets tests check ordering and pauses.
+    pub fn request_log(&self) -> Vec<(std::time::Instant, String)> {
+        self.state.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// Requests served so far by one endpoint.

@@ -69,6 +69,33 @@ pub async fn harness_with(
     Harness { store, pipeline, loaded }
 }
 
+/// Like [`harness_with`], but every simulated person is enrolled with Withings
+/// (`<name>-withings`) instead of Fitbit.
+pub async fn harness_withings(
+    sim: &Simulator,
+    dir: &tempfile::TempDir,
+    history: &str,
+    adjust: impl FnOnce(&mut Settings),
+) -> Harness {
+    let mut s = settings(sim, dir, history);
+    adjust(&mut s);
+    let loaded = Loaded::from_settings(s);
+    let store =
+        Arc::new(SqliteStore::open(&loaded.settings.store.url, TokenCipher::new([9; 32])).await.expect("store opens"));
+    for p in sim.people() {
+        store
+            .add_account(
+                &format!("{}-withings", p.name),
+                Provider::Withings,
+                &SecretString::from(p.withings_refresh_token.clone()),
+            )
+            .await
+            .expect("enrol");
+    }
+    let pipeline = reopen(&loaded, store.clone());
+    Harness { store, pipeline, loaded }
+}
+
 /// A fresh pipeline over an existing store (as after a restart).
 pub fn reopen(loaded: &Loaded, store: Arc<SqliteStore>) -> Pipeline<SqliteStore> {
     let key = PseudonymKey::new("t1", [5; 32]).expect("key");
