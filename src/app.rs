@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use anonymizer::{Anonymizer, Policy, PseudonymKey};
+use anonymizer::{Anonymizer, PseudonymKey};
 use secrecy::SecretString;
 
 use crate::auth::{GoogleOAuth, TokenManager, WithingsOAuth};
@@ -81,7 +81,7 @@ pub fn pipeline<S: crate::store::Store>(
         store,
         fitbit,
         withings,
-        anonymizer: Anonymizer::new(key, Policy::default()),
+        anonymizer: Anonymizer::new(key, settings.anonymizer.policy()),
         schemas: Schemas::load()?,
         routes,
         sync: settings.sync.clone(),

@@ -46,6 +46,9 @@ fn example_documents_every_key() {
     all.streamr.api_key = Some(SecretString::from("x"));
     all.streamr.api_key_file = Some("x".into());
     all.streamr.streams.insert("default".into(), "x".into());
+    all.anonymizer.granularity.insert("heart-rate".into(), std::time::Duration::from_secs(60));
+    all.anonymizer.weight_top_code_kg = Some(150.0);
+    all.anonymizer.message_types = Some(vec!["heart-rate".into()]);
     let mut known = BTreeSet::new();
     keys(&toml::from_str(&all.to_redacted_toml().unwrap()).unwrap(), "", &mut known);
 

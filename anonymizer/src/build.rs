@@ -11,6 +11,10 @@ use crate::{Dropped, Observation, SleepStages};
 pub(crate) struct Timing {
     pub shift: TimeDelta,
     pub granularity: TimeDelta,
+    /// Generalisation of masses (kg).
+    pub mass_step: f64,
+    /// Weights above this are published as this.
+    pub top_code_kg: Option<f64>,
 }
 
 impl Timing {
@@ -113,10 +117,11 @@ pub(crate) fn body(observation: &Observation, t: &Timing) -> Result<(Body, DateT
         }
         Observation::BodyWeight { kg, at, .. } => {
             let kg = check("body_weight", *kg, 1.0, 700.0)?;
+            let kg = t.top_code_kg.map_or(kg, |top| kg.min(top));
             let at = t.instant(*at);
             (
                 Body::BodyWeight {
-                    body_weight: UnitValue::new(round_to(kg, 0.1), "kg"),
+                    body_weight: UnitValue::new(round_to(kg, t.mass_step), "kg"),
                     effective_time_frame: TimeFrame::DateTime(at),
                 },
                 at,
@@ -135,6 +140,7 @@ pub(crate) fn body(observation: &Observation, t: &Timing) -> Result<(Body, DateT
         }
         Observation::Measurement { kind, value, at, .. } => {
             let (_, field, unit, low, high, step) = kind.spec();
+            let step = if unit == "kg" { t.mass_step } else { step };
             let v = check(field, *value, low, high)?;
             let at = t.instant(*at);
             (

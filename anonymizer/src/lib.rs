@@ -90,6 +90,8 @@ impl Anonymizer {
         let timing = build::Timing {
             shift: self.policy.date_shift(&self.key, &subject),
             granularity: self.policy.granularity(schema),
+            mass_step: self.policy.mass_step_kg(),
+            top_code_kg: self.policy.top_code_kg(),
         };
         let (body, at) = build::body(&record.observation, &timing)?;
         let uuid = pseudonym::message_id(

@@ -57,6 +57,8 @@ pub struct Policy {
     granularity: BTreeMap<&'static str, TimeDelta>,
     default_granularity: TimeDelta,
     date_shift_days: u32,
+    mass_step_kg: f64,
+    top_code_kg: Option<f64>,
 }
 
 impl Default for Policy {
@@ -66,6 +68,8 @@ impl Default for Policy {
             granularity: DEFAULT_GRANULARITY_SECS.iter().map(|(t, s)| (*t, TimeDelta::seconds(*s))).collect(),
             default_granularity: TimeDelta::minutes(1),
             date_shift_days: 0,
+            mass_step_kg: 0.1,
+            top_code_kg: None,
         }
     }
 }
@@ -92,6 +96,33 @@ impl Policy {
     pub fn with_date_shift_days(mut self, days: u32) -> Self {
         self.date_shift_days = days;
         self
+    }
+
+    /// Rounds body weight and every body mass to multiples of `step` kg (default 0.1).
+    pub fn with_mass_step_kg(mut self, step: f64) -> Self {
+        if step.is_finite() && step > 0.0 {
+            self.mass_step_kg = step;
+        }
+        self
+    }
+
+    /// Publishes body weights above `kg` as `kg` (top-coding of rare extremes).
+    pub fn with_weight_top_code_kg(mut self, kg: Option<f64>) -> Self {
+        self.top_code_kg = kg.filter(|k| k.is_finite() && *k > 0.0);
+        self
+    }
+
+    pub(crate) fn mass_step_kg(&self) -> f64 {
+        self.mass_step_kg
+    }
+
+    pub(crate) fn top_code_kg(&self) -> Option<f64> {
+        self.top_code_kg
+    }
+
+    /// Whether `name` is a message type this crate can build.
+    pub fn is_known_type(name: &str) -> bool {
+        KNOWN_TYPES.contains(&name)
     }
 
     pub fn allows(&self, message_type: &str) -> bool {

@@ -103,3 +103,20 @@ mod hex {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
+
+#[test]
+fn weight_generalisation_and_top_coding() {
+    let p = Policy::default().with_mass_step_kg(0.5).with_weight_top_code_kg(Some(150.0));
+    let a = Anonymizer::new(key("e1", 1), p);
+    let w = |kg: f64| Record {
+        provider: Provider::Withings,
+        account_id: "u".into(),
+        source_key: format!("w/{kg}"),
+        observation: Observation::BodyWeight { kg, at: at("2026-11-01T07:00:00Z"), modality: Modality::Sensed },
+    };
+    let value = |kg| {
+        serde_json::to_value(a.anonymize(&w(kg)).unwrap()).unwrap()["body"]["body_weight"]["value"].as_f64().unwrap()
+    };
+    assert_eq!(value(72.26), 72.5);
+    assert_eq!(value(210.0), 150.0);
+}

@@ -5,13 +5,15 @@ use std::net::SocketAddr;
 use crate::simulator::{self, Simulator, SimulatorConfig};
 
 pub async fn main(listen: SocketAddr, people: usize, seed: u64) -> anyhow::Result<()> {
-    let sim = Simulator::start(SimulatorConfig { listen, people, seed }).await?;
+    let sim = Simulator::start(SimulatorConfig { listen, people, seed, canary: false }).await?;
     println!("google health api (fitbit.api_base_url): {}", sim.google_api_base());
     println!("google oauth token (fitbit.token_url):   {}", sim.google_token_url());
-    println!("client id (fitbit.client_id):            {}", simulator::CLIENT_ID);
-    println!("client secret (fitbit.client_secret):    {}", simulator::CLIENT_SECRET);
+    println!("withings api (withings.api_base_url):    {}", sim.withings_api_base());
+    println!("client id (fitbit.client_id, withings.client_id):             {}", simulator::CLIENT_ID);
+    println!("client secret (fitbit.client_secret, withings.client_secret): {}", simulator::CLIENT_SECRET);
     for p in sim.people() {
         println!("{}: fitbit refresh token {}", p.name, p.refresh_token);
+        println!("{}: withings refresh token {}", p.name, p.withings_refresh_token);
     }
     println!("serving until Ctrl-C");
     tokio::signal::ctrl_c().await?;

@@ -61,6 +61,26 @@ pub(crate) mod serde_text {
     }
 }
 
+pub(crate) mod serde_text_map {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<String, Duration>, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(m.len()))?;
+        for (k, v) in m {
+            map.serialize_entry(k, &format_duration(*v))?;
+        }
+        map.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Duration>, D::Error> {
+        let raw = BTreeMap::<String, String>::deserialize(d)?;
+        raw.into_iter().map(|(k, v)| parse_duration(&v).map(|d| (k, d)).map_err(serde::de::Error::custom)).collect()
+    }
+}
+
 /// Where the first backfill of a dataset starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncStart {

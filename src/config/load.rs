@@ -316,6 +316,30 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
     if anonymizer::PseudonymKey::new(s.anonymizer.epoch.clone(), [0; 32]).is_err() {
         return Err(loaded.invalid("anonymizer.epoch", "expected 1 to 32 characters of letters, digits, '-' or '_'"));
     }
+    let a = &s.anonymizer;
+    for key in a.granularity.keys() {
+        if !anonymizer::Policy::is_known_type(key) {
+            return Err(loaded
+                .invalid(&format!("anonymizer.granularity.{key}"), "not a message type (see `wearbridge schemas`)"));
+        }
+    }
+    for t in a.message_types.iter().flatten() {
+        if !anonymizer::Policy::is_known_type(t) {
+            return Err(loaded.invalid(
+                "anonymizer.message_types",
+                format!("{t:?} is not a message type (see `wearbridge schemas`)"),
+            ));
+        }
+    }
+    if a.date_shift_days > 3650 {
+        return Err(loaded.invalid("anonymizer.date_shift_days", "at most 3650 days"));
+    }
+    if !(a.mass_step_kg.is_finite() && a.mass_step_kg > 0.0 && a.mass_step_kg <= 10.0) {
+        return Err(loaded.invalid("anonymizer.mass_step_kg", "expected a step between 0 and 10 kg, such as 0.1"));
+    }
+    if a.weight_top_code_kg.is_some_and(|k| !(k.is_finite() && k > 0.0)) {
+        return Err(loaded.invalid("anonymizer.weight_top_code_kg", "expected a positive weight in kg"));
+    }
     Ok(())
 }
 

@@ -181,11 +181,50 @@ pub struct AnonymizerSettings {
     pub key_file: PathBuf,
     /// Public id of the key epoch, published with every message.
     pub epoch: String,
+    /// Message type → time granularity of its published times (e.g. `heart-rate = "5m"`).
+    #[serde(with = "duration::serde_text_map")]
+    pub granularity: BTreeMap<String, Duration>,
+    /// Shift every subject's dates by a secret constant of 0 to this many days.
+    pub date_shift_days: u32,
+    /// Body weight and masses are rounded to multiples of this (kg).
+    pub mass_step_kg: f64,
+    /// Body weights above this are published as this (top-coding); unset: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight_top_code_kg: Option<f64>,
+    /// Publish only these message types; unset: every type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_types: Option<Vec<String>>,
 }
 
 impl Default for AnonymizerSettings {
     fn default() -> Self {
-        Self { key_file: "wearbridge-anonymizer.key".into(), epoch: "1".into() }
+        Self {
+            key_file: "wearbridge-anonymizer.key".into(),
+            epoch: "1".into(),
+            granularity: BTreeMap::new(),
+            date_shift_days: 0,
+            mass_step_kg: 0.1,
+            weight_top_code_kg: None,
+            message_types: None,
+        }
+    }
+}
+
+impl AnonymizerSettings {
+    /// The anonymizer policy these settings describe.
+    pub fn policy(&self) -> anonymizer::Policy {
+        let mut policy = anonymizer::Policy::default()
+            .with_date_shift_days(self.date_shift_days)
+            .with_mass_step_kg(self.mass_step_kg)
+            .with_weight_top_code_kg(self.weight_top_code_kg);
+        for (message_type, granularity) in &self.granularity {
+            let step = chrono::TimeDelta::from_std(*granularity).unwrap_or(chrono::TimeDelta::minutes(1));
+            policy = policy.with_granularity(message_type, step);
+        }
+        if let Some(types) = &self.message_types {
+            policy = policy.allow_only(types.iter().map(String::as_str));
+        }
+        policy
     }
 }
 

@@ -76,6 +76,9 @@ struct Counters {
     skipped_datasets: AtomicU64,
 }
 
+/// A message that failed its schema, with the reasons.
+type Quarantined = (Delivery, String);
+
 /// Records read for one cursor: they enter the outbox together with the cursor.
 pub(crate) struct Batch {
     /// The cursor's name in the store (`heart_rate`, `heart_rate.resting`, ...).
@@ -247,35 +250,32 @@ impl<S: Store> Pipeline<S> {
                 }
             }
         }
-        let deliveries = self.to_deliveries(&records, subject, counters)?;
+        let (deliveries, quarantined) = self.to_deliveries(&records, subject, counters)?;
         tracing::info!(cursor = batch.cursor_key, records = records.len(), messages = deliveries.len(), "read");
         counters.messages.fetch_add(deliveries.len() as u64, Ordering::Relaxed);
         match output {
             Output::DryRun(writer) => writer.write_batch(&deliveries)?,
             Output::Outbox => {
-                let entries: Vec<OutboxEntry> = deliveries
-                    .iter()
-                    .map(|d| OutboxEntry {
-                        message_id: d
-                            .message
-                            .pointer("/header/uuid")
-                            .and_then(|v| v.as_str())
-                            .unwrap_or_default()
-                            .to_owned(),
-                        stream: d.stream.clone(),
-                        partition_key: d.partition_key.clone(),
-                        payload: d.message.to_string(),
-                    })
-                    .collect();
-                self.store.commit_batch(account.id, batch.cursor_key, &batch.cursor, &entries).await?;
+                let entries: Vec<OutboxEntry> = deliveries.iter().map(Delivery::outbox_entry).collect();
+                let quarantined: Vec<(OutboxEntry, String)> =
+                    quarantined.iter().map(|(d, why)| (d.outbox_entry(), why.clone())).collect();
+                self.store.commit_batch(account.id, batch.cursor_key, &batch.cursor, &entries, &quarantined).await?;
             }
         }
         Ok(())
     }
 
     /// Anonymise, check against the schemas, and address each record.
-    fn to_deliveries(&self, records: &[Record], subject: &str, counters: &Counters) -> Result<Vec<Delivery>, Unrouted> {
+    /// Messages that failed their schema come back separately, with the reason, to be
+    /// quarantined.
+    fn to_deliveries(
+        &self,
+        records: &[Record],
+        subject: &str,
+        counters: &Counters,
+    ) -> Result<(Vec<Delivery>, Vec<Quarantined>), Unrouted> {
         let mut out = Vec::with_capacity(records.len());
+        let mut quarantined = Vec::new();
         for record in records {
             let message = match self.anonymizer.anonymize(record) {
                 Ok(m) => m,
@@ -294,13 +294,15 @@ impl<S: Store> Pipeline<S> {
                     continue;
                 }
             };
-            if let Err(violation) = self.schemas.validate(&value) {
+            let delivery = Delivery { stream, partition_key: subject.to_owned(), message: value };
+            if let Err(violation) = self.schemas.validate(&delivery.message) {
                 counters.invalid.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(message_id = %violation.message_id, error = %violation, "message failed its schema; not published");
+                tracing::error!(message_id = %violation.message_id, error = %violation, "message failed its schema; quarantined, not published");
+                quarantined.push((delivery, violation.errors.join("; ")));
                 continue;
             }
-            out.push(Delivery { stream, partition_key: subject.to_owned(), message: value });
+            out.push(delivery);
         }
-        Ok(out)
+        Ok((out, quarantined))
     }
 }

@@ -12,7 +12,7 @@ mod people;
 mod withings;
 
 pub use faults::{Fault, Faults};
-pub use people::{Person, generate_people};
+pub use people::{CANARY_ID_BASE, CANARY_USER_ID_BASE, Person, generate_people};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -34,11 +34,13 @@ pub struct SimulatorConfig {
     pub listen: SocketAddr,
     pub people: usize,
     pub seed: u64,
+    /// Seed every identifying and free-text field with markers (privacy canary tests).
+    pub canary: bool,
 }
 
 impl Default for SimulatorConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 0)), people: 3, seed: 42 }
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 0)), people: 3, seed: 42, canary: false }
     }
 }
 
@@ -87,7 +89,10 @@ impl Simulator {
     /// Binds `config.listen` and serves until [`Simulator::stop`] or drop.
     pub async fn start(config: SimulatorConfig) -> std::io::Result<Self> {
         let state = Arc::new(SimState {
-            people: generate_people(config.seed, config.people),
+            people: generate_people(config.seed, config.people)
+                .into_iter()
+                .map(|p| if config.canary { p.into_canary() } else { p })
+                .collect(),
             seed: config.seed,
             faults: Faults::default(),
             counters: Mutex::new(BTreeMap::new()),

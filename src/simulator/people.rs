@@ -24,6 +24,31 @@ pub struct Person {
     pub device_form_factor: &'static str,
     /// Resting heart rate around which samples vary.
     pub resting_bpm: u32,
+    /// Canary mode: every identifying or free-text value carries a marker (`CANARY`, or
+    /// the digits `424242`/`1337133` in numeric ids) so tests can prove none leaks.
+    pub canary: bool,
+}
+
+/// The numeric prefix of canary Withings user ids.
+pub const CANARY_USER_ID_BASE: u64 = 424_242_000;
+/// The numeric prefix of canary group and session ids.
+pub const CANARY_ID_BASE: u64 = 1_337_133_000_000;
+
+impl Person {
+    /// Marks every identifying value of this person (see [`Person::canary`]).
+    pub fn into_canary(mut self) -> Self {
+        self.health_user_id = format!("CANARYhu{}x{}", self.index, &self.health_user_id[..8]);
+        self.legacy_user_id = format!("CANARYlg{}", self.index);
+        self.device_name = "CANARY-device-name";
+        self.withings_user_id = CANARY_USER_ID_BASE + self.index as u64;
+        self.canary = true;
+        self
+    }
+
+    /// `text`, or a marker naming it in canary mode.
+    pub(crate) fn mark(&self, what: &str, text: String) -> String {
+        if self.canary { format!("CANARY-{what}-{}", self.index) } else { text }
+    }
 }
 
 const ZONES: &[Tz] = &[
@@ -76,6 +101,7 @@ pub fn generate_people(seed: u64, count: usize) -> Vec<Person> {
                 device_name,
                 device_form_factor,
                 resting_bpm: 52 + (mix(base ^ 5) % 20) as u32,
+                canary: false,
             }
         })
         .collect()

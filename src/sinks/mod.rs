@@ -14,3 +14,15 @@ pub struct Delivery {
     pub partition_key: String,
     pub message: serde_json::Value,
 }
+
+impl Delivery {
+    /// The outbox row of this delivery: the payload exactly as it will be published.
+    pub fn outbox_entry(&self) -> crate::store::OutboxEntry {
+        crate::store::OutboxEntry {
+            message_id: self.message.pointer("/header/uuid").and_then(|v| v.as_str()).unwrap_or_default().to_owned(),
+            stream: self.stream.clone(),
+            partition_key: self.partition_key.clone(),
+            payload: self.message.to_string(),
+        }
+    }
+}

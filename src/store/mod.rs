@@ -157,15 +157,20 @@ pub trait Store: Send + Sync + 'static {
     fn cursor(&self, account_id: i64, dataset: &str)
     -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
 
-    /// In one transaction: adds `entries` to the outbox (ignoring ids already there) and
-    /// moves the cursor. Returns how many entries were new.
+    /// In one transaction: adds `entries` to the outbox (ignoring ids already there),
+    /// keeps `quarantined` messages (failed their schema) with their error, never to be
+    /// published, and moves the cursor. Returns how many entries were new.
     fn commit_batch(
         &self,
         account_id: i64,
         dataset: &str,
         cursor: &str,
         entries: &[OutboxEntry],
+        quarantined: &[(OutboxEntry, String)],
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Number of quarantined messages.
+    fn quarantined_len(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Number of messages waiting in the outbox.
     fn outbox_len(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;

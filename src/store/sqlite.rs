@@ -244,6 +244,7 @@ impl Store for SqliteStore {
         dataset: &str,
         cursor: &str,
         entries: &[OutboxEntry],
+        quarantined: &[(OutboxEntry, String)],
     ) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut inserted = 0;
@@ -263,6 +264,21 @@ impl Store for SqliteStore {
             .await?
             .rows_affected();
         }
+        for (e, error) in quarantined {
+            sqlx::query(
+                "INSERT INTO outbox (message_id, account_id, stream, partition_key, payload, status, last_error, created_at)
+                 VALUES (?, ?, ?, ?, ?, 'quarantined', ?, ?) ON CONFLICT (message_id) DO NOTHING",
+            )
+            .bind(&e.message_id)
+            .bind(account_id)
+            .bind(&e.stream)
+            .bind(&e.partition_key)
+            .bind(&e.payload)
+            .bind(error)
+            .bind(&created)
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query(
             "INSERT INTO cursors (account_id, dataset, position, updated_at) VALUES (?, ?, ?, ?)
              ON CONFLICT (account_id, dataset) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
@@ -275,6 +291,14 @@ impl Store for SqliteStore {
         .await?;
         tx.commit().await?;
         Ok(inserted)
+    }
+
+    async fn quarantined_len(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE status = 'quarantined'")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn outbox_len(&self) -> Result<u64, StoreError> {

@@ -58,7 +58,58 @@ impl DeliveryWriter for Discard {
     }
 }
 
+/// A Google Health `dataPoints` page of `n` heart-rate samples, as the API sends it.
+fn heart_rate_page(n: usize) -> String {
+    let start = Utc::now() - TimeDelta::days(2);
+    let points: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            let at = start + TimeDelta::seconds(i as i64 * 60);
+            serde_json::json!({
+                "dataSource": {"recordingMethod": "PASSIVELY_MEASURED", "platform": "FITBIT",
+                    "device": {"displayName": "Pixel Watch 3", "formFactor": "WATCH", "manufacturer": "Google"}},
+                "heartRate": {
+                    "sampleTime": {"physicalTime": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "utcOffset": "-18000s",
+                        "civilTime": {"date": {"year": 2026, "month": 11, "day": 20}, "time": {"hours": 4, "minutes": 15}}},
+                    "beatsPerMinute": (55 + i % 60).to_string(),
+                    "metadata": {"motionContext": "SEDENTARY", "sensorLocation": "WRIST"}
+                }
+            })
+        })
+        .collect();
+    serde_json::json!({ "dataPoints": points }).to_string()
+}
+
+/// Per core: the whole per-message path against bare serde on the same input.
+fn per_message_path() {
+    let n = 10_000;
+    let page = heart_rate_page(n);
+    let anonymizer = Anonymizer::new(PseudonymKey::new("bench", [1; 32]).unwrap(), Policy::default());
+    let schemas = Schemas::load().unwrap();
+    let bare = measure(7, || {
+        let v: serde_json::Value = serde_json::from_str(&page).unwrap();
+        let points = v["dataPoints"].as_array().unwrap();
+        points.iter().map(|p| serde_json::to_string(p).unwrap().len() as u64).filter(|l| *l > 0).count() as u64
+    });
+    let full = measure(7, || {
+        let parsed: wearbridge::sources::fitbit::api::ListDataPointsResponse = serde_json::from_str(&page).unwrap();
+        let mut out = 0;
+        for p in &parsed.data_points {
+            let record = wearbridge::normalize::fitbit::heart_rate("user-1", p).unwrap();
+            let message = anonymizer.anonymize(&record).unwrap();
+            let value = serde_json::to_value(&message).unwrap();
+            schemas.validate(&value).unwrap();
+            out += u64::from(!serde_json::to_string(&value).unwrap().is_empty());
+        }
+        out
+    });
+    report("bare serde: parse page + serialize each point", bare);
+    report("parse + normalize + anonymize + validate + serialize", full);
+    let rate = |(t, n): (Duration, u64)| n as f64 / t.as_secs_f64();
+    println!("ratio to bare serde: {:.2}", rate(full) / rate(bare));
+}
+
 fn main() {
+    per_message_path();
     let n = 20_000;
     let input = records(n);
     let anonymizer = Anonymizer::new(PseudonymKey::new("bench", [1; 32]).unwrap(), Policy::default());

@@ -146,3 +146,21 @@ fn redacted_toml_round_trips_through_load() {
     let again = load(&opts(Some(file), &[], &[])).unwrap();
     assert_eq!(again.settings.streamr.streams.get("default").map(String::as_str), Some("demo.eth/wearbridge"));
 }
+
+#[test]
+fn anonymizer_policy_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "w.toml",
+        "[anonymizer]\ndate_shift_days = 30\nmass_step_kg = 0.5\nweight_top_code_kg = 150\nmessage_types = [\"heart-rate\"]\n[anonymizer.granularity]\nheart-rate = \"5m\"\n",
+    );
+    let loaded = load(&opts(Some(file), &[], &[])).unwrap();
+    let a = &loaded.settings.anonymizer;
+    assert_eq!(a.granularity.get("heart-rate"), Some(&Duration::from_secs(300)));
+    assert!(a.policy().allows("heart-rate") && !a.policy().allows("sleep-episode"));
+    let err = load(&opts(None, &[], &["anonymizer.granularity.heartrate=5m"])).unwrap_err().to_string();
+    assert!(err.contains("anonymizer.granularity.heartrate"), "{err}");
+    let err = load(&opts(None, &[("WEARBRIDGE__ANONYMIZER__MASS_STEP_KG", "0")], &[])).unwrap_err().to_string();
+    assert!(err.contains("anonymizer.mass_step_kg") && err.contains("WEARBRIDGE__ANONYMIZER__MASS_STEP_KG"), "{err}");
+}

@@ -135,7 +135,7 @@ pub(crate) async fn settings(
         "utcOffset": offset_text(person, Utc::now()),
         "distanceUnit": "DISTANCE_UNIT_KILOMETERS",
         "heightUnit": "HEIGHT_UNIT_CENTIMETERS",
-        "languageLocale": "en_US",
+        "languageLocale": person.mark("locale", "en_US".into()),
         "autoStrideEnabled": true,
     }))
     .into_response()
@@ -213,7 +213,7 @@ fn data_source(person: &Person) -> Value {
     json!({
         "recordingMethod": "PASSIVELY_MEASURED",
         "platform": "FITBIT",
-        "device": {"displayName": person.device_name, "formFactor": person.device_form_factor, "manufacturer": "Google"},
+        "device": {"displayName": person.device_name, "formFactor": person.device_form_factor, "manufacturer": person.mark("manufacturer", "Google".into())},
     })
 }
 
@@ -501,23 +501,23 @@ pub(crate) async fn paired_devices(
     let now = DateTime::from_timestamp(Utc::now().timestamp() / 900 * 900, 0).unwrap_or_else(Utc::now);
     let x = super::super::people::mix_all(&[state.seed, person.index as u64, 0xDE71]);
     let mut devices = vec![json!({
-        "name": format!("users/me/pairedDevices/{}", 100_000 + x % 900_000),
+        "name": person.mark("paired-device-name", format!("users/me/pairedDevices/{}", 100_000 + x % 900_000)),
         "deviceType": "TRACKER",
         "deviceVersion": person.device_name,
         "batteryStatus": "High",
         "batteryLevel": 40 + x % 60,
         "lastSyncTime": (now - TimeDelta::minutes((x % 50) as i64 + 1)).to_rfc3339_opts(SecondsFormat::Secs, true),
-        "macAddress": format!("{:02X}:{:02X}:{:02X}:{:02X}:{:02X}:{:02X}", x & 0xff, (x >> 8) & 0xff, (x >> 16) & 0xff, (x >> 24) & 0xff, (x >> 32) & 0xff, (x >> 40) & 0xff),
+        "macAddress": person.mark("mac", format!("{:02X}:{:02X}:{:02X}:{:02X}:{:02X}:{:02X}", x & 0xff, (x >> 8) & 0xff, (x >> 16) & 0xff, (x >> 24) & 0xff, (x >> 32) & 0xff, (x >> 40) & 0xff)),
         "features": ["STEPS", "HEART_RATE", "SLEEP"],
     })];
     if x % 2 == 0 {
         devices.push(json!({
-            "name": format!("users/me/pairedDevices/{}", 100_000 + (x >> 20) % 900_000),
+            "name": person.mark("paired-scale-name", format!("users/me/pairedDevices/{}", 100_000 + (x >> 20) % 900_000)),
             "deviceType": "SCALE",
-            "deviceVersion": "Aria Air",
+            "deviceVersion": person.mark("scale-version", "Aria Air".into()),
             "batteryStatus": "Medium",
             "lastSyncTime": (now - TimeDelta::hours(20)).to_rfc3339_opts(SecondsFormat::Secs, true),
-            "macAddress": format!("{:02X}:00:5E:00:53:{:02X}", (x >> 48) & 0xff, (x >> 56) & 0xff),
+            "macAddress": person.mark("scale-mac", format!("{:02X}:00:5E:00:53:{:02X}", (x >> 48) & 0xff, (x >> 56) & 0xff)),
             "features": ["WEIGHT"],
         }));
     }

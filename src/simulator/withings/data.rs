@@ -58,6 +58,9 @@ fn days(person: &Person, now: DateTime<Utc>) -> impl Iterator<Item = NaiveDate> 
 }
 
 fn device_id(seed: u64, person: &Person, kind: u64) -> String {
+    if person.canary {
+        return format!("CANARYdevice{kind}x{}", person.index);
+    }
     format!(
         "{:016x}{:016x}{:08x}",
         h(seed, person, &[kind, 1]),
@@ -93,7 +96,8 @@ fn groups(seed: u64, person: &Person, now: DateTime<Utc>) -> Vec<Group> {
             let edited = h(seed, person, &[day_no(day), kind, 9]) % 5 == 0;
             let modified = if edited { (created + 172_800).min(now.timestamp()) } else { created };
             out.push(Group {
-                grpid: 4_000_000_000 + h(seed, person, &[day_no(day), kind]) % 999_999_999,
+                grpid: if person.canary { super::super::CANARY_ID_BASE } else { 4_000_000_000 }
+                    + h(seed, person, &[day_no(day), kind]) % 999_999_999,
                 attrib,
                 category: 1,
                 date: date.timestamp(),
@@ -218,8 +222,8 @@ pub(crate) async fn measure(State(state): State<Arc<SimState>>, headers: HeaderM
             "hash_deviceid": device,
             "measures": measures,
             "modelid": if g.device == 1 { 5 } else { 44 },
-            "model": if g.device == 1 { "Body+" } else { "BPM Connect" },
-            "comment": null,
+            "model": person.mark("model", if g.device == 1 { "Body+" } else { "BPM Connect" }.into()),
+            "comment": if person.canary { json!(person.mark("comment", String::new())) } else { Value::Null },
             "timezone": person.time_zone.name(),
         }));
     }
@@ -273,7 +277,7 @@ fn activity(seed: u64, person: &Person, day: NaiveDate, now: DateTime<Utc>) -> V
         "hr_min": person.resting_bpm - 3,
         "hr_max": person.resting_bpm + 90,
         "modified": modified,
-        "model": "ScanWatch",
+        "model": person.mark("activity-model", "ScanWatch".into()),
         "modelid": 93,
     })
 }
@@ -383,7 +387,7 @@ pub(crate) async fn sleep(State(state): State<Arc<SimState>>, headers: HeaderMap
         let deep = asleep / 5;
         let rem = asleep / 5;
         all.push(json!({
-            "id": 2_000_000_000u64 + x % 999_999_999,
+            "id": if person.canary { super::super::CANARY_ID_BASE } else { 2_000_000_000 } + x % 999_999_999,
             "timezone": person.time_zone.name(),
             "model": 32,
             "model_id": 63,
@@ -433,7 +437,7 @@ pub(crate) async fn user(State(state): State<Arc<SimState>>, headers: HeaderMap,
         json!({
             "type": ty,
             "battery": battery,
-            "model": model,
+            "model": person.mark("device-model", model.into()),
             "model_id": model_id,
             "timezone": person.time_zone.name(),
             "first_session_date": now - 86_400 * 500,

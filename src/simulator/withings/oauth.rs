@@ -115,7 +115,7 @@ pub(crate) async fn oauth2(State(state): State<Arc<SimState>>, Form(form): Form<
         "refresh_token": new_refresh,
         "expires_in": ACCESS_LIFETIME_SECS,
         "scope": "user.info,user.metrics,user.activity",
-        "csrf_token": format!("csrf-{n}"),
+        "csrf_token": p.mark("csrf", format!("csrf-{n}")),
         "token_type": "Bearer",
     }))
 }

@@ -48,13 +48,21 @@ async fn accounts_lifecycle() {
 
     let entry =
         OutboxEntry { message_id: "m1".into(), stream: "s".into(), partition_key: "p".into(), payload: "{}".into() };
-    assert_eq!(store.commit_batch(a.id, "heart_rate", "c1", std::slice::from_ref(&entry)).await.unwrap(), 1);
-    assert_eq!(store.commit_batch(a.id, "heart_rate", "c2", &[entry]).await.unwrap(), 0, "same id is not added twice");
+    assert_eq!(store.commit_batch(a.id, "heart_rate", "c1", std::slice::from_ref(&entry), &[]).await.unwrap(), 1);
+    assert_eq!(
+        store.commit_batch(a.id, "heart_rate", "c2", &[entry], &[]).await.unwrap(),
+        0,
+        "same id is not added twice"
+    );
     assert_eq!(store.cursor(a.id, "heart_rate").await.unwrap().as_deref(), Some("c2"));
     assert_eq!(store.outbox_len().await.unwrap(), 1);
+    let bad =
+        OutboxEntry { message_id: "m2".into(), stream: "s".into(), partition_key: "p".into(), payload: "{}".into() };
+    store.commit_batch(a.id, "heart_rate", "c3", &[], &[(bad, "body: missing".into())]).await.unwrap();
+    assert_eq!((store.outbox_len().await.unwrap(), store.quarantined_len().await.unwrap()), (1, 1));
 
     let removal = store.remove_account("alice").await.unwrap();
-    assert_eq!(removal.dropped_messages, 1);
+    assert_eq!(removal.dropped_messages, 2);
     assert!(store.tokens(a.id).await.unwrap().is_none());
     assert!(store.cursor(a.id, "heart_rate").await.unwrap().is_none());
     assert_eq!(store.account("alice").await.unwrap().unwrap().status, AccountStatus::Removed);
