@@ -130,3 +130,36 @@ pub fn require_for_run(loaded: &Loaded) -> Result<(), ConfigError> {
     }
     Ok(())
 }
+
+/// Checks what publishing needs: the HTTP transport (the websocket sink is not built
+/// yet), an http(s) node URL and an API key.
+pub fn require_for_publishing(loaded: &Loaded) -> Result<(), ConfigError> {
+    let s = &loaded.settings.streamr;
+    if s.transport != crate::config::Transport::Http {
+        return Err(loaded.invalid(
+            "streamr.transport",
+            "only \"http\" (the node's HTTP plugin, which confirms each publish) is available in this build; use --dry-run or set streamr.transport = \"http\"",
+        ));
+    }
+    if !(s.url.starts_with("http://") || s.url.starts_with("https://")) {
+        return Err(
+            loaded.invalid("streamr.url", format!("the HTTP transport needs the node's http(s) URL, got {:?}", s.url))
+        );
+    }
+    if s.api_key.is_none() {
+        return Err(loaded
+            .invalid("streamr.api_key", "the node's API key is required to publish (or set streamr.api_key_file)"));
+    }
+    Ok(())
+}
+
+/// The outbox publisher for `[streamr]`.
+pub fn publisher<S: crate::store::Store>(
+    loaded: &Loaded,
+    store: Arc<S>,
+    backoff: Backoff,
+) -> Result<crate::publisher::Publisher<S>, StartupError> {
+    let s = &loaded.settings.streamr;
+    let sink = crate::sinks::streamr_http::StreamrHttpSink::new(http::client()?, &s.url, s.api_key.clone());
+    Ok(crate::publisher::Publisher::new(store, sink, s.messages_per_second, s.burst, backoff))
+}

@@ -13,6 +13,7 @@ pub mod http;
 pub mod keyfile;
 pub mod normalize;
 pub mod pipeline;
+pub mod publisher;
 pub mod schemas;
 pub mod simulator;
 pub mod sinks;

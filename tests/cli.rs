@@ -187,14 +187,20 @@ async fn dry_run_end_to_end() {
 }
 
 #[tokio::test]
-async fn run_without_dry_run_says_what_is_missing() {
+async fn run_says_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();
-    let out = wearbridge(dir.path(), &["run", "--once"], &[], None).await;
-    assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("--dry-run"), "{}", text(&out.stderr));
     let out = wearbridge(dir.path(), &["run", "--once", "--dry-run"], &[], None).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("fitbit.client_id"), "{}", text(&out.stderr));
+    let env = [
+        ("WEARBRIDGE__FITBIT__CLIENT_ID", "x"),
+        ("WEARBRIDGE__FITBIT__CLIENT_SECRET", "y"),
+        ("WEARBRIDGE__STREAMR__STREAMS__DEFAULT", "coop.eth/all"),
+    ];
+    let out = wearbridge(dir.path(), &["run", "--once"], &env, None).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("streamr.transport") && err.contains("http"), "{err}");
 }
 
 #[tokio::test]

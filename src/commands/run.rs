@@ -7,15 +7,14 @@ use crate::app;
 use crate::http::Backoff;
 use crate::pipeline::Output;
 use crate::sinks::stdout::StdoutSink;
+use crate::store::Store;
 
 pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Result<()> {
     let loaded = globals.load()?;
-    if !dry_run {
-        anyhow::bail!(
-            "publishing to Streamr is not available in this build yet; use `run --dry-run` to print the exact payloads"
-        );
-    }
     app::require_for_run(&loaded)?;
+    if !dry_run {
+        app::require_for_publishing(&loaded)?;
+    }
     let unbuilt: Vec<&str> = loaded
         .settings
         .sync
@@ -29,8 +28,12 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
     }
     let store = Arc::new(app::open_store(&loaded.settings).await?);
     let key = app::pseudonym_key(&loaded)?;
-    let pipeline = app::pipeline(&loaded, store, key, Backoff::default())?;
-    let output = Output::DryRun(Arc::new(StdoutSink::stdout()));
+    let pipeline = app::pipeline(&loaded, store.clone(), key, Backoff::default())?;
+    let (output, publisher) = if dry_run {
+        (Output::DryRun(Arc::new(StdoutSink::stdout())), None)
+    } else {
+        (Output::Outbox, Some(app::publisher(&loaded, store.clone(), Backoff::default())?))
+    };
     loop {
         let summary = pipeline.run_pass(&output).await?;
         tracing::info!(
@@ -43,6 +46,17 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
             invalid = summary.invalid,
             "pass complete"
         );
+        if let Some(publisher) = &publisher {
+            let drained = publisher.drain().await?;
+            let waiting = store.outbox_len().await?;
+            tracing::info!(
+                published = drained.published,
+                quarantined = drained.quarantined,
+                waiting,
+                node_unavailable = drained.stopped_early,
+                "outbox drained"
+            );
+        }
         if once {
             return Ok(());
         }

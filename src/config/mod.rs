@@ -254,6 +254,10 @@ pub struct StreamrSettings {
     pub api_key_file: Option<PathBuf>,
     /// Message type (or `default`) → stream id.
     pub streams: BTreeMap<String, String>,
+    /// Publishing rate limit for all streams together (Streamr: ≤ ~100 msg/s per partition).
+    pub messages_per_second: u32,
+    /// Messages that may go out at once before the rate applies.
+    pub burst: u32,
 }
 
 impl Default for StreamrSettings {
@@ -264,6 +268,8 @@ impl Default for StreamrSettings {
             api_key: None,
             api_key_file: None,
             streams: BTreeMap::new(),
+            messages_per_second: 50,
+            burst: 50,
         }
     }
 }

@@ -133,9 +133,10 @@ impl<S: Store> Pipeline<S> {
         let today = zone.date_of(a.now);
         let lookback_days = self.sync.lookback.as_secs().div_ceil(86_400).max(1);
         let cursor = self.store.cursor(a.account.id, cursor_key).await?;
+        let start = zone.date_of(self.sync.start.resolve(a.now));
         let first = match cursor.and_then(|c| c.parse::<NaiveDate>().ok()) {
-            Some(c) => c - Days::new(lookback_days),
-            None => zone.date_of(self.sync.start.resolve(a.now)),
+            Some(c) => (c - Days::new(lookback_days)).max(start),
+            None => start,
         };
         Ok((first < today).then_some((first, today)))
     }

@@ -52,9 +52,10 @@ impl<S: Store> Pipeline<S> {
             Dataset::Activity => {
                 let lookback_days = self.sync.lookback.as_secs().div_ceil(86_400).max(1);
                 let cursor = self.store.cursor(account.id, "activity").await?;
+                let start = self.sync.start.resolve(now).date_naive();
                 let first = match cursor.and_then(|c| c.parse::<NaiveDate>().ok()) {
-                    Some(c) => c - Days::new(lookback_days),
-                    None => self.sync.start.resolve(now).date_naive(),
+                    Some(c) => (c - Days::new(lookback_days)).max(start),
+                    None => start,
                 };
                 let last = now.date_naive() + Days::new(1);
                 let days = src.activity(account, first, last).await?;

@@ -103,6 +103,8 @@ pub(crate) async fn apply(State(state): State<Arc<SimState>>, request: Request, 
     } else if let Some(rest) = path.strip_prefix("/withings") {
         let (request, action) = withings_action(request).await;
         (request, super::withings::endpoint_label(action.as_deref(), rest), true)
+    } else if path.starts_with("/streamr/") {
+        (request, "streamr.publish".to_owned(), false)
     } else {
         (request, format!("other{path}"), false)
     };

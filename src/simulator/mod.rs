@@ -9,10 +9,12 @@
 mod faults;
 mod google;
 mod people;
+mod streamr;
 mod withings;
 
 pub use faults::{Fault, Faults};
 pub use people::{CANARY_ID_BASE, CANARY_USER_ID_BASE, Person, generate_people};
+pub use streamr::{API_KEY as STREAMR_API_KEY, Received};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -54,6 +56,7 @@ pub(crate) struct SimState {
     log: Mutex<Vec<(std::time::Instant, String)>>,
     pub google: google::OAuthState,
     pub withings: withings::OAuthState,
+    pub streamr: streamr::NodeState,
 }
 
 impl SimState {
@@ -99,12 +102,14 @@ impl Simulator {
             log: Mutex::new(Vec::new()),
             google: google::OAuthState::new(HashMap::new()),
             withings: withings::OAuthState::default(),
+            streamr: streamr::NodeState::default(),
         });
         state.google.enrol(&state.people);
         state.withings.enrol(&state.people);
         let app = Router::new()
             .nest("/google", google::router())
             .nest("/withings", withings::router())
+            .nest("/streamr", streamr::router())
             .layer(axum::middleware::from_fn_with_state(state.clone(), faults::apply))
             .with_state(state.clone());
         let listener = TcpListener::bind(config.listen).await?;
@@ -146,12 +151,30 @@ impl Simulator {
         format!("{}/withings", self.base_url)
     }
 
+    /// The value for `streamr.url` with `streamr.transport = "http"`.
+    pub fn streamr_http_url(&self) -> String {
+        format!("{}/streamr", self.base_url)
+    }
+
+    /// Every message the simulated Streamr node accepted, in arrival order.
+    pub fn streamr_received(&self) -> Vec<Received> {
+        self.state.streamr.received.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Takes the simulated node down (every publish answers 500) or brings it back.
+    pub fn set_streamr_down(&self, down: bool) {
+        self.state.streamr.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Points `settings` at this simulator: upstream URLs and the client credentials it
     /// accepts.
     pub fn configure(&self, settings: &mut crate::config::Settings) {
         settings.withings.client_id = Some(CLIENT_ID.into());
         settings.withings.client_secret = Some(secrecy::SecretString::from(CLIENT_SECRET));
         settings.withings.api_base_url = self.withings_api_base();
+        settings.streamr.transport = crate::config::Transport::Http;
+        settings.streamr.url = self.streamr_http_url();
+        settings.streamr.api_key = Some(secrecy::SecretString::from(streamr::API_KEY));
         settings.fitbit.client_id = Some(CLIENT_ID.into());
         settings.fitbit.client_secret = Some(secrecy::SecretString::from(CLIENT_SECRET));
         settings.fitbit.api_base_url = self.google_api_base();

@@ -1,8 +1,9 @@
-//! Where messages go: stdout for dry runs (and, later, Streamr and files).
+//! Where messages go: stdout for dry runs, a Streamr node's HTTP plugin otherwise.
 //!
 //! A sink receives fully-formed [`Delivery`] lines; it never sees records or secrets.
 
 pub mod stdout;
+pub mod streamr_http;
 
 use serde::Serialize;
 

@@ -15,8 +15,10 @@ pub(crate) struct Migration {
 }
 
 /// The SQLite migrations, in order.
-pub(crate) const SQLITE: &[Migration] =
-    &[Migration { version: 1, name: "init", sql: include_str!("migrations/sqlite/0001_init.sql") }];
+pub(crate) const SQLITE: &[Migration] = &[
+    Migration { version: 1, name: "init", sql: include_str!("migrations/sqlite/0001_init.sql") },
+    Migration { version: 2, name: "published", sql: include_str!("migrations/sqlite/0002_published.sql") },
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {

@@ -114,6 +114,14 @@ pub struct OutboxEntry {
     pub payload: String,
 }
 
+/// A message waiting in the outbox, in publication order (`seq`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    pub seq: i64,
+    pub entry: OutboxEntry,
+    pub attempts: i64,
+}
+
 /// What `remove_account` deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Removal {
@@ -174,4 +182,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Number of messages waiting in the outbox.
     fn outbox_len(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Up to `limit` pending messages, oldest first.
+    fn outbox_pending(&self, limit: u32) -> impl Future<Output = Result<Vec<Pending>, StoreError>> + Send;
+
+    /// Moves confirmed messages out of the outbox, remembering their ids so a re-read of
+    /// the same upstream data does not publish them again.
+    fn outbox_ack(&self, seqs: &[i64]) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Forgets published ids older than `older_than` (beyond any look-back).
+    fn prune_published(&self, older_than: DateTime<Utc>) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Records a failed attempt (the message stays pending).
+    fn outbox_attempt_failed(&self, seq: i64, error: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Moves a message the sink refused for good to quarantine, with the sink's reason.
+    fn outbox_quarantine(&self, seq: i64, error: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

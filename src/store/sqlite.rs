@@ -12,7 +12,7 @@ use sqlx::{Row, SqlitePool};
 
 use super::migrations::{self, SQLITE};
 use super::{
-    Account, AccountStatus, OutboxEntry, Removal, Store, StoreError, TokenCipher, Tokens, parse_provider,
+    Account, AccountStatus, OutboxEntry, Pending, Removal, Store, StoreError, TokenCipher, Tokens, parse_provider,
     validate_account_name,
 };
 
@@ -252,7 +252,8 @@ impl Store for SqliteStore {
         for e in entries {
             inserted += sqlx::query(
                 "INSERT INTO outbox (message_id, account_id, stream, partition_key, payload, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING",
+                 SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM published WHERE message_id = ?)
+                 ON CONFLICT (message_id) DO NOTHING",
             )
             .bind(&e.message_id)
             .bind(account_id)
@@ -260,6 +261,7 @@ impl Store for SqliteStore {
             .bind(&e.partition_key)
             .bind(&e.payload)
             .bind(&created)
+            .bind(&e.message_id)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -291,6 +293,77 @@ impl Store for SqliteStore {
         .await?;
         tx.commit().await?;
         Ok(inserted)
+    }
+
+    async fn outbox_pending(&self, limit: u32) -> Result<Vec<Pending>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, message_id, stream, partition_key, payload, attempts FROM outbox
+             WHERE status = 'pending' ORDER BY seq LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Pending {
+                    seq: r.try_get("seq")?,
+                    attempts: r.try_get("attempts")?,
+                    entry: OutboxEntry {
+                        message_id: r.try_get("message_id")?,
+                        stream: r.try_get("stream")?,
+                        partition_key: r.try_get("partition_key")?,
+                        payload: r.try_get("payload")?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn outbox_ack(&self, seqs: &[i64]) -> Result<(), StoreError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        let now = now();
+        for seq in seqs {
+            sqlx::query(
+                "INSERT INTO published (message_id, published_at) SELECT message_id, ? FROM outbox WHERE seq = ?
+                 ON CONFLICT (message_id) DO NOTHING",
+            )
+            .bind(&now)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM outbox WHERE seq = ?").bind(seq).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn prune_published(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM published WHERE published_at < ?")
+            .bind(older_than.to_rfc3339())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn outbox_attempt_failed(&self, seq: i64, error: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE seq = ?")
+            .bind(error)
+            .bind(seq)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn outbox_quarantine(&self, seq: i64, error: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET status = 'quarantined', attempts = attempts + 1, last_error = ? WHERE seq = ?")
+            .bind(error)
+            .bind(seq)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn quarantined_len(&self) -> Result<u64, StoreError> {

@@ -16,19 +16,23 @@ async fn migrations_are_idempotent_and_guarded() {
         .fetch_all(store.pool())
         .await
         .unwrap();
-    for t in ["accounts", "cursors", "outbox", "schema_migrations", "tokens"] {
+    for t in ["accounts", "cursors", "outbox", "published", "schema_migrations", "tokens"] {
         assert!(tables.iter().any(|x| x == t), "missing {t}: {tables:?}");
     }
-    let changed = [Migration { version: 1, name: "init", sql: "SELECT 1" }];
+    let changed = [
+        Migration { version: 1, name: "init", sql: "SELECT 1" },
+        Migration { version: 2, name: "published", sql: SQLITE[1].sql },
+    ];
     let err = run_sqlite(store.pool(), &changed).await.unwrap_err().to_string();
     assert!(err.contains("differs"), "{err}");
-    let err = run_sqlite(store.pool(), &[]).await.unwrap_err().to_string();
+    let err = run_sqlite(store.pool(), &SQLITE[..1]).await.unwrap_err().to_string();
     assert!(err.contains("newer"), "{err}");
     let next = [
         Migration { version: 1, name: "init", sql: SQLITE[0].sql },
-        Migration { version: 2, name: "extra", sql: "CREATE TABLE extra (x INTEGER)" },
+        Migration { version: 2, name: "published", sql: SQLITE[1].sql },
+        Migration { version: 3, name: "extra", sql: "CREATE TABLE extra (x INTEGER)" },
     ];
-    assert_eq!(run_sqlite(store.pool(), &next).await.unwrap(), vec![2]);
+    assert_eq!(run_sqlite(store.pool(), &next).await.unwrap(), vec![3]);
 }
 
 #[tokio::test]
@@ -60,9 +64,18 @@ async fn accounts_lifecycle() {
         OutboxEntry { message_id: "m2".into(), stream: "s".into(), partition_key: "p".into(), payload: "{}".into() };
     store.commit_batch(a.id, "heart_rate", "c3", &[], &[(bad, "body: missing".into())]).await.unwrap();
     assert_eq!((store.outbox_len().await.unwrap(), store.quarantined_len().await.unwrap()), (1, 1));
+    // Once published, a re-read of the same message does not queue it again.
+    let pending = store.outbox_pending(10).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    store.outbox_ack(&[pending[0].seq]).await.unwrap();
+    let again =
+        OutboxEntry { message_id: "m1".into(), stream: "s".into(), partition_key: "p".into(), payload: "{}".into() };
+    assert_eq!(store.commit_batch(a.id, "heart_rate", "c4", &[again], &[]).await.unwrap(), 0);
+    assert_eq!(store.outbox_len().await.unwrap(), 0);
+    assert_eq!(store.prune_published(Utc::now() + chrono::TimeDelta::seconds(1)).await.unwrap(), 1);
 
     let removal = store.remove_account("alice").await.unwrap();
-    assert_eq!(removal.dropped_messages, 2);
+    assert_eq!(removal.dropped_messages, 1, "the quarantined message of the withdrawn account");
     assert!(store.tokens(a.id).await.unwrap().is_none());
     assert!(store.cursor(a.id, "heart_rate").await.unwrap().is_none());
     assert_eq!(store.account("alice").await.unwrap().unwrap().status, AccountStatus::Removed);
