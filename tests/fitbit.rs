@@ -4,36 +4,14 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::{Datelike, NaiveDate, Utc};
-use serde_json::Value;
 use wearbridge::config::Dataset;
-use wearbridge::pipeline::{DeliveryWriter, Output};
-use wearbridge::sinks::Delivery;
+use wearbridge::pipeline::Output;
 use wearbridge::store::Store;
 
-#[derive(Default)]
-struct Collect(Mutex<Vec<Delivery>>);
-
-impl DeliveryWriter for Collect {
-    fn write_batch(&self, batch: &[Delivery]) -> std::io::Result<()> {
-        self.0.lock().unwrap().extend_from_slice(batch);
-        Ok(())
-    }
-}
-
-impl Collect {
-    fn of(&self, message_type: &str) -> Vec<Value> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|d| d.message["header"]["schema_id"]["name"] == message_type)
-            .map(|d| d.message.clone())
-            .collect()
-    }
-}
+use common::Collect;
 
 fn total_requests(sim: &wearbridge::simulator::Simulator) -> u64 {
     sim.requests().iter().filter(|(k, _)| k.starts_with("google")).map(|(_, v)| v).sum()

@@ -4,36 +4,15 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use secrecy::ExposeSecret;
-use wearbridge::pipeline::{DeliveryWriter, Output};
+use wearbridge::pipeline::Output;
 use wearbridge::simulator::Fault;
-use wearbridge::sinks::Delivery;
 use wearbridge::store::{AccountStatus, Store};
 
 /// Collects dry-run deliveries in memory.
-#[derive(Default)]
-struct Collect(Mutex<Vec<Delivery>>);
-
-impl DeliveryWriter for Collect {
-    fn write_batch(&self, batch: &[Delivery]) -> std::io::Result<()> {
-        self.0.lock().unwrap().extend_from_slice(batch);
-        Ok(())
-    }
-}
-
-impl Collect {
-    fn ids(&self) -> BTreeSet<String> {
-        self.0.lock().unwrap().iter().map(|d| d.message["header"]["uuid"].as_str().unwrap().to_owned()).collect()
-    }
-    fn len(&self) -> usize {
-        self.0.lock().unwrap().len()
-    }
-    fn count(&self, message_type: &str) -> usize {
-        self.0.lock().unwrap().iter().filter(|d| d.message["header"]["schema_id"]["name"] == message_type).count()
-    }
-}
+use common::Collect;
 
 async fn outbox_ids(store: &wearbridge::store::SqliteStore) -> Vec<String> {
     sqlx::query_scalar("SELECT message_id FROM outbox ORDER BY seq").fetch_all(store.pool()).await.unwrap()

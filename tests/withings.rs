@@ -4,40 +4,15 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use wearbridge::config::Dataset;
-use wearbridge::pipeline::{DeliveryWriter, Output};
+use wearbridge::pipeline::Output;
 use wearbridge::simulator::Fault;
-use wearbridge::sinks::Delivery;
 use wearbridge::store::{AccountStatus, Store};
 
-#[derive(Default)]
-struct Collect(Mutex<Vec<Delivery>>);
-
-impl DeliveryWriter for Collect {
-    fn write_batch(&self, batch: &[Delivery]) -> std::io::Result<()> {
-        self.0.lock().unwrap().extend_from_slice(batch);
-        Ok(())
-    }
-}
-
-impl Collect {
-    fn of(&self, message_type: &str) -> Vec<Value> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|d| d.message["header"]["schema_id"]["name"] == message_type)
-            .map(|d| d.message.clone())
-            .collect()
-    }
-    fn text(&self) -> String {
-        self.0.lock().unwrap().iter().map(|d| serde_json::to_string(d).unwrap()).collect()
-    }
-}
+use common::Collect;
 
 #[tokio::test]
 async fn every_dataset_yields_valid_messages() {

@@ -15,6 +15,54 @@ use wearbridge::store::{SqliteStore, Store, TokenCipher};
 
 pub const STREAM: &str = "test-coop.eth/health";
 
+/// Collects dry-run deliveries in memory.
+#[derive(Default)]
+pub struct Collect(pub std::sync::Mutex<Vec<wearbridge::sinks::Delivery>>);
+
+impl wearbridge::pipeline::DeliveryWriter for Collect {
+    fn write_batch(&self, batch: &[wearbridge::sinks::Delivery]) -> std::io::Result<()> {
+        self.0.lock().expect("collector lock").extend_from_slice(batch);
+        Ok(())
+    }
+}
+
+impl Collect {
+    /// Every message id.
+    pub fn ids(&self) -> std::collections::BTreeSet<String> {
+        self.0
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|d| d.message["header"]["uuid"].as_str().unwrap_or("").to_owned())
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().expect("lock").len()
+    }
+
+    /// The messages of one type.
+    pub fn of(&self, message_type: &str) -> Vec<serde_json::Value> {
+        self.0
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|d| d.message["header"]["schema_id"]["name"] == message_type)
+            .map(|d| d.message.clone())
+            .collect()
+    }
+
+    /// How many messages of one type.
+    pub fn count(&self, message_type: &str) -> usize {
+        self.of(message_type).len()
+    }
+
+    /// All deliveries as one JSON text.
+    pub fn text(&self) -> String {
+        self.0.lock().expect("lock").iter().map(|d| serde_json::to_string(d).unwrap_or_default()).collect()
+    }
+}
+
 pub async fn simulator(people: usize, seed: u64) -> Simulator {
     Simulator::start(SimulatorConfig { people, seed, ..Default::default() }).await.expect("simulator starts")
 }
@@ -54,19 +102,7 @@ pub async fn harness_with(
     history: &str,
     adjust: impl FnOnce(&mut Settings),
 ) -> Harness {
-    let mut s = settings(sim, dir, history);
-    adjust(&mut s);
-    let loaded = Loaded::from_settings(s);
-    let store =
-        Arc::new(SqliteStore::open(&loaded.settings.store.url, TokenCipher::new([9; 32])).await.expect("store opens"));
-    for p in sim.people() {
-        store
-            .add_account(&p.name, Provider::Fitbit, &SecretString::from(p.refresh_token.clone()))
-            .await
-            .expect("enrol");
-    }
-    let pipeline = reopen(&loaded, store.clone());
-    Harness { store, pipeline, loaded }
+    harness_for(sim, dir, history, adjust, Provider::Fitbit).await
 }
 
 /// Like [`harness_with`], but every simulated person is enrolled with Withings
@@ -77,20 +113,27 @@ pub async fn harness_withings(
     history: &str,
     adjust: impl FnOnce(&mut Settings),
 ) -> Harness {
+    harness_for(sim, dir, history, adjust, Provider::Withings).await
+}
+
+async fn harness_for(
+    sim: &Simulator,
+    dir: &tempfile::TempDir,
+    history: &str,
+    adjust: impl FnOnce(&mut Settings),
+    provider: Provider,
+) -> Harness {
     let mut s = settings(sim, dir, history);
     adjust(&mut s);
     let loaded = Loaded::from_settings(s);
     let store =
         Arc::new(SqliteStore::open(&loaded.settings.store.url, TokenCipher::new([9; 32])).await.expect("store opens"));
     for p in sim.people() {
-        store
-            .add_account(
-                &format!("{}-withings", p.name),
-                Provider::Withings,
-                &SecretString::from(p.withings_refresh_token.clone()),
-            )
-            .await
-            .expect("enrol");
+        let (name, token) = match provider {
+            Provider::Fitbit => (p.name.clone(), p.refresh_token.clone()),
+            Provider::Withings => (format!("{}-withings", p.name), p.withings_refresh_token.clone()),
+        };
+        store.add_account(&name, provider, &SecretString::from(token)).await.expect("enrol");
     }
     let pipeline = reopen(&loaded, store.clone());
     Harness { store, pipeline, loaded }

@@ -57,6 +57,15 @@ fn days(person: &Person, now: DateTime<Utc>) -> impl Iterator<Item = NaiveDate> 
     first.iter_days().take_while(move |d| *d <= today)
 }
 
+/// One `more`/`offset` page of `all` under `key`, counted as `points.withings.<action>`.
+fn list_page(state: &SimState, action: &str, key: &str, all: Vec<Value>, offset: usize, size: usize) -> Value {
+    let total = all.len();
+    let page: Vec<Value> = all.into_iter().skip(offset).take(size).collect();
+    let more = offset + page.len() < total;
+    state.count_n(&format!("points.withings.{action}"), page.len() as u64);
+    json!({ key: page, "more": more, "offset": if more { offset + size } else { 0 } })
+}
+
 fn device_id(seed: u64, person: &Person, kind: u64) -> String {
     if person.canary {
         return format!("CANARYdevice{kind}x{}", person.index);
@@ -227,17 +236,12 @@ pub(crate) async fn measure(State(state): State<Arc<SimState>>, headers: HeaderM
             "timezone": person.time_zone.name(),
         }));
     }
-    let total = all.len();
-    let page: Vec<Value> = all.into_iter().skip(offset).take(MEAS_PAGE).collect();
-    let more = offset + page.len() < total;
-    state.count_n("points.withings.getmeas", page.len() as u64);
-    ok(json!({
-        "updatetime": now.timestamp(),
-        "timezone": person.time_zone.name(),
-        "measuregrps": page,
-        "more": if more { 1 } else { 0 },
-        "offset": if more { offset + MEAS_PAGE } else { 0 },
-    }))
+    let mut body = list_page(&state, "getmeas", "measuregrps", all, offset, MEAS_PAGE);
+    // getmeas writes `more` as 0/1 where the v2 actions write a boolean.
+    body["more"] = json!(i32::from(body["more"] == true));
+    body["updatetime"] = json!(now.timestamp());
+    body["timezone"] = json!(person.time_zone.name());
+    ok(body)
 }
 
 fn activity(seed: u64, person: &Person, day: NaiveDate, now: DateTime<Utc>) -> Value {
@@ -339,11 +343,7 @@ pub(crate) async fn measure_v2(
         .map(|d| activity(state.seed, person, d, now))
         .filter(|a| last.is_none_or(|l| a["modified"].as_i64().unwrap_or(0) >= l))
         .collect();
-    let total = all.len();
-    let page: Vec<Value> = all.into_iter().skip(offset).take(LIST_PAGE).collect();
-    let more = offset + page.len() < total;
-    state.count_n("points.withings.getactivity", page.len() as u64);
-    ok(json!({"activities": page, "more": more, "offset": if more { offset + LIST_PAGE } else { 0 }}))
+    ok(list_page(&state, "getactivity", "activities", all, offset, LIST_PAGE))
 }
 
 pub(crate) async fn sleep(State(state): State<Arc<SimState>>, headers: HeaderMap, Form(p): Form<Params>) -> Response {
@@ -415,11 +415,7 @@ pub(crate) async fn sleep(State(state): State<Arc<SimState>>, headers: HeaderMap
             },
         }));
     }
-    let total = all.len();
-    let page: Vec<Value> = all.into_iter().skip(offset).take(LIST_PAGE).collect();
-    let more = offset + page.len() < total;
-    state.count_n("points.withings.getsummary", page.len() as u64);
-    ok(json!({"series": page, "more": more, "offset": if more { offset + LIST_PAGE } else { 0 }}))
+    ok(list_page(&state, "getsummary", "series", all, offset, LIST_PAGE))
 }
 
 pub(crate) async fn user(State(state): State<Arc<SimState>>, headers: HeaderMap, Form(p): Form<Params>) -> Response {
