@@ -57,6 +57,18 @@ fn days(person: &Person, now: DateTime<Utc>) -> impl Iterator<Item = NaiveDate> 
     first.iter_days().take_while(move |d| *d <= today)
 }
 
+/// `(startdateymd, enddateymd, lastupdate, offset)` of a list action.
+type ListParams = (Option<NaiveDate>, Option<NaiveDate>, Option<i64>, usize);
+
+/// `startdateymd`/`enddateymd` or `lastupdate`, and `offset`, of a list action.
+fn list_params(p: &Params) -> Result<ListParams, Reject> {
+    let (from, to, last) = (ymd(p, "startdateymd")?, ymd(p, "enddateymd")?, unix(p, "lastupdate")?);
+    if last.is_none() && (from.is_none() || to.is_none()) {
+        return Err(Reject(503, "Invalid Params: startdateymd and enddateymd, or lastupdate, are required".into()));
+    }
+    Ok((from, to, last, offset(p)?))
+}
+
 /// One `more`/`offset` page of `all` under `key`, counted as `points.withings.<action>`.
 fn list_page(state: &SimState, action: &str, key: &str, all: Vec<Value>, offset: usize, size: usize) -> Value {
     let total = all.len();
@@ -328,14 +340,8 @@ pub(crate) async fn measure_v2(
         state.count_n("points.withings.getintradayactivity", series.len() as u64);
         return ok(json!({ "series": series }));
     }
-    let (Ok(from), Ok(to), Ok(last)) = (ymd(&p, "startdateymd"), ymd(&p, "enddateymd"), unix(&p, "lastupdate")) else {
-        return status(503, "Invalid Params: invalid startdateymd, enddateymd or lastupdate");
-    };
-    if last.is_none() && (from.is_none() || to.is_none()) {
-        return status(503, "Invalid Params: startdateymd and enddateymd, or lastupdate, are required");
-    }
-    let offset = match offset(&p) {
-        Ok(o) => o,
+    let (from, to, last, offset) = match list_params(&p) {
+        Ok(v) => v,
         Err(r) => return r.into_response(),
     };
     let all: Vec<Value> = days(person, now)
@@ -354,14 +360,8 @@ pub(crate) async fn sleep(State(state): State<Arc<SimState>>, headers: HeaderMap
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
-    let (Ok(from), Ok(to), Ok(last)) = (ymd(&p, "startdateymd"), ymd(&p, "enddateymd"), unix(&p, "lastupdate")) else {
-        return status(503, "Invalid Params: invalid startdateymd, enddateymd or lastupdate");
-    };
-    if last.is_none() && (from.is_none() || to.is_none()) {
-        return status(503, "Invalid Params: startdateymd and enddateymd, or lastupdate, are required");
-    }
-    let offset = match offset(&p) {
-        Ok(o) => o,
+    let (from, to, last, offset) = match list_params(&p) {
+        Ok(v) => v,
         Err(r) => return r.into_response(),
     };
     let now = Utc::now();
