@@ -150,7 +150,7 @@ async fn a_601_pauses_every_account() {
     let sim = common::simulator(3, 46).await;
     let dir = tempfile::tempdir().unwrap();
     let h = common::harness_withings(&sim, &dir, "1d", |s| s.sync.datasets = vec![Dataset::Body, Dataset::Sleep]).await;
-    sim.faults().inject_for_person("withings.getmeas", 0, Fault::Envelope { status: 601, wait_seconds: Some(1) }, 1);
+    sim.faults().inject_for_person("withings.getmeas", 0, Fault::Envelope { status: 601, wait_seconds: Some(2) }, 1);
     let summary = h.pipeline.run_pass(&Output::DryRun(Arc::new(Collect::default()))).await.unwrap();
     assert_eq!((summary.synced, summary.failed), (3, 0), "{summary:?}");
     let log = sim.request_log();
@@ -164,7 +164,7 @@ async fn a_601_pauses_every_account() {
         })
         .collect();
     assert!(during.is_empty(), "requests during the pause: {during:?}");
-    assert!(log.iter().any(|(t, e)| e.starts_with("withings.") && *t >= t0 + Duration::from_millis(900)));
+    assert!(log.iter().any(|(t, e)| e.starts_with("withings.") && *t >= t0 + Duration::from_millis(1800)));
 }
 
 #[tokio::test]
