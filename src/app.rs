@@ -131,22 +131,24 @@ pub fn require_for_run(loaded: &Loaded) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Checks what publishing needs: the HTTP transport (the websocket sink is not built
-/// yet), an http(s) node URL and an API key.
+/// Checks what publishing needs: a URL that fits the transport and, for a node, an API
+/// key.
 pub fn require_for_publishing(loaded: &Loaded) -> Result<(), ConfigError> {
+    use crate::config::Transport;
     let s = &loaded.settings.streamr;
-    if s.transport != crate::config::Transport::Http {
+    let (schemes, example): (&[&str], &str) = match s.transport {
+        Transport::Websocket => (&["ws", "wss"], "ws://127.0.0.1:7170"),
+        Transport::Http => (&["http", "https"], "http://127.0.0.1:7171"),
+        Transport::File => (&["file"], "file:///var/lib/wearbridge/archive"),
+    };
+    let scheme = url::Url::parse(&s.url).map(|u| u.scheme().to_owned()).unwrap_or_default();
+    if !schemes.contains(&scheme.as_str()) {
         return Err(loaded.invalid(
-            "streamr.transport",
-            "only \"http\" (the node's HTTP plugin, which confirms each publish) is available in this build; use --dry-run or set streamr.transport = \"http\"",
+            "streamr.url",
+            format!("streamr.transport = {:?} needs a URL such as {example}, got {:?}", s.transport, s.url),
         ));
     }
-    if !(s.url.starts_with("http://") || s.url.starts_with("https://")) {
-        return Err(
-            loaded.invalid("streamr.url", format!("the HTTP transport needs the node's http(s) URL, got {:?}", s.url))
-        );
-    }
-    if s.api_key.is_none() {
+    if s.transport != Transport::File && s.api_key.is_none() {
         return Err(loaded
             .invalid("streamr.api_key", "the node's API key is required to publish (or set streamr.api_key_file)"));
     }
@@ -159,7 +161,20 @@ pub fn publisher<S: crate::store::Store>(
     store: Arc<S>,
     backoff: Backoff,
 ) -> Result<crate::publisher::Publisher<S>, StartupError> {
+    use crate::config::Transport;
+    use crate::sinks::{Sink, file::FileSink, streamr_http::StreamrHttpSink, streamr_ws::StreamrWsSink};
     let s = &loaded.settings.streamr;
-    let sink = crate::sinks::streamr_http::StreamrHttpSink::new(http::client()?, &s.url, s.api_key.clone());
-    Ok(crate::publisher::Publisher::new(store, sink, s.messages_per_second, s.burst, backoff))
+    let sink = match s.transport {
+        Transport::Http => Sink::Http(StreamrHttpSink::new(http::client()?, &s.url, s.api_key.clone())),
+        Transport::Websocket => {
+            Sink::Websocket(StreamrWsSink::new(&s.url, s.api_key.clone(), s.confirm, s.confirm_timeout))
+        }
+        Transport::File => Sink::File(FileSink::new(&s.url, s.file_max_bytes)),
+    };
+    let limits = crate::publisher::Limits {
+        per_second: s.messages_per_second,
+        per_stream: s.stream_messages_per_second,
+        burst: s.burst,
+    };
+    Ok(crate::publisher::Publisher::new(store, sink, limits, backoff))
 }

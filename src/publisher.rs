@@ -9,13 +9,14 @@
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::http::Backoff;
-use crate::sinks::streamr_http::{SendError, StreamrHttpSink};
-use crate::store::{Store, StoreError};
+use crate::sinks::{SendError, Sink, Written};
+use crate::store::{Pending, Store, StoreError};
 
-/// How many messages are read from the outbox at a time.
+/// How many messages are read from the outbox at a time (and written before the sink
+/// is asked which of them arrived).
 const BATCH: u32 = 200;
 /// Confirmed messages are removed from the outbox in groups of this size.
 const ACK_EVERY: usize = 50;
@@ -28,8 +29,9 @@ const PUBLISHED_MEMORY_DAYS: i64 = 60;
 pub enum PublishError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The node refused the key, the stream or the parameters: the operator must act.
     #[error("{0}")]
-    Unauthorized(SendError),
+    Refused(SendError),
 }
 
 /// What one drain did.
@@ -37,81 +39,172 @@ pub enum PublishError {
 pub struct DrainSummary {
     pub published: u64,
     pub quarantined: u64,
+    /// Messages written again because the node did not confirm them in time.
+    pub resent: u64,
     /// The node stayed unreachable; the rest waits in the outbox.
     pub stopped_early: bool,
+}
+
+/// Publishing rate limits (messages per second).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub per_second: u32,
+    pub per_stream: u32,
+    pub burst: u32,
 }
 
 /// Publishes outbox messages through one sink.
 pub struct Publisher<S> {
     store: Arc<S>,
-    sink: StreamrHttpSink,
+    sink: tokio::sync::Mutex<Sink>,
     limiter: DefaultDirectRateLimiter,
+    stream_limiter: DefaultKeyedRateLimiter<String>,
     backoff: Backoff,
 }
 
+/// What became of one message handed to the sink.
+enum Outcome {
+    Written(Written),
+    Quarantined,
+    /// The sink stayed unavailable through every retry.
+    Unavailable(String),
+}
+
+fn quota(per_second: u32, burst: u32) -> Quota {
+    let rate = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
+    Quota::per_second(rate).allow_burst(burst)
+}
+
 impl<S: Store> Publisher<S> {
-    /// `per_second` messages a second with bursts of `burst`.
-    pub fn new(store: Arc<S>, sink: StreamrHttpSink, per_second: u32, burst: u32, backoff: Backoff) -> Self {
-        let rate = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
-        Self { store, sink, limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)), backoff }
+    pub fn new(store: Arc<S>, sink: Sink, limits: Limits, backoff: Backoff) -> Self {
+        Self {
+            store,
+            sink: tokio::sync::Mutex::new(sink),
+            limiter: RateLimiter::direct(quota(limits.per_second, limits.burst)),
+            stream_limiter: RateLimiter::keyed(quota(limits.per_stream, limits.burst)),
+            backoff,
+        }
     }
 
-    /// Publishes until the outbox is empty or the node stops answering.
+    /// Publishes until the outbox is empty or the sink stops answering.
     pub async fn drain(&self) -> Result<DrainSummary, PublishError> {
         let mut summary = DrainSummary::default();
         let mut acked: Vec<i64> = Vec::new();
-        let result = self.drain_into(&mut summary, &mut acked).await;
+        let mut sink = self.sink.lock().await;
+        let result = self.drain_into(&mut sink, &mut summary, &mut acked).await;
         // Whatever happened, confirmed messages leave the outbox.
         self.store.outbox_ack(&acked).await?;
         self.store.prune_published(chrono::Utc::now() - chrono::TimeDelta::days(PUBLISHED_MEMORY_DAYS)).await?;
         result.map(|()| summary)
     }
 
-    async fn drain_into(&self, summary: &mut DrainSummary, acked: &mut Vec<i64>) -> Result<(), PublishError> {
+    async fn ack(&self, acked: &mut Vec<i64>, seq: i64) -> Result<(), StoreError> {
+        acked.push(seq);
+        if acked.len() >= ACK_EVERY {
+            self.store.outbox_ack(acked).await?;
+            acked.clear();
+        }
+        Ok(())
+    }
+
+    async fn drain_into(
+        &self,
+        sink: &mut Sink,
+        summary: &mut DrainSummary,
+        acked: &mut Vec<i64>,
+    ) -> Result<(), PublishError> {
         loop {
             // Confirmed messages must be out before the next read, or they come back.
             self.store.outbox_ack(acked).await?;
             acked.clear();
-            let batch = self.store.outbox_pending(BATCH).await?;
-            if batch.is_empty() {
+            let mut todo = self.store.outbox_pending(BATCH).await?;
+            if todo.is_empty() {
                 return Ok(());
             }
-            for pending in batch {
-                let mut retry = 0;
-                loop {
-                    self.limiter.until_ready().await;
-                    match self.sink.send(&pending.entry).await {
-                        Ok(()) => {
+            let mut round = 0;
+            while !todo.is_empty() {
+                let mut written: Vec<Pending> = Vec::new();
+                let mut unavailable = None;
+                for pending in todo {
+                    match self.write(sink, &pending).await? {
+                        Outcome::Written(Written::Confirmed) => {
                             summary.published += 1;
-                            acked.push(pending.seq);
-                            if acked.len() >= ACK_EVERY {
-                                self.store.outbox_ack(acked).await?;
-                                acked.clear();
-                            }
-                            break;
+                            self.ack(acked, pending.seq).await?;
                         }
-                        Err(SendError::Rejected(reason)) => {
-                            tracing::error!(message_id = %pending.entry.message_id, %reason, "the node refused a message; quarantined");
-                            self.store.outbox_quarantine(pending.seq, &reason).await?;
-                            summary.quarantined += 1;
-                            break;
-                        }
-                        Err(e @ SendError::Unauthorized(_)) => return Err(PublishError::Unauthorized(e)),
-                        Err(SendError::Transient(reason)) if retry + 1 < self.backoff.attempts => {
-                            let pause = self.backoff.delay(retry);
-                            tracing::warn!(%reason, retry, pause_ms = pause.as_millis() as u64, "publish failed; retrying");
-                            tokio::time::sleep(pause).await;
-                            retry += 1;
-                        }
-                        Err(SendError::Transient(reason)) => {
-                            tracing::warn!(%reason, "the Streamr node is unavailable; messages stay in the outbox");
+                        Outcome::Written(Written::Pending) => written.push(pending),
+                        Outcome::Quarantined => summary.quarantined += 1,
+                        Outcome::Unavailable(reason) => {
                             self.store.outbox_attempt_failed(pending.seq, &reason).await?;
-                            summary.stopped_early = true;
-                            return Ok(());
+                            unavailable = Some(reason);
+                            break;
                         }
                     }
                 }
+                let ids: Vec<String> = written.iter().map(|p| p.entry.message_id.clone()).collect();
+                let confirmed = match sink.settle(&ids).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        unavailable = Some(e.to_string());
+                        Default::default()
+                    }
+                };
+                todo = Vec::new();
+                for pending in written {
+                    if confirmed.contains(&pending.entry.message_id) {
+                        summary.published += 1;
+                        self.ack(acked, pending.seq).await?;
+                    } else {
+                        todo.push(pending);
+                    }
+                }
+                if let Some(reason) = unavailable {
+                    tracing::warn!(%reason, "the sink is unavailable; messages stay in the outbox");
+                    summary.stopped_early = true;
+                    return Ok(());
+                }
+                if todo.is_empty() {
+                    break;
+                }
+                round += 1;
+                if round >= self.backoff.attempts {
+                    let reason = format!("{} messages were not confirmed by the node after {round} sends", todo.len());
+                    tracing::warn!(%reason, "messages stay in the outbox");
+                    self.store.outbox_attempt_failed(todo[0].seq, &reason).await?;
+                    summary.stopped_early = true;
+                    return Ok(());
+                }
+                tracing::warn!(
+                    unconfirmed = todo.len(),
+                    round,
+                    "the node did not confirm messages in time; sending them again"
+                );
+                summary.resent += todo.len() as u64;
+            }
+        }
+    }
+
+    /// Hands one message to the sink under the rate limits, retrying transient failures.
+    async fn write(&self, sink: &mut Sink, pending: &Pending) -> Result<Outcome, PublishError> {
+        let mut retry = 0;
+        loop {
+            self.limiter.until_ready().await;
+            self.stream_limiter.until_key_ready(&pending.entry.stream).await;
+            match sink.write(&pending.entry).await {
+                Ok(written) => return Ok(Outcome::Written(written)),
+                Err(SendError::Rejected(reason)) => {
+                    tracing::error!(message_id = %pending.entry.message_id, %reason, "the node refused a message; quarantined");
+                    self.store.outbox_quarantine(pending.seq, &reason).await?;
+                    return Ok(Outcome::Quarantined);
+                }
+                Err(e @ (SendError::Unauthorized(_) | SendError::Refused(_))) => return Err(PublishError::Refused(e)),
+                Err(SendError::Transient(reason)) if retry + 1 < self.backoff.attempts => {
+                    let pause = self.backoff.delay(retry);
+                    tracing::warn!(%reason, retry, pause_ms = pause.as_millis() as u64, "publish failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    retry += 1;
+                }
+                Err(SendError::Transient(reason)) => return Ok(Outcome::Unavailable(reason)),
             }
         }
     }

@@ -1,6 +1,7 @@
-//! Publishing through the outbox to the simulated Streamr node's HTTP plugin: exactly the
-//! dry-run ids arrive, a dead node fills the outbox, a wrong key stops with a clear
-//! message, SIGKILL at random moments loses nothing, and the rate limit holds.
+//! Publishing through the outbox to the simulated Streamr node's HTTP and websocket
+//! plugins and to archive files: exactly the dry-run ids arrive, dropped sockets, lost
+//! publishes and a dead node lose nothing, a wrong key stops with a clear message,
+//! SIGKILL at random moments loses nothing, and the rate limit holds.
 
 mod common;
 
@@ -15,6 +16,15 @@ use wearbridge::simulator::{self, Simulator};
 use wearbridge::store::{OutboxEntry, Store};
 
 fn write_config(sim: &Simulator, dir: &Path, extra: &str) -> String {
+    write_config_for(sim, dir, "http", extra)
+}
+
+/// A configuration for `transport` ("http" or "websocket") against `sim`.
+fn write_config_for(sim: &Simulator, dir: &Path, transport: &str, extra: &str) -> String {
+    let node = match transport {
+        "websocket" => sim.streamr_ws_url().to_owned(),
+        _ => sim.streamr_http_url(),
+    };
     let toml = format!(
         r#"[store]
 url = "sqlite://{d}/wb.db"
@@ -38,7 +48,7 @@ start = "1d"
 key_file = "{d}/anonymizer.key"
 
 [streamr]
-transport = "http"
+transport = "{transport}"
 url = "{node}"
 api_key = "{key}"
 {extra}
@@ -52,7 +62,6 @@ default = "{stream}"
         google = sim.google_api_base(),
         token = sim.google_token_url(),
         withings = sim.withings_api_base(),
-        node = sim.streamr_http_url(),
         key = simulator::STREAMR_API_KEY,
         stream = common::STREAM,
     );
@@ -117,11 +126,20 @@ fn newer_than(sim: &Simulator, id: &str, since: chrono::DateTime<chrono::Utc>) -
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_once_publishes_exactly_what_dry_run_prints() {
+async fn run_once_publishes_exactly_what_dry_run_prints_over_http() {
+    publishes_exactly_what_dry_run_prints("http").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_publishes_exactly_what_dry_run_prints_over_websocket() {
+    publishes_exactly_what_dry_run_prints("websocket").await;
+}
+
+async fn publishes_exactly_what_dry_run_prints(transport: &str) {
     let sim = common::simulator(2, 71).await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let config = write_config(&sim, d, "");
+    let config = write_config_for(&sim, d, transport, "messages_per_second = 1000\nstream_messages_per_second = 1000");
     enrol(&sim, d, &config, 2).await;
     let before = chrono::Utc::now();
     let dry = run(d, &config, &["run", "--once", "--dry-run"], None).await;
@@ -194,12 +212,22 @@ async fn a_dead_node_fills_the_outbox_and_a_wrong_key_stops_clearly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_at_random_moments_loses_nothing() {
+async fn sigkill_at_random_moments_loses_nothing_over_http() {
+    sigkill_at_random_moments_loses_nothing("http").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_loses_nothing_over_websocket() {
+    sigkill_at_random_moments_loses_nothing("websocket").await;
+}
+
+async fn sigkill_at_random_moments_loses_nothing(transport: &str) {
     let sim = common::simulator(1, 73).await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // Slow enough that kills land mid-publish.
-    let config = write_config(&sim, d, "messages_per_second = 100\nburst = 1");
+    let config =
+        write_config_for(&sim, d, transport, "messages_per_second = 100\nstream_messages_per_second = 100\nburst = 1");
     enrol(&sim, d, &config, 1).await;
     let before = chrono::Utc::now();
     let dry = run(d, &config, &["run", "--once", "--dry-run"], None).await;
@@ -258,4 +286,188 @@ async fn the_rate_limit_holds_and_refused_messages_are_quarantined() {
     let span = times.last().unwrap().duration_since(times[0]).as_secs_f64();
     let rate = (times.len() - 1) as f64 / span;
     assert!((45.0..=55.0).contains(&rate), "measured {rate:.1} msg/s for a limit of 50");
+}
+
+/// A harness with a full outbox, publishing over the simulated node's websocket plugin.
+async fn websocket_harness(sim: &Simulator, dir: &tempfile::TempDir) -> (common::Harness, wearbridge::config::Loaded) {
+    let h = common::harness(sim, dir, "2d").await;
+    h.pipeline.run_pass(&wearbridge::pipeline::Output::Outbox).await.unwrap();
+    let mut loaded = h.loaded.clone();
+    let s = &mut loaded.settings.streamr;
+    s.transport = wearbridge::config::Transport::Websocket;
+    s.url = sim.streamr_ws_url().to_owned();
+    s.confirm_timeout = Duration::from_millis(400);
+    s.messages_per_second = 5000;
+    s.stream_messages_per_second = 5000;
+    s.burst = 100;
+    (h, loaded)
+}
+
+async fn outbox_ids(store: &impl Store) -> BTreeSet<String> {
+    store.outbox_pending(100_000).await.unwrap().into_iter().map(|p| p.entry.message_id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_drops_and_silent_losses_are_resent_until_confirmed() {
+    let sim = common::simulator(1, 75).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (h, loaded) = websocket_harness(&sim, &dir).await;
+    let expected = outbox_ids(h.store.as_ref()).await;
+    assert!(expected.len() > 150);
+    // Every 37th frame kills its socket (and is lost); 5 more vanish without a word.
+    sim.streamr_ws().drop_socket_every(37);
+    sim.streamr_ws().lose_next(5);
+    let publisher = wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_backoff()).unwrap();
+    let mut rounds = 0;
+    while h.store.outbox_len().await.unwrap() > 0 {
+        let summary = publisher.drain().await.unwrap();
+        assert!(summary.resent > 0 || rounds > 0, "lost messages were sent again: {summary:?}");
+        rounds += 1;
+        assert!(rounds < 10, "the outbox never emptied");
+    }
+    let got = received_ids(&sim);
+    let missing: Vec<_> = expected.difference(&got).collect();
+    assert!(missing.is_empty(), "{} ids never arrived", missing.len());
+    assert_eq!(got.len(), expected.len());
+    assert!(sim.streamr_ws().publish_connections() > 3, "dropped sockets were reopened");
+    for r in sim.streamr_received() {
+        assert_eq!(r.partition_key.as_deref(), r.message["subject"].as_str(), "partitioned by subject");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_node_down_for_a_while_loses_nothing() {
+    let sim = common::simulator(1, 76).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (h, loaded) = websocket_harness(&sim, &dir).await;
+    let expected = outbox_ids(h.store.as_ref()).await;
+    sim.set_streamr_down(true);
+    let publisher = wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_backoff()).unwrap();
+    let summary = publisher.drain().await.unwrap();
+    assert!(summary.stopped_early && summary.published == 0, "{summary:?}");
+    assert_eq!(outbox_ids(h.store.as_ref()).await, expected, "everything waits in the outbox");
+
+    // Back up, then down again in the middle of a drain, then back for good.
+    sim.set_streamr_down(false);
+    let node = async {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        sim.set_streamr_down(true);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        sim.set_streamr_down(false);
+    };
+    let drains = async {
+        let mut interrupted = false;
+        for _ in 0..20 {
+            let summary = publisher.drain().await.unwrap();
+            interrupted |= summary.stopped_early;
+            if h.store.outbox_len().await.unwrap() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        interrupted
+    };
+    let ((), interrupted) = tokio::join!(node, drains);
+    assert!(interrupted, "the outage interrupted a drain");
+    assert_eq!(h.store.outbox_len().await.unwrap(), 0);
+    let got = received_ids(&sim);
+    assert!(expected.is_subset(&got), "{} ids lost", expected.difference(&got).count());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_answers_keepalive_and_confirm_none_trusts_the_socket() {
+    let sim = common::simulator(1, 77).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (h, mut loaded) = websocket_harness(&sim, &dir).await;
+    // The node pings every 100 ms and drops sockets silent for 400 ms.
+    sim.streamr_ws().keepalive(Duration::from_millis(100), Duration::from_millis(400));
+    let entry = |n: u32| OutboxEntry {
+        message_id: format!("00000000-0000-8000-8000-{n:012}"),
+        stream: common::STREAM.into(),
+        partition_key: "s".into(),
+        payload: format!(r#"{{"subject":"s","header":{{"uuid":"00000000-0000-8000-8000-{n:012}"}}}}"#),
+    };
+    let backlog = h.store.outbox_len().await.unwrap();
+    let publisher = wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_backoff()).unwrap();
+    publisher.drain().await.unwrap();
+    let connections = sim.streamr_ws().publish_connections();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    h.store.commit_batch(1, "test", "x", &[entry(1)], &[]).await.unwrap();
+    let summary = publisher.drain().await.unwrap();
+    assert_eq!(summary.published, 1);
+    assert_eq!(sim.streamr_ws().publish_connections(), connections, "the idle socket survived on pongs");
+    assert_eq!(sim.streamr_received().len() as u64, backlog + 1);
+
+    // confirm = "none": a message the node loses silently still counts as sent.
+    loaded.settings.streamr.confirm = wearbridge::config::Confirm::None;
+    let fire_and_forget = wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_backoff()).unwrap();
+    sim.streamr_ws().lose_next(1);
+    h.store.commit_batch(1, "test", "y", &[entry(2)], &[]).await.unwrap();
+    let summary = fire_and_forget.drain().await.unwrap();
+    assert_eq!((summary.published, summary.resent), (1, 0));
+    assert_eq!(sim.streamr_received().len() as u64, backlog + 1, "lost, as documented for confirm = \"none\"");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_wrong_key_and_wrong_url_stop_with_the_setting_named() {
+    let sim = common::simulator(1, 78).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = write_config_for(&sim, d, "websocket", "");
+    enrol(&sim, d, &config, 1).await;
+    let bad = d.join("bad.toml");
+    std::fs::write(&bad, std::fs::read_to_string(&config).unwrap().replace(simulator::STREAMR_API_KEY, "wrong-key"))
+        .unwrap();
+    let out = run(d, bad.to_str().unwrap(), &["run", "--once"], None).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("streamr.api_key") && err.contains("403"), "{err}");
+    assert!(!err.contains("wrong-key"), "the key itself is never printed");
+
+    let http_url = std::fs::read_to_string(&config).unwrap().replace(sim.streamr_ws_url(), &sim.streamr_http_url());
+    std::fs::write(&bad, http_url).unwrap();
+    let out = run(d, bad.to_str().unwrap(), &["run", "--once"], None).await;
+    assert_eq!(out.status.code(), Some(2), "a configuration error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("streamr.url") && err.contains("ws://"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_sink_writes_rotated_ndjson_with_every_message_once() {
+    let sim = common::simulator(1, 79).await;
+    let dir = tempfile::tempdir().unwrap();
+    let h = common::harness(&sim, &dir, "2d").await;
+    h.pipeline.run_pass(&wearbridge::pipeline::Output::Outbox).await.unwrap();
+    let expected = outbox_ids(h.store.as_ref()).await;
+    let archive = dir.path().join("archive");
+    let mut loaded = h.loaded.clone();
+    let s = &mut loaded.settings.streamr;
+    s.transport = wearbridge::config::Transport::File;
+    s.url = url::Url::from_directory_path(&archive).unwrap().to_string();
+    s.file_max_bytes = 32 * 1024;
+    s.messages_per_second = 100_000;
+    s.stream_messages_per_second = 100_000;
+    s.burst = 1000;
+    wearbridge::app::require_for_publishing(&loaded).unwrap();
+    let publisher = wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_backoff()).unwrap();
+    let summary = publisher.drain().await.unwrap();
+    assert_eq!(summary.published as usize, expected.len());
+    assert_eq!(h.store.outbox_len().await.unwrap(), 0);
+    let mut files: Vec<_> = std::fs::read_dir(&archive).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(files.len() > 2, "rotated into {} files", files.len());
+    let mut got = Vec::new();
+    for f in &files {
+        assert!(f.extension().is_some_and(|e| e == "ndjson"));
+        let text = std::fs::read_to_string(f).unwrap();
+        assert!(text.len() as u64 <= 32 * 1024, "{} is {} bytes", f.display(), text.len());
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["stream"], common::STREAM);
+            assert_eq!(v["partition_key"], v["message"]["subject"]);
+            got.push(v["message"]["header"]["uuid"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(got.len(), expected.len(), "each message once");
+    assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), expected);
 }

@@ -15,17 +15,6 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
     if !dry_run {
         app::require_for_publishing(&loaded)?;
     }
-    let unbuilt: Vec<&str> = loaded
-        .settings
-        .sync
-        .datasets
-        .iter()
-        .filter(|d| **d != crate::config::Dataset::HeartRate)
-        .map(|d| d.as_str())
-        .collect();
-    if !unbuilt.is_empty() {
-        tracing::info!(datasets = ?unbuilt, "these datasets are not available in this build yet and are skipped");
-    }
     let store = Arc::new(app::open_store(&loaded.settings).await?);
     let key = app::pseudonym_key(&loaded)?;
     let pipeline = app::pipeline(&loaded, store.clone(), key, Backoff::default())?;
@@ -52,6 +41,7 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
             tracing::info!(
                 published = drained.published,
                 quarantined = drained.quarantined,
+                resent = drained.resent,
                 waiting,
                 node_unavailable = drained.stopped_early,
                 "outbox drained"

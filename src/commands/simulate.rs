@@ -9,6 +9,9 @@ pub async fn main(listen: SocketAddr, people: usize, seed: u64) -> anyhow::Resul
     println!("google health api (fitbit.api_base_url): {}", sim.google_api_base());
     println!("google oauth token (fitbit.token_url):   {}", sim.google_token_url());
     println!("withings api (withings.api_base_url):    {}", sim.withings_api_base());
+    println!("streamr node, http plugin (streamr.url):  {}", sim.streamr_http_url());
+    println!("streamr node, ws plugin (streamr.url):    {}", sim.streamr_ws_url());
+    println!("streamr api key (streamr.api_key):       {}", simulator::STREAMR_API_KEY);
     println!("client id (fitbit.client_id, withings.client_id):             {}", simulator::CLIENT_ID);
     println!("client secret (fitbit.client_secret, withings.client_secret): {}", simulator::CLIENT_SECRET);
     for p in sim.people() {

@@ -302,13 +302,22 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
         }
     }
     match url::Url::parse(&s.streamr.url) {
-        Ok(u) if matches!(u.scheme(), "ws" | "wss" | "http" | "https") => {}
+        Ok(u) if matches!(u.scheme(), "ws" | "wss" | "http" | "https" | "file") => {}
         _ => {
             return Err(loaded.invalid(
                 "streamr.url",
-                format!("expected the node's base URL such as ws://127.0.0.1:7170, got {:?}", s.streamr.url),
+                format!(
+                    "expected the node's base URL such as ws://127.0.0.1:7170 (or file:///dir for files), got {:?}",
+                    s.streamr.url
+                ),
             ));
         }
+    }
+    if s.streamr.file_max_bytes < 4096 {
+        return Err(loaded.invalid("streamr.file_max_bytes", "expected at least 4096 bytes"));
+    }
+    if s.streamr.confirm_timeout.is_zero() {
+        return Err(loaded.invalid("streamr.confirm_timeout", "expected a positive duration such as \"10s\""));
     }
     if s.sync.datasets.is_empty() {
         return Err(loaded.invalid("sync.datasets", "at least one dataset is needed"));

@@ -231,14 +231,37 @@ impl AnonymizerSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
+    /// The node's websocket plugin (fire-and-forget; see [`Confirm`]).
     #[default]
     Websocket,
+    /// The node's HTTP plugin (each publish answered).
     Http,
+    /// NDJSON files in the directory `streamr.url` (`file:///…`), for archives.
+    File,
 }
 
 impl<'de> Deserialize<'de> for Transport {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        one_of(d, &[("websocket", Transport::Websocket), ("http", Transport::Http)])
+        one_of(d, &[("websocket", Transport::Websocket), ("http", Transport::Http), ("file", Transport::File)])
+    }
+}
+
+/// How the websocket transport learns that a message arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Confirm {
+    /// Subscribe to the same stream and wait for each message id to come back; resend
+    /// what does not within `streamr.confirm_timeout`. At least once.
+    #[default]
+    Subscribe,
+    /// Count a message as sent once written to the socket. Faster, but a publish the node
+    /// fails silently is lost.
+    None,
+}
+
+impl<'de> Deserialize<'de> for Confirm {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        one_of(d, &[("subscribe", Confirm::Subscribe), ("none", Confirm::None)])
     }
 }
 
@@ -254,10 +277,20 @@ pub struct StreamrSettings {
     pub api_key_file: Option<PathBuf>,
     /// Message type (or `default`) → stream id.
     pub streams: BTreeMap<String, String>,
+    /// Websocket transport: how a publish is confirmed.
+    pub confirm: Confirm,
+    /// Websocket transport with `confirm = "subscribe"`: how long to wait for a message to
+    /// come back before sending it again.
+    #[serde(with = "duration::serde_text")]
+    pub confirm_timeout: Duration,
     /// Publishing rate limit for all streams together (Streamr: ≤ ~100 msg/s per partition).
     pub messages_per_second: u32,
+    /// Publishing rate limit for each stream.
+    pub stream_messages_per_second: u32,
     /// Messages that may go out at once before the rate applies.
     pub burst: u32,
+    /// File transport: a new file is started when the current one would exceed this size.
+    pub file_max_bytes: u64,
 }
 
 impl Default for StreamrSettings {
@@ -268,8 +301,12 @@ impl Default for StreamrSettings {
             api_key: None,
             api_key_file: None,
             streams: BTreeMap::new(),
+            confirm: Confirm::Subscribe,
+            confirm_timeout: Duration::from_secs(10),
             messages_per_second: 50,
+            stream_messages_per_second: 50,
             burst: 50,
+            file_max_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -10,6 +10,7 @@ mod faults;
 mod google;
 mod people;
 mod streamr;
+mod streamr_ws;
 mod withings;
 
 pub use faults::{Fault, Faults};
@@ -18,7 +19,9 @@ pub use streamr::{API_KEY as STREAMR_API_KEY, Received};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
@@ -83,6 +86,8 @@ impl SimState {
 /// A running simulator. Dropping it stops the server.
 pub struct Simulator {
     base_url: String,
+    ws_url: String,
+    ws_task: JoinHandle<()>,
     state: Arc<SimState>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -114,6 +119,9 @@ impl Simulator {
             .with_state(state.clone());
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
+        let ws_listener = TcpListener::bind(SocketAddr::new(config.listen.ip(), 0)).await?;
+        let ws_url = format!("ws://{}", ws_listener.local_addr()?);
+        let ws_task = tokio::spawn(streamr_ws::serve(ws_listener, state.clone()));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async {
@@ -123,7 +131,7 @@ impl Simulator {
                 tracing::error!(error = %e, "simulator server failed");
             }
         });
-        Ok(Self { base_url: format!("http://{addr}"), state, stop: Some(stop), task: Some(task) })
+        Ok(Self { base_url: format!("http://{addr}"), ws_url, ws_task, state, stop: Some(stop), task: Some(task) })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -154,6 +162,17 @@ impl Simulator {
     /// The value for `streamr.url` with `streamr.transport = "http"`.
     pub fn streamr_http_url(&self) -> String {
         format!("{}/streamr", self.base_url)
+    }
+
+    /// The value for `streamr.url` with `streamr.transport = "websocket"` (the node's
+    /// websocket plugin listens on its own port).
+    pub fn streamr_ws_url(&self) -> &str {
+        &self.ws_url
+    }
+
+    /// Websocket plugin faults and counters.
+    pub fn streamr_ws(&self) -> StreamrWs<'_> {
+        StreamrWs(&self.state.streamr.ws)
     }
 
     /// Every message the simulated Streamr node accepted, in arrival order.
@@ -231,6 +250,7 @@ impl Simulator {
 
     /// Stops the server and waits for it.
     pub async fn stop(mut self) {
+        self.ws_task.abort();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -240,8 +260,46 @@ impl Simulator {
     }
 }
 
+/// The simulated node's websocket plugin: faults to inject and connection counters.
+pub struct StreamrWs<'a>(&'a streamr_ws::WsState);
+
+impl StreamrWs<'_> {
+    /// The next `n` published frames vanish without a word (a publish the node fails).
+    pub fn lose_next(&self, n: u64) {
+        self.0.silent_drops.store(n, Ordering::SeqCst);
+    }
+
+    /// Close every publish socket when its `n`-th frame arrives, losing that frame (0: never).
+    pub fn drop_socket_every(&self, n: u64) {
+        self.0.drop_socket_every.store(n, Ordering::SeqCst);
+    }
+
+    /// Hold each published frame this long before handling it.
+    pub fn stall(&self, each: Duration) {
+        self.0.stall_ms.store(each.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Keep-alive of sockets opened from now on: ping every `ping_every`, drop a socket
+    /// that sent nothing (not even a pong) for `drop_after`.
+    pub fn keepalive(&self, ping_every: Duration, drop_after: Duration) {
+        self.0.ping_every_ms.store(ping_every.as_millis() as u64, Ordering::SeqCst);
+        self.0.drop_after_ms.store(drop_after.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Publish sockets accepted so far.
+    pub fn publish_connections(&self) -> u64 {
+        self.0.publish_connections.load(Ordering::SeqCst)
+    }
+
+    /// Subscribe sockets accepted so far.
+    pub fn subscribe_connections(&self) -> u64 {
+        self.0.subscribe_connections.load(Ordering::SeqCst)
+    }
+}
+
 impl Drop for Simulator {
     fn drop(&mut self) {
+        self.ws_task.abort();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -39,6 +39,7 @@ pub struct Received {
 pub(crate) struct NodeState {
     pub received: Mutex<Vec<Received>>,
     pub down: AtomicBool,
+    pub ws: super::streamr_ws::WsState,
 }
 
 pub(crate) fn router() -> Router<Arc<SimState>> {

@@ -1,9 +1,17 @@
-//! Where messages go: stdout for dry runs, a Streamr node's HTTP plugin otherwise.
+//! Where messages go: stdout for dry runs; otherwise, through the outbox, a Streamr
+//! node's websocket or HTTP plugin, or NDJSON archive files.
 //!
-//! A sink receives fully-formed [`Delivery`] lines; it never sees records or secrets.
+//! A sink receives fully-formed messages; it never sees records or secrets. Every
+//! outbox sink works in two steps so the publisher can pipeline fire-and-forget
+//! transports: [`Sink::write`] hands a message over, [`Sink::settle`] says which of the
+//! written ones are known to have arrived.
 
+pub mod file;
 pub mod stdout;
 pub mod streamr_http;
+pub mod streamr_ws;
+
+use std::collections::HashSet;
 
 use serde::Serialize;
 
@@ -24,6 +32,60 @@ impl Delivery {
             stream: self.stream.clone(),
             partition_key: self.partition_key.clone(),
             payload: self.message.to_string(),
+        }
+    }
+}
+
+/// Why a publish did not succeed, by what the publisher must do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The node refused this message for good (4xx): quarantine it with the reason.
+    #[error("the node refused the message: {0}")]
+    Rejected(String),
+    /// The node refused the API key (401/403): stop and tell the operator.
+    #[error("the Streamr node refused the API key (HTTP {0}); check streamr.api_key")]
+    Unauthorized(u16),
+    /// The node refused the stream or the parameters: stop and tell the operator.
+    #[error("{0}")]
+    Refused(String),
+    /// Try again later (5xx, timeouts, dropped sockets, node down).
+    #[error("{0}")]
+    Transient(String),
+}
+
+/// An outbox sink.
+#[derive(Debug)]
+pub enum Sink {
+    Http(streamr_http::StreamrHttpSink),
+    Websocket(streamr_ws::StreamrWsSink),
+    File(file::FileSink),
+}
+
+/// What [`Sink::write`] knows about a message it handed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// The destination confirmed it.
+    Confirmed,
+    /// Handed over; [`Sink::settle`] will say whether it arrived.
+    Pending,
+}
+
+impl Sink {
+    /// Hands one message over.
+    pub async fn write(&mut self, entry: &crate::store::OutboxEntry) -> Result<Written, SendError> {
+        match self {
+            Sink::Http(s) => s.send(entry).await.map(|()| Written::Confirmed),
+            Sink::Websocket(s) => s.write(entry).await.map(|()| Written::Pending),
+            Sink::File(s) => s.write(entry).await.map(|()| Written::Pending),
+        }
+    }
+
+    /// Which of the `Pending` messages `ids` arrived; the rest should be written again.
+    pub async fn settle(&mut self, ids: &[String]) -> Result<HashSet<String>, SendError> {
+        match self {
+            Sink::Http(_) => Ok(ids.iter().cloned().collect()),
+            Sink::Websocket(s) => Ok(s.settle(ids).await),
+            Sink::File(s) => s.sync().await.map(|()| ids.iter().cloned().collect()),
         }
     }
 }

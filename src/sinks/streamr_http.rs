@@ -7,21 +7,8 @@ use std::time::Duration;
 use reqwest::header::AUTHORIZATION;
 use secrecy::{ExposeSecret, SecretString};
 
+use super::SendError;
 use crate::store::OutboxEntry;
-
-/// Why a publish did not succeed, by what the publisher must do about it.
-#[derive(Debug, thiserror::Error)]
-pub enum SendError {
-    /// The node refused this message for good (4xx): quarantine it with the reason.
-    #[error("the node refused the message: {0}")]
-    Rejected(String),
-    /// The node refused the API key (401/403): stop and tell the operator.
-    #[error("the Streamr node refused the API key (HTTP {0}); check streamr.api_key")]
-    Unauthorized(u16),
-    /// Try again later (5xx, timeouts, node down).
-    #[error("{0}")]
-    Transient(String),
-}
 
 /// Publishes through a node's HTTP plugin.
 #[derive(Clone)]

@@ -156,6 +156,58 @@ fn main() {
         let start = Instant::now();
         let summary = pipeline.run_pass(&Output::Outbox).await.unwrap();
         report("outbox pass (same, first commit to SQLite)", (start.elapsed(), summary.messages));
+        let entries: Vec<_> = store.outbox_pending(5_000).await.unwrap().into_iter().map(|p| p.entry).collect();
+        sinks(&sim, &loaded, &entries, dir.path()).await;
         sim.stop().await;
     });
+}
+
+/// Drains `entries` from a fresh outbox through each sink with no rate limit: the
+/// outbox read and acknowledgement are included, as in production.
+async fn sinks(sim: &Simulator, loaded: &Loaded, entries: &[wearbridge::store::OutboxEntry], dir: &std::path::Path) {
+    use wearbridge::config::{Confirm, Transport};
+    let archive = dir.join("archive");
+    let cases = [
+        ("outbox -> streamr http plugin (simulated)", Transport::Http, sim.streamr_http_url(), Confirm::Subscribe),
+        (
+            "outbox -> streamr websocket, confirm=subscribe",
+            Transport::Websocket,
+            sim.streamr_ws_url().to_owned(),
+            Confirm::Subscribe,
+        ),
+        (
+            "outbox -> streamr websocket, confirm=none",
+            Transport::Websocket,
+            sim.streamr_ws_url().to_owned(),
+            Confirm::None,
+        ),
+        (
+            "outbox -> NDJSON files (fsync per batch)",
+            Transport::File,
+            format!("file://{}", archive.display()),
+            Confirm::None,
+        ),
+    ];
+    for (i, (name, transport, url, confirm)) in cases.into_iter().enumerate() {
+        let store = Arc::new(
+            SqliteStore::open(
+                &format!("sqlite://{}", dir.join(format!("sink{i}.db")).display()),
+                TokenCipher::new([4; 32]),
+            )
+            .await
+            .unwrap(),
+        );
+        for chunk in entries.chunks(500) {
+            store.commit_batch(1, "bench", "c", chunk, &[]).await.unwrap();
+        }
+        let mut loaded = loaded.clone();
+        let s = &mut loaded.settings.streamr;
+        (s.transport, s.url, s.confirm) = (transport, url, confirm);
+        (s.messages_per_second, s.stream_messages_per_second, s.burst) = (u32::MAX, u32::MAX, 10_000);
+        let publisher = wearbridge::app::publisher(&loaded, store.clone(), Backoff::default()).unwrap();
+        let start = Instant::now();
+        let summary = publisher.drain().await.unwrap();
+        assert_eq!(summary.published as usize, entries.len(), "{name}: {summary:?}");
+        report(name, (start.elapsed(), summary.published));
+    }
 }
