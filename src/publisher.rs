@@ -19,7 +19,7 @@ use crate::store::{Pending, Store, StoreError};
 /// is asked which of them arrived).
 const BATCH: u32 = 200;
 /// Confirmed messages are removed from the outbox in groups of this size.
-const ACK_EVERY: usize = 50;
+const ACK_EVERY: usize = BATCH as usize;
 /// How long published ids are remembered to keep look-back re-reads from re-publishing;
 /// far longer than any sensible `sync.lookback`.
 const PUBLISHED_MEMORY_DAYS: i64 = 60;

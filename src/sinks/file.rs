@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use tokio::fs::{File, OpenOptions};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, BufWriter};
 
 use super::SendError;
 use crate::store::OutboxEntry;
@@ -16,7 +16,7 @@ use crate::store::OutboxEntry;
 pub struct FileSink {
     dir: PathBuf,
     max_bytes: u64,
-    current: Option<(File, u64)>,
+    current: Option<(BufWriter<File>, u64)>,
     /// Files started by this sink (to keep names unique within one second).
     started: u64,
 }
@@ -46,7 +46,7 @@ impl FileSink {
             self.current = None;
         }
         if self.current.is_none() {
-            self.current = Some((self.start().await?, 0));
+            self.current = Some((BufWriter::with_capacity(256 * 1024, self.start().await?), 0));
         }
         if let Some((file, size)) = self.current.as_mut() {
             file.write_all(&line).await.map_err(|e| io_error(&self.dir, "cannot write to", &e))?;
@@ -59,7 +59,7 @@ impl FileSink {
     pub async fn sync(&mut self) -> Result<(), SendError> {
         let Some((file, _)) = self.current.as_mut() else { return Ok(()) };
         let result = match file.flush().await {
-            Ok(()) => file.sync_data().await,
+            Ok(()) => file.get_ref().sync_data().await,
             Err(e) => Err(e),
         };
         result.map_err(|e| io_error(&self.dir, "cannot sync", &e))

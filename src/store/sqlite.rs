@@ -323,19 +323,22 @@ impl Store for SqliteStore {
         if seqs.is_empty() {
             return Ok(());
         }
+        // Two set-based statements, whatever the number of messages.
+        let list = format!("[{}]", seqs.iter().map(i64::to_string).collect::<Vec<_>>().join(","));
         let mut tx = self.pool.begin().await?;
-        let now = now();
-        for seq in seqs {
-            sqlx::query(
-                "INSERT INTO published (message_id, published_at) SELECT message_id, ? FROM outbox WHERE seq = ?
-                 ON CONFLICT (message_id) DO NOTHING",
-            )
-            .bind(&now)
-            .bind(seq)
+        sqlx::query(
+            "INSERT INTO published (message_id, published_at)
+             SELECT message_id, ? FROM outbox WHERE seq IN (SELECT value FROM json_each(?))
+             ON CONFLICT (message_id) DO NOTHING",
+        )
+        .bind(now())
+        .bind(&list)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?))")
+            .bind(&list)
             .execute(&mut *tx)
             .await?;
-            sqlx::query("DELETE FROM outbox WHERE seq = ?").bind(seq).execute(&mut *tx).await?;
-        }
         tx.commit().await?;
         Ok(())
     }

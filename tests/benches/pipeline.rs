@@ -197,8 +197,9 @@ async fn sinks(sim: &Simulator, loaded: &Loaded, entries: &[wearbridge::store::O
             .await
             .unwrap(),
         );
+        let account = store.add_account("bench", Provider::Fitbit, &SecretString::from("t")).await.unwrap();
         for chunk in entries.chunks(500) {
-            store.commit_batch(1, "bench", "c", chunk, &[]).await.unwrap();
+            store.commit_batch(account.id, "bench", "c", chunk, &[]).await.unwrap();
         }
         let mut loaded = loaded.clone();
         let s = &mut loaded.settings.streamr;
