@@ -87,6 +87,16 @@ impl<S: Store> Publisher<S> {
         }
     }
 
+    /// Start-up check of the sink for each stream: a refused key, stream or directory
+    /// stops start-up here rather than after a whole sync pass.
+    pub async fn check<'a>(&self, streams: impl IntoIterator<Item = &'a str>) -> Result<(), PublishError> {
+        let mut sink = self.sink.lock().await;
+        for stream in streams {
+            sink.check(stream).await.map_err(PublishError::Refused)?;
+        }
+        Ok(())
+    }
+
     /// Publishes until the outbox is empty or the sink stops answering.
     pub async fn drain(&self) -> Result<DrainSummary, PublishError> {
         let mut summary = DrainSummary::default();

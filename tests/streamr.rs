@@ -197,11 +197,14 @@ async fn a_dead_node_fills_the_outbox_and_a_wrong_key_stops_clearly() {
         std::fs::read_to_string(d.join("wearbridge.toml")).unwrap().replace(simulator::STREAMR_API_KEY, "wrong-key"),
     )
     .unwrap();
+    let upstream_before = sim.request_count("google.token");
     let out = run(d, &bad, &["run", "--once"], None).await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("streamr.api_key") && err.contains("403"), "{err}");
     assert!(!err.contains("wrong-key"), "the key itself is never printed");
+    assert_eq!(sim.request_count("google.token"), upstream_before, "refused at start-up, before any sync");
+    assert!(sim.streamr_received().is_empty(), "the key check publishes nothing");
     assert!(waiting().await >= queued);
 
     // The node is back: everything goes out.
@@ -418,11 +421,13 @@ async fn websocket_wrong_key_and_wrong_url_stop_with_the_setting_named() {
     let bad = d.join("bad.toml");
     std::fs::write(&bad, std::fs::read_to_string(&config).unwrap().replace(simulator::STREAMR_API_KEY, "wrong-key"))
         .unwrap();
+    let upstream_before = sim.request_count("google.token");
     let out = run(d, bad.to_str().unwrap(), &["run", "--once"], None).await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("streamr.api_key") && err.contains("403"), "{err}");
     assert!(!err.contains("wrong-key"), "the key itself is never printed");
+    assert_eq!(sim.request_count("google.token"), upstream_before, "refused at start-up, before any sync");
 
     let http_url = std::fs::read_to_string(&config).unwrap().replace(sim.streamr_ws_url(), &sim.streamr_http_url());
     std::fs::write(&bad, http_url).unwrap();

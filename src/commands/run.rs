@@ -23,6 +23,11 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
     } else {
         (Output::Outbox, Some(app::publisher(&loaded, store.clone(), Backoff::default())?))
     };
+    if let Some(publisher) = &publisher {
+        let streams: std::collections::BTreeSet<&str> =
+            loaded.settings.streamr.streams.values().map(String::as_str).collect();
+        publisher.check(streams).await?;
+    }
     loop {
         let summary = pipeline.run_pass(&output).await?;
         tracing::info!(

@@ -37,6 +37,15 @@ impl FileSink {
         &self.dir
     }
 
+    /// Checks that the archive directory can be created and written.
+    pub async fn check(&self) -> Result<(), SendError> {
+        tokio::fs::create_dir_all(&self.dir).await.map_err(|e| io_error(&self.dir, "cannot create", &e))?;
+        let probe = self.dir.join(format!(".wearbridge-check-{}", std::process::id()));
+        tokio::fs::write(&probe, b"").await.map_err(|e| refused(&self.dir, &e))?;
+        let _ = tokio::fs::remove_file(&probe).await;
+        Ok(())
+    }
+
     /// Appends one line (`{"stream":…,"partition_key":…,"message":…}`).
     pub async fn write(&mut self, entry: &OutboxEntry) -> Result<(), SendError> {
         let line = line(entry)?;
@@ -82,6 +91,10 @@ impl FileSink {
             .await
             .map_err(|e| io_error(&self.dir, "cannot create", &e))
     }
+}
+
+fn refused(dir: &Path, e: &std::io::Error) -> SendError {
+    SendError::Refused(format!("cannot write to the archive directory {} (streamr.url): {e}", dir.display()))
 }
 
 fn io_error(dir: &Path, what: &str, e: &std::io::Error) -> SendError {

@@ -80,6 +80,25 @@ impl Sink {
         }
     }
 
+    /// Checks at start-up, without publishing, that the destination accepts the
+    /// configuration: the node's API key for `stream`, or a writable archive directory.
+    /// Only a refusal is an error; a node that cannot be reached is not (the outbox
+    /// holds the messages until it is back).
+    pub async fn check(&mut self, stream: &str) -> Result<(), SendError> {
+        let result = match self {
+            Sink::Http(s) => s.check(stream).await,
+            Sink::Websocket(s) => s.check(stream).await,
+            Sink::File(s) => s.check().await,
+        };
+        match result {
+            Err(SendError::Transient(reason)) => {
+                tracing::warn!(%reason, "the sink is not reachable at start-up; messages will wait in the outbox");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     /// Which of the `Pending` messages `ids` arrived; the rest should be written again.
     pub async fn settle(&mut self, ids: &[String]) -> Result<HashSet<String>, SendError> {
         match self {

@@ -30,6 +30,26 @@ impl StreamrHttpSink {
         Self { http, base: base.trim_end_matches('/').to_owned(), api_key }
     }
 
+    /// Checks the API key without publishing: a body that is not a JSON object passes the
+    /// node's authentication and is then refused with 400, so nothing is published.
+    pub async fn check(&self, stream: &str) -> Result<(), SendError> {
+        let id: String = url::form_urlencoded::byte_serialize(stream.as_bytes()).collect();
+        let mut request = self
+            .http
+            .post(format!("{}/streams/{id}", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .timeout(Duration::from_secs(10))
+            .body("[]");
+        if let Some(key) = &self.api_key {
+            request = request.header(AUTHORIZATION, format!("Bearer {}", key.expose_secret()));
+        }
+        let response = request.send().await.map_err(|e| SendError::Transient(e.without_url().to_string()))?;
+        match response.status().as_u16() {
+            status @ (401 | 403) => Err(SendError::Unauthorized(status)),
+            _ => Ok(()),
+        }
+    }
+
     /// Publishes one message; `Ok` only when the node confirmed it.
     pub async fn send(&self, entry: &OutboxEntry) -> Result<(), SendError> {
         let stream: String = url::form_urlencoded::byte_serialize(entry.stream.as_bytes()).collect();

@@ -134,6 +134,14 @@ impl StreamrWsSink {
         Ok(())
     }
 
+    /// Checks the API key and stream without publishing: the node answers a subscribe
+    /// handshake with 401/403/400 as it would a publish one.
+    pub async fn check(&self, stream: &str) -> Result<(), SendError> {
+        let mut socket = self.open(stream, "subscribe", "").await?;
+        let _ = socket.close(None).await;
+        Ok(())
+    }
+
     /// Which of `ids` (all written) are delivered: all of them with `confirm = "none"`;
     /// otherwise those that came back on the subscription within `confirm_timeout`.
     pub async fn settle(&mut self, ids: &[String]) -> HashSet<String> {
