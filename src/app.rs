@@ -15,7 +15,7 @@ use crate::schemas::{SchemaError, Schemas};
 use crate::sources::fitbit::{FitbitSource, GoogleHealthClient};
 use crate::sources::quota::Quotas;
 use crate::sources::withings::{WithingsClient, WithingsSource};
-use crate::store::{SqliteStore, StoreError, TokenCipher};
+use crate::store::{AnyStore, StoreError, TokenCipher};
 
 /// Start-up failures, each naming what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +35,9 @@ pub enum StartupError {
 }
 
 /// Opens the store named by `store.url` with the key from `store.key_file`.
-pub async fn open_store(settings: &Settings) -> Result<SqliteStore, StartupError> {
+pub async fn open_store(settings: &Settings) -> Result<AnyStore, StartupError> {
     let key = keyfile::load_or_create(&settings.store.key_file, "store.key_file")?;
-    Ok(SqliteStore::open(&settings.store.url, TokenCipher::new(key)).await?)
+    Ok(AnyStore::open(&settings.store.url, TokenCipher::new(key)).await?)
 }
 
 /// The pseudonym key from `anonymizer.key_file` and `anonymizer.epoch`.
@@ -177,4 +177,17 @@ pub fn publisher<S: crate::store::Store>(
         burst: s.burst,
     };
     Ok(crate::publisher::Publisher::new(store, sink, limits, backoff))
+}
+
+/// A worker id unique across hosts and restarts: host name, process id and a random
+/// suffix. It names lease holders in the store; it is not secret.
+pub fn worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    let mut random = [0u8; 4];
+    let _ = getrandom::fill(&mut random);
+    format!("{host}-{}-{}", std::process::id(), hex::encode(random))
 }

@@ -19,4 +19,6 @@ pub mod simulator;
 pub mod sinks;
 pub mod sources;
 pub mod store;
+pub mod server;
 pub mod telemetry;
+pub mod worker;

@@ -73,6 +73,8 @@ enum Command {
     Schemas { name: Option<String> },
     /// Print the effective configuration (secrets redacted) or say what is wrong.
     CheckConfig,
+    /// Exit 0 when URL answers 2xx within 5 s (container health checks without curl).
+    Probe { url: String },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -114,6 +116,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run { once, dry_run } => commands::run::main(&globals, once, dry_run).await,
+            Command::Probe { url } => commands::probe::main(&url).await,
             Command::Demo { people, seed, history } => {
                 wearbridge::demo::main(&wearbridge::demo::DemoOptions { people, seed, history }).await
             }

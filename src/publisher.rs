@@ -13,7 +13,7 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLim
 
 use crate::http::Backoff;
 use crate::sinks::{SendError, Sink, Written};
-use crate::store::{Pending, Store, StoreError};
+use crate::store::{Lease, Pending, Store, StoreError};
 
 /// How many messages are read from the outbox at a time (and written before the sink
 /// is asked which of them arrived).
@@ -60,6 +60,12 @@ pub struct Publisher<S> {
     limiter: DefaultDirectRateLimiter,
     stream_limiter: DefaultKeyedRateLimiter<String>,
     backoff: Backoff,
+    /// Who this worker is, and how long its claim on a batch lasts: several workers may
+    /// drain one outbox, and a killed worker's batch is taken over when its lease ends.
+    worker: String,
+    lease: std::time::Duration,
+    /// False while the last drain found the sink unreachable (for `/readyz`).
+    sink_ok: std::sync::atomic::AtomicBool,
 }
 
 /// What became of one message handed to the sink.
@@ -84,7 +90,17 @@ impl<S: Store> Publisher<S> {
             limiter: RateLimiter::direct(quota(limits.per_second, limits.burst)),
             stream_limiter: RateLimiter::keyed(quota(limits.per_stream, limits.burst)),
             backoff,
+            worker: crate::app::worker_id(),
+            lease: std::time::Duration::from_secs(600),
+            sink_ok: std::sync::atomic::AtomicBool::new(true),
         }
+    }
+
+    /// Claims outbox batches as `worker` for `lease` at a time.
+    pub fn with_lease(mut self, worker: &str, lease: std::time::Duration) -> Self {
+        self.worker = worker.to_owned();
+        self.lease = lease;
+        self
     }
 
     /// Start-up check of the sink for each stream: a refused key, stream or directory
@@ -106,7 +122,14 @@ impl<S: Store> Publisher<S> {
         // Whatever happened, confirmed messages leave the outbox.
         self.store.outbox_ack(&acked).await?;
         self.store.prune_published(chrono::Utc::now() - chrono::TimeDelta::days(PUBLISHED_MEMORY_DAYS)).await?;
+        let reachable = result.is_ok() && !summary.stopped_early;
+        self.sink_ok.store(reachable, std::sync::atomic::Ordering::Relaxed);
         result.map(|()| summary)
+    }
+
+    /// Whether the last drain reached the sink.
+    pub fn sink_reachable(&self) -> bool {
+        self.sink_ok.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn ack(&self, acked: &mut Vec<i64>, seq: i64) -> Result<(), StoreError> {
@@ -128,7 +151,7 @@ impl<S: Store> Publisher<S> {
             // Confirmed messages must be out before the next read, or they come back.
             self.store.outbox_ack(acked).await?;
             acked.clear();
-            let mut todo = self.store.outbox_pending(BATCH).await?;
+            let mut todo = self.store.outbox_claim(&Lease::new(&self.worker, self.lease), BATCH).await?;
             if todo.is_empty() {
                 return Ok(());
             }
@@ -140,6 +163,7 @@ impl<S: Store> Publisher<S> {
                     match self.write(sink, &pending).await? {
                         Outcome::Written(Written::Confirmed) => {
                             summary.published += 1;
+                            metrics::counter!("wearbridge_messages_confirmed_total").increment(1);
                             self.ack(acked, pending.seq).await?;
                         }
                         Outcome::Written(Written::Pending) => written.push(pending),
@@ -163,6 +187,7 @@ impl<S: Store> Publisher<S> {
                 for pending in written {
                     if confirmed.contains(&pending.entry.message_id) {
                         summary.published += 1;
+                        metrics::counter!("wearbridge_messages_confirmed_total").increment(1);
                         self.ack(acked, pending.seq).await?;
                     } else {
                         todo.push(pending);
@@ -201,10 +226,14 @@ impl<S: Store> Publisher<S> {
             self.limiter.until_ready().await;
             self.stream_limiter.until_key_ready(&pending.entry.stream).await;
             match sink.write(&pending.entry).await {
-                Ok(written) => return Ok(Outcome::Written(written)),
+                Ok(written) => {
+                    metrics::counter!("wearbridge_messages_published_total").increment(1);
+                    return Ok(Outcome::Written(written));
+                }
                 Err(SendError::Rejected(reason)) => {
                     tracing::error!(message_id = %pending.entry.message_id, %reason, "the node refused a message; quarantined");
                     self.store.outbox_quarantine(pending.seq, &reason).await?;
+                    metrics::counter!("wearbridge_messages_quarantined_total").increment(1);
                     return Ok(Outcome::Quarantined);
                 }
                 Err(e @ (SendError::Unauthorized(_) | SendError::Refused(_))) => return Err(PublishError::Refused(e)),

@@ -26,3 +26,21 @@ pub fn init(format: LogFormat, verbosity: u8, default_level: &str) {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
     };
 }
+
+/// Installs the Prometheus recorder that `/metrics` renders. Series recorded before (or
+/// without) it are no-ops, so the library works without a server.
+pub fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle, String> {
+    metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().map_err(|e| e.to_string())
+}
+
+/// One upstream request answered (`status`: HTTP status, Withings `http/envelope`, or
+/// `error` when no answer came).
+pub fn upstream_request(provider: &'static str, status: &str) {
+    metrics::counter!("wearbridge_upstream_requests_total", "provider" => provider, "status" => status.to_owned())
+        .increment(1);
+}
+
+/// One token refresh attempt (`result`: ok, invalid_grant, error).
+pub fn token_refresh(provider: &'static str, result: &'static str) {
+    metrics::counter!("wearbridge_token_refreshes_total", "provider" => provider, "result" => result).increment(1);
+}

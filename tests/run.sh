@@ -1,11 +1,52 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, and every unit and integration test
-# (SQLite-backed, simulator-backed). Installs nothing today: the tests need only the Rust
-# toolchain; when the PostgreSQL backend lands, this script provisions a server too.
+# (SQLite-, PostgreSQL- and simulator-backed).
+#
+# PostgreSQL: with DATABASE_URL set, the tests use that server (they create and drop
+# their own databases in it). Otherwise this script installs PostgreSQL when absent
+# (Debian's package, via apt) and runs a temporary cluster on 127.0.0.1 for the length
+# of the run. The PostgreSQL tests fail rather than skip when no server is reachable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+start_postgres() {
+    local pgbin
+    pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)
+    if [ -z "$pgbin" ]; then
+        echo "tests/run.sh: installing PostgreSQL (apt)" >&2
+        local sudo=""
+        [ "$(id -u)" = 0 ] || sudo="sudo"
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q postgresql >/dev/null \
+            || { $sudo apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q postgresql >/dev/null; }
+        pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
+    fi
+    PGDIR=$(mktemp -d)
+    local port=$((20000 + RANDOM % 20000))
+    local run_as=()
+    if [ "$(id -u)" = 0 ]; then
+        chown postgres:postgres "$PGDIR"
+        run_as=(runuser -u postgres --)
+    fi
+    "${run_as[@]}" "$pgbin/initdb" -D "$PGDIR/data" -A trust -U postgres --no-sync -E UTF8 >/dev/null
+    "${run_as[@]}" "$pgbin/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/server.log" -w -t 30 \
+        -o "-c listen_addresses=127.0.0.1 -p $port -k $PGDIR -c fsync=off -c max_connections=200" start >/dev/null
+    trap 'stop_postgres' EXIT
+    STOP_PG=("${run_as[@]}" "$pgbin/pg_ctl" -D "$PGDIR/data" -m fast stop)
+    export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+    echo "tests/run.sh: temporary PostgreSQL at 127.0.0.1:$port" >&2
+}
+
+stop_postgres() {
+    "${STOP_PG[@]}" >/dev/null 2>&1 || true
+    rm -rf "$PGDIR"
+}
+
+if [ -z "${DATABASE_URL:-}" ]; then
+    start_postgres
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

@@ -93,6 +93,12 @@ impl<S: Store> TokenManager<S> {
                 Provider::Fitbit => self.google.refresh(&tokens.refresh_token).await,
                 Provider::Withings => self.withings.refresh(&tokens.refresh_token).await,
             };
+            let provider = account.provider.as_str();
+            match &attempt {
+                Ok(_) => crate::telemetry::token_refresh(provider, "ok"),
+                Err(RefreshError::InvalidGrant) => crate::telemetry::token_refresh(provider, "invalid_grant"),
+                Err(_) => crate::telemetry::token_refresh(provider, "error"),
+            }
             match attempt {
                 Ok(r) => break r,
                 Err(RefreshError::InvalidGrant) => {

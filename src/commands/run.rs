@@ -7,7 +7,10 @@ use crate::app;
 use crate::http::Backoff;
 use crate::pipeline::Output;
 use crate::sinks::stdout::StdoutSink;
+use crate::server::ServerState;
 use crate::store::Store;
+use crate::worker::Worker;
+use tokio::sync::watch;
 
 pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Result<()> {
     let loaded = globals.load()?;
@@ -18,44 +21,96 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
     let store = Arc::new(app::open_store(&loaded.settings).await?);
     let key = app::pseudonym_key(&loaded)?;
     let pipeline = app::pipeline(&loaded, store.clone(), key, Backoff::default())?;
-    let (output, publisher) = if dry_run {
-        (Output::DryRun(Arc::new(StdoutSink::stdout())), None)
-    } else {
-        (Output::Outbox, Some(app::publisher(&loaded, store.clone(), Backoff::default())?))
-    };
-    if let Some(publisher) = &publisher {
-        let streams: std::collections::BTreeSet<&str> =
-            loaded.settings.streamr.streams.values().map(String::as_str).collect();
-        publisher.check(streams).await?;
+    if dry_run {
+        return dry_run_passes(&loaded, &pipeline, once).await;
     }
-    loop {
-        let summary = pipeline.run_pass(&output).await?;
+    let worker_id = app::worker_id();
+    let publisher = Arc::new(
+        app::publisher(&loaded, store.clone(), Backoff::default())?.with_lease(&worker_id, loaded.settings.sync.lease),
+    );
+    let streams: std::collections::BTreeSet<&str> =
+        loaded.settings.streamr.streams.values().map(String::as_str).collect();
+    publisher.check(streams).await?;
+    if once {
+        let summary = pipeline.run_pass(&Output::Outbox).await?;
+        log_pass(&summary);
+        let drained = publisher.drain().await?;
         tracing::info!(
-            accounts = summary.accounts,
-            synced = summary.synced,
-            failed = summary.failed,
-            needs_reconsent = summary.needs_reconsent,
-            messages = summary.messages,
-            skipped = summary.skipped_points,
-            invalid = summary.invalid,
-            "pass complete"
+            published = drained.published,
+            quarantined = drained.quarantined,
+            resent = drained.resent,
+            waiting = store.outbox_len().await?,
+            node_unavailable = drained.stopped_early,
+            "outbox drained"
         );
-        if let Some(publisher) = &publisher {
-            let drained = publisher.drain().await?;
-            let waiting = store.outbox_len().await?;
-            tracing::info!(
-                published = drained.published,
-                quarantined = drained.quarantined,
-                resent = drained.resent,
-                waiting,
-                node_unavailable = drained.stopped_early,
-                "outbox drained"
-            );
+        return Ok(());
+    }
+
+    // The daemon: HTTP server, worker loop, and a clean stop on a signal.
+    let metrics = crate::telemetry::install_metrics()
+        .inspect_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
+        .ok();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let state = ServerState { store: store.clone(), publisher: Some(publisher.clone()), metrics };
+    let server = crate::server::serve(loaded.settings.server.listen, state, stop_rx.clone()).await?;
+    let worker = Worker {
+        id: worker_id.clone(),
+        pipeline: Arc::new(pipeline),
+        publisher: Some(publisher),
+        output: Output::Outbox,
+        sync: loaded.settings.sync.clone(),
+    };
+    tracing::info!(worker = %worker_id, "worker started");
+    let run = worker.run(stop_rx);
+    tokio::pin!(run);
+    let result = tokio::select! {
+        result = &mut run => result,
+        signal = shutdown_signal() => {
+            let grace = loaded.settings.sync.shutdown_grace;
+            tracing::info!(signal, grace_s = grace.as_secs_f64(), "stopping: no new work is claimed; in-flight work may finish");
+            let _ = stop_tx.send(true);
+            match tokio::time::timeout(grace, &mut run).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::warn!("in-flight work did not finish within sync.shutdown_grace; it was not committed and will be claimed again");
+                    Ok(())
+                }
+            }
         }
+    };
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    result?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn log_pass(summary: &crate::pipeline::PassSummary) {
+    tracing::info!(
+        accounts = summary.accounts,
+        synced = summary.synced,
+        failed = summary.failed,
+        needs_reconsent = summary.needs_reconsent,
+        messages = summary.messages,
+        skipped = summary.skipped_points,
+        invalid = summary.invalid,
+        "pass complete"
+    );
+}
+
+/// Dry runs print and persist nothing but rotated tokens, so they run whole passes
+/// rather than claiming scheduled work.
+async fn dry_run_passes<S: Store>(
+    loaded: &crate::config::Loaded,
+    pipeline: &crate::pipeline::Pipeline<S>,
+    once: bool,
+) -> anyhow::Result<()> {
+    let output = Output::DryRun(Arc::new(StdoutSink::stdout()));
+    loop {
+        log_pass(&pipeline.run_pass(&output).await?);
         if once {
             return Ok(());
         }
-        // A pass in flight always completes; the signal is only awaited between passes.
         tokio::select! {
             _ = tokio::time::sleep(loaded.settings.sync.interval) => {}
             signal = shutdown_signal() => {

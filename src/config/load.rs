@@ -282,10 +282,20 @@ pub(crate) fn read_secret_file(path: &Path) -> Result<SecretString, String> {
 
 fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
     let s = &loaded.settings;
-    if !s.store.url.starts_with("sqlite://") || s.store.url.len() == "sqlite://".len() {
+    let store_ok = if s.store.url.starts_with("sqlite://") {
+        s.store.url.len() > "sqlite://".len()
+    } else if s.store.url.starts_with("postgres://") || s.store.url.starts_with("postgresql://") {
+        url::Url::parse(&s.store.url).is_ok_and(|u| u.host_str().is_some())
+    } else {
+        false
+    };
+    if !store_ok {
         return Err(loaded.invalid(
             "store.url",
-            format!("expected sqlite://PATH, got {:?} (PostgreSQL support is not in this build yet)", s.store.url),
+            format!(
+                "expected sqlite://PATH or postgres://USER:PASSWORD@HOST/DATABASE, got {:?}",
+                super::url_without_password(&s.store.url)
+            ),
         ));
     }
     let urls: [(&str, &str); 5] = [

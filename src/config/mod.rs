@@ -34,7 +34,9 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct StoreSettings {
-    /// `sqlite://PATH` (embedded default).
+    /// `sqlite://PATH` (embedded default) or `postgres://USER:PASSWORD@HOST/DB` for
+    /// several workers; the password is never printed.
+    #[serde(serialize_with = "redact_url")]
     pub url: String,
     /// 64 hex characters: the AEAD key that encrypts tokens at rest. Created if absent.
     pub key_file: PathBuf,
@@ -154,9 +156,19 @@ impl<'de> Deserialize<'de> for Dataset {
 pub struct SyncSettings {
     /// Where a first backfill starts: a date (`2026-11-01`) or a duration back (`7d`).
     pub start: SyncStart,
-    /// Time between passes in `run` (daemon) mode.
+    /// Time between syncs of one account's dataset in `run` (daemon) mode.
     #[serde(with = "duration::serde_text")]
     pub interval: Duration,
+    /// Up to this much is added at random to each interval, so accounts spread out.
+    #[serde(with = "duration::serde_text")]
+    pub jitter: Duration,
+    /// How long a worker's claim on an account or outbox batch lasts; a killed worker's
+    /// work is taken over by another after this.
+    #[serde(with = "duration::serde_text")]
+    pub lease: Duration,
+    /// On SIGTERM/SIGINT: stop claiming work and give in-flight work this long to finish.
+    #[serde(with = "duration::serde_text")]
+    pub shutdown_grace: Duration,
     /// How far behind the cursor each pass re-reads, to catch late uploads.
     #[serde(with = "duration::serde_text")]
     pub lookback: Duration,
@@ -168,6 +180,9 @@ impl Default for SyncSettings {
         Self {
             start: SyncStart::Ago(Duration::from_secs(7 * 86_400)),
             interval: Duration::from_secs(15 * 60),
+            jitter: Duration::from_secs(60),
+            lease: Duration::from_secs(600),
+            shutdown_grace: Duration::from_secs(30),
             lookback: Duration::from_secs(3 * 3600),
             datasets: Dataset::ALL.to_vec(),
         }
@@ -327,6 +342,23 @@ fn redact<S: Serializer>(value: &Option<SecretString>, s: S) -> Result<S::Ok, S:
     match value {
         Some(_) => s.serialize_str("<redacted>"),
         None => s.serialize_none(),
+    }
+}
+
+fn redact_url<S: Serializer>(value: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&url_without_password(value))
+}
+
+/// `value` with any password in it replaced by `<redacted>` (for messages and output).
+pub fn url_without_password(value: &str) -> String {
+    match url::Url::parse(value) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("<redacted>"));
+            u.to_string()
+        }
+        Ok(_) => value.to_owned(),
+        Err(_) if value.contains('@') => "<unparseable URL, redacted>".to_owned(),
+        Err(_) => value.to_owned(),
     }
 }
 

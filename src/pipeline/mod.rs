@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tracing::Instrument;
 
+use crate::config::Dataset;
 use crate::auth::AuthError;
 use crate::config::SyncSettings;
 use crate::normalize::Skipped;
@@ -122,47 +123,73 @@ impl<S: Store> Pipeline<S> {
             self.store.accounts().await?.into_iter().filter(|a| a.status == AccountStatus::Active).collect();
         let counters = Counters::default();
         let now = Utc::now();
+        let datasets = self.sync.datasets.clone();
         futures::stream::iter(accounts.iter())
-            .for_each_concurrent(ACCOUNT_CONCURRENCY, |account| {
-                let span = tracing::info_span!("sync", provider = %account.provider, subject = tracing::field::Empty);
-                let counters = &counters;
-                async move {
-                    match self.sync_account(account, now, output, counters).await {
-                        Ok(()) => {
-                            counters.synced.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(
-                            AccountError::Source(SourceError::Auth(AuthError::NeedsReconsent))
-                            | AccountError::Withings(WithingsSourceError::Auth(AuthError::NeedsReconsent)),
-                        ) => {
-                            counters.needs_reconsent.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => {
-                            counters.failed.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(error = %e, "account sync failed; other accounts continue");
-                        }
-                    }
-                }
-                .instrument(span)
-            })
+            .for_each_concurrent(ACCOUNT_CONCURRENCY, |account| self.sync_counted(account, &datasets, now, output, &counters))
             .await;
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        Ok(PassSummary {
-            accounts: accounts.len() as u64,
-            synced: get(&counters.synced),
-            failed: get(&counters.failed),
-            needs_reconsent: get(&counters.needs_reconsent),
-            messages: get(&counters.messages),
-            skipped_points: get(&counters.skipped_points),
-            dropped: get(&counters.dropped),
-            invalid: get(&counters.invalid),
-            skipped_datasets: get(&counters.skipped_datasets),
-        })
+        Ok(counters.summary(accounts.len() as u64))
     }
 
+    /// Syncs one account's `datasets` (the daemon's unit of scheduled work).
+    pub async fn sync_one(&self, account: &Account, datasets: &[Dataset], output: &Output) -> PassSummary {
+        let counters = Counters::default();
+        self.sync_counted(account, datasets, Utc::now(), output, &counters).await;
+        counters.summary(1)
+    }
+
+    async fn sync_counted(
+        &self,
+        account: &Account,
+        datasets: &[Dataset],
+        now: DateTime<Utc>,
+        output: &Output,
+        counters: &Counters,
+    ) {
+        let span = tracing::info_span!("sync", provider = %account.provider, subject = tracing::field::Empty);
+        async move {
+            match self.sync_account(account, datasets, now, output, counters).await {
+                Ok(()) => {
+                    counters.synced.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(
+                    AccountError::Source(SourceError::Auth(AuthError::NeedsReconsent))
+                    | AccountError::Withings(WithingsSourceError::Auth(AuthError::NeedsReconsent)),
+                ) => {
+                    counters.needs_reconsent.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    counters.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "account sync failed; other accounts continue");
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+impl Counters {
+    fn summary(&self, accounts: u64) -> PassSummary {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        PassSummary {
+            accounts,
+            synced: get(&self.synced),
+            failed: get(&self.failed),
+            needs_reconsent: get(&self.needs_reconsent),
+            messages: get(&self.messages),
+            skipped_points: get(&self.skipped_points),
+            dropped: get(&self.dropped),
+            invalid: get(&self.invalid),
+            skipped_datasets: get(&self.skipped_datasets),
+        }
+    }
+}
+
+impl<S: Store> Pipeline<S> {
     async fn sync_account(
         &self,
         account: &Account,
+        datasets: &[Dataset],
         now: DateTime<Utc>,
         output: &Output,
         counters: &Counters,
@@ -192,7 +219,7 @@ impl<S: Store> Pipeline<S> {
         // is reported once the other datasets had their turn.
         let mut plan = fitbit::FitbitAccount::new(account, &user_id, now);
         let mut first_error = None;
-        for &dataset in &self.sync.datasets {
+        for &dataset in datasets {
             let read = match account.provider {
                 Provider::Fitbit => self.fitbit_dataset(&mut plan, dataset).await,
                 Provider::Withings => self.withings_dataset(account, &user_id, dataset, now).await,
@@ -252,6 +279,7 @@ impl<S: Store> Pipeline<S> {
         }
         let (deliveries, quarantined) = self.to_deliveries(&records, subject, counters)?;
         tracing::info!(cursor = batch.cursor_key, records = records.len(), messages = deliveries.len(), "read");
+        metrics::counter!("wearbridge_records_total", "dataset" => batch.cursor_key).increment(records.len() as u64);
         counters.messages.fetch_add(deliveries.len() as u64, Ordering::Relaxed);
         match output {
             Output::DryRun(writer) => writer.write_batch(&deliveries)?,

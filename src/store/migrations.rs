@@ -5,7 +5,7 @@
 //! instead of being half-understood.
 
 use sha2::{Digest, Sha256};
-use sqlx::{Row, SqlitePool};
+use sqlx::{PgPool, Row, SqlitePool};
 
 /// One schema step.
 pub(crate) struct Migration {
@@ -18,7 +18,18 @@ pub(crate) struct Migration {
 pub(crate) const SQLITE: &[Migration] = &[
     Migration { version: 1, name: "init", sql: include_str!("migrations/sqlite/0001_init.sql") },
     Migration { version: 2, name: "published", sql: include_str!("migrations/sqlite/0002_published.sql") },
+    Migration { version: 3, name: "leases", sql: include_str!("migrations/sqlite/0003_leases.sql") },
 ];
+
+/// The PostgreSQL migrations: the same versions, in PostgreSQL's types.
+pub(crate) const POSTGRES: &[Migration] = &[
+    Migration { version: 1, name: "init", sql: include_str!("migrations/postgres/0001_init.sql") },
+    Migration { version: 2, name: "published", sql: include_str!("migrations/postgres/0002_published.sql") },
+    Migration { version: 3, name: "leases", sql: include_str!("migrations/postgres/0003_leases.sql") },
+];
+
+/// Advisory lock key that serialises migrations of workers starting together.
+const PG_MIGRATION_LOCK: i64 = 0x7765_6172_6272_6467;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {
@@ -79,6 +90,72 @@ pub(crate) async fn run_sqlite(pool: &SqlitePool, migrations: &[Migration]) -> R
             .bind(m.name)
             .bind(&sum)
             .bind(chrono::Utc::now().to_rfc3339())
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+        tx.commit().await.map_err(failed)?;
+        tracing::info!(version = m.version, name = m.name, "applied store migration");
+        now_applied.push(m.version);
+    }
+    Ok(now_applied)
+}
+
+/// Applies every migration the PostgreSQL database lacks, holding an advisory lock so
+/// that workers starting at the same time migrate one after the other.
+pub(crate) async fn run_postgres(pool: &PgPool, migrations: &[Migration]) -> Result<Vec<i64>, MigrationError> {
+    let mut conn = pool.acquire().await?;
+    sqlx::query("SELECT pg_advisory_lock($1)").bind(PG_MIGRATION_LOCK).execute(&mut *conn).await?;
+    let result = apply_postgres(&mut conn, migrations).await;
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)").bind(PG_MIGRATION_LOCK).execute(&mut *conn).await;
+    let applied = result?;
+    unlocked?;
+    Ok(applied)
+}
+
+async fn apply_postgres(
+    conn: &mut sqlx::PgConnection,
+    migrations: &[Migration],
+) -> Result<Vec<i64>, MigrationError> {
+    use sqlx::Connection;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version    BIGINT PRIMARY KEY,
+            name       TEXT NOT NULL,
+            checksum   TEXT NOT NULL,
+            applied_at TIMESTAMPTZ NOT NULL
+        )",
+    )
+    .execute(&mut *conn)
+    .await?;
+    let rows =
+        sqlx::query("SELECT version, checksum FROM schema_migrations ORDER BY version").fetch_all(&mut *conn).await?;
+    let known = migrations.iter().map(|m| m.version).max().unwrap_or(0);
+    let mut applied = std::collections::BTreeMap::new();
+    for row in rows {
+        let version: i64 = row.try_get("version")?;
+        let sum: String = row.try_get("checksum")?;
+        applied.insert(version, sum);
+    }
+    if let Some((&found, _)) = applied.iter().next_back()
+        && found > known
+    {
+        return Err(MigrationError::TooNew { found, known });
+    }
+    let mut now_applied = Vec::new();
+    for m in migrations {
+        let sum = checksum(m.sql);
+        match applied.get(&m.version) {
+            Some(existing) if *existing == sum => continue,
+            Some(_) => return Err(MigrationError::Changed { version: m.version, name: m.name.into() }),
+            None => {}
+        }
+        let failed = |source| MigrationError::Failed { version: m.version, source };
+        let mut tx = conn.begin().await.map_err(failed)?;
+        sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(failed)?;
+        sqlx::query("INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, now())")
+            .bind(m.version)
+            .bind(m.name)
+            .bind(&sum)
             .execute(&mut *tx)
             .await
             .map_err(failed)?;

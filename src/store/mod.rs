@@ -6,11 +6,15 @@
 //! covers them, so a crash at any instant loses nothing.
 
 mod cipher;
+mod any;
 mod migrations;
+mod postgres;
 mod sqlite;
 
+pub use any::AnyStore;
 pub use cipher::TokenCipher;
 pub use migrations::MigrationError;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use std::future::Future;
@@ -34,6 +38,8 @@ pub enum StoreError {
     NoSuchAccount(String),
     #[error("invalid account name {0:?}: use 1 to 64 letters, digits, '.', '-' or '_'")]
     BadAccountName(String),
+    #[error("store.url: {0}")]
+    BadUrl(String),
     #[error("the store holds an unexpected value in {column}: {value:?}")]
     Corrupt { column: &'static str, value: String },
 }
@@ -128,7 +134,23 @@ pub struct Removal {
     pub dropped_messages: u64,
 }
 
-/// The storage contract shared by SQLite and (later) PostgreSQL.
+/// A worker's claim: who, and until when (Unix milliseconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub worker: String,
+    pub now_ms: i64,
+    pub until_ms: i64,
+}
+
+impl Lease {
+    /// A lease for `worker` lasting `length` from now.
+    pub fn new(worker: &str, length: std::time::Duration) -> Self {
+        let now_ms = Utc::now().timestamp_millis();
+        Self { worker: worker.to_owned(), now_ms, until_ms: now_ms + i64::try_from(length.as_millis()).unwrap_or(i64::MAX / 2) }
+    }
+}
+
+/// The storage contract shared by SQLite and PostgreSQL.
 pub trait Store: Send + Sync + 'static {
     /// Enrols an account with its refresh token (encrypted), status `active`. A removed
     /// account of the same name is re-enrolled.
@@ -183,8 +205,40 @@ pub trait Store: Send + Sync + 'static {
     /// Number of messages waiting in the outbox.
     fn outbox_len(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
-    /// Up to `limit` pending messages, oldest first.
+    /// Up to `limit` pending messages, oldest first (leased or not; for inspection).
     fn outbox_pending(&self, limit: u32) -> impl Future<Output = Result<Vec<Pending>, StoreError>> + Send;
+
+    /// Leases up to `limit` pending messages, oldest first, that no other worker holds
+    /// an unexpired lease on, to `lease.worker` until `lease.until_ms`. Messages already
+    /// leased to the same worker are included (a retry).
+    fn outbox_claim(&self, lease: &Lease, limit: u32) -> impl Future<Output = Result<Vec<Pending>, StoreError>> + Send;
+
+    /// Leases up to `limit` active accounts that no other worker holds and that have at
+    /// least one of `datasets` due (no schedule row, or `next_due` passed).
+    fn claim_accounts(
+        &self,
+        lease: &Lease,
+        datasets: &[&str],
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Account>, StoreError>> + Send;
+
+    /// When each dataset of an account is due next (Unix ms); absent datasets are due.
+    fn schedule(&self, account_id: i64) -> impl Future<Output = Result<Vec<(String, i64)>, StoreError>> + Send;
+
+    /// Sets the next due times of an account's datasets and gives its lease up (only if
+    /// `worker` still holds it).
+    fn release_account(
+        &self,
+        worker: &str,
+        account_id: i64,
+        next_due: &[(String, i64)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The creation time of the oldest pending message (for the outbox-age metric).
+    fn outbox_oldest(&self) -> impl Future<Output = Result<Option<DateTime<Utc>>, StoreError>> + Send;
+
+    /// Whether the database answers (for readiness).
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Moves confirmed messages out of the outbox, remembering their ids so a re-read of
     /// the same upstream data does not publish them again.

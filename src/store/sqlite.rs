@@ -12,7 +12,7 @@ use sqlx::{Row, SqlitePool};
 
 use super::migrations::{self, SQLITE};
 use super::{
-    Account, AccountStatus, OutboxEntry, Pending, Removal, Store, StoreError, TokenCipher, Tokens, parse_provider,
+    Account, AccountStatus, Lease, OutboxEntry, Pending, Removal, Store, StoreError, TokenCipher, Tokens, parse_provider,
     validate_account_name,
 };
 
@@ -79,6 +79,19 @@ impl SqliteStore {
             created_at: parse_time("accounts.created_at", &created)?,
         })
     }
+}
+
+fn pending_from_row(r: &SqliteRow) -> Result<Pending, StoreError> {
+    Ok(Pending {
+        seq: r.try_get("seq")?,
+        attempts: r.try_get("attempts")?,
+        entry: OutboxEntry {
+            message_id: r.try_get("message_id")?,
+            stream: r.try_get("stream")?,
+            partition_key: r.try_get("partition_key")?,
+            payload: r.try_get("payload")?,
+        },
+    })
 }
 
 impl Store for SqliteStore {
@@ -157,6 +170,7 @@ impl Store for SqliteStore {
         let id: i64 = row.try_get("id")?;
         sqlx::query("DELETE FROM tokens WHERE account_id = ?").bind(id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM cursors WHERE account_id = ?").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM schedule WHERE account_id = ?").bind(id).execute(&mut *tx).await?;
         let dropped =
             sqlx::query("DELETE FROM outbox WHERE account_id = ?").bind(id).execute(&mut *tx).await?.rows_affected();
         sqlx::query("UPDATE accounts SET status = 'removed', provider_user_id = NULL, updated_at = ? WHERE id = ?")
@@ -303,20 +317,98 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Pending {
-                    seq: r.try_get("seq")?,
-                    attempts: r.try_get("attempts")?,
-                    entry: OutboxEntry {
-                        message_id: r.try_get("message_id")?,
-                        stream: r.try_get("stream")?,
-                        partition_key: r.try_get("partition_key")?,
-                        payload: r.try_get("payload")?,
-                    },
-                })
-            })
-            .collect()
+        rows.iter().map(pending_from_row).collect()
+    }
+
+    async fn outbox_claim(&self, lease: &Lease, limit: u32) -> Result<Vec<Pending>, StoreError> {
+        // SQLite serialises writers, so one UPDATE … RETURNING is an atomic claim.
+        let rows = sqlx::query(
+            "UPDATE outbox SET lease_owner = ?, lease_until = ? WHERE seq IN (
+                 SELECT seq FROM outbox WHERE status = 'pending'
+                   AND (lease_until IS NULL OR lease_until < ? OR lease_owner = ?)
+                 ORDER BY seq LIMIT ?)
+             RETURNING seq, message_id, stream, partition_key, payload, attempts",
+        )
+        .bind(&lease.worker)
+        .bind(lease.until_ms)
+        .bind(lease.now_ms)
+        .bind(&lease.worker)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut pending = rows.iter().map(pending_from_row).collect::<Result<Vec<_>, _>>()?;
+        pending.sort_by_key(|p| p.seq);
+        Ok(pending)
+    }
+
+    async fn claim_accounts(&self, lease: &Lease, datasets: &[&str], limit: u32) -> Result<Vec<Account>, StoreError> {
+        let list = serde_json::Value::from(datasets.to_vec()).to_string();
+        let rows = sqlx::query(
+            "UPDATE accounts SET lease_owner = ?, lease_until = ? WHERE id IN (
+                 SELECT a.id FROM accounts a
+                 WHERE a.status = 'active' AND (a.lease_until IS NULL OR a.lease_until < ? OR a.lease_owner = ?)
+                   AND EXISTS (SELECT 1 FROM json_each(?) d
+                               LEFT JOIN schedule s ON s.account_id = a.id AND s.dataset = d.value
+                               WHERE s.next_due IS NULL OR s.next_due <= ?)
+                 ORDER BY a.id LIMIT ?)
+             RETURNING *",
+        )
+        .bind(&lease.worker)
+        .bind(lease.until_ms)
+        .bind(lease.now_ms)
+        .bind(&lease.worker)
+        .bind(list)
+        .bind(lease.now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut accounts = rows.iter().map(|r| self.account_from_row(r)).collect::<Result<Vec<_>, _>>()?;
+        accounts.sort_by_key(|a| a.id);
+        Ok(accounts)
+    }
+
+    async fn schedule(&self, account_id: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT dataset, next_due FROM schedule WHERE account_id = ? ORDER BY dataset")
+            .bind(account_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("dataset")?, r.try_get("next_due")?))).collect()
+    }
+
+    async fn release_account(&self, worker: &str, account_id: i64, next_due: &[(String, i64)]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (dataset, due) in next_due {
+            sqlx::query(
+                "INSERT INTO schedule (account_id, dataset, next_due) VALUES (?, ?, ?)
+                 ON CONFLICT (account_id, dataset) DO UPDATE SET next_due = excluded.next_due",
+            )
+            .bind(account_id)
+            .bind(dataset)
+            .bind(due)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("UPDATE accounts SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?")
+            .bind(account_id)
+            .bind(worker)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn outbox_oldest(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let row = sqlx::query("SELECT created_at FROM outbox WHERE status = 'pending' ORDER BY seq LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let text: String = row.try_get("created_at")?;
+        parse_time("outbox.created_at", &text).map(Some)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 
     async fn outbox_ack(&self, seqs: &[i64]) -> Result<(), StoreError> {
@@ -352,7 +444,9 @@ impl Store for SqliteStore {
     }
 
     async fn outbox_attempt_failed(&self, seq: i64, error: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE seq = ?")
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, lease_owner = NULL, lease_until = NULL WHERE seq = ?",
+        )
             .bind(error)
             .bind(seq)
             .execute(&self.pool)

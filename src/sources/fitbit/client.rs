@@ -151,8 +151,10 @@ impl GoogleHealthClient {
             .header(AUTHORIZATION, format!("Bearer {}", token.expose_secret()))
             .send()
             .await
+            .inspect_err(|_| crate::telemetry::upstream_request("fitbit", "error"))
             .map_err(transport)?;
         let status = response.status().as_u16();
+        crate::telemetry::upstream_request("fitbit", &status.to_string());
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)

@@ -72,14 +72,18 @@ impl WithingsClient {
             .form(&form)
             .send()
             .await
+            .inspect_err(|_| crate::telemetry::upstream_request("withings", "error"))
             .map_err(transport)?;
         let status = response.status().as_u16();
         let bytes = response.bytes().await.map_err(transport)?;
         if !(200..300).contains(&status) {
+            crate::telemetry::upstream_request("withings", &status.to_string());
             return Err(WithingsError::Http { action, status });
         }
         let decode = |e: serde_json::Error| WithingsError::Decode { action, message: json_position(&e) };
         let head: Envelope<serde::de::IgnoredAny> = serde_json::from_slice(&bytes).map_err(decode)?;
+        // Withings answers HTTP 200 with its own status in the body: count that one.
+        crate::telemetry::upstream_request("withings", &format!("{status}/{}", head.status));
         match head.status {
             0 => {
                 let env: Envelope<T> = serde_json::from_slice(&bytes).map_err(decode)?;

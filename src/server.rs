@@ -1,0 +1,93 @@
+//! The worker's HTTP server on `server.listen`: `/healthz` (the process answers),
+//! `/readyz` (the store answers and the sink was reachable at the last drain) and
+//! `/metrics` (Prometheus text).
+//!
+//! Gauges that describe the store (outbox depth and age, accounts by status) are read
+//! from it at scrape time, so every replica reports the shared truth.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::publisher::Publisher;
+use crate::store::{AccountStatus, Store};
+
+/// What the endpoints read.
+pub struct ServerState<S> {
+    pub store: Arc<S>,
+    pub publisher: Option<Arc<Publisher<S>>>,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// The store must answer within this for the worker to be ready.
+const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Binds `listen` (an error names `server.listen`) and serves until `stop` turns true.
+pub async fn serve<S: Store>(
+    listen: SocketAddr,
+    state: ServerState<S>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, std::io::Error> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {listen} (server.listen): {e}")))?;
+    tracing::info!(address = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready::<S>))
+        .route("/metrics", get(render::<S>))
+        .with_state(Arc::new(state));
+    Ok(tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    }))
+}
+
+async fn ready<S: Store>(State(state): State<Arc<ServerState<S>>>) -> impl IntoResponse {
+    match tokio::time::timeout(STORE_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return (StatusCode::SERVICE_UNAVAILABLE, format!("store unreachable: {e}\n")),
+        Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "store did not answer in time\n".to_owned()),
+    }
+    if state.publisher.as_ref().is_some_and(|p| !p.sink_reachable()) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the sink was unreachable at the last drain\n".to_owned());
+    }
+    (StatusCode::OK, "ready\n".to_owned())
+}
+
+async fn render<S: Store>(State(state): State<Arc<ServerState<S>>>) -> impl IntoResponse {
+    let Some(handle) = &state.metrics else {
+        return (StatusCode::NOT_FOUND, "metrics are not enabled in this process\n".to_owned());
+    };
+    // Store-wide gauges; a store that does not answer leaves the last values.
+    if let Ok(Ok(depth)) = tokio::time::timeout(STORE_TIMEOUT, state.store.outbox_len()).await {
+        metrics::gauge!("wearbridge_outbox_depth").set(depth as f64);
+    }
+    if let Ok(Ok(quarantined)) = tokio::time::timeout(STORE_TIMEOUT, state.store.quarantined_len()).await {
+        metrics::gauge!("wearbridge_outbox_quarantined").set(quarantined as f64);
+    }
+    if let Ok(Ok(oldest)) = tokio::time::timeout(STORE_TIMEOUT, state.store.outbox_oldest()).await {
+        let age = oldest.map_or(0.0, |t| (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0);
+        metrics::gauge!("wearbridge_outbox_oldest_age_seconds").set(age);
+    }
+    if let Ok(Ok(accounts)) = tokio::time::timeout(STORE_TIMEOUT, state.store.accounts()).await {
+        for status in [AccountStatus::Active, AccountStatus::NeedsReconsent, AccountStatus::Removed] {
+            let n = accounts.iter().filter(|a| a.status == status).count();
+            metrics::gauge!("wearbridge_accounts", "status" => status.as_str()).set(n as f64);
+        }
+    }
+    (StatusCode::OK, handle.render())
+}

@@ -1,0 +1,125 @@
+//! The daemon: claims due accounts, syncs their due datasets, drains the outbox, and
+//! stops cleanly on a signal.
+//!
+//! Each (account, dataset) has its own next-due time (`sync.interval` plus up to
+//! `sync.jitter`). The account is the unit of claiming, because one account's tokens must
+//! be refreshed by one process at a time (Withings rotates the refresh token on every
+//! refresh). Claims are leases in the store, so several workers on one PostgreSQL
+//! database share the accounts and a killed worker's accounts are taken over when its
+//! leases expire. Shutdown: stop claiming, let what is in flight finish within
+//! `sync.shutdown_grace`; work cut off later was never committed and is claimed again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use crate::config::{Dataset, SyncSettings};
+use crate::pipeline::{Output, Pipeline};
+use crate::publisher::{PublishError, Publisher};
+use crate::store::{Lease, Store, StoreError};
+
+/// Accounts claimed at a time by one worker.
+const CLAIM: u32 = 16;
+/// Accounts synced at once by one worker.
+const CONCURRENCY: usize = 8;
+
+/// Why the daemon stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+/// One worker process's loop.
+pub struct Worker<S> {
+    pub id: String,
+    pub pipeline: Arc<Pipeline<S>>,
+    pub publisher: Option<Arc<Publisher<S>>>,
+    pub output: Output,
+    pub sync: SyncSettings,
+}
+
+/// A random duration in `[0, max]`.
+fn jitter(max: Duration) -> Duration {
+    let mut bytes = [0u8; 4];
+    let frac = if getrandom::fill(&mut bytes).is_ok() { f64::from(u32::from_le_bytes(bytes)) / f64::from(u32::MAX) } else { 0.5 };
+    max.mul_f64(frac)
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+impl<S: Store> Worker<S> {
+    /// How often to look for due work when there is none.
+    fn poll(&self) -> Duration {
+        (self.sync.interval / 4).clamp(Duration::from_millis(200), Duration::from_secs(10))
+    }
+
+    /// Runs until `stop` turns true; returns once in-flight work is done.
+    pub async fn run(&self, mut stop: watch::Receiver<bool>) -> Result<(), WorkerError> {
+        let datasets: Vec<&str> = self.sync.datasets.iter().map(|d| d.as_str()).collect();
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            let lease = Lease::new(&self.id, self.sync.lease);
+            let accounts = self.pipeline.store.claim_accounts(&lease, &datasets, CLAIM).await?;
+            let claimed = accounts.len();
+            futures::stream::iter(accounts)
+                .for_each_concurrent(CONCURRENCY, |account| {
+                    let lease = &lease;
+                    async move {
+                        if let Err(e) = self.sync_account(lease, &account).await {
+                            tracing::warn!(error = %e, "could not record the sync of an account; its lease will expire");
+                        }
+                    }
+                })
+                .await;
+            if let Some(publisher) = &self.publisher {
+                let drained = publisher.drain().await?;
+                if drained.published + drained.quarantined > 0 || drained.stopped_early {
+                    tracing::info!(
+                        published = drained.published,
+                        quarantined = drained.quarantined,
+                        resent = drained.resent,
+                        node_unavailable = drained.stopped_early,
+                        "outbox drained"
+                    );
+                }
+            }
+            if claimed == 0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.poll()) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        }
+    }
+
+    /// Syncs the account's due datasets and schedules each one's next sync.
+    async fn sync_account(&self, lease: &Lease, account: &crate::store::Account) -> Result<(), StoreError> {
+        let store = &self.pipeline.store;
+        let schedule = store.schedule(account.id).await?;
+        let due: Vec<Dataset> = self
+            .sync
+            .datasets
+            .iter()
+            .copied()
+            .filter(|d| schedule.iter().find(|(name, _)| name == d.as_str()).is_none_or(|(_, at)| *at <= lease.now_ms))
+            .collect();
+        let summary = self.pipeline.sync_one(account, &due, &self.output).await;
+        metrics::counter!("wearbridge_account_syncs_total", "result" => if summary.synced > 0 { "ok" } else { "failed" })
+            .increment(1);
+        let now = chrono::Utc::now().timestamp_millis();
+        let next: Vec<(String, i64)> = due
+            .iter()
+            .map(|d| (d.as_str().to_owned(), now + ms(self.sync.interval) + ms(jitter(self.sync.jitter))))
+            .collect();
+        store.release_account(&lease.worker, account.id, &next).await
+    }
+}
