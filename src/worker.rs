@@ -46,7 +46,11 @@ pub struct Worker<S> {
 /// A random duration in `[0, max]`.
 fn jitter(max: Duration) -> Duration {
     let mut bytes = [0u8; 4];
-    let frac = if getrandom::fill(&mut bytes).is_ok() { f64::from(u32::from_le_bytes(bytes)) / f64::from(u32::MAX) } else { 0.5 };
+    let frac = if getrandom::fill(&mut bytes).is_ok() {
+        f64::from(u32::from_le_bytes(bytes)) / f64::from(u32::MAX)
+    } else {
+        0.5
+    };
     max.mul_f64(frac)
 }
 

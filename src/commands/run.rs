@@ -6,8 +6,8 @@ use super::Globals;
 use crate::app;
 use crate::http::Backoff;
 use crate::pipeline::Output;
-use crate::sinks::stdout::StdoutSink;
 use crate::server::ServerState;
+use crate::sinks::stdout::StdoutSink;
 use crate::store::Store;
 use crate::worker::Worker;
 use tokio::sync::watch;
@@ -47,6 +47,7 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
     }
 
     // The daemon: HTTP server, worker loop, and a clean stop on a signal.
+    let signal = shutdown_signal();
     let metrics = crate::telemetry::install_metrics()
         .inspect_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
         .ok();
@@ -65,7 +66,7 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
     tokio::pin!(run);
     let result = tokio::select! {
         result = &mut run => result,
-        signal = shutdown_signal() => {
+        signal = signal => {
             let grace = loaded.settings.sync.shutdown_grace;
             tracing::info!(signal, grace_s = grace.as_secs_f64(), "stopping: no new work is claimed; in-flight work may finish");
             let _ = stop_tx.send(true);
@@ -121,24 +122,20 @@ async fn dry_run_passes<S: Store>(
     }
 }
 
-/// Resolves on SIGINT or (on Unix) SIGTERM, naming the signal.
-async fn shutdown_signal() -> &'static str {
+/// Resolves on SIGINT or (on Unix) SIGTERM, naming the signal. The SIGTERM handler is
+/// installed when this is called, not when first awaited, so a signal that arrives
+/// while the worker starts up is not lost.
+fn shutdown_signal() -> impl std::future::Future<Output = &'static str> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        #[cfg(unix)]
+        if let Some(mut term) = term {
+            return tokio::select! {
                 _ = tokio::signal::ctrl_c() => "SIGINT",
                 _ = term.recv() => "SIGTERM",
-            },
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
-            }
+            };
         }
-    }
-    #[cfg(not(unix))]
-    {
         let _ = tokio::signal::ctrl_c().await;
         "SIGINT"
     }

@@ -18,8 +18,8 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tracing::Instrument;
 
-use crate::config::Dataset;
 use crate::auth::AuthError;
+use crate::config::Dataset;
 use crate::config::SyncSettings;
 use crate::normalize::Skipped;
 use crate::schemas::Schemas;
@@ -125,7 +125,9 @@ impl<S: Store> Pipeline<S> {
         let now = Utc::now();
         let datasets = self.sync.datasets.clone();
         futures::stream::iter(accounts.iter())
-            .for_each_concurrent(ACCOUNT_CONCURRENCY, |account| self.sync_counted(account, &datasets, now, output, &counters))
+            .for_each_concurrent(ACCOUNT_CONCURRENCY, |account| {
+                self.sync_counted(account, &datasets, now, output, &counters)
+            })
             .await;
         Ok(counters.summary(accounts.len() as u64))
     }

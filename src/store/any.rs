@@ -40,7 +40,12 @@ macro_rules! forward {
 }
 
 impl Store for AnyStore {
-    async fn add_account(&self, name: &str, provider: Provider, refresh_token: &SecretString) -> Result<Account, StoreError> {
+    async fn add_account(
+        &self,
+        name: &str,
+        provider: Provider,
+        refresh_token: &SecretString,
+    ) -> Result<Account, StoreError> {
         forward!(self, add_account(name, provider, refresh_token))
     }
 
@@ -135,7 +140,12 @@ impl Store for AnyStore {
         forward!(self, commit_batch(account_id, dataset, cursor, entries, quarantined))
     }
 
-    async fn release_account(&self, worker: &str, account_id: i64, next_due: &[(String, i64)]) -> Result<(), StoreError> {
+    async fn release_account(
+        &self,
+        worker: &str,
+        account_id: i64,
+        next_due: &[(String, i64)],
+    ) -> Result<(), StoreError> {
         forward!(self, release_account(worker, account_id, next_due))
     }
 }

@@ -112,10 +112,7 @@ pub(crate) async fn run_postgres(pool: &PgPool, migrations: &[Migration]) -> Res
     Ok(applied)
 }
 
-async fn apply_postgres(
-    conn: &mut sqlx::PgConnection,
-    migrations: &[Migration],
-) -> Result<Vec<i64>, MigrationError> {
+async fn apply_postgres(conn: &mut sqlx::PgConnection, migrations: &[Migration]) -> Result<Vec<i64>, MigrationError> {
     use sqlx::Connection;
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS schema_migrations (

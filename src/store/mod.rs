@@ -5,8 +5,8 @@
 //! [`Store::commit_batch`]: records enter the outbox together with the cursor that
 //! covers them, so a crash at any instant loses nothing.
 
-mod cipher;
 mod any;
+mod cipher;
 mod migrations;
 mod postgres;
 mod sqlite;
@@ -146,7 +146,11 @@ impl Lease {
     /// A lease for `worker` lasting `length` from now.
     pub fn new(worker: &str, length: std::time::Duration) -> Self {
         let now_ms = Utc::now().timestamp_millis();
-        Self { worker: worker.to_owned(), now_ms, until_ms: now_ms + i64::try_from(length.as_millis()).unwrap_or(i64::MAX / 2) }
+        Self {
+            worker: worker.to_owned(),
+            now_ms,
+            until_ms: now_ms + i64::try_from(length.as_millis()).unwrap_or(i64::MAX / 2),
+        }
     }
 }
 

@@ -158,8 +158,7 @@ impl Store for PostgresStore {
     }
 
     async fn account(&self, name: &str) -> Result<Option<Account>, StoreError> {
-        let row =
-            sqlx::query("SELECT * FROM accounts WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT * FROM accounts WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
         row.map(|r| self.account_from_row(&r)).transpose()
     }
 
@@ -392,7 +391,12 @@ impl Store for PostgresStore {
         rows.iter().map(|r| Ok((r.try_get("dataset")?, r.try_get("next_due")?))).collect()
     }
 
-    async fn release_account(&self, worker: &str, account_id: i64, next_due: &[(String, i64)]) -> Result<(), StoreError> {
+    async fn release_account(
+        &self,
+        worker: &str,
+        account_id: i64,
+        next_due: &[(String, i64)],
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for (dataset, due) in next_due {
             sqlx::query(

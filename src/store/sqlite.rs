@@ -12,8 +12,8 @@ use sqlx::{Row, SqlitePool};
 
 use super::migrations::{self, SQLITE};
 use super::{
-    Account, AccountStatus, Lease, OutboxEntry, Pending, Removal, Store, StoreError, TokenCipher, Tokens, parse_provider,
-    validate_account_name,
+    Account, AccountStatus, Lease, OutboxEntry, Pending, Removal, Store, StoreError, TokenCipher, Tokens,
+    parse_provider, validate_account_name,
 };
 
 const REFRESH: &str = "refresh_token";
@@ -375,7 +375,12 @@ impl Store for SqliteStore {
         rows.iter().map(|r| Ok((r.try_get("dataset")?, r.try_get("next_due")?))).collect()
     }
 
-    async fn release_account(&self, worker: &str, account_id: i64, next_due: &[(String, i64)]) -> Result<(), StoreError> {
+    async fn release_account(
+        &self,
+        worker: &str,
+        account_id: i64,
+        next_due: &[(String, i64)],
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for (dataset, due) in next_due {
             sqlx::query(

@@ -129,6 +129,7 @@ pub(crate) async fn settings(
         Ok(p) => p,
         Err(denied) => return denied.into_response(),
     };
+    state.count(&format!("google.settings/{}", person.name));
     Json(json!({
         "name": "users/me/settings",
         "timeZone": person.time_zone.name(),

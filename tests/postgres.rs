@@ -1,0 +1,395 @@
+//! The PostgreSQL store and the daemon: the store contract on a real server, leases that
+//! never hand one row to two workers, three worker processes sharing one database, a
+//! killed worker's accounts taken over, SIGTERM during a sync, `/metrics` and `/readyz`.
+//!
+//! Needs `DATABASE_URL` (a server where the tests may create databases); `tests/run.sh`
+//! starts a temporary one. These tests fail, never skip, without it.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anonymizer::Provider;
+use secrecy::SecretString;
+use wearbridge::simulator::{self, Fault, Simulator};
+use wearbridge::store::{Lease, OutboxEntry, PostgresStore, Store, TokenCipher};
+
+/// A new, empty database on the test server; its URL.
+async fn fresh_database() -> String {
+    let admin = std::env::var("DATABASE_URL")
+        .expect("DATABASE_URL must name a PostgreSQL server for these tests (tests/run.sh starts one)");
+    let mut random = [0u8; 6];
+    getrandom::fill(&mut random).unwrap();
+    // Only hex digits after a fixed prefix: safe to splice into the SQL below.
+    let name = format!("wb_{}", hex::encode(random));
+    let pool = sqlx::PgPool::connect(&admin).await.expect("connect to DATABASE_URL");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&pool).await.unwrap();
+    pool.close().await;
+    let mut url = url::Url::parse(&admin).unwrap();
+    url.set_path(&name);
+    url.to_string()
+}
+
+async fn open(url: &str) -> PostgresStore {
+    PostgresStore::open(url, TokenCipher::new([7; 32])).await.expect("open the PostgreSQL store")
+}
+
+fn entry(n: usize) -> OutboxEntry {
+    OutboxEntry {
+        message_id: format!("m-{n:05}"),
+        stream: common::STREAM.into(),
+        partition_key: format!("s{}", n % 3),
+        payload: format!(r#"{{"n":{n}}}"#),
+    }
+}
+
+#[tokio::test]
+async fn the_store_contract_holds_on_postgres() {
+    let url = fresh_database().await;
+    let store = open(&url).await;
+    // Reopening migrates nothing and keeps everything.
+    let a = store.add_account("alice", Provider::Fitbit, &SecretString::from("r1")).await.unwrap();
+    let store = open(&url).await;
+    assert!(matches!(
+        store.add_account("alice", Provider::Fitbit, &SecretString::from("x")).await,
+        Err(wearbridge::store::StoreError::AccountExists(_))
+    ));
+    let tokens = store.tokens(a.id).await.unwrap().unwrap();
+    use secrecy::ExposeSecret;
+    assert_eq!(tokens.refresh_token.expose_secret(), "r1");
+    store.set_provider_user_id(a.id, "user-1").await.unwrap();
+    assert_eq!(store.account("alice").await.unwrap().unwrap().provider_user_id.as_deref(), Some("user-1"));
+
+    let entries: Vec<_> = (0..10).map(entry).collect();
+    assert_eq!(store.commit_batch(a.id, "heart_rate", "c1", &entries, &[]).await.unwrap(), 10);
+    assert_eq!(store.commit_batch(a.id, "heart_rate", "c2", &entries, &[]).await.unwrap(), 0, "ids are unique");
+    assert_eq!(store.cursor(a.id, "heart_rate").await.unwrap().as_deref(), Some("c2"));
+    let pending = store.outbox_pending(100).await.unwrap();
+    assert_eq!(
+        pending.iter().map(|p| p.entry.message_id.clone()).collect::<Vec<_>>(),
+        (0..10).map(|n| entry(n).message_id).collect::<Vec<_>>(),
+        "in order"
+    );
+    store.outbox_ack(&pending[..4].iter().map(|p| p.seq).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(store.outbox_len().await.unwrap(), 6);
+    assert_eq!(store.commit_batch(a.id, "heart_rate", "c3", &entries, &[]).await.unwrap(), 0, "published ids stay out");
+    assert!(store.outbox_oldest().await.unwrap().is_some());
+
+    // Two workers never hold the same outbox row; an expired lease is taken over.
+    let w1 = Lease::new("w1", Duration::from_secs(60));
+    let w2 = Lease::new("w2", Duration::from_secs(60));
+    let first = store.outbox_claim(&w1, 4).await.unwrap();
+    let second = store.outbox_claim(&w2, 100).await.unwrap();
+    assert_eq!((first.len(), second.len()), (4, 2));
+    let seqs: BTreeSet<i64> = first.iter().chain(&second).map(|p| p.seq).collect();
+    assert_eq!(seqs.len(), 6);
+    let later = Lease { worker: "w3".into(), now_ms: w1.until_ms + 1, until_ms: w1.until_ms + 60_000 };
+    assert_eq!(store.outbox_claim(&later, 100).await.unwrap().len(), 6, "expired leases are taken over");
+
+    // Accounts likewise, and a released account is not due again before its time.
+    let b = store.add_account("bob", Provider::Withings, &SecretString::from("r2")).await.unwrap();
+    let got1 = store.claim_accounts(&w1, &["heart_rate"], 1).await.unwrap();
+    let got2 = store.claim_accounts(&w2, &["heart_rate"], 10).await.unwrap();
+    assert_eq!((got1.len(), got2.len()), (1, 1));
+    assert_ne!(got1[0].id, got2[0].id);
+    store.release_account("w1", got1[0].id, &[("heart_rate".into(), w1.now_ms + 3_600_000)]).await.unwrap();
+    let w4 = Lease::new("w4", Duration::from_secs(60));
+    assert!(store.claim_accounts(&w4, &["heart_rate"], 10).await.unwrap().is_empty(), "not due, or leased");
+    assert_eq!(store.claim_accounts(&w4, &["sleep"], 10).await.unwrap().len(), 1, "another dataset is due");
+
+    let removal = store.remove_account("alice").await.unwrap();
+    assert!(removal.dropped_messages > 0);
+    assert!(store.tokens(a.id).await.unwrap().is_none());
+    assert!(store.schedule(a.id).await.unwrap().is_empty());
+    assert_eq!(store.account("bob").await.unwrap().unwrap().id, b.id);
+    store.ping().await.unwrap();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn write_config(sim: &Simulator, dir: &Path, store_url: &str, extra_sync: &str) -> String {
+    let toml = format!(
+        r#"[store]
+url = "{store_url}"
+key_file = "{d}/store.key"
+
+[fitbit]
+client_id = "{id}"
+client_secret = "{secret}"
+api_base_url = "{google}"
+token_url = "{token}"
+
+[sync]
+start = "1d"
+datasets = ["devices", "heart_rate", "sleep"]
+{extra_sync}
+
+[anonymizer]
+key_file = "{d}/anonymizer.key"
+
+[streamr]
+transport = "http"
+url = "{node}"
+api_key = "{key}"
+messages_per_second = 5000
+stream_messages_per_second = 5000
+burst = 500
+
+[streamr.streams]
+default = "{stream}"
+"#,
+        d = dir.display(),
+        id = simulator::CLIENT_ID,
+        secret = simulator::CLIENT_SECRET,
+        google = sim.google_api_base(),
+        token = sim.google_token_url(),
+        node = sim.streamr_http_url(),
+        key = simulator::STREAMR_API_KEY,
+        stream = common::STREAM,
+    );
+    let path = dir.join("wearbridge.toml");
+    std::fs::write(&path, toml).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+fn command(dir: &Path, config: &str, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wearbridge"));
+    cmd.arg("--config").arg(config).args(args).current_dir(dir).env_remove("RUST_LOG");
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    cmd
+}
+
+async fn enrol(sim: &Simulator, dir: &Path, config: &str) {
+    for p in sim.people() {
+        let token = dir.join(format!("{}.token", p.name));
+        std::fs::write(&token, &p.refresh_token).unwrap();
+        let out =
+            command(dir, config, &["users", "add", "fitbit", &p.name, "--refresh-token-file", token.to_str().unwrap()])
+                .output()
+                .await
+                .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// When each person's syncs began (the simulator's settings calls), by name.
+fn syncs(sim: &Simulator) -> BTreeMap<String, Vec<Instant>> {
+    let mut by_person: BTreeMap<String, Vec<Instant>> = BTreeMap::new();
+    for (at, label) in sim.request_log() {
+        if let Some(name) = label.strip_prefix("google.settings/") {
+            by_person.entry(name.to_owned()).or_default().push(at);
+        }
+    }
+    by_person
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < timeout, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("running");
+    let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_share_one_database_and_take_over_a_killed_one() {
+    let sim = common::simulator(6, 81).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let url = fresh_database().await;
+    let interval = Duration::from_secs(3);
+    let config =
+        write_config(&sim, d, &url, "interval = \"3s\"\njitter = \"0s\"\nlease = \"2s\"\nshutdown_grace = \"10s\"");
+    enrol(&sim, d, &config).await;
+    let people: Vec<String> = sim.people().iter().map(|p| p.name.clone()).collect();
+
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut workers: Vec<_> = ports
+        .iter()
+        .map(|port| command(d, &config, &["--set", &format!("server.listen=127.0.0.1:{port}"), "run"]).spawn().unwrap())
+        .collect();
+    // Two rounds for everyone.
+    wait_until("every account synced twice", Duration::from_secs(90), || {
+        let s = syncs(&sim);
+        people.iter().all(|p| s.get(p).is_some_and(|v| v.len() >= 2))
+    })
+    .await;
+    let before_kill = syncs(&sim);
+    for (person, times) in &before_kill {
+        for pair in times.windows(2) {
+            let gap = pair[1].duration_since(pair[0]);
+            assert!(gap >= interval.mul_f64(0.8), "{person} synced twice in one round ({gap:?} apart)");
+        }
+    }
+    let received = sim.streamr_received();
+    let ids: BTreeSet<_> = received.iter().map(|r| r.message["header"]["uuid"].to_string()).collect();
+    assert!(!received.is_empty());
+    assert_eq!(ids.len(), received.len(), "no message was published by two workers");
+
+    // /metrics and /readyz of a live worker.
+    let http = reqwest::Client::new();
+    // Each worker reports what it did; together they report everything.
+    let mut metrics = String::new();
+    for port in &ports {
+        metrics += &http.get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap().text().await.unwrap();
+    }
+    for series in [
+        "wearbridge_upstream_requests_total",
+        "wearbridge_token_refreshes_total",
+        "wearbridge_records_total",
+        "wearbridge_messages_published_total",
+        "wearbridge_messages_confirmed_total",
+        "wearbridge_outbox_depth",
+        "wearbridge_outbox_oldest_age_seconds",
+        "wearbridge_accounts{status=\"active\"} 6",
+    ] {
+        assert!(metrics.contains(series), "/metrics lacks {series}:\n{metrics}");
+    }
+    assert!(!metrics.contains(simulator::CLIENT_SECRET) && !metrics.contains(&sim.people()[0].refresh_token));
+    let ready = http.get(format!("http://127.0.0.1:{}/readyz", ports[1])).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+
+    // Kill one worker outright: its leases expire and the others carry on with everyone.
+    workers[0].start_kill().unwrap();
+    let _ = workers[0].wait().await;
+    let counts =
+        |s: &BTreeMap<String, Vec<Instant>>| people.iter().map(|p| s.get(p).map_or(0, Vec::len)).collect::<Vec<_>>();
+    let at_kill = counts(&syncs(&sim));
+    wait_until("every account synced twice more after the kill", Duration::from_secs(90), || {
+        counts(&syncs(&sim)).iter().zip(&at_kill).all(|(now, then)| *now >= then + 2)
+    })
+    .await;
+
+    // SIGTERM: the survivors stop cleanly.
+    for w in &mut workers[1..] {
+        sigterm(w);
+    }
+    for w in &mut workers[1..] {
+        let status =
+            tokio::time::timeout(Duration::from_secs(20), w.wait()).await.expect("stops within grace").unwrap();
+        assert!(status.success(), "exit 0 on SIGTERM: {status:?}");
+    }
+    let key = wearbridge::keyfile::load_or_create(&d.join("store.key"), "store.key_file").unwrap();
+    let store = PostgresStore::open(&url, TokenCipher::new(key)).await.unwrap();
+    let accounts = store.accounts().await.unwrap();
+    assert_eq!(accounts.len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_sync_exits_cleanly_and_loses_nothing() {
+    let sim = common::simulator(2, 82).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let url = format!("sqlite://{}/wb.db", d.display());
+    let config = write_config(&sim, d, &url, "interval = \"1h\"\nshutdown_grace = \"8s\"");
+    enrol(&sim, d, &config).await;
+    let dry = command(d, &config, &["run", "--once", "--dry-run"]).output().await.unwrap();
+    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+    let expected: BTreeSet<String> = String::from_utf8_lossy(&dry.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["message"]["header"]["uuid"].to_string())
+        .collect();
+    assert!(expected.len() > 100);
+
+    // Heart-rate reads hang for 2 s each: the signal lands in the middle of a sync.
+    sim.faults().inject("google.dataPoints.heart-rate", Fault::Delay(Duration::from_secs(2)), 4);
+    let port = free_port();
+    let before = sim.request_count("google.dataPoints.heart-rate");
+    let mut worker =
+        command(d, &config, &["--set", &format!("server.listen=127.0.0.1:{port}"), "run"]).spawn().unwrap();
+    wait_until("a heart-rate read is in flight", Duration::from_secs(30), || {
+        sim.request_count("google.dataPoints.heart-rate") > before
+    })
+    .await;
+    let signalled = Instant::now();
+    sigterm(&worker);
+    let status = tokio::time::timeout(Duration::from_secs(20), worker.wait()).await.expect("exits").unwrap();
+    assert!(status.success(), "exit 0: {status:?}");
+    assert!(signalled.elapsed() < Duration::from_secs(12), "within the grace period: {:?}", signalled.elapsed());
+    let mut stderr = String::new();
+    use tokio::io::AsyncReadExt;
+    worker.stderr.take().unwrap().read_to_string(&mut stderr).await.unwrap();
+    assert!(stderr.contains("stopping") && stderr.contains("stopped"), "{stderr}");
+
+    // Whatever was in flight is simply done again: nothing is lost.
+    let out = command(d, &config, &["run", "--once"]).output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: BTreeSet<String> =
+        sim.streamr_received().iter().map(|r| r.message["header"]["uuid"].to_string()).collect();
+    let missing: Vec<_> = expected.difference(&got).collect();
+    assert!(missing.is_empty(), "{} ids lost", missing.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_turns_unready_when_the_store_is_gone() {
+    let sim = common::simulator(1, 83).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let url = fresh_database().await;
+    let config = write_config(&sim, d, &url, "interval = \"1h\"");
+    enrol(&sim, d, &config).await;
+    let port = free_port();
+    let mut worker =
+        command(d, &config, &["--set", &format!("server.listen=127.0.0.1:{port}"), "run"]).spawn().unwrap();
+    let http = reqwest::Client::new();
+    let ready = format!("http://127.0.0.1:{port}/readyz");
+    let mut status = 0;
+    for _ in 0..100 {
+        if let Ok(r) = http.get(&ready).send().await {
+            status = r.status().as_u16();
+            if status == 200 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "ready with a store and a node");
+    assert_eq!(http.get(format!("http://127.0.0.1:{port}/healthz")).send().await.unwrap().status(), 200);
+
+    // Take the database away: no new connections, existing ones ended.
+    let name = url::Url::parse(&url).unwrap().path().trim_start_matches('/').to_owned();
+    let admin = sqlx::PgPool::connect(&std::env::var("DATABASE_URL").unwrap()).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    let r = http.get(&ready).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("store"), "{body}");
+    assert!(!body.contains("postgres://"), "no URL (and so no password) in the answer");
+    assert_eq!(http.get(format!("http://127.0.0.1:{port}/healthz")).send().await.unwrap().status(), 200, "still alive");
+
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let mut back = 0;
+    for _ in 0..50 {
+        back = http.get(&ready).send().await.unwrap().status().as_u16();
+        if back == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(back, 200, "ready again once the store is back");
+    sigterm(&worker);
+    assert!(worker.wait().await.unwrap().success());
+}
