@@ -119,8 +119,9 @@ impl<S: Store> Publisher<S> {
         let mut acked: Vec<i64> = Vec::new();
         let mut sink = self.sink.lock().await;
         let result = self.drain_into(&mut sink, &mut summary, &mut acked).await;
-        // Whatever happened, confirmed messages leave the outbox.
+        // Whatever happened, confirmed messages leave the outbox and the rest is free.
         self.store.outbox_ack(&acked).await?;
+        self.store.outbox_release(&self.worker).await?;
         self.store.prune_published(chrono::Utc::now() - chrono::TimeDelta::days(PUBLISHED_MEMORY_DAYS)).await?;
         let reachable = result.is_ok() && !summary.stopped_early;
         self.sink_ok.store(reachable, std::sync::atomic::Ordering::Relaxed);

@@ -64,45 +64,68 @@ impl<S: Store> Worker<S> {
         (self.sync.interval / 4).clamp(Duration::from_millis(200), Duration::from_secs(10))
     }
 
-    /// Runs until `stop` turns true; returns once in-flight work is done.
+    /// Runs until `stop` turns true; returns once in-flight work is done. A store that
+    /// does not answer is waited out (and `/readyz` says so); only a sink that refuses
+    /// the configuration ends the loop with an error.
     pub async fn run(&self, mut stop: watch::Receiver<bool>) -> Result<(), WorkerError> {
-        let datasets: Vec<&str> = self.sync.datasets.iter().map(|d| d.as_str()).collect();
+        let mut failures = 0u32;
         loop {
             if *stop.borrow() {
                 return Ok(());
             }
-            let lease = Lease::new(&self.id, self.sync.lease);
-            let accounts = self.pipeline.store.claim_accounts(&lease, &datasets, CLAIM).await?;
-            let claimed = accounts.len();
-            futures::stream::iter(accounts)
-                .for_each_concurrent(CONCURRENCY, |account| {
-                    let lease = &lease;
-                    async move {
-                        if let Err(e) = self.sync_account(lease, &account).await {
-                            tracing::warn!(error = %e, "could not record the sync of an account; its lease will expire");
-                        }
-                    }
-                })
-                .await;
-            if let Some(publisher) = &self.publisher {
-                let drained = publisher.drain().await?;
-                if drained.published + drained.quarantined > 0 || drained.stopped_early {
-                    tracing::info!(
-                        published = drained.published,
-                        quarantined = drained.quarantined,
-                        resent = drained.resent,
-                        node_unavailable = drained.stopped_early,
-                        "outbox drained"
-                    );
+            let pause = match self.round().await {
+                Ok(0) => {
+                    failures = 0;
+                    self.poll()
                 }
-            }
-            if claimed == 0 {
-                tokio::select! {
-                    _ = tokio::time::sleep(self.poll()) => {}
-                    _ = stop.changed() => {}
+                Ok(_) => {
+                    failures = 0;
+                    continue;
                 }
+                Err(WorkerError::Store(e) | WorkerError::Publish(PublishError::Store(e))) => {
+                    failures += 1;
+                    let pause = (self.poll() * failures.min(10)).min(Duration::from_secs(30));
+                    tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "the store failed; retrying");
+                    pause
+                }
+                Err(e) => return Err(e),
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.changed() => {}
             }
         }
+    }
+
+    /// Claims, syncs and drains once; returns how many accounts it claimed.
+    async fn round(&self) -> Result<usize, WorkerError> {
+        let datasets: Vec<&str> = self.sync.datasets.iter().map(|d| d.as_str()).collect();
+        let lease = Lease::new(&self.id, self.sync.lease);
+        let accounts = self.pipeline.store.claim_accounts(&lease, &datasets, CLAIM).await?;
+        let claimed = accounts.len();
+        futures::stream::iter(accounts)
+            .for_each_concurrent(CONCURRENCY, |account| {
+                let lease = &lease;
+                async move {
+                    if let Err(e) = self.sync_account(lease, &account).await {
+                        tracing::warn!(error = %e, "could not record the sync of an account; its lease will expire");
+                    }
+                }
+            })
+            .await;
+        if let Some(publisher) = &self.publisher {
+            let drained = publisher.drain().await?;
+            if drained.published + drained.quarantined > 0 || drained.stopped_early {
+                tracing::info!(
+                    published = drained.published,
+                    quarantined = drained.quarantined,
+                    resent = drained.resent,
+                    node_unavailable = drained.stopped_early,
+                    "outbox drained"
+                );
+            }
+        }
+        Ok(claimed)
     }
 
     /// Syncs the account's due datasets and schedules each one's next sync.

@@ -181,7 +181,7 @@ async fn enrol(sim: &Simulator, dir: &Path, config: &str) {
 fn syncs(sim: &Simulator) -> BTreeMap<String, Vec<Instant>> {
     let mut by_person: BTreeMap<String, Vec<Instant>> = BTreeMap::new();
     for (at, label) in sim.request_log() {
-        if let Some(name) = label.strip_prefix("google.settings/") {
+        if let Some(name) = label.strip_prefix("settings-by/") {
             by_person.entry(name.to_owned()).or_default().push(at);
         }
     }

@@ -109,6 +109,10 @@ impl Store for AnyStore {
         forward!(self, outbox_oldest())
     }
 
+    async fn outbox_release(&self, worker: &str) -> Result<(), StoreError> {
+        forward!(self, outbox_release(worker))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         forward!(self, ping())
     }

@@ -214,7 +214,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Leases up to `limit` pending messages, oldest first, that no other worker holds
     /// an unexpired lease on, to `lease.worker` until `lease.until_ms`. Messages already
-    /// leased to the same worker are included (a retry).
+    /// leased to the same worker are included (a retry). (SQLite, one worker per file,
+    /// records leases but does not honour them: a killed process never holds work back.)
     fn outbox_claim(&self, lease: &Lease, limit: u32) -> impl Future<Output = Result<Vec<Pending>, StoreError>> + Send;
 
     /// Leases up to `limit` active accounts that no other worker holds and that have at
@@ -240,6 +241,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// The creation time of the oldest pending message (for the outbox-age metric).
     fn outbox_oldest(&self) -> impl Future<Output = Result<Option<DateTime<Utc>>, StoreError>> + Send;
+
+    /// Gives up `worker`'s outbox leases (at the end of a drain), so what it could not
+    /// deliver is free for any worker at once rather than when the leases expire.
+    fn outbox_release(&self, worker: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Whether the database answers (for readiness).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -425,6 +425,14 @@ impl Store for PostgresStore {
         Ok(row.try_get("oldest")?)
     }
 
+    async fn outbox_release(&self, worker: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1")
+            .bind(worker)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

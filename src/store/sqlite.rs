@@ -321,18 +321,15 @@ impl Store for SqliteStore {
     }
 
     async fn outbox_claim(&self, lease: &Lease, limit: u32) -> Result<Vec<Pending>, StoreError> {
-        // SQLite serialises writers, so one UPDATE … RETURNING is an atomic claim.
+        // A SQLite file serves one worker, so earlier leases (of a process that was
+        // killed, say) never hold work back; they are recorded for diagnostics only.
         let rows = sqlx::query(
             "UPDATE outbox SET lease_owner = ?, lease_until = ? WHERE seq IN (
-                 SELECT seq FROM outbox WHERE status = 'pending'
-                   AND (lease_until IS NULL OR lease_until < ? OR lease_owner = ?)
-                 ORDER BY seq LIMIT ?)
+                 SELECT seq FROM outbox WHERE status = 'pending' ORDER BY seq LIMIT ?)
              RETURNING seq, message_id, stream, partition_key, payload, attempts",
         )
         .bind(&lease.worker)
         .bind(lease.until_ms)
-        .bind(lease.now_ms)
-        .bind(&lease.worker)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
@@ -346,7 +343,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             "UPDATE accounts SET lease_owner = ?, lease_until = ? WHERE id IN (
                  SELECT a.id FROM accounts a
-                 WHERE a.status = 'active' AND (a.lease_until IS NULL OR a.lease_until < ? OR a.lease_owner = ?)
+                 WHERE a.status = 'active'
                    AND EXISTS (SELECT 1 FROM json_each(?) d
                                LEFT JOIN schedule s ON s.account_id = a.id AND s.dataset = d.value
                                WHERE s.next_due IS NULL OR s.next_due <= ?)
@@ -355,8 +352,6 @@ impl Store for SqliteStore {
         )
         .bind(&lease.worker)
         .bind(lease.until_ms)
-        .bind(lease.now_ms)
-        .bind(&lease.worker)
         .bind(list)
         .bind(lease.now_ms)
         .bind(i64::from(limit))
@@ -409,6 +404,14 @@ impl Store for SqliteStore {
         let Some(row) = row else { return Ok(None) };
         let text: String = row.try_get("created_at")?;
         parse_time("outbox.created_at", &text).map(Some)
+    }
+
+    async fn outbox_release(&self, worker: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?")
+            .bind(worker)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

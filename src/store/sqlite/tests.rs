@@ -16,12 +16,13 @@ async fn migrations_are_idempotent_and_guarded() {
         .fetch_all(store.pool())
         .await
         .unwrap();
-    for t in ["accounts", "cursors", "outbox", "published", "schema_migrations", "tokens"] {
+    for t in ["accounts", "cursors", "outbox", "published", "schedule", "schema_migrations", "tokens"] {
         assert!(tables.iter().any(|x| x == t), "missing {t}: {tables:?}");
     }
     let changed = [
         Migration { version: 1, name: "init", sql: "SELECT 1" },
         Migration { version: 2, name: "published", sql: SQLITE[1].sql },
+        Migration { version: 3, name: "leases", sql: SQLITE[2].sql },
     ];
     let err = run_sqlite(store.pool(), &changed).await.unwrap_err().to_string();
     assert!(err.contains("differs"), "{err}");
@@ -30,9 +31,10 @@ async fn migrations_are_idempotent_and_guarded() {
     let next = [
         Migration { version: 1, name: "init", sql: SQLITE[0].sql },
         Migration { version: 2, name: "published", sql: SQLITE[1].sql },
-        Migration { version: 3, name: "extra", sql: "CREATE TABLE extra (x INTEGER)" },
+        Migration { version: 3, name: "leases", sql: SQLITE[2].sql },
+        Migration { version: 4, name: "extra", sql: "CREATE TABLE extra (x INTEGER)" },
     ];
-    assert_eq!(run_sqlite(store.pool(), &next).await.unwrap(), vec![3]);
+    assert_eq!(run_sqlite(store.pool(), &next).await.unwrap(), vec![4]);
 }
 
 #[tokio::test]
