@@ -675,3 +675,27 @@ fn systemd_unit_runs_the_daemon_and_outwaits_its_shutdown() {
         assert!(text.contains(&path), "the unit tells where {name} lands: {path}");
     }
 }
+
+#[test]
+fn readme_deployment_sections_name_every_deploy_file() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    for section in ["## Running with docker compose", "## Running on Kubernetes", "## systemd"] {
+        assert!(readme.contains(section), "README lacks {section:?}");
+    }
+    let mut files = vec![
+        "deploy/docker-compose.yml".to_owned(),
+        "deploy/Dockerfile".to_owned(),
+        "deploy/compose/wearbridge.toml".to_owned(),
+        "deploy/systemd/wearbridge.service".to_owned(),
+    ];
+    for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/k8s")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(readme.contains(&name), "README does not mention deploy/k8s/{name}");
+        files.push(format!("deploy/k8s/{name}"));
+    }
+    for f in files {
+        assert!(Path::new(env!("CARGO_MANIFEST_DIR")).join(&f).exists(), "{f}");
+        let base = f.rsplit('/').next().unwrap();
+        assert!(readme.contains(base), "README does not mention {f}");
+    }
+}
