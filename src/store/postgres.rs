@@ -146,19 +146,31 @@ impl Store for PostgresStore {
         .bind(sealed)
         .execute(&mut *tx)
         .await?;
-        let row = sqlx::query("SELECT * FROM accounts WHERE id = $1").bind(id).fetch_one(&mut *tx).await?;
+        let row =
+            sqlx::query("SELECT id, name, provider, status, provider_user_id, created_at FROM accounts WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
         let account = self.account_from_row(&row)?;
         tx.commit().await?;
         Ok(account)
     }
 
     async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM accounts ORDER BY name").fetch_all(&self.pool).await?;
+        let rows =
+            sqlx::query("SELECT id, name, provider, status, provider_user_id, created_at FROM accounts ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(|r| self.account_from_row(r)).collect()
     }
 
     async fn account(&self, name: &str) -> Result<Option<Account>, StoreError> {
-        let row = sqlx::query("SELECT * FROM accounts WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(
+            "SELECT id, name, provider, status, provider_user_id, created_at FROM accounts WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| self.account_from_row(&r)).transpose()
     }
 
@@ -208,10 +220,11 @@ impl Store for PostgresStore {
     }
 
     async fn tokens(&self, account_id: i64) -> Result<Option<Tokens>, StoreError> {
-        let row = sqlx::query("SELECT * FROM tokens WHERE account_id = $1")
-            .bind(account_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT refresh_token, access_token, access_expires_at FROM tokens WHERE account_id = $1")
+                .bind(account_id)
+                .fetch_optional(&self.pool)
+                .await?;
         let Some(row) = row else { return Ok(None) };
         let refresh: Vec<u8> = row.try_get(REFRESH)?;
         let access: Option<Vec<u8>> = row.try_get(ACCESS)?;
@@ -369,7 +382,8 @@ impl Store for PostgresStore {
                  ORDER BY a.id LIMIT $5
                  FOR UPDATE OF a SKIP LOCKED)
              UPDATE accounts SET lease_owner = $1, lease_until = $2 FROM claimable c WHERE accounts.id = c.id
-             RETURNING accounts.*",
+             RETURNING accounts.id, accounts.name, accounts.provider, accounts.status,
+                       accounts.provider_user_id, accounts.created_at",
         )
         .bind(&lease.worker)
         .bind(lease.until_ms)

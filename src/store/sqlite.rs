@@ -52,8 +52,12 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        // Migrate on a connection of its own, then open the pool: a connection that read
+        // the schema before a migration would describe `SELECT *` with the old columns.
+        let migrator = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        migrations::run_sqlite(&migrator, SQLITE).await?;
+        migrator.close().await;
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        migrations::run_sqlite(&pool, SQLITE).await?;
         Ok(Self { pool, cipher })
     }
 
@@ -145,19 +149,30 @@ impl Store for SqliteStore {
         .bind(now())
         .execute(&mut *tx)
         .await?;
-        let row = sqlx::query("SELECT * FROM accounts WHERE id = ?").bind(id).fetch_one(&mut *tx).await?;
+        let row =
+            sqlx::query("SELECT id, name, provider, status, provider_user_id, created_at FROM accounts WHERE id = ?")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
         let account = self.account_from_row(&row)?;
         tx.commit().await?;
         Ok(account)
     }
 
     async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM accounts ORDER BY name").fetch_all(&self.pool).await?;
+        let rows =
+            sqlx::query("SELECT id, name, provider, status, provider_user_id, created_at FROM accounts ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(|r| self.account_from_row(r)).collect()
     }
 
     async fn account(&self, name: &str) -> Result<Option<Account>, StoreError> {
-        let row = sqlx::query("SELECT * FROM accounts WHERE name = ?").bind(name).fetch_optional(&self.pool).await?;
+        let row =
+            sqlx::query("SELECT id, name, provider, status, provider_user_id, created_at FROM accounts WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|r| self.account_from_row(&r)).transpose()
     }
 
@@ -204,7 +219,7 @@ impl Store for SqliteStore {
     }
 
     async fn tokens(&self, account_id: i64) -> Result<Option<Tokens>, StoreError> {
-        let row = sqlx::query("SELECT * FROM tokens WHERE account_id = ?")
+        let row = sqlx::query("SELECT refresh_token, access_token, access_expires_at FROM tokens WHERE account_id = ?")
             .bind(account_id)
             .fetch_optional(&self.pool)
             .await?;
@@ -348,7 +363,7 @@ impl Store for SqliteStore {
                                LEFT JOIN schedule s ON s.account_id = a.id AND s.dataset = d.value
                                WHERE s.next_due IS NULL OR s.next_due <= ?)
                  ORDER BY a.id LIMIT ?)
-             RETURNING *",
+             RETURNING id, name, provider, status, provider_user_id, created_at",
         )
         .bind(&lease.worker)
         .bind(lease.until_ms)
