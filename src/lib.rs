@@ -12,6 +12,7 @@ pub mod demo;
 pub mod http;
 pub mod keyfile;
 pub mod normalize;
+pub mod onboarding;
 pub mod pipeline;
 pub mod publisher;
 pub mod schemas;

@@ -64,6 +64,18 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// Enrol a person by consent: prints the provider's authorisation URL and waits for
+    /// the redirect on oauth.redirect_uri (or reads the pasted address with --manual).
+    Connect {
+        provider: ProviderArg,
+        name: String,
+        /// Paste the address the browser ends up at instead of listening on the loopback.
+        #[arg(long)]
+        manual: bool,
+        /// How long to wait for the redirect.
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Enrol, list and withdraw accounts.
     Users {
         #[command(subcommand)]
@@ -81,6 +93,15 @@ enum Command {
 enum ProviderArg {
     Fitbit,
     Withings,
+}
+
+impl From<ProviderArg> for anonymizer::Provider {
+    fn from(p: ProviderArg) -> Self {
+        match p {
+            ProviderArg::Fitbit => anonymizer::Provider::Fitbit,
+            ProviderArg::Withings => anonymizer::Provider::Withings,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -117,6 +138,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { once, dry_run } => commands::run::main(&globals, once, dry_run).await,
             Command::Probe { url } => commands::probe::main(&url).await,
+            Command::Connect { provider, name, manual, timeout } => {
+                commands::connect::main(&globals, provider.into(), &name, manual, timeout).await
+            }
             Command::Demo { people, seed, history } => {
                 wearbridge::demo::main(&wearbridge::demo::DemoOptions { people, seed, history }).await
             }

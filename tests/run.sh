@@ -6,20 +6,27 @@
 # their own databases in it). Otherwise this script installs PostgreSQL when absent
 # (Debian's package, via apt) and runs a temporary cluster on 127.0.0.1 for the length
 # of the run. The PostgreSQL tests fail rather than skip when no server is reachable.
+#
+# Chromium: the consent-page test drives a real headless browser; Debian's `chromium`
+# package is installed when no Chromium is on PATH (that test fails rather than skips).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
+apt_install() {
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    echo "tests/run.sh: installing $* (apt)" >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "$@" >/dev/null \
+        || { $sudo apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "$@" >/dev/null; }
+}
+
 start_postgres() {
     local pgbin
     pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)
     if [ -z "$pgbin" ]; then
-        echo "tests/run.sh: installing PostgreSQL (apt)" >&2
-        local sudo=""
-        [ "$(id -u)" = 0 ] || sudo="sudo"
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q postgresql >/dev/null \
-            || { $sudo apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q postgresql >/dev/null; }
+        apt_install postgresql
         pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
     fi
     PGDIR=$(mktemp -d)
@@ -45,6 +52,9 @@ stop_postgres() {
 
 if [ -z "${DATABASE_URL:-}" ]; then
     start_postgres
+fi
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null && ! command -v google-chrome >/dev/null; then
+    apt_install chromium
 fi
 
 cargo fmt --all -- --check

@@ -1,6 +1,7 @@
 //! The CLI's commands: the binary edge, where errors become messages and exit codes.
 
 pub mod check_config;
+pub mod connect;
 pub mod probe;
 pub mod run;
 pub mod schemas;

@@ -52,7 +52,9 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
         .inspect_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
         .ok();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let state = ServerState { store: store.clone(), publisher: Some(publisher.clone()), metrics };
+    let enrolment = crate::server::Enrolment::new(loaded.settings.clone(), app::pseudonym_key(&loaded)?);
+    let state =
+        ServerState { store: store.clone(), publisher: Some(publisher.clone()), metrics, enrolment: Some(enrolment) };
     let server = crate::server::serve(loaded.settings.server.listen, state, stop_rx.clone()).await?;
     let worker = Worker {
         id: worker_id.clone(),

@@ -8,7 +8,10 @@ pub async fn main(listen: SocketAddr, people: usize, seed: u64) -> anyhow::Resul
     let sim = Simulator::start(SimulatorConfig { listen, people, seed, canary: false }).await?;
     println!("google health api (fitbit.api_base_url): {}", sim.google_api_base());
     println!("google oauth token (fitbit.token_url):   {}", sim.google_token_url());
+    println!("google consent (fitbit.auth_url):        {}", sim.google_auth_url());
+    println!("google revoke (fitbit.revoke_url):       {}", sim.google_revoke_url());
     println!("withings api (withings.api_base_url):    {}", sim.withings_api_base());
+    println!("withings consent (withings.auth_url):    {}", sim.withings_auth_url());
     println!("streamr node, http plugin (streamr.url):  {}", sim.streamr_http_url());
     println!("streamr node, ws plugin (streamr.url):    {}", sim.streamr_ws_url());
     println!("streamr api key (streamr.api_key):       {}", simulator::STREAMR_API_KEY);

@@ -61,14 +61,7 @@ pub async fn list(globals: &Globals) -> anyhow::Result<()> {
 pub async fn remove(globals: &Globals, name: &str) -> anyhow::Result<()> {
     let loaded = globals.load()?;
     let store = app::open_store(&loaded.settings).await?;
-    let removal = store.remove_account(name).await?;
-    println!(
-        "removed {name}: stored tokens and cursors deleted, {} unpublished messages dropped.",
-        removal.dropped_messages
-    );
-    println!("Messages already published to Streamr cannot be recalled.");
-    println!(
-        "The grant was not revoked upstream by this build; the person can revoke it in their Google or Withings account settings."
-    );
+    let account = store.account(name).await?.ok_or_else(|| crate::store::StoreError::NoSuchAccount(name.into()))?;
+    println!("{}", crate::onboarding::withdraw(&store, &loaded.settings, &account).await?);
     Ok(())
 }

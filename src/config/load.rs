@@ -246,10 +246,11 @@ fn origin_of(origins: &BTreeMap<String, Origin>, key: &str) -> Origin {
 fn resolve_secrets(loaded: &mut Loaded) -> Result<(), ConfigError> {
     let origins = loaded.origins.clone();
     let s = &mut loaded.settings;
-    let slots: [(&str, &mut Option<SecretString>, &Option<PathBuf>); 3] = [
+    let slots: [(&str, &mut Option<SecretString>, &Option<PathBuf>); 4] = [
         ("fitbit.client_secret", &mut s.fitbit.client_secret, &s.fitbit.client_secret_file),
         ("withings.client_secret", &mut s.withings.client_secret, &s.withings.client_secret_file),
         ("streamr.api_key", &mut s.streamr.api_key, &s.streamr.api_key_file),
+        ("server.enroll_token", &mut s.server.enroll_token, &s.server.enroll_token_file),
     ];
     for (key, value, file) in slots {
         let Some(path) = file else { continue };
@@ -298,10 +299,13 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
             ),
         ));
     }
-    let urls: [(&str, &str); 5] = [
+    let urls: [(&str, &str); 8] = [
         ("fitbit.api_base_url", &s.fitbit.api_base_url),
         ("fitbit.token_url", &s.fitbit.token_url),
         ("fitbit.auth_url", &s.fitbit.auth_url),
+        ("fitbit.revoke_url", &s.fitbit.revoke_url),
+        ("oauth.redirect_uri", &s.oauth.redirect_uri),
+        ("server.public_url", &s.server.public_url),
         ("withings.api_base_url", &s.withings.api_base_url),
         ("withings.auth_url", &s.withings.auth_url),
     ];

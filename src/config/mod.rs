@@ -29,6 +29,21 @@ pub struct Settings {
     pub anonymizer: AnonymizerSettings,
     pub streamr: StreamrSettings,
     pub server: ServerSettings,
+    pub oauth: OAuthSettings,
+}
+
+/// Where providers send people back after they consent (`wearbridge connect`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct OAuthSettings {
+    /// A loopback URL the `connect` command listens on; register it with each provider.
+    pub redirect_uri: String,
+}
+
+impl Default for OAuthSettings {
+    fn default() -> Self {
+        Self { redirect_uri: "http://127.0.0.1:8765/oauth/callback".into() }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -60,6 +75,8 @@ pub struct FitbitSettings {
     pub api_base_url: String,
     pub token_url: String,
     pub auth_url: String,
+    /// Google's token revocation endpoint (`users remove` ends the grant there).
+    pub revoke_url: String,
     /// Requests per minute per account (Google's per-user quota is 300).
     pub requests_per_minute: u32,
     /// Requests per minute for the whole application (Google's per-project quota).
@@ -75,6 +92,7 @@ impl Default for FitbitSettings {
             api_base_url: "https://health.googleapis.com".into(),
             token_url: "https://oauth2.googleapis.com/token".into(),
             auth_url: "https://accounts.google.com/o/oauth2/v2/auth".into(),
+            revoke_url: "https://oauth2.googleapis.com/revoke".into(),
             requests_per_minute: 300,
             project_requests_per_minute: 120_000,
         }
@@ -330,11 +348,24 @@ impl Default for StreamrSettings {
 #[serde(default)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
+    /// The URL people reach the server at; the consent page's OAuth callback is
+    /// `<public_url>/connect/callback` (register it with each provider).
+    pub public_url: String,
+    /// When set, `/connect` asks for this token before anyone may enrol.
+    #[serde(serialize_with = "redact", skip_serializing_if = "Option::is_none")]
+    pub enroll_token: Option<SecretString>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enroll_token_file: Option<PathBuf>,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)) }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: "http://127.0.0.1:8080".into(),
+            enroll_token: None,
+            enroll_token_file: None,
+        }
     }
 }
 

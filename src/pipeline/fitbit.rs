@@ -14,7 +14,7 @@ use crate::normalize::{self, civil::Zone};
 use crate::store::{Account, Store};
 
 /// The Google scope each dataset needs (named in the log when it is missing).
-pub(super) fn scope_for(dataset: Dataset) -> &'static str {
+pub fn scope_for(dataset: Dataset) -> &'static str {
     match dataset {
         Dataset::Devices => "https://www.googleapis.com/auth/googlehealth.settings.readonly",
         Dataset::Activity => "https://www.googleapis.com/auth/googlehealth.activity_and_fitness.readonly",

@@ -8,6 +8,7 @@ mod fitbit;
 mod route;
 mod withings;
 
+pub use fitbit::scope_for;
 pub use route::{BadStreamId, Routes, Unrouted, is_stream_id};
 
 use std::sync::Arc;

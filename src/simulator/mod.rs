@@ -6,6 +6,7 @@
 //! descriptions in `shared/reference/specs/`; [`Faults`] lets tests inject failures and
 //! the per-endpoint counters let tests and benchmarks count upstream calls.
 
+mod consent;
 mod faults;
 mod google;
 mod people;
@@ -60,6 +61,7 @@ pub(crate) struct SimState {
     pub google: google::OAuthState,
     pub withings: withings::OAuthState,
     pub streamr: streamr::NodeState,
+    pub consent: consent::ConsentState,
 }
 
 impl SimState {
@@ -108,6 +110,7 @@ impl Simulator {
             google: google::OAuthState::new(HashMap::new()),
             withings: withings::OAuthState::default(),
             streamr: streamr::NodeState::default(),
+            consent: consent::ConsentState::default(),
         });
         state.google.enrol(&state.people);
         state.withings.enrol(&state.people);
@@ -149,9 +152,34 @@ impl Simulator {
         format!("{}/google/oauth2/token", self.base_url)
     }
 
-    /// The value for `fitbit.auth_url` (authorisation is not simulated yet).
+    /// The value for `fitbit.auth_url` (the simulated consent page).
     pub fn google_auth_url(&self) -> String {
         format!("{}/google/o/oauth2/v2/auth", self.base_url)
+    }
+
+    /// The value for `withings.auth_url`.
+    pub fn withings_auth_url(&self) -> String {
+        format!("{}/withings/oauth2_user/authorize2", self.base_url)
+    }
+
+    /// The value for `fitbit.revoke_url`.
+    pub fn google_revoke_url(&self) -> String {
+        format!("{}/google/revoke", self.base_url)
+    }
+
+    /// Which simulated person signs in on the consent pages from now on.
+    pub fn approve_as(&self, person: usize) {
+        self.state.consent.approve_as.store(person, Ordering::SeqCst);
+    }
+
+    /// Makes the consent pages deny access (`error=access_denied`) or approve again.
+    pub fn deny_consent(&self, deny: bool) {
+        self.state.consent.deny.store(deny, Ordering::SeqCst);
+    }
+
+    /// Shortens Withings' 30-second authorisation-code lifetime (for tests).
+    pub fn set_withings_code_lifetime(&self, lifetime: Duration) {
+        self.state.consent.withings_code_ms.store(lifetime.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// The value for `withings.api_base_url` (the token endpoint is `/v2/oauth2` below it).
@@ -191,6 +219,8 @@ impl Simulator {
         settings.withings.client_id = Some(CLIENT_ID.into());
         settings.withings.client_secret = Some(secrecy::SecretString::from(CLIENT_SECRET));
         settings.withings.api_base_url = self.withings_api_base();
+        settings.withings.auth_url = self.withings_auth_url();
+        settings.fitbit.revoke_url = self.google_revoke_url();
         settings.streamr.transport = crate::config::Transport::Http;
         settings.streamr.url = self.streamr_http_url();
         settings.streamr.api_key = Some(secrecy::SecretString::from(streamr::API_KEY));

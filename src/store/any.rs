@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
 use super::{
-    Account, AccountStatus, Lease, OutboxEntry, Pending, PostgresStore, Removal, SqliteStore, Store, StoreError,
-    TokenCipher, Tokens,
+    Account, AccountStatus, Consent, Lease, OutboxEntry, Pending, PostgresStore, Removal, SqliteStore, Store,
+    StoreError, TokenCipher, Tokens,
 };
 
 /// Either backend.
@@ -111,6 +111,14 @@ impl Store for AnyStore {
 
     async fn outbox_release(&self, worker: &str) -> Result<(), StoreError> {
         forward!(self, outbox_release(worker))
+    }
+
+    async fn record_consent(&self, account_id: i64, consent: &Consent) -> Result<(), StoreError> {
+        forward!(self, record_consent(account_id, consent))
+    }
+
+    async fn consent(&self, account_id: i64) -> Result<Option<Consent>, StoreError> {
+        forward!(self, consent(account_id))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

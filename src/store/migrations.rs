@@ -19,6 +19,7 @@ pub(crate) const SQLITE: &[Migration] = &[
     Migration { version: 1, name: "init", sql: include_str!("migrations/sqlite/0001_init.sql") },
     Migration { version: 2, name: "published", sql: include_str!("migrations/sqlite/0002_published.sql") },
     Migration { version: 3, name: "leases", sql: include_str!("migrations/sqlite/0003_leases.sql") },
+    Migration { version: 4, name: "consents", sql: include_str!("migrations/sqlite/0004_consents.sql") },
 ];
 
 /// The PostgreSQL migrations: the same versions, in PostgreSQL's types.
@@ -26,6 +27,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
     Migration { version: 1, name: "init", sql: include_str!("migrations/postgres/0001_init.sql") },
     Migration { version: 2, name: "published", sql: include_str!("migrations/postgres/0002_published.sql") },
     Migration { version: 3, name: "leases", sql: include_str!("migrations/postgres/0003_leases.sql") },
+    Migration { version: 4, name: "consents", sql: include_str!("migrations/postgres/0004_consents.sql") },
 ];
 
 /// Advisory lock key that serialises migrations of workers starting together.

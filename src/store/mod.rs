@@ -128,6 +128,17 @@ pub struct Pending {
     pub attempts: i64,
 }
 
+/// A recorded consent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Consent {
+    pub provider: Provider,
+    /// The scopes the provider says were granted, space-separated.
+    pub scopes: String,
+    pub granted_at: DateTime<Utc>,
+    /// SHA-256 (hex) of the account's leave secret.
+    pub leave_hash: String,
+}
+
 /// What `remove_account` deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Removal {
@@ -170,8 +181,8 @@ pub trait Store: Send + Sync + 'static {
 
     fn account(&self, name: &str) -> impl Future<Output = Result<Option<Account>, StoreError>> + Send;
 
-    /// Withdraws an account: deletes tokens, cursors and unpublished messages, keeps the
-    /// row as `removed`.
+    /// Withdraws an account: deletes tokens, cursors, schedule, consent and unpublished
+    /// messages, keeps the row as `removed`.
     fn remove_account(&self, name: &str) -> impl Future<Output = Result<Removal, StoreError>> + Send;
 
     fn set_status(&self, account_id: i64, status: AccountStatus)
@@ -245,6 +256,12 @@ pub trait Store: Send + Sync + 'static {
     /// Gives up `worker`'s outbox leases (at the end of a drain), so what it could not
     /// deliver is free for any worker at once rather than when the leases expire.
     fn outbox_release(&self, worker: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Records (or replaces) what the person agreed to when they connected.
+    fn record_consent(&self, account_id: i64, consent: &Consent)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn consent(&self, account_id: i64) -> impl Future<Output = Result<Option<Consent>, StoreError>> + Send;
 
     /// Whether the database answers (for readiness).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;

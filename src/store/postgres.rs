@@ -15,7 +15,7 @@ use sqlx::{PgPool, Row};
 
 use super::migrations::{self, POSTGRES};
 use super::{
-    Account, AccountStatus, Lease, OutboxEntry, Pending, Removal, Store, StoreError, TokenCipher, Tokens,
+    Account, AccountStatus, Consent, Lease, OutboxEntry, Pending, Removal, Store, StoreError, TokenCipher, Tokens,
     parse_provider, validate_account_name,
 };
 
@@ -187,6 +187,7 @@ impl Store for PostgresStore {
         sqlx::query("DELETE FROM tokens WHERE account_id = $1").bind(id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM cursors WHERE account_id = $1").bind(id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM schedule WHERE account_id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM consents WHERE account_id = $1").bind(id).execute(&mut *tx).await?;
         let dropped =
             sqlx::query("DELETE FROM outbox WHERE account_id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
         sqlx::query(
@@ -445,6 +446,36 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn record_consent(&self, account_id: i64, consent: &Consent) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO consents (account_id, provider, scopes, granted_at, leave_hash) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (account_id) DO UPDATE SET provider = excluded.provider, scopes = excluded.scopes,
+                 granted_at = excluded.granted_at, leave_hash = excluded.leave_hash",
+        )
+        .bind(account_id)
+        .bind(consent.provider.as_str())
+        .bind(&consent.scopes)
+        .bind(consent.granted_at)
+        .bind(&consent.leave_hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn consent(&self, account_id: i64) -> Result<Option<Consent>, StoreError> {
+        let row = sqlx::query("SELECT provider, scopes, granted_at, leave_hash FROM consents WHERE account_id = $1")
+            .bind(account_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(Consent {
+            provider: parse_provider(r.try_get("provider")?)?,
+            scopes: r.try_get("scopes")?,
+            granted_at: r.try_get("granted_at")?,
+            leave_hash: r.try_get("leave_hash")?,
+        }))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

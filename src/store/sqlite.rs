@@ -12,7 +12,7 @@ use sqlx::{Row, SqlitePool};
 
 use super::migrations::{self, SQLITE};
 use super::{
-    Account, AccountStatus, Lease, OutboxEntry, Pending, Removal, Store, StoreError, TokenCipher, Tokens,
+    Account, AccountStatus, Consent, Lease, OutboxEntry, Pending, Removal, Store, StoreError, TokenCipher, Tokens,
     parse_provider, validate_account_name,
 };
 
@@ -186,6 +186,7 @@ impl Store for SqliteStore {
         sqlx::query("DELETE FROM tokens WHERE account_id = ?").bind(id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM cursors WHERE account_id = ?").bind(id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM schedule WHERE account_id = ?").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM consents WHERE account_id = ?").bind(id).execute(&mut *tx).await?;
         let dropped =
             sqlx::query("DELETE FROM outbox WHERE account_id = ?").bind(id).execute(&mut *tx).await?.rows_affected();
         sqlx::query("UPDATE accounts SET status = 'removed', provider_user_id = NULL, updated_at = ? WHERE id = ?")
@@ -427,6 +428,37 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn record_consent(&self, account_id: i64, consent: &Consent) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO consents (account_id, provider, scopes, granted_at, leave_hash) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (account_id) DO UPDATE SET provider = excluded.provider, scopes = excluded.scopes,
+                 granted_at = excluded.granted_at, leave_hash = excluded.leave_hash",
+        )
+        .bind(account_id)
+        .bind(consent.provider.as_str())
+        .bind(&consent.scopes)
+        .bind(consent.granted_at.to_rfc3339())
+        .bind(&consent.leave_hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn consent(&self, account_id: i64) -> Result<Option<Consent>, StoreError> {
+        let row = sqlx::query("SELECT provider, scopes, granted_at, leave_hash FROM consents WHERE account_id = ?")
+            .bind(account_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        let granted: String = r.try_get("granted_at")?;
+        Ok(Some(Consent {
+            provider: parse_provider(r.try_get("provider")?)?,
+            scopes: r.try_get("scopes")?,
+            granted_at: parse_time("consents.granted_at", &granted)?,
+            leave_hash: r.try_get("leave_hash")?,
+        }))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

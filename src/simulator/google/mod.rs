@@ -7,7 +7,7 @@ mod health;
 mod oauth;
 pub(crate) mod series;
 
-pub(crate) use oauth::OAuthState;
+pub(crate) use oauth::{GRANTED_SCOPES, OAuthState};
 
 use std::sync::Arc;
 
@@ -23,6 +23,9 @@ use super::SimState;
 pub(crate) fn router() -> Router<Arc<SimState>> {
     Router::new()
         .route("/oauth2/token", post(oauth::token))
+        .route("/revoke", post(oauth::revoke))
+        .route("/o/oauth2/v2/auth", get(super::consent::google_authorize))
+        .route("/o/oauth2/v2/approve", post(super::consent::google_approve))
         .route("/v4/users/{user}/identity", get(health::identity))
         .route("/v4/users/{user}/settings", get(health::settings))
         .route("/v4/users/{user}/pairedDevices", get(health::paired_devices))

@@ -103,6 +103,7 @@ pub(crate) async fn token(
     }
     match form.get("grant_type").map(String::as_str) {
         Some("refresh_token") => {}
+        Some("authorization_code") => return exchange_code(&state, &form),
         Some(_) => {
             return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "Invalid grant_type.");
         }
@@ -141,4 +142,64 @@ pub(crate) async fn token(
         body["refresh_token"] = json!(new_refresh);
     }
     Json(body).into_response()
+}
+
+/// The authorization-code grant: a code from the consent page plus the PKCE verifier
+/// gives a new refresh token (offline access) and an access token.
+fn exchange_code(state: &SimState, form: &HashMap<String, String>) -> Response {
+    use super::super::consent::{CodeError, Provider};
+    let get = |k: &str| form.get(k).map(String::as_str);
+    let (Some(code), Some(redirect_uri)) = (get("code"), get("redirect_uri")) else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Missing code or redirect_uri.");
+    };
+    let person = match state.consent.redeem(Provider::Google, code, redirect_uri, get("code_verifier")) {
+        Ok(p) => p,
+        Err(CodeError::Verifier) => {
+            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid code verifier.");
+        }
+        Err(CodeError::RedirectMismatch) => {
+            return oauth_error(StatusCode::BAD_REQUEST, "redirect_uri_mismatch", "Bad Request");
+        }
+        Err(CodeError::Unknown | CodeError::Expired) => {
+            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Malformed auth code.");
+        }
+    };
+    let google = &state.google;
+    let n = google.issued.fetch_add(1, Ordering::SeqCst);
+    let access_token = format!("ya29.sim-{person}-{n}");
+    let refresh_token = format!("1//sim-consent-{person}-{n}");
+    if let Ok(mut a) = google.access.lock() {
+        a.insert(access_token.clone(), (person, Utc::now() + TimeDelta::seconds(ACCESS_LIFETIME_SECS)));
+    }
+    if let Ok(mut r) = google.refresh.lock() {
+        r.insert(refresh_token.clone(), person);
+    }
+    Json(json!({
+        "access_token": access_token,
+        "expires_in": ACCESS_LIFETIME_SECS,
+        "refresh_token": refresh_token,
+        "scope": GRANTED_SCOPES,
+        "token_type": "Bearer",
+    }))
+    .into_response()
+}
+
+/// `POST /revoke` with `token`: ends the grant the token belongs to (refresh or access).
+pub(crate) async fn revoke(State(state): State<Arc<SimState>>, Form(form): Form<HashMap<String, String>>) -> Response {
+    let Some(token) = form.get("token") else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Missing required parameter: token");
+    };
+    let google = &state.google;
+    let person = google
+        .refresh
+        .lock()
+        .ok()
+        .and_then(|r| r.get(token).copied())
+        .or_else(|| google.access.lock().ok().and_then(|a| a.get(token).map(|(p, _)| *p)));
+    let Some(person) = person else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_token", "Token expired or revoked");
+    };
+    google.revoke(person);
+    state.count("google.revoked");
+    Json(json!({})).into_response()
 }

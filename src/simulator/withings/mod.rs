@@ -22,6 +22,8 @@ use super::{Person, SimState};
 pub(crate) fn router() -> Router<Arc<SimState>> {
     Router::new()
         .route("/v2/oauth2", post(oauth::oauth2))
+        .route("/oauth2_user/authorize2", axum::routing::get(super::consent::withings_authorize))
+        .route("/oauth2_user/approve", post(super::consent::withings_approve))
         .route("/measure", post(data::measure))
         .route("/v2/measure", post(data::measure_v2))
         .route("/v2/sleep", post(data::sleep))

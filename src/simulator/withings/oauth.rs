@@ -80,21 +80,35 @@ pub(crate) async fn oauth2(State(state): State<Arc<SimState>>, Form(form): Form<
     if get("client_id") != Some(CLIENT_ID) || get("client_secret") != Some(CLIENT_SECRET) {
         return status(503, "Invalid Params: invalid client_id or client_secret");
     }
-    if get("grant_type") != Some("refresh_token") {
-        return status(503, "Invalid Params: invalid grant_type");
-    }
-    let Some(old) = get("refresh_token") else { return status(503, "Invalid Params: missing refresh_token") };
     let w = &state.withings;
     let now = Utc::now();
     let Ok(mut refresh) = w.refresh.lock() else { return status(500, "internal error") };
-    let person = match refresh.get(old) {
-        Some(g) if g.dies_at.is_none_or(|d| d > now) => g.person,
-        _ => return status(503, "Invalid Params: invalid refresh_token"),
+    let (person, old) = match get("grant_type") {
+        Some("refresh_token") => {
+            let Some(old) = get("refresh_token") else { return status(503, "Invalid Params: missing refresh_token") };
+            match refresh.get(old) {
+                Some(g) if g.dies_at.is_none_or(|d| d > now) => (g.person, Some(old)),
+                _ => return status(503, "Invalid Params: invalid refresh_token"),
+            }
+        }
+        Some("authorization_code") => {
+            use super::super::consent::{CodeError, Provider};
+            let (Some(code), Some(redirect_uri)) = (get("code"), get("redirect_uri")) else {
+                return status(503, "Invalid Params: missing code or redirect_uri");
+            };
+            match state.consent.redeem(Provider::Withings, code, redirect_uri, None) {
+                Ok(p) => (p, None),
+                Err(CodeError::Expired) => return status(503, "Invalid Params: invalid code (expired)"),
+                Err(CodeError::RedirectMismatch) => return status(503, "Invalid Params: invalid redirect_uri"),
+                Err(_) => return status(503, "Invalid Params: invalid code"),
+            }
+        }
+        _ => return status(503, "Invalid Params: invalid grant_type"),
     };
     let n = w.issued.fetch_add(1, Ordering::SeqCst);
     let access_token = format!("wsim-at-{person}-{n}");
     let new_refresh = format!("wsim-rt-{person}-{n}");
-    if let Some(g) = refresh.get_mut(old) {
+    if let Some(g) = old.and_then(|old| refresh.get_mut(old)) {
         g.replaced_by = Some(access_token.clone());
         g.dies_at = Some(g.dies_at.unwrap_or(now + TimeDelta::hours(GRACE_HOURS)));
     }

@@ -16,25 +16,21 @@ async fn migrations_are_idempotent_and_guarded() {
         .fetch_all(store.pool())
         .await
         .unwrap();
-    for t in ["accounts", "cursors", "outbox", "published", "schedule", "schema_migrations", "tokens"] {
+    for t in ["accounts", "consents", "cursors", "outbox", "published", "schedule", "schema_migrations", "tokens"] {
         assert!(tables.iter().any(|x| x == t), "missing {t}: {tables:?}");
     }
-    let changed = [
-        Migration { version: 1, name: "init", sql: "SELECT 1" },
-        Migration { version: 2, name: "published", sql: SQLITE[1].sql },
-        Migration { version: 3, name: "leases", sql: SQLITE[2].sql },
-    ];
+    let mut changed: Vec<Migration> =
+        SQLITE.iter().map(|m| Migration { version: m.version, name: m.name, sql: m.sql }).collect();
+    changed[0].sql = "SELECT 1";
     let err = run_sqlite(store.pool(), &changed).await.unwrap_err().to_string();
     assert!(err.contains("differs"), "{err}");
     let err = run_sqlite(store.pool(), &SQLITE[..1]).await.unwrap_err().to_string();
     assert!(err.contains("newer"), "{err}");
-    let next = [
-        Migration { version: 1, name: "init", sql: SQLITE[0].sql },
-        Migration { version: 2, name: "published", sql: SQLITE[1].sql },
-        Migration { version: 3, name: "leases", sql: SQLITE[2].sql },
-        Migration { version: 4, name: "extra", sql: "CREATE TABLE extra (x INTEGER)" },
-    ];
-    assert_eq!(run_sqlite(store.pool(), &next).await.unwrap(), vec![4]);
+    let mut next: Vec<Migration> =
+        SQLITE.iter().map(|m| Migration { version: m.version, name: m.name, sql: m.sql }).collect();
+    let extra = SQLITE.len() as i64 + 1;
+    next.push(Migration { version: extra, name: "extra", sql: "CREATE TABLE extra (x INTEGER)" });
+    assert_eq!(run_sqlite(store.pool(), &next).await.unwrap(), vec![extra]);
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! The worker's HTTP server on `server.listen`: `/healthz` (the process answers),
-//! `/readyz` (the store answers and the sink was reachable at the last drain) and
-//! `/metrics` (Prometheus text).
+//! `/readyz` (the store answers and the sink was reachable at the last drain),
+//! `/metrics` (Prometheus text), and the consent pages (`consent.rs`).
 //!
 //! Gauges that describe the store (outbox depth and age, accounts by status) are read
 //! from it at scrape time, so every replica reports the shared truth.
@@ -18,6 +18,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+mod consent;
+
+pub use consent::Enrolment;
+
 use crate::publisher::Publisher;
 use crate::store::{AccountStatus, Store};
 
@@ -26,6 +30,8 @@ pub struct ServerState<S> {
     pub store: Arc<S>,
     pub publisher: Option<Arc<Publisher<S>>>,
     pub metrics: Option<PrometheusHandle>,
+    /// The consent pages (`/connect`, `/leave`); `None` turns them off.
+    pub enrolment: Option<Enrolment>,
 }
 
 /// The store must answer within this for the worker to be ready.
@@ -40,11 +46,16 @@ pub async fn serve<S: Store>(
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {listen} (server.listen): {e}")))?;
-    tracing::info!(address = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
+    tracing::info!(address = %listener.local_addr()?, "serving /healthz, /readyz, /metrics and /connect");
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready::<S>))
         .route("/metrics", get(render::<S>))
+        .route("/connect", get(consent::connect::<S>))
+        .route("/connect/start", axum::routing::post(consent::start::<S>))
+        .route("/connect/callback", get(consent::callback::<S>))
+        .route("/leave", get(consent::leave_form).post(consent::leave::<S>))
+        .route("/privacy", get(consent::privacy))
         .with_state(Arc::new(state));
     Ok(tokio::spawn(async move {
         let shutdown = async move {

@@ -1,0 +1,236 @@
+//! The consent pages for enrolling many people: `/connect` explains in plain words what
+//! is collected, how it is pseudonymised and how to leave, then offers Fitbit and
+//! Withings; `/connect/callback` completes enrolment and shows the pseudonymous
+//! reference and a personal leave link; `/leave` withdraws. Server-rendered HTML, no
+//! external assets, no JavaScript.
+//!
+//! Pending authorisations live in this process's memory for 10 minutes: with several
+//! replicas, route `/connect` to one of them (or use sticky sessions).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anonymizer::{Provider, PseudonymKey};
+use axum::Form;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use secrecy::ExposeSecret;
+
+use super::ServerState;
+use crate::config::Settings;
+use crate::onboarding::{self, Authorization};
+use crate::store::Store;
+
+/// How long a started enrolment waits for its callback.
+const PENDING_FOR: Duration = Duration::from_secs(600);
+
+/// What the consent pages need besides the store.
+pub struct Enrolment {
+    pub settings: Settings,
+    pub key: PseudonymKey,
+    pending: Mutex<HashMap<String, (Authorization, Instant)>>,
+}
+
+impl Enrolment {
+    pub fn new(settings: Settings, key: PseudonymKey) -> Self {
+        Self { settings, key, pending: Mutex::new(HashMap::new()) }
+    }
+
+    fn callback_url(&self) -> String {
+        format!("{}/connect/callback", self.settings.server.public_url.trim_end_matches('/'))
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · wearbridge</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;line-height:1.5}}
+button{{font-size:1rem;padding:.5rem 1rem;margin:.25rem 0}}code{{background:#eee;padding:0 .2rem}}</style></head>
+<body><h1>{title}</h1>{body}</body></html>"#,
+        title = escape(title)
+    );
+    (status, Html(html)).into_response()
+}
+
+fn error_page(status: StatusCode, message: &str) -> Response {
+    page(
+        status,
+        "Something went wrong",
+        &format!("<p>{}</p><p><a href=\"/connect\">Start again</a></p>", escape(message)),
+    )
+}
+
+/// Constant-time comparison of the enrolment token.
+fn token_ok(expected: Option<&str>, given: Option<&str>) -> bool {
+    let Some(expected) = expected else { return true };
+    let given = given.unwrap_or_default();
+    expected.len() == given.len() && expected.bytes().zip(given.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+pub(super) async fn connect<S: Store>(State(state): State<Arc<ServerState<S>>>) -> Response {
+    let Some(enrolment) = &state.enrolment else { return error_page(StatusCode::NOT_FOUND, "enrolment is off here") };
+    let token_field = if enrolment.settings.server.enroll_token.is_some() {
+        r#"<p><label>Enrolment code (from the people running this project)<br><input name="enroll_token" type="password" required></label></p>"#
+    } else {
+        ""
+    };
+    let mut offers = String::new();
+    for (provider, label, configured) in [
+        ("fitbit", "Connect Fitbit", enrolment.settings.fitbit.client_id.is_some()),
+        ("withings", "Connect Withings", enrolment.settings.withings.client_id.is_some()),
+    ] {
+        if configured {
+            offers += &format!(
+                r#"<form method="post" action="/connect/start"><input type="hidden" name="provider" value="{provider}">{token_field}<button id="connect-{provider}" type="submit">{label}</button></form>"#
+            );
+        }
+    }
+    let body = format!(
+        r#"<p>This project collects readings from your wearable: heart rate, daily activity, sleep, body
+measurements (such as weight and blood pressure) and the kind and battery level of your devices.</p>
+<p><strong>How you are protected.</strong> Before anything is published your name, e-mail, account ids and
+device names are removed; you appear only under a random-looking code that cannot be turned back into your
+account without a secret key held by the operators. Times are coarsened and weights rounded. This is
+pseudonymised data, not anonymous data: read <a href="/privacy">what each protection does and does not
+do</a>.</p>
+<p><strong>How to leave.</strong> After connecting you get a personal leave link. Using it (or asking the operators)
+ends our access at the provider and deletes everything we hold about you. Data already published cannot be
+recalled.</p>
+{offers}"#
+    );
+    page(StatusCode::OK, "Share your wearable data", &body)
+}
+
+pub(super) async fn privacy() -> Response {
+    let text = include_str!("../../PRIVACY.md");
+    page(StatusCode::OK, "Privacy controls", &format!("<pre style=\"white-space:pre-wrap\">{}</pre>", escape(text)))
+}
+
+pub(super) async fn start<S: Store>(
+    State(state): State<Arc<ServerState<S>>>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let Some(enrolment) = &state.enrolment else { return error_page(StatusCode::NOT_FOUND, "enrolment is off here") };
+    let expected = enrolment.settings.server.enroll_token.as_ref().map(|t| t.expose_secret().to_owned());
+    if !token_ok(expected.as_deref(), form.get("enroll_token").map(String::as_str)) {
+        return error_page(StatusCode::FORBIDDEN, "That enrolment code is not right.");
+    }
+    let provider = match form.get("provider").map(String::as_str) {
+        Some("fitbit") => Provider::Fitbit,
+        Some("withings") => Provider::Withings,
+        _ => return error_page(StatusCode::BAD_REQUEST, "Choose Fitbit or Withings."),
+    };
+    let authorization = match onboarding::authorize(&enrolment.settings, provider, &enrolment.callback_url()) {
+        Ok(a) => a,
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let url = authorization.url.clone();
+    if let Ok(mut pending) = enrolment.pending.lock() {
+        pending.retain(|_, (_, at)| at.elapsed() < PENDING_FOR);
+        pending.insert(authorization.state.clone(), (authorization, Instant::now()));
+    }
+    Redirect::to(&url).into_response()
+}
+
+pub(super) async fn callback<S: Store>(
+    State(state): State<Arc<ServerState<S>>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(enrolment) = &state.enrolment else { return error_page(StatusCode::NOT_FOUND, "enrolment is off here") };
+    let taken = q.get("state").and_then(|s| enrolment.pending.lock().ok().and_then(|mut p| p.remove(s)));
+    let Some((authorization, started)) = taken else {
+        return error_page(StatusCode::BAD_REQUEST, "This link is unknown or has expired.");
+    };
+    if started.elapsed() > PENDING_FOR {
+        return error_page(StatusCode::BAD_REQUEST, "This link has expired.");
+    }
+    let mut random = [0u8; 5];
+    let _ = getrandom::fill(&mut random);
+    let name = format!("web-{}", hex::encode(random));
+    match onboarding::complete(state.store.as_ref(), &enrolment.settings, &enrolment.key, &authorization, &name, &q)
+        .await
+    {
+        Ok(enrolled) => {
+            tracing::info!(provider = %authorization.provider, account = %enrolled.account.name, "enrolled through /connect");
+            let leave =
+                format!("/leave?account={}&secret={}", enrolled.account.name, enrolled.leave_secret.expose_secret());
+            let missing = if enrolled.missing_scopes.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "<p>You did not share: {}. That part will be skipped.</p>",
+                    escape(&enrolled.missing_scopes.join(", "))
+                )
+            };
+            page(
+                StatusCode::OK,
+                "You are enrolled",
+                &format!(
+                    r#"<p id="enrolled">Thank you. Your {provider} data will be shared under the pseudonymous reference
+<code id="subject">{subject}</code>.</p>{missing}
+<p>Keep this personal link to leave at any time: <a id="leave" href="{leave}">leave this project</a>.</p>"#,
+                    provider = authorization.provider,
+                    subject = escape(&enrolled.subject),
+                    leave = escape(&leave),
+                ),
+            )
+        }
+        Err(onboarding::OnboardError::Denied(_)) => {
+            page(StatusCode::OK, "Not enrolled", "<p>You did not grant access, so nothing was stored.</p>")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "enrolment through /connect failed");
+            error_page(StatusCode::BAD_GATEWAY, &e.to_string())
+        }
+    }
+}
+
+pub(super) async fn leave_form(Query(q): Query<HashMap<String, String>>) -> Response {
+    let field = |k: &str| escape(q.get(k).map(String::as_str).unwrap_or_default());
+    page(
+        StatusCode::OK,
+        "Leave this project",
+        &format!(
+            r#"<p>Leaving ends our access to your account at the provider and deletes everything we hold about you.
+Data already published cannot be recalled.</p>
+<form method="post" action="/leave"><input type="hidden" name="account" value="{}"><input type="hidden" name="secret" value="{}">
+<button id="confirm-leave" type="submit">Leave and delete my data</button></form>"#,
+            field("account"),
+            field("secret")
+        ),
+    )
+}
+
+pub(super) async fn leave<S: Store>(
+    State(state): State<Arc<ServerState<S>>>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let Some(enrolment) = &state.enrolment else { return error_page(StatusCode::NOT_FOUND, "enrolment is off here") };
+    let (Some(name), Some(secret)) = (form.get("account"), form.get("secret")) else {
+        return error_page(StatusCode::BAD_REQUEST, "This leave link is incomplete.");
+    };
+    let refused = || error_page(StatusCode::FORBIDDEN, "This leave link is not valid (or you already left).");
+    let Ok(Some(account)) = state.store.account(name).await else { return refused() };
+    let Ok(Some(consent)) = state.store.consent(account.id).await else { return refused() };
+    if !token_ok(Some(&consent.leave_hash), Some(&onboarding::leave_hash(secret))) {
+        return refused();
+    }
+    match onboarding::withdraw(state.store.as_ref(), &enrolment.settings, &account).await {
+        Ok(_) => page(
+            StatusCode::OK,
+            "You have left",
+            "<p id=\"left\">Our access has ended and everything we held about you is deleted. Data already published cannot be recalled.</p>",
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "withdrawal through /leave failed");
+            error_page(StatusCode::INTERNAL_SERVER_ERROR, "Leaving failed; please try again or contact the operators.")
+        }
+    }
+}

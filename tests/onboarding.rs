@@ -1,0 +1,481 @@
+//! Onboarding and withdrawal: `connect` end to end with an HTTP client following the
+//! redirects, wrong `state` and wrong PKCE verifier refused, an expired Withings code
+//! explained, denial, removal that revokes and deletes, the consent pages with an
+//! enrolment code, and a real headless Chromium clicking through `/connect`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anonymizer::{Provider, PseudonymKey};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use wearbridge::onboarding;
+use wearbridge::simulator::{self, Simulator};
+use wearbridge::store::{AccountStatus, SqliteStore, Store, TokenCipher};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn write_config(sim: &Simulator, dir: &Path, callback_port: u16) -> String {
+    let toml = format!(
+        r#"[store]
+url = "sqlite://{d}/wb.db"
+key_file = "{d}/store.key"
+
+[fitbit]
+client_id = "{id}"
+client_secret = "{secret}"
+api_base_url = "{google}"
+token_url = "{token}"
+auth_url = "{google_auth}"
+revoke_url = "{revoke}"
+
+[withings]
+client_id = "{id}"
+client_secret = "{secret}"
+api_base_url = "{withings}"
+auth_url = "{withings_auth}"
+
+[sync]
+start = "1d"
+
+[anonymizer]
+key_file = "{d}/anonymizer.key"
+
+[oauth]
+redirect_uri = "http://127.0.0.1:{callback_port}/oauth/callback"
+
+[streamr.streams]
+default = "{stream}"
+"#,
+        d = dir.display(),
+        id = simulator::CLIENT_ID,
+        secret = simulator::CLIENT_SECRET,
+        google = sim.google_api_base(),
+        token = sim.google_token_url(),
+        google_auth = sim.google_auth_url(),
+        revoke = sim.google_revoke_url(),
+        withings = sim.withings_api_base(),
+        withings_auth = sim.withings_auth_url(),
+        stream = common::STREAM,
+    );
+    let path = dir.join("wearbridge.toml");
+    std::fs::write(&path, toml).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+fn command(dir: &Path, config: &str, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wearbridge"));
+    cmd.arg("--config").arg(config).args(args).current_dir(dir).env_remove("RUST_LOG");
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    cmd
+}
+
+struct Connected {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `connect`, and plays the person's browser with `visit` (given the printed URL).
+async fn connect<F, Fut>(dir: &Path, config: &str, provider: &str, name: &str, visit: F) -> Connected
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut child = command(dir, config, &["connect", provider, name, "--timeout", "20s"]).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.unwrap().unwrap().unwrap();
+    assert!(url.starts_with("http://127.0.0.1"), "the authorisation URL is printed: {url}");
+    visit(url).await;
+    let mut rest = String::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        rest += &line;
+        rest.push('\n');
+    }
+    let out = child.wait_with_output().await.unwrap();
+    Connected { ok: out.status.success(), stdout: rest, stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+}
+
+/// A person who approves: an HTTP client that follows every redirect.
+async fn follow(url: String) {
+    let response = reqwest::get(&url).await.unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// The provider's redirect (Location) for an authorisation URL, without following it.
+async fn redirect_of(url: &str) -> url::Url {
+    let response = no_redirects().get(url).send().await.unwrap();
+    assert!(response.status().is_redirection(), "{}", response.status());
+    url::Url::parse(response.headers()["location"].to_str().unwrap()).unwrap()
+}
+
+async fn open_store(dir: &Path) -> SqliteStore {
+    let key = wearbridge::keyfile::load_or_create(&dir.join("store.key"), "store.key_file").unwrap();
+    SqliteStore::open(&format!("sqlite://{}/wb.db", dir.display()), TokenCipher::new(key)).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_enrols_both_providers_and_the_next_dry_run_has_their_data() {
+    let sim = common::simulator(2, 91).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = write_config(&sim, d, free_port());
+
+    sim.approve_as(0);
+    let alice = connect(d, &config, "fitbit", "alice", follow).await;
+    assert!(alice.ok, "{}", alice.stderr);
+    assert!(alice.stdout.contains("connected fitbit account alice (active)"), "{}", alice.stdout);
+    sim.approve_as(1);
+    let bob = connect(d, &config, "withings", "bob", follow).await;
+    assert!(bob.ok, "{}", bob.stderr);
+    let subject = |out: &str| out.split("subject ").nth(1).unwrap().trim().to_owned();
+    let (alice_subject, bob_subject) = (subject(&alice.stdout), subject(&bob.stdout));
+
+    let store = open_store(d).await;
+    for (name, provider) in [("alice", Provider::Fitbit), ("bob", Provider::Withings)] {
+        let account = store.account(name).await.unwrap().unwrap();
+        assert_eq!((account.provider, account.status), (provider, AccountStatus::Active));
+        let consent = store.consent(account.id).await.unwrap().expect("consent recorded");
+        assert_eq!(consent.provider, provider);
+        assert!(!consent.scopes.is_empty());
+        assert!(store.tokens(account.id).await.unwrap().unwrap().access_token.is_some());
+    }
+    drop(store);
+
+    let dry = command(d, &config, &["run", "--once", "--dry-run"]).output().await.unwrap();
+    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+    let text = String::from_utf8_lossy(&dry.stdout);
+    let count = |s: &str| text.lines().filter(|l| l.contains(s)).count();
+    assert!(count(&alice_subject) > 50, "alice's Fitbit data is in the next run");
+    assert!(count(&bob_subject) > 50, "bob's Withings data is in the next run");
+    for secret in [sim.people()[0].refresh_token.as_str(), simulator::CLIENT_SECRET] {
+        assert!(!alice.stdout.contains(secret) && !alice.stderr.contains(secret));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_state_denial_and_timeouts_give_clear_errors_and_store_nothing() {
+    let sim = common::simulator(1, 92).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = write_config(&sim, d, free_port());
+
+    // A redirect whose state is not ours.
+    let forged = connect(d, &config, "fitbit", "mallory", |url| async move {
+        let mut back = redirect_of(&url).await;
+        let pairs: Vec<(String, String)> = back
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "state" { "forged".to_owned() } else { v.into_owned() };
+                (k.into_owned(), v)
+            })
+            .collect();
+        back.query_pairs_mut().clear().extend_pairs(pairs);
+        let _ = reqwest::get(back.as_str()).await;
+    })
+    .await;
+    assert!(!forged.ok);
+    assert!(forged.stderr.contains("state mismatch"), "{}", forged.stderr);
+
+    // The person says no.
+    sim.deny_consent(true);
+    let denied = connect(d, &config, "withings", "nobody", follow).await;
+    assert!(!denied.ok);
+    assert!(denied.stderr.contains("access was denied"), "{}", denied.stderr);
+    sim.deny_consent(false);
+
+    // Nobody comes back.
+    let out = command(d, &config, &["connect", "fitbit", "late", "--timeout", "1s"]).output().await.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no redirect arrived within 1 s"));
+
+    let store = open_store(d).await;
+    assert!(store.accounts().await.unwrap().is_empty(), "nothing stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_pkce_verifier_and_an_expired_withings_code_are_refused() {
+    let sim = common::simulator(1, 93).await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = common::settings(&sim, &dir, "1d");
+    let store = SqliteStore::open(&settings.store.url, TokenCipher::new([3; 32])).await.unwrap();
+    let key = PseudonymKey::new("t", [4; 32]).unwrap();
+    let redirect = "http://127.0.0.1:9/oauth/callback";
+
+    // A code issued for one PKCE challenge, redeemed with another request's verifier.
+    let first = onboarding::authorize(&settings, Provider::Fitbit, redirect).unwrap();
+    let second = onboarding::authorize(&settings, Provider::Fitbit, redirect).unwrap();
+    assert!(first.url.contains("code_challenge_method=S256") && first.url.contains("access_type=offline"));
+    assert!(first.url.contains("prompt=consent") && first.state != second.state);
+    let back: HashMap<String, String> = redirect_of(&first.url).await.query_pairs().into_owned().collect();
+    let mut swapped = back.clone();
+    swapped.insert("state".into(), second.state.clone());
+    let err = onboarding::complete(&store, &settings, &key, &second, "eve", &swapped).await.unwrap_err();
+    assert!(err.to_string().contains("Invalid code verifier"), "{err}");
+    // The code was single use: even the right verifier cannot use it now.
+    let err = onboarding::complete(&store, &settings, &key, &first, "eve", &back).await.unwrap_err();
+    assert!(err.to_string().contains("invalid_grant"), "{err}");
+
+    // Withings codes live 30 seconds (here: 50 ms).
+    sim.set_withings_code_lifetime(Duration::from_millis(50));
+    let w = onboarding::authorize(&settings, Provider::Withings, redirect).unwrap();
+    let back: HashMap<String, String> = redirect_of(&w.url).await.query_pairs().into_owned().collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let err = onboarding::complete(&store, &settings, &key, &w, "slow", &back).await.unwrap_err();
+    assert!(err.to_string().contains("30 seconds"), "{err}");
+    assert!(store.accounts().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_remove_revokes_upstream_and_leaves_only_the_marker() {
+    let sim = common::simulator(1, 94).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = write_config(&sim, d, free_port());
+    let alice = connect(d, &config, "fitbit", "alice", follow).await;
+    assert!(alice.ok, "{}", alice.stderr);
+    // Data waiting in the outbox, a schedule and cursors.
+    let mut cfg = std::fs::read_to_string(&config).unwrap();
+    cfg = cfg.replace(
+        "[streamr.streams]",
+        "[streamr]\ntransport = \"http\"\nurl = \"http://127.0.0.1:9\"\napi_key = \"k\"\n\n[streamr.streams]",
+    );
+    std::fs::write(&config, cfg).unwrap();
+    let run = command(d, &config, &["run", "--once"]).output().await.unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let store = open_store(d).await;
+    let id = store.account("alice").await.unwrap().unwrap().id;
+    assert!(store.outbox_len().await.unwrap() > 0 && store.cursor(id, "heart_rate").await.unwrap().is_some());
+    drop(store);
+
+    let out = command(d, &config, &["users", "remove", "alice"]).output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("revoked at Google") && said.contains("cannot be recalled"), "{said}");
+    assert_eq!(sim.request_count("google.revoked"), 1, "the simulator saw the revocation");
+
+    let store = open_store(d).await;
+    let account = store.account("alice").await.unwrap().unwrap();
+    assert_eq!(account.status, AccountStatus::Removed);
+    assert!(account.provider_user_id.is_none());
+    assert!(store.tokens(id).await.unwrap().is_none());
+    assert!(store.consent(id).await.unwrap().is_none());
+    assert!(store.cursor(id, "heart_rate").await.unwrap().is_none());
+    assert!(store.schedule(id).await.unwrap().is_empty());
+    assert_eq!(store.outbox_len().await.unwrap() + store.quarantined_len().await.unwrap(), 0);
+}
+
+/// The worker's server with the consent pages, in process.
+async fn consent_server(
+    sim: &Simulator,
+    dir: &tempfile::TempDir,
+    enroll_token: Option<&str>,
+) -> (String, Arc<SqliteStore>, tokio::sync::watch::Sender<bool>) {
+    let port = free_port();
+    let mut settings = common::settings(sim, dir, "1d");
+    settings.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    settings.server.public_url = format!("http://127.0.0.1:{port}");
+    settings.server.enroll_token = enroll_token.map(|t| secrecy::SecretString::from(t.to_owned()));
+    let store = Arc::new(SqliteStore::open(&settings.store.url, TokenCipher::new([3; 32])).await.unwrap());
+    let key = PseudonymKey::new("t", [4; 32]).unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let state = wearbridge::server::ServerState {
+        store: store.clone(),
+        publisher: None,
+        metrics: None,
+        enrolment: Some(wearbridge::server::Enrolment::new(settings.clone(), key)),
+    };
+    wearbridge::server::serve(settings.server.listen, state, stopped).await.unwrap();
+    (format!("http://127.0.0.1:{port}"), store, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consent_page_enrols_with_the_code_and_the_leave_link_withdraws() {
+    let sim = common::simulator(1, 95).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (base, store, _stop) = consent_server(&sim, &dir, Some("let-me-in")).await;
+    let http = reqwest::Client::new();
+    let page = http.get(format!("{base}/connect")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("pseudonym") && page.contains("/privacy") && page.contains("leave"), "{page}");
+    assert!(!page.contains("<script") && !page.contains("src=\"http"), "no JavaScript, no external assets");
+
+    let refused = http.post(format!("{base}/connect/start")).form(&[("provider", "withings")]).send().await.unwrap();
+    assert_eq!(refused.status(), 403, "the enrolment code is required");
+    assert!(store.accounts().await.unwrap().is_empty());
+
+    let done = http
+        .post(format!("{base}/connect/start"))
+        .form(&[("provider", "withings"), ("enroll_token", "let-me-in")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 200);
+    let confirmation = done.text().await.unwrap();
+    assert!(confirmation.contains("You are enrolled"), "{confirmation}");
+    let accounts = store.accounts().await.unwrap();
+    assert_eq!(accounts.len(), 1);
+    let subject = confirmation.split("<code id=\"subject\">").nth(1).unwrap().split('<').next().unwrap();
+    assert_eq!(subject.len(), 32);
+
+    let leave =
+        confirmation.split("id=\"leave\" href=\"").nth(1).unwrap().split('"').next().unwrap().replace("&amp;", "&");
+    let link = url::Url::parse(&format!("{base}{leave}")).unwrap();
+    let q: HashMap<String, String> = link.query_pairs().into_owned().collect();
+    let forged = http
+        .post(format!("{base}/leave"))
+        .form(&[("account", q["account"].as_str()), ("secret", "guess")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let form = http.get(link.as_str()).send().await.unwrap().text().await.unwrap();
+    assert!(form.contains("confirm-leave"));
+    let left = http
+        .post(format!("{base}/leave"))
+        .form(&[("account", q["account"].as_str()), ("secret", q["secret"].as_str())])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(left.contains("You have left"), "{left}");
+    let account = store.account(&q["account"]).await.unwrap().unwrap();
+    assert_eq!(account.status, AccountStatus::Removed);
+    assert!(store.tokens(account.id).await.unwrap().is_none());
+}
+
+/// A minimal Chrome DevTools Protocol client over the websocket the browser opens.
+mod cdp {
+    use futures::{SinkExt, StreamExt};
+    use serde_json::{Value, json};
+    use tokio_tungstenite::tungstenite::Message;
+
+    pub struct Page {
+        socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+        next: u64,
+    }
+
+    impl Page {
+        pub async fn connect(ws_url: &str) -> Self {
+            let (socket, _) = tokio_tungstenite::connect_async(ws_url).await.expect("devtools websocket");
+            Self { socket, next: 0 }
+        }
+
+        pub async fn call(&mut self, method: &str, params: Value) -> Value {
+            self.next += 1;
+            let id = self.next;
+            self.socket
+                .send(Message::text(json!({"id": id, "method": method, "params": params}).to_string()))
+                .await
+                .unwrap();
+            while let Some(frame) = self.socket.next().await {
+                let Ok(Message::Text(text)) = frame else { continue };
+                let v: Value = serde_json::from_str(text.as_str()).unwrap();
+                if v["id"] == id {
+                    return v;
+                }
+            }
+            panic!("the browser closed the devtools socket");
+        }
+
+        /// Evaluates `expression` in the page and returns its value.
+        pub async fn eval(&mut self, expression: &str) -> Value {
+            let v = self.call("Runtime.evaluate", json!({"expression": expression, "returnByValue": true})).await;
+            v["result"]["result"]["value"].clone()
+        }
+
+        /// Waits until `expression` is truthy in the page.
+        pub async fn wait_for(&mut self, what: &str, expression: &str) {
+            for _ in 0..200 {
+                if self.eval(expression).await.as_bool() == Some(true) {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            let html = self.eval("document.documentElement.outerHTML").await;
+            panic!("timed out waiting for {what}; page: {html}");
+        }
+    }
+}
+
+fn chromium() -> std::path::PathBuf {
+    for name in ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"] {
+        if let Some(path) = std::env::var_os("PATH")
+            .iter()
+            .flat_map(std::env::split_paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+        {
+            return path;
+        }
+    }
+    panic!("no Chromium found: tests/run.sh installs Debian's chromium package; this test does not skip");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_browser_enrols_through_the_consent_page() {
+    let sim = common::simulator(1, 96).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (base, store, _stop) = consent_server(&sim, &dir, None).await;
+    let profile = tempfile::tempdir().unwrap();
+    let mut browser = tokio::process::Command::new(chromium())
+        .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"])
+        .arg("--remote-debugging-port=0")
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("about:blank")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start chromium");
+    let port_file = profile.path().join("DevToolsActivePort");
+    let mut port = None;
+    for _ in 0..300 {
+        if let Ok(text) = std::fs::read_to_string(&port_file)
+            && let Some(p) = text.lines().next().and_then(|l| l.trim().parse::<u16>().ok())
+        {
+            port = Some(p);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let port = port.expect("chromium opened its devtools port");
+    let targets: serde_json::Value =
+        reqwest::get(format!("http://127.0.0.1:{port}/json/list")).await.unwrap().json().await.unwrap();
+    let ws = targets
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["type"] == "page")
+        .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+        .expect("a page target")
+        .to_owned();
+    let mut page = cdp::Page::connect(&ws).await;
+    page.call("Page.navigate", serde_json::json!({"url": format!("{base}/connect")})).await;
+    page.wait_for("the consent page", "!!document.getElementById('connect-fitbit')").await;
+    page.eval("document.getElementById('connect-fitbit').click()").await;
+    page.wait_for("the simulator's approval page", "!!document.getElementById('allow')").await;
+    page.eval("document.getElementById('allow').click()").await;
+    page.wait_for("the confirmation page", "!!document.getElementById('enrolled')").await;
+    let subject = page.eval("document.getElementById('subject').textContent").await;
+    let subject = subject.as_str().unwrap().to_owned();
+    assert_eq!(subject.len(), 32, "a pseudonymous reference: {subject}");
+    let _ = browser.kill().await;
+
+    let accounts = store.accounts().await.unwrap();
+    assert_eq!(accounts.len(), 1, "enrolled");
+    assert_eq!((accounts[0].provider, accounts[0].status), (Provider::Fitbit, AccountStatus::Active));
+    assert!(store.consent(accounts[0].id).await.unwrap().is_some());
+}
