@@ -36,6 +36,8 @@ pub enum OnboardError {
     NoRefreshToken,
     #[error("could not read the account's identity from the provider: {0}")]
     Identity(String),
+    #[error("the system's random source failed: {0}")]
+    Random(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -67,14 +69,12 @@ pub struct Enrolled {
     pub leave_secret: SecretString,
 }
 
-fn random(bytes: usize) -> String {
+/// `bytes` random bytes, base64url. No fallback: a guessable `state`, verifier or leave
+/// secret would be worse than no enrolment.
+fn random(bytes: usize) -> Result<String, OnboardError> {
     let mut buf = vec![0u8; bytes];
-    // The OS random source failing is not recoverable here; a zeroed buffer would be
-    // worse than an error, so the caller gets a fresh attempt's worth of entropy or none.
-    if getrandom::fill(&mut buf).is_err() {
-        buf.iter_mut().enumerate().for_each(|(i, b)| *b = (i as u8).wrapping_mul(151) ^ (std::process::id() as u8));
-    }
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+    getrandom::fill(&mut buf).map_err(|e| OnboardError::Random(e.to_string()))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf))
 }
 
 /// SHA-256 hex of a leave secret.
@@ -93,7 +93,7 @@ pub fn google_scopes(datasets: &[Dataset]) -> Vec<&'static str> {
 
 /// Starts an authorisation for `provider` returning to `redirect_uri`.
 pub fn authorize(settings: &Settings, provider: Provider, redirect_uri: &str) -> Result<Authorization, OnboardError> {
-    let state = random(16);
+    let state = random(16)?;
     let (base, client_id) = match provider {
         Provider::Fitbit => (&settings.fitbit.auth_url, &settings.fitbit.client_id),
         Provider::Withings => (&settings.withings.auth_url, &settings.withings.client_id),
@@ -107,7 +107,7 @@ pub fn authorize(settings: &Settings, provider: Provider, redirect_uri: &str) ->
         q.append_pair("redirect_uri", redirect_uri).append_pair("state", &state);
         match provider {
             Provider::Fitbit => {
-                let v = random(48);
+                let v = random(48)?;
                 let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(v.as_bytes()));
                 q.append_pair("scope", &google_scopes(&settings.sync.datasets).join(" "));
                 q.append_pair("code_challenge", &challenge).append_pair("code_challenge_method", "S256");
@@ -207,7 +207,7 @@ pub async fn complete<S: Store>(
     let account = store.add_account(name, authorization.provider, &exchanged.tokens.refresh_token).await?;
     store.save_tokens(account.id, &exchanged.tokens).await?;
     store.set_provider_user_id(account.id, &exchanged.user_id).await?;
-    let leave_secret = random(24);
+    let leave_secret = random(24)?;
     store
         .record_consent(
             account.id,
