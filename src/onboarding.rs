@@ -91,6 +91,18 @@ pub fn google_scopes(datasets: &[Dataset]) -> Vec<&'static str> {
     scopes
 }
 
+/// Fails early, before the person is sent to the provider, when `name` is taken by an
+/// account that is not removed.
+pub async fn check_name_free<S: Store>(store: &S, name: &str) -> Result<(), OnboardError> {
+    crate::store::validate_account_name(name)?;
+    match store.account(name).await? {
+        Some(a) if a.status != crate::store::AccountStatus::Removed => {
+            Err(OnboardError::Store(StoreError::AccountExists(name.to_owned())))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Starts an authorisation for `provider` returning to `redirect_uri`.
 pub fn authorize(settings: &Settings, provider: Provider, redirect_uri: &str) -> Result<Authorization, OnboardError> {
     let state = random(16)?;
@@ -204,21 +216,24 @@ pub async fn complete<S: Store>(
             .map(str::to_owned)
             .collect(),
     };
-    let account = store.add_account(name, authorization.provider, &exchanged.tokens.refresh_token).await?;
-    store.save_tokens(account.id, &exchanged.tokens).await?;
-    store.set_provider_user_id(account.id, &exchanged.user_id).await?;
     let leave_secret = random(24)?;
-    store
-        .record_consent(
-            account.id,
-            &Consent {
-                provider: authorization.provider,
-                scopes: exchanged.scopes.clone(),
-                granted_at: Utc::now(),
-                leave_hash: leave_hash(&leave_secret),
-            },
-        )
-        .await?;
+    let account = store.add_account(name, authorization.provider, &exchanged.tokens.refresh_token).await?;
+    let rest = async {
+        store.save_tokens(account.id, &exchanged.tokens).await?;
+        store.set_provider_user_id(account.id, &exchanged.user_id).await?;
+        let consent = Consent {
+            provider: authorization.provider,
+            scopes: exchanged.scopes.clone(),
+            granted_at: Utc::now(),
+            leave_hash: leave_hash(&leave_secret),
+        };
+        store.record_consent(account.id, &consent).await
+    };
+    if let Err(e) = rest.await {
+        // No half-enrolled account: one without its consent record must not be synced.
+        let _ = store.remove_account(name).await;
+        return Err(e.into());
+    }
     let subject = anonymizer::Anonymizer::new(key.clone(), anonymizer::Policy::default())
         .subject(authorization.provider, &exchanged.user_id);
     let account = store.account(name).await?.unwrap_or(account);

@@ -1,5 +1,6 @@
-//! Drains the outbox into the Streamr sink: oldest first (so each subject's messages keep
-//! their order), rate-limited, removing a message only once the node confirmed it.
+//! Drains the outbox into the Streamr sink: oldest first, rate-limited, removing a
+//! message only once the node confirmed it. (Resends and several workers can deliver a
+//! subject's messages out of order; consumers order by header time.)
 //!
 //! A refused message is quarantined with the node's reason; a node that is down or slow
 //! stops the drain and leaves everything in the outbox for the next one. Nothing is
@@ -66,6 +67,8 @@ pub struct Publisher<S> {
     lease: std::time::Duration,
     /// False while the last drain found the sink unreachable (for `/readyz`).
     sink_ok: std::sync::atomic::AtomicBool,
+    /// Set on shutdown: a drain in progress finishes its batch and claims no more.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// What became of one message handed to the sink.
@@ -93,6 +96,7 @@ impl<S: Store> Publisher<S> {
             worker: crate::app::worker_id(),
             lease: std::time::Duration::from_secs(600),
             sink_ok: std::sync::atomic::AtomicBool::new(true),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -128,6 +132,11 @@ impl<S: Store> Publisher<S> {
         result.map(|()| summary)
     }
 
+    /// Asks drains to stop after the batch in hand (shutdown).
+    pub fn stop(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Whether the last drain reached the sink.
     pub fn sink_reachable(&self) -> bool {
         self.sink_ok.load(std::sync::atomic::Ordering::Relaxed)
@@ -152,6 +161,9 @@ impl<S: Store> Publisher<S> {
             // Confirmed messages must be out before the next read, or they come back.
             self.store.outbox_ack(acked).await?;
             acked.clear();
+            if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                return Ok(());
+            }
             let mut todo = self.store.outbox_claim(&Lease::new(&self.worker, self.lease), BATCH).await?;
             if todo.is_empty() {
                 return Ok(());

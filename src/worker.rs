@@ -20,10 +20,9 @@ use crate::pipeline::{Output, Pipeline};
 use crate::publisher::{PublishError, Publisher};
 use crate::store::{Lease, Store, StoreError};
 
-/// Accounts claimed at a time by one worker.
-const CLAIM: u32 = 16;
-/// Accounts synced at once by one worker.
-const CONCURRENCY: usize = 8;
+/// Accounts claimed, and synced at once, by one worker: no claimed account waits for a
+/// slot while its lease runs.
+const CONCURRENCY: u32 = 8;
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -101,10 +100,10 @@ impl<S: Store> Worker<S> {
     async fn round(&self) -> Result<usize, WorkerError> {
         let datasets: Vec<&str> = self.sync.datasets.iter().map(|d| d.as_str()).collect();
         let lease = Lease::new(&self.id, self.sync.lease);
-        let accounts = self.pipeline.store.claim_accounts(&lease, &datasets, CLAIM).await?;
+        let accounts = self.pipeline.store.claim_accounts(&lease, &datasets, CONCURRENCY).await?;
         let claimed = accounts.len();
         futures::stream::iter(accounts)
-            .for_each_concurrent(CONCURRENCY, |account| {
+            .for_each_concurrent(CONCURRENCY as usize, |account| {
                 let lease = &lease;
                 async move {
                     if let Err(e) = self.sync_account(lease, &account).await {
@@ -139,7 +138,24 @@ impl<S: Store> Worker<S> {
             .copied()
             .filter(|d| schedule.iter().find(|(name, _)| name == d.as_str()).is_none_or(|(_, at)| *at <= lease.now_ms))
             .collect();
-        let summary = self.pipeline.sync_one(account, &due, &self.output).await;
+        // Renew the lease while the sync runs (a long Retry-After must not let another
+        // worker claim the account and refresh its tokens at the same time).
+        let sync = self.pipeline.sync_one(account, &due, &self.output);
+        tokio::pin!(sync);
+        let mut renew = tokio::time::interval((self.sync.lease / 3).max(Duration::from_millis(100)));
+        renew.tick().await;
+        let summary = loop {
+            tokio::select! {
+                summary = &mut sync => break summary,
+                _ = renew.tick() => {
+                    let extended = Lease::new(&lease.worker, self.sync.lease);
+                    if !store.renew_account_lease(&extended, account.id).await.unwrap_or(false) {
+                        tracing::warn!("lost the lease on an account during its sync; stopping that sync");
+                        return Ok(());
+                    }
+                }
+            }
+        };
         metrics::counter!("wearbridge_account_syncs_total", "result" => if summary.synced > 0 { "ok" } else { "failed" })
             .increment(1);
         let now = chrono::Utc::now().timestamp_millis();

@@ -104,6 +104,20 @@ async fn the_store_contract_holds_on_postgres() {
     assert!(removal.dropped_messages > 0);
     assert!(store.tokens(a.id).await.unwrap().is_none());
     assert!(store.schedule(a.id).await.unwrap().is_empty());
+    // A sync that was running when alice left writes nothing more.
+    assert_eq!(store.commit_batch(a.id, "sleep", "c9", &[entry(99)], &[]).await.unwrap(), 0);
+    let tokens = wearbridge::store::Tokens {
+        refresh_token: SecretString::from("late"),
+        access_token: None,
+        access_expires_at: None,
+    };
+    store.save_tokens(a.id, &tokens).await.unwrap();
+    store.set_provider_user_id(a.id, "late-id").await.unwrap();
+    store.release_account("w1", a.id, &[("sleep".into(), 1)]).await.unwrap();
+    assert!(store.tokens(a.id).await.unwrap().is_none());
+    assert!(store.schedule(a.id).await.unwrap().is_empty());
+    assert!(store.cursor(a.id, "sleep").await.unwrap().is_none());
+    assert!(store.account("alice").await.unwrap().unwrap().provider_user_id.is_none());
     assert_eq!(store.account("bob").await.unwrap().unwrap().id, b.id);
     store.ping().await.unwrap();
 }

@@ -26,8 +26,8 @@ pub async fn main(
 ) -> anyhow::Result<()> {
     let loaded = globals.load()?;
     let settings = &loaded.settings;
-    crate::store::validate_account_name(name)?;
     let store = app::open_store(settings).await?;
+    onboarding::check_name_free(&store, name).await?;
     let key = app::pseudonym_key(&loaded)?;
     let redirect = url::Url::parse(&settings.oauth.redirect_uri)
         .map_err(|e| loaded.invalid("oauth.redirect_uri", e.to_string()))?;
@@ -48,6 +48,13 @@ pub async fn main(
                     .into());
             }
         };
+        // Axum refuses (panics on) route paths with `:`/`*` segments or braces.
+        let path = redirect.path();
+        if path.split('/').any(|seg| seg.starts_with([':', '*']) || seg.contains(['{', '}'])) {
+            return Err(loaded
+                .invalid("oauth.redirect_uri", "the path may not contain ':', '*', '{' or '}' segments")
+                .into());
+        }
         let bind = if host == "localhost" { "127.0.0.1".to_owned() } else { host.trim_matches(['[', ']']).to_owned() };
         let listener = tokio::net::TcpListener::bind((bind.as_str(), port))
             .await

@@ -52,14 +52,17 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
         .inspect_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
         .ok();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let enrolment = crate::server::Enrolment::new(loaded.settings.clone(), app::pseudonym_key(&loaded)?);
-    let state =
-        ServerState { store: store.clone(), publisher: Some(publisher.clone()), metrics, enrolment: Some(enrolment) };
+    let enrolment = if loaded.settings.server.consent_pages {
+        Some(crate::server::Enrolment::new(loaded.settings.clone(), app::pseudonym_key(&loaded)?))
+    } else {
+        None
+    };
+    let state = ServerState { store: store.clone(), publisher: Some(publisher.clone()), metrics, enrolment };
     let server = crate::server::serve(loaded.settings.server.listen, state, stop_rx.clone()).await?;
     let worker = Worker {
         id: worker_id.clone(),
         pipeline: Arc::new(pipeline),
-        publisher: Some(publisher),
+        publisher: Some(publisher.clone()),
         output: Output::Outbox,
         sync: loaded.settings.sync.clone(),
     };
@@ -72,16 +75,23 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
             let grace = loaded.settings.sync.shutdown_grace;
             tracing::info!(signal, grace_s = grace.as_secs_f64(), "stopping: no new work is claimed; in-flight work may finish");
             let _ = stop_tx.send(true);
+            publisher.stop();
             match tokio::time::timeout(grace, &mut run).await {
                 Ok(result) => result,
                 Err(_) => {
-                    tracing::warn!("in-flight work did not finish within sync.shutdown_grace; it was not committed and will be claimed again");
+                    tracing::warn!(
+                        "in-flight work did not finish within sync.shutdown_grace: uncommitted reads are done again by the next claim, and messages sent but not yet acknowledged are sent again (same ids)"
+                    );
                     Ok(())
                 }
             }
         }
     };
     let _ = stop_tx.send(true);
+    // Whatever this worker still holds is free for the others at once.
+    if let Err(e) = store.release_worker(&worker_id).await {
+        tracing::warn!(error = %e, "could not release this worker's leases; they expire after sync.lease");
+    }
     let _ = server.await;
     result?;
     tracing::info!("stopped");

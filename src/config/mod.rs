@@ -351,6 +351,8 @@ pub struct ServerSettings {
     /// The URL people reach the server at; the consent page's OAuth callback is
     /// `<public_url>/connect/callback` (register it with each provider).
     pub public_url: String,
+    /// Serve the consent pages (`/connect`, `/leave`, `/privacy`) on this server.
+    pub consent_pages: bool,
     /// When set, `/connect` asks for this token before anyone may enrol.
     #[serde(serialize_with = "redact", skip_serializing_if = "Option::is_none")]
     pub enroll_token: Option<SecretString>,
@@ -363,6 +365,7 @@ impl Default for ServerSettings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: "http://127.0.0.1:8080".into(),
+            consent_pages: true,
             enroll_token: None,
             enroll_token_file: None,
         }

@@ -5,7 +5,8 @@
 //! external assets, no JavaScript.
 //!
 //! Pending authorisations live in this process's memory for 10 minutes: with several
-//! replicas, route `/connect` to one of them (or use sticky sessions).
+//! replicas, keep each client on one of them (the Kubernetes Service uses ClientIP
+//! session affinity).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -70,7 +70,10 @@ pub async fn serve<S: Store>(
 async fn ready<S: Store>(State(state): State<Arc<ServerState<S>>>) -> impl IntoResponse {
     match tokio::time::timeout(STORE_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return (StatusCode::SERVICE_UNAVAILABLE, format!("store unreachable: {e}\n")),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: the store does not answer");
+            return (StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n".to_owned());
+        }
         Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "store did not answer in time\n".to_owned()),
     }
     if state.publisher.as_ref().is_some_and(|p| !p.sink_reachable()) {

@@ -58,7 +58,12 @@ impl FileSink {
             self.current = Some((BufWriter::with_capacity(256 * 1024, self.start().await?), 0));
         }
         if let Some((file, size)) = self.current.as_mut() {
-            file.write_all(&line).await.map_err(|e| io_error(&self.dir, "cannot write to", &e))?;
+            if let Err(e) = file.write_all(&line).await {
+                // Part of the line may be buffered: start a new file for the retry, so
+                // no file ends with half a line followed by the whole one.
+                self.current = None;
+                return Err(io_error(&self.dir, "cannot write to", &e));
+            }
             *size += len;
         }
         Ok(())
@@ -84,12 +89,17 @@ impl FileSink {
             self.started
         );
         let path = self.dir.join(name);
-        OpenOptions::new()
+        let file = OpenOptions::new()
             .create_new(true)
             .append(true)
             .open(&path)
             .await
-            .map_err(|e| io_error(&self.dir, "cannot create", &e))
+            .map_err(|e| io_error(&self.dir, "cannot create", &e))?;
+        // Make the new file's directory entry durable too.
+        if let Ok(dir) = File::open(&self.dir).await {
+            let _ = dir.sync_all().await;
+        }
+        Ok(file)
     }
 }
 

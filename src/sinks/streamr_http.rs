@@ -30,8 +30,8 @@ impl StreamrHttpSink {
         Self { http, base: base.trim_end_matches('/').to_owned(), api_key }
     }
 
-    /// Checks the API key without publishing: a body that is not a JSON object passes the
-    /// node's authentication and is then refused with 400, so nothing is published.
+    /// Checks the API key without publishing: an empty body passes the node's
+    /// authentication and is then refused as invalid JSON, so it can never be published.
     pub async fn check(&self, stream: &str) -> Result<(), SendError> {
         let id: String = url::form_urlencoded::byte_serialize(stream.as_bytes()).collect();
         let mut request = self
@@ -39,7 +39,7 @@ impl StreamrHttpSink {
             .post(format!("{}/streams/{id}", self.base))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .timeout(Duration::from_secs(10))
-            .body("[]");
+            .body("");
         if let Some(key) = &self.api_key {
             request = request.header(AUTHORIZATION, format!("Bearer {}", key.expose_secret()));
         }

@@ -128,6 +128,7 @@ impl StreamrWsSink {
         }
         let sent = writer.lock().await.send(Message::text(entry.payload.clone())).await;
         if let Err(e) = sent {
+            self.shared.lock().awaiting.remove(&entry.message_id);
             self.connections.remove(&entry.stream);
             return Err(SendError::Transient(format!("the websocket to the node failed: {}", self.redact(&e))));
         }
@@ -229,7 +230,7 @@ impl StreamrWsSink {
             Ok(Err(tungstenite::Error::Http(response))) => {
                 let status = response.status().as_u16();
                 let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-                let body: String = body.chars().take(300).collect();
+                let body: String = self.redact_text(&body.chars().take(300).collect::<String>());
                 match status {
                     401 | 403 => Err(SendError::Unauthorized(status)),
                     400..=499 => Err(SendError::Refused(format!(
@@ -244,10 +245,17 @@ impl StreamrWsSink {
 
     /// An error's text without the API key (some carry the URL).
     fn redact(&self, e: &tungstenite::Error) -> String {
-        let text = e.to_string();
+        self.redact_text(&e.to_string())
+    }
+
+    /// `text` without the API key, raw or URL-encoded.
+    fn redact_text(&self, text: &str) -> String {
         match &self.api_key {
-            Some(k) if !k.expose_secret().is_empty() => text.replace(k.expose_secret(), "[redacted]"),
-            _ => text,
+            Some(k) if !k.expose_secret().is_empty() => {
+                let encoded: String = url::form_urlencoded::byte_serialize(k.expose_secret().as_bytes()).collect();
+                text.replace(k.expose_secret(), "[redacted]").replace(&encoded, "[redacted]")
+            }
+            _ => text.to_owned(),
         }
     }
 }

@@ -109,6 +109,14 @@ impl Store for AnyStore {
         forward!(self, outbox_oldest())
     }
 
+    async fn renew_account_lease(&self, lease: &Lease, account_id: i64) -> Result<bool, StoreError> {
+        forward!(self, renew_account_lease(lease, account_id))
+    }
+
+    async fn release_worker(&self, worker: &str) -> Result<(), StoreError> {
+        forward!(self, release_worker(worker))
+    }
+
     async fn outbox_release(&self, worker: &str) -> Result<(), StoreError> {
         forward!(self, outbox_release(worker))
     }

@@ -238,6 +238,17 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<Account>, StoreError>> + Send;
 
+    /// Extends `lease.worker`'s lease on an account to `lease.until_ms`; false when the
+    /// worker no longer holds it.
+    fn renew_account_lease(
+        &self,
+        lease: &Lease,
+        account_id: i64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Gives up every lease `worker` holds (accounts and outbox), at shutdown.
+    fn release_worker(&self, worker: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// When each dataset of an account is due next (Unix ms); absent datasets are due.
     fn schedule(&self, account_id: i64) -> impl Future<Output = Result<Vec<(String, i64)>, StoreError>> + Send;
 

@@ -212,11 +212,13 @@ impl Store for PostgresStore {
 
     async fn set_provider_user_id(&self, account_id: i64, user_id: &str) -> Result<(), StoreError> {
         let sealed = self.cipher.seal(account_id, USER_ID, user_id)?;
-        sqlx::query("UPDATE accounts SET provider_user_id = $1, updated_at = now() WHERE id = $2")
-            .bind(sealed)
-            .bind(account_id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE accounts SET provider_user_id = $1, updated_at = now() WHERE id = $2 AND status <> 'removed'",
+        )
+        .bind(sealed)
+        .bind(account_id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -246,7 +248,7 @@ impl Store for PostgresStore {
             tokens.access_token.as_ref().map(|t| self.cipher.seal_secret(account_id, ACCESS, t)).transpose()?;
         sqlx::query(
             "INSERT INTO tokens (account_id, refresh_token, access_token, access_expires_at, updated_at)
-             VALUES ($1, $2, $3, $4, now())
+             SELECT $1, $2, $3, $4, now() WHERE EXISTS (SELECT 1 FROM accounts WHERE id = $1 AND status <> 'removed')
              ON CONFLICT (account_id) DO UPDATE SET refresh_token = excluded.refresh_token,
                  access_token = excluded.access_token, access_expires_at = excluded.access_expires_at,
                  updated_at = excluded.updated_at",
@@ -279,6 +281,15 @@ impl Store for PostgresStore {
     ) -> Result<u64, StoreError> {
         let column = |f: fn(&OutboxEntry) -> &String| entries.iter().map(|e| f(e).clone()).collect::<Vec<_>>();
         let mut tx = self.pool.begin().await?;
+        // A withdrawn account takes nothing more. The share lock orders this batch with a
+        // concurrent removal (which locks the row for update).
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM accounts WHERE id = $1 FOR SHARE")
+            .bind(account_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if status.as_deref() == Some("removed") || status.is_none() {
+            return Ok(0);
+        }
         // One statement for the whole batch; `ORDER BY ord` keeps `seq` in record order.
         let inserted = sqlx::query(
             "INSERT INTO outbox (message_id, account_id, stream, partition_key, payload, created_at)
@@ -415,7 +426,8 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await?;
         for (dataset, due) in next_due {
             sqlx::query(
-                "INSERT INTO schedule (account_id, dataset, next_due) VALUES ($1, $2, $3)
+                "INSERT INTO schedule (account_id, dataset, next_due)
+                 SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM accounts WHERE id = $1 AND status <> 'removed')
                  ON CONFLICT (account_id, dataset) DO UPDATE SET next_due = excluded.next_due",
             )
             .bind(account_id)
@@ -438,6 +450,30 @@ impl Store for PostgresStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(row.try_get("oldest")?)
+    }
+
+    async fn renew_account_lease(&self, lease: &Lease, account_id: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE accounts SET lease_until = $1 WHERE id = $2 AND lease_owner = $3")
+            .bind(lease.until_ms)
+            .bind(account_id)
+            .bind(&lease.worker)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_worker(&self, worker: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE accounts SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1")
+            .bind(worker)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE outbox SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1")
+            .bind(worker)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn outbox_release(&self, worker: &str) -> Result<(), StoreError> {

@@ -210,7 +210,7 @@ impl Store for SqliteStore {
 
     async fn set_provider_user_id(&self, account_id: i64, user_id: &str) -> Result<(), StoreError> {
         let sealed = self.cipher.seal(account_id, USER_ID, user_id)?;
-        sqlx::query("UPDATE accounts SET provider_user_id = ?, updated_at = ? WHERE id = ?")
+        sqlx::query("UPDATE accounts SET provider_user_id = ?, updated_at = ? WHERE id = ? AND status <> 'removed'")
             .bind(sealed)
             .bind(now())
             .bind(account_id)
@@ -244,7 +244,7 @@ impl Store for SqliteStore {
             tokens.access_token.as_ref().map(|t| self.cipher.seal_secret(account_id, ACCESS, t)).transpose()?;
         sqlx::query(
             "INSERT INTO tokens (account_id, refresh_token, access_token, access_expires_at, updated_at)
-             VALUES (?, ?, ?, ?, ?)
+             SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM accounts WHERE id = ? AND status <> 'removed')
              ON CONFLICT (account_id) DO UPDATE SET refresh_token = excluded.refresh_token,
                  access_token = excluded.access_token, access_expires_at = excluded.access_expires_at,
                  updated_at = excluded.updated_at",
@@ -254,6 +254,7 @@ impl Store for SqliteStore {
         .bind(access)
         .bind(tokens.access_expires_at.map(|t| t.to_rfc3339()))
         .bind(now())
+        .bind(account_id)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -277,6 +278,17 @@ impl Store for SqliteStore {
         quarantined: &[(OutboxEntry, String)],
     ) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
+        // A withdrawn account takes nothing more: a sync that was running when the person
+        // left writes nothing. The check is a write, so the transaction takes SQLite's
+        // write lock first (waiting its turn) instead of failing to upgrade a read.
+        let live = sqlx::query("UPDATE accounts SET updated_at = updated_at WHERE id = ? AND status <> 'removed'")
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if live == 0 {
+            return Ok(0);
+        }
         let mut inserted = 0;
         let created = now();
         for e in entries {
@@ -395,12 +407,14 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await?;
         for (dataset, due) in next_due {
             sqlx::query(
-                "INSERT INTO schedule (account_id, dataset, next_due) VALUES (?, ?, ?)
+                "INSERT INTO schedule (account_id, dataset, next_due)
+                 SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM accounts WHERE id = ? AND status <> 'removed')
                  ON CONFLICT (account_id, dataset) DO UPDATE SET next_due = excluded.next_due",
             )
             .bind(account_id)
             .bind(dataset)
             .bind(due)
+            .bind(account_id)
             .execute(&mut *tx)
             .await?;
         }
@@ -420,6 +434,30 @@ impl Store for SqliteStore {
         let Some(row) = row else { return Ok(None) };
         let text: String = row.try_get("created_at")?;
         parse_time("outbox.created_at", &text).map(Some)
+    }
+
+    async fn renew_account_lease(&self, lease: &Lease, account_id: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE accounts SET lease_until = ? WHERE id = ? AND lease_owner = ?")
+            .bind(lease.until_ms)
+            .bind(account_id)
+            .bind(&lease.worker)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_worker(&self, worker: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE accounts SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?")
+            .bind(worker)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE outbox SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?")
+            .bind(worker)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn outbox_release(&self, worker: &str) -> Result<(), StoreError> {

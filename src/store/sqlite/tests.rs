@@ -116,3 +116,23 @@ async fn tokens_are_encrypted_on_disk() {
     let err = wrong.tokens(a.id).await.unwrap_err().to_string();
     assert!(err.contains("store.key_file") && !err.contains("CANARY"), "{err}");
 }
+
+#[tokio::test]
+async fn a_removed_account_takes_no_more_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let a = store.add_account("alice", Provider::Fitbit, &SecretString::from("rt")).await.unwrap();
+    store.remove_account("alice").await.unwrap();
+    let entry =
+        OutboxEntry { message_id: "m".into(), stream: "s".into(), partition_key: "p".into(), payload: "{}".into() };
+    assert_eq!(store.commit_batch(a.id, "sleep", "c", &[entry], &[]).await.unwrap(), 0);
+    let tokens = Tokens { refresh_token: SecretString::from("late"), access_token: None, access_expires_at: None };
+    store.save_tokens(a.id, &tokens).await.unwrap();
+    store.set_provider_user_id(a.id, "late-id").await.unwrap();
+    store.release_account("w", a.id, &[("sleep".into(), 1)]).await.unwrap();
+    assert!(store.tokens(a.id).await.unwrap().is_none());
+    assert!(store.cursor(a.id, "sleep").await.unwrap().is_none());
+    assert!(store.schedule(a.id).await.unwrap().is_empty());
+    assert_eq!(store.outbox_len().await.unwrap(), 0);
+    assert!(store.account("alice").await.unwrap().unwrap().provider_user_id.is_none());
+}
