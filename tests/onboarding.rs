@@ -17,10 +17,6 @@ use wearbridge::onboarding;
 use wearbridge::simulator::{self, Simulator};
 use wearbridge::store::{AccountStatus, SqliteStore, Store, TokenCipher};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn write_config(sim: &Simulator, dir: &Path, callback_port: u16) -> String {
     let toml = format!(
         r#"[store]
@@ -69,13 +65,6 @@ default = "{stream}"
     path.to_str().unwrap().to_owned()
 }
 
-fn command(dir: &Path, config: &str, args: &[&str]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wearbridge"));
-    cmd.arg("--config").arg(config).args(args).current_dir(dir).env_remove("RUST_LOG");
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-    cmd
-}
-
 struct Connected {
     ok: bool,
     stdout: String,
@@ -88,7 +77,7 @@ where
     F: FnOnce(String) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let mut child = command(dir, config, &["connect", provider, name, "--timeout", "20s"]).spawn().unwrap();
+    let mut child = common::command(dir, config, &["connect", provider, name, "--timeout", "20s"]).spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let url = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.unwrap().unwrap().unwrap();
     assert!(url.starts_with("http://127.0.0.1"), "the authorisation URL is printed: {url}");
@@ -129,7 +118,7 @@ async fn connect_enrols_both_providers_and_the_next_dry_run_has_their_data() {
     let sim = common::simulator(2, 91).await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let config = write_config(&sim, d, free_port());
+    let config = write_config(&sim, d, common::free_port());
 
     sim.approve_as(0);
     let alice = connect(d, &config, "fitbit", "alice", follow).await;
@@ -152,7 +141,7 @@ async fn connect_enrols_both_providers_and_the_next_dry_run_has_their_data() {
     }
     drop(store);
 
-    let dry = command(d, &config, &["run", "--once", "--dry-run"]).output().await.unwrap();
+    let dry = common::command(d, &config, &["run", "--once", "--dry-run"]).output().await.unwrap();
     assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
     let text = String::from_utf8_lossy(&dry.stdout);
     let count = |s: &str| text.lines().filter(|l| l.contains(s)).count();
@@ -168,7 +157,7 @@ async fn wrong_state_denial_and_timeouts_give_clear_errors_and_store_nothing() {
     let sim = common::simulator(1, 92).await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let config = write_config(&sim, d, free_port());
+    let config = write_config(&sim, d, common::free_port());
 
     // A redirect whose state is not ours.
     let forged = connect(d, &config, "fitbit", "mallory", |url| async move {
@@ -195,7 +184,7 @@ async fn wrong_state_denial_and_timeouts_give_clear_errors_and_store_nothing() {
     sim.deny_consent(false);
 
     // Nobody comes back.
-    let out = command(d, &config, &["connect", "fitbit", "late", "--timeout", "1s"]).output().await.unwrap();
+    let out = common::command(d, &config, &["connect", "fitbit", "late", "--timeout", "1s"]).output().await.unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no redirect arrived within 1 s"));
 
@@ -241,7 +230,7 @@ async fn users_remove_revokes_upstream_and_leaves_only_the_marker() {
     let sim = common::simulator(1, 94).await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let config = write_config(&sim, d, free_port());
+    let config = write_config(&sim, d, common::free_port());
     let alice = connect(d, &config, "fitbit", "alice", follow).await;
     assert!(alice.ok, "{}", alice.stderr);
     // Data waiting in the outbox, a schedule and cursors.
@@ -251,14 +240,14 @@ async fn users_remove_revokes_upstream_and_leaves_only_the_marker() {
         "[streamr]\ntransport = \"http\"\nurl = \"http://127.0.0.1:9\"\napi_key = \"k\"\n\n[streamr.streams]",
     );
     std::fs::write(&config, cfg).unwrap();
-    let run = command(d, &config, &["run", "--once"]).output().await.unwrap();
+    let run = common::command(d, &config, &["run", "--once"]).output().await.unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let store = open_store(d).await;
     let id = store.account("alice").await.unwrap().unwrap().id;
     assert!(store.outbox_len().await.unwrap() > 0 && store.cursor(id, "heart_rate").await.unwrap().is_some());
     drop(store);
 
-    let out = command(d, &config, &["users", "remove", "alice"]).output().await.unwrap();
+    let out = common::command(d, &config, &["users", "remove", "alice"]).output().await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("revoked at Google") && said.contains("cannot be recalled"), "{said}");
@@ -281,7 +270,7 @@ async fn consent_server(
     dir: &tempfile::TempDir,
     enroll_token: Option<&str>,
 ) -> (String, Arc<SqliteStore>, tokio::sync::watch::Sender<bool>) {
-    let port = free_port();
+    let port = common::free_port();
     let mut settings = common::settings(sim, dir, "1d");
     settings.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     settings.server.public_url = format!("http://127.0.0.1:{port}");

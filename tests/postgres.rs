@@ -9,7 +9,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anonymizer::Provider;
@@ -122,10 +121,6 @@ async fn the_store_contract_holds_on_postgres() {
     store.ping().await.unwrap();
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn write_config(sim: &Simulator, dir: &Path, store_url: &str, extra_sync: &str) -> String {
     let toml = format!(
         r#"[store]
@@ -171,22 +166,18 @@ default = "{stream}"
     path.to_str().unwrap().to_owned()
 }
 
-fn command(dir: &Path, config: &str, args: &[&str]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wearbridge"));
-    cmd.arg("--config").arg(config).args(args).current_dir(dir).env_remove("RUST_LOG");
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-    cmd
-}
-
 async fn enrol(sim: &Simulator, dir: &Path, config: &str) {
     for p in sim.people() {
         let token = dir.join(format!("{}.token", p.name));
         std::fs::write(&token, &p.refresh_token).unwrap();
-        let out =
-            command(dir, config, &["users", "add", "fitbit", &p.name, "--refresh-token-file", token.to_str().unwrap()])
-                .output()
-                .await
-                .unwrap();
+        let out = common::command(
+            dir,
+            config,
+            &["users", "add", "fitbit", &p.name, "--refresh-token-file", token.to_str().unwrap()],
+        )
+        .output()
+        .await
+        .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 }
@@ -228,10 +219,12 @@ async fn three_workers_share_one_database_and_take_over_a_killed_one() {
     enrol(&sim, d, &config).await;
     let people: Vec<String> = sim.people().iter().map(|p| p.name.clone()).collect();
 
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
     let mut workers: Vec<_> = ports
         .iter()
-        .map(|port| command(d, &config, &["--set", &format!("server.listen=127.0.0.1:{port}"), "run"]).spawn().unwrap())
+        .map(|port| {
+            common::command(d, &config, &["--set", &format!("server.listen=127.0.0.1:{port}"), "run"]).spawn().unwrap()
+        })
         .collect();
     // Two rounds for everyone.
     wait_until("every account synced twice", Duration::from_secs(90), || {
@@ -308,7 +301,7 @@ async fn sigterm_during_a_sync_exits_cleanly_and_loses_nothing() {
     let url = format!("sqlite://{}/wb.db", d.display());
     let config = write_config(&sim, d, &url, "interval = \"1h\"\nshutdown_grace = \"8s\"");
     enrol(&sim, d, &config).await;
-    let dry = command(d, &config, &["run", "--once", "--dry-run"]).output().await.unwrap();
+    let dry = common::command(d, &config, &["run", "--once", "--dry-run"]).output().await.unwrap();
     assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
     let expected: BTreeSet<String> = String::from_utf8_lossy(&dry.stdout)
         .lines()
@@ -318,10 +311,10 @@ async fn sigterm_during_a_sync_exits_cleanly_and_loses_nothing() {
 
     // Heart-rate reads hang for 2 s each: the signal lands in the middle of a sync.
     sim.faults().inject("google.dataPoints.heart-rate", Fault::Delay(Duration::from_secs(2)), 4);
-    let port = free_port();
+    let port = common::free_port();
     let before = sim.request_count("google.dataPoints.heart-rate");
     let mut worker =
-        command(d, &config, &["--set", &format!("server.listen=127.0.0.1:{port}"), "run"]).spawn().unwrap();
+        common::command(d, &config, &["--set", &format!("server.listen=127.0.0.1:{port}"), "run"]).spawn().unwrap();
     wait_until("a heart-rate read is in flight", Duration::from_secs(30), || {
         sim.request_count("google.dataPoints.heart-rate") > before
     })
@@ -337,7 +330,7 @@ async fn sigterm_during_a_sync_exits_cleanly_and_loses_nothing() {
     assert!(stderr.contains("stopping") && stderr.contains("stopped"), "{stderr}");
 
     // Whatever was in flight is simply done again: nothing is lost.
-    let out = command(d, &config, &["run", "--once"]).output().await.unwrap();
+    let out = common::command(d, &config, &["run", "--once"]).output().await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let got: BTreeSet<String> =
         sim.streamr_received().iter().map(|r| r.message["header"]["uuid"].to_string()).collect();
@@ -353,9 +346,9 @@ async fn readyz_turns_unready_when_the_store_is_gone() {
     let url = fresh_database().await;
     let config = write_config(&sim, d, &url, "interval = \"1h\"");
     enrol(&sim, d, &config).await;
-    let port = free_port();
+    let port = common::free_port();
     let mut worker =
-        command(d, &config, &["--set", &format!("server.listen=127.0.0.1:{port}"), "run"]).spawn().unwrap();
+        common::command(d, &config, &["--set", &format!("server.listen=127.0.0.1:{port}"), "run"]).spawn().unwrap();
     let http = reqwest::Client::new();
     let ready = format!("http://127.0.0.1:{port}/readyz");
     let mut status = 0;

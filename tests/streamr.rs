@@ -70,16 +70,9 @@ default = "{stream}"
     path.to_str().unwrap().to_owned()
 }
 
-fn command(dir: &Path, config: &str, args: &[&str]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wearbridge"));
-    cmd.arg("--config").arg(config).args(args).current_dir(dir).env_remove("RUST_LOG");
-    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-    cmd
-}
-
 async fn run(dir: &Path, config: &str, args: &[&str], stdin: Option<&str>) -> Output {
     use tokio::io::AsyncWriteExt;
-    let mut child = command(dir, config, args).spawn().unwrap();
+    let mut child = common::command(dir, config, args).stdin(std::process::Stdio::piped()).spawn().unwrap();
     let mut pipe = child.stdin.take().unwrap();
     if let Some(t) = stdin {
         pipe.write_all(t.as_bytes()).await.unwrap();
@@ -238,8 +231,7 @@ async fn sigkill_at_random_moments_loses_nothing(transport: &str) {
     assert!(expected.len() > 300);
     let mut killed_mid_publish = 0;
     for i in 0..20u64 {
-        let mut child = command(d, &config, &["run", "--once"]).spawn().unwrap();
-        drop(child.stdin.take());
+        let mut child = common::command(d, &config, &["run", "--once"]).spawn().unwrap();
         let delay = 150 + (i * 7919) % 900;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(delay)) => {

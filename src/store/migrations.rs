@@ -49,6 +49,30 @@ fn checksum(sql: &str) -> String {
     hex::encode(Sha256::digest(sql.as_bytes()))
 }
 
+/// The migrations a database with `applied` (version → checksum) still needs, with their
+/// checksums; refuses a changed migration or a database newer than this build.
+fn plan<'m>(
+    migrations: &'m [Migration],
+    applied: &std::collections::BTreeMap<i64, String>,
+) -> Result<Vec<(&'m Migration, String)>, MigrationError> {
+    let known = migrations.iter().map(|m| m.version).max().unwrap_or(0);
+    if let Some((&found, _)) = applied.iter().next_back()
+        && found > known
+    {
+        return Err(MigrationError::TooNew { found, known });
+    }
+    let mut todo = Vec::new();
+    for m in migrations {
+        let sum = checksum(m.sql);
+        match applied.get(&m.version) {
+            Some(existing) if *existing == sum => {}
+            Some(_) => return Err(MigrationError::Changed { version: m.version, name: m.name.into() }),
+            None => todo.push((m, sum)),
+        }
+    }
+    Ok(todo)
+}
+
 /// Applies every migration the database lacks. Returns the versions applied now.
 pub(crate) async fn run_sqlite(pool: &SqlitePool, migrations: &[Migration]) -> Result<Vec<i64>, MigrationError> {
     sqlx::raw_sql(
@@ -62,28 +86,14 @@ pub(crate) async fn run_sqlite(pool: &SqlitePool, migrations: &[Migration]) -> R
     .execute(pool)
     .await?;
     let rows = sqlx::query("SELECT version, checksum FROM schema_migrations ORDER BY version").fetch_all(pool).await?;
-    let known = migrations.iter().map(|m| m.version).max().unwrap_or(0);
     let mut applied = std::collections::BTreeMap::new();
     for row in rows {
         let version: i64 = row.try_get("version")?;
         let sum: String = row.try_get("checksum")?;
         applied.insert(version, sum);
     }
-    if let Some((&found, _)) = applied.iter().next_back()
-        && found > known
-    {
-        return Err(MigrationError::TooNew { found, known });
-    }
     let mut now_applied = Vec::new();
-    for m in migrations {
-        let sum = checksum(m.sql);
-        match applied.get(&m.version) {
-            Some(existing) if *existing == sum => continue,
-            Some(_) => {
-                return Err(MigrationError::Changed { version: m.version, name: m.name.into() });
-            }
-            None => {}
-        }
+    for (m, sum) in plan(migrations, &applied)? {
         let failed = |source| MigrationError::Failed { version: m.version, source };
         let mut tx = pool.begin().await.map_err(failed)?;
         sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(failed)?;
@@ -128,26 +138,14 @@ async fn apply_postgres(conn: &mut sqlx::PgConnection, migrations: &[Migration])
     .await?;
     let rows =
         sqlx::query("SELECT version, checksum FROM schema_migrations ORDER BY version").fetch_all(&mut *conn).await?;
-    let known = migrations.iter().map(|m| m.version).max().unwrap_or(0);
     let mut applied = std::collections::BTreeMap::new();
     for row in rows {
         let version: i64 = row.try_get("version")?;
         let sum: String = row.try_get("checksum")?;
         applied.insert(version, sum);
     }
-    if let Some((&found, _)) = applied.iter().next_back()
-        && found > known
-    {
-        return Err(MigrationError::TooNew { found, known });
-    }
     let mut now_applied = Vec::new();
-    for m in migrations {
-        let sum = checksum(m.sql);
-        match applied.get(&m.version) {
-            Some(existing) if *existing == sum => continue,
-            Some(_) => return Err(MigrationError::Changed { version: m.version, name: m.name.into() }),
-            None => {}
-        }
+    for (m, sum) in plan(migrations, &applied)? {
         let failed = |source| MigrationError::Failed { version: m.version, source };
         let mut tx = conn.begin().await.map_err(failed)?;
         sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(failed)?;

@@ -144,3 +144,20 @@ pub fn reopen(loaded: &Loaded, store: Arc<SqliteStore>) -> Pipeline<SqliteStore>
     let key = PseudonymKey::new("t1", [5; 32]).expect("key");
     app::pipeline(loaded, store, key, fast_backoff()).expect("pipeline")
 }
+
+/// The `wearbridge` binary run in `dir` with `--config config`, without `RUST_LOG`, output
+/// captured, no stdin, killed when dropped.
+pub fn command(dir: &std::path::Path, config: &str, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wearbridge"));
+    cmd.arg("--config").arg(config).args(args).current_dir(dir).env_remove("RUST_LOG");
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// A loopback port free at the time of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
