@@ -3,13 +3,14 @@
 //! other, and use only configuration keys, `*_file` secrets and `WEARBRIDGE__` variables
 //! that wearbridge's own loader accepts (the loader `tests/deploy_config.rs` uses).
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use secrecy::SecretString;
 use serde_yaml_ng::Value as Yaml;
-use wearbridge::config::{LoadOptions, Loaded, Origin, Settings, Transport, load, parse_duration};
+use wearbridge::config::{LoadOptions, Loaded, Origin, Transport, load, parse_duration};
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
 /// `sync.shutdown_grace` when a configuration does not set it.
@@ -148,41 +149,6 @@ fn compose_secret_paths(compose: &Yaml, service: &str) -> BTreeSet<String> {
             format!("/run/secrets/{target}")
         })
         .collect()
-}
-
-fn flatten(value: &toml::Value, prefix: &str, out: &mut BTreeSet<String>) {
-    match value {
-        toml::Value::Table(t) => {
-            for (k, v) in t {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                flatten(v, &key, out);
-            }
-        }
-        _ => {
-            out.insert(prefix.to_owned());
-        }
-    }
-}
-
-/// Every key the program knows: the defaults plus every optional key filled in (as in
-/// tests/deploy_config.rs).
-fn known_keys() -> BTreeSet<String> {
-    let mut all = Settings::default();
-    all.fitbit.client_id = Some("x".into());
-    all.fitbit.client_secret = Some(SecretString::from("x"));
-    all.fitbit.client_secret_file = Some("x".into());
-    all.withings.client_id = Some("x".into());
-    all.withings.client_secret = Some(SecretString::from("x"));
-    all.withings.client_secret_file = Some("x".into());
-    all.streamr.api_key = Some(SecretString::from("x"));
-    all.streamr.api_key_file = Some("x".into());
-    all.streamr.streams.insert("default".into(), "x".into());
-    all.anonymizer.granularity.insert("heart-rate".into(), Duration::from_secs(60));
-    all.anonymizer.weight_top_code_kg = Some(150.0);
-    all.anonymizer.message_types = Some(vec!["heart-rate".into()]);
-    let mut known = BTreeSet::new();
-    flatten(&toml::from_str(&all.to_redacted_toml().unwrap()).unwrap(), "", &mut known);
-    known
 }
 
 /// The `WEARBRIDGE__SECTION__KEY` names in a text.
@@ -586,7 +552,7 @@ fn manifests_run_the_images_command() {
 
 #[test]
 fn wearbridge_variables_in_manifests_name_known_keys() {
-    let known = known_keys();
+    let known = common::known_config_keys();
     let mut files = vec![
         "docker-compose.yml".to_owned(),
         "Dockerfile".to_owned(),

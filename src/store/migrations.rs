@@ -5,7 +5,7 @@
 //! instead of being half-understood.
 
 use sha2::{Digest, Sha256};
-use sqlx::{PgPool, Row, SqlitePool};
+use sqlx::{PgPool, SqlitePool};
 
 /// One schema step.
 pub(crate) struct Migration {
@@ -85,13 +85,11 @@ pub(crate) async fn run_sqlite(pool: &SqlitePool, migrations: &[Migration]) -> R
     )
     .execute(pool)
     .await?;
-    let rows = sqlx::query("SELECT version, checksum FROM schema_migrations ORDER BY version").fetch_all(pool).await?;
-    let mut applied = std::collections::BTreeMap::new();
-    for row in rows {
-        let version: i64 = row.try_get("version")?;
-        let sum: String = row.try_get("checksum")?;
-        applied.insert(version, sum);
-    }
+    let applied = sqlx::query_as::<_, (i64, String)>("SELECT version, checksum FROM schema_migrations")
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .collect();
     let mut now_applied = Vec::new();
     for (m, sum) in plan(migrations, &applied)? {
         let failed = |source| MigrationError::Failed { version: m.version, source };
@@ -136,14 +134,11 @@ async fn apply_postgres(conn: &mut sqlx::PgConnection, migrations: &[Migration])
     )
     .execute(&mut *conn)
     .await?;
-    let rows =
-        sqlx::query("SELECT version, checksum FROM schema_migrations ORDER BY version").fetch_all(&mut *conn).await?;
-    let mut applied = std::collections::BTreeMap::new();
-    for row in rows {
-        let version: i64 = row.try_get("version")?;
-        let sum: String = row.try_get("checksum")?;
-        applied.insert(version, sum);
-    }
+    let applied = sqlx::query_as::<_, (i64, String)>("SELECT version, checksum FROM schema_migrations")
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
     let mut now_applied = Vec::new();
     for (m, sum) in plan(migrations, &applied)? {
         let failed = |source| MigrationError::Failed { version: m.version, source };

@@ -161,3 +161,43 @@ pub fn command(dir: &std::path::Path, config: &str, args: &[&str]) -> tokio::pro
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
+
+/// The dotted keys of a TOML value (`streamr.api_key`, ...).
+pub fn toml_keys(value: &toml::Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                toml_keys(v, &key, out);
+            }
+        }
+        _ => {
+            out.insert(prefix.to_owned());
+        }
+    }
+}
+
+/// Every configuration key the program knows: the defaults plus every optional key
+/// filled in.
+pub fn known_config_keys() -> std::collections::BTreeSet<String> {
+    let mut all = Settings::default();
+    let x = || Some(SecretString::from("x"));
+    all.fitbit.client_id = Some("x".into());
+    all.fitbit.client_secret = x();
+    all.fitbit.client_secret_file = Some("x".into());
+    all.withings.client_id = Some("x".into());
+    all.withings.client_secret = x();
+    all.withings.client_secret_file = Some("x".into());
+    all.streamr.api_key = x();
+    all.streamr.api_key_file = Some("x".into());
+    all.streamr.streams.insert("default".into(), "x".into());
+    all.server.enroll_token = x();
+    all.server.enroll_token_file = Some("x".into());
+    all.anonymizer.granularity.insert("heart-rate".into(), Duration::from_secs(60));
+    all.anonymizer.weight_top_code_kg = Some(150.0);
+    all.anonymizer.message_types = Some(vec!["heart-rate".into()]);
+    let mut known = std::collections::BTreeSet::new();
+    let text = all.to_redacted_toml().expect("settings serialise");
+    toml_keys(&toml::from_str(&text).expect("serialised settings are TOML"), "", &mut known);
+    known
+}
