@@ -7,6 +7,7 @@ use anonymizer::{Anonymizer, PseudonymKey};
 use secrecy::SecretString;
 
 use crate::auth::{GoogleOAuth, TokenManager, WithingsOAuth};
+use crate::clock::Clock;
 use crate::config::{ConfigError, Loaded, Settings};
 use crate::http::{self, Backoff};
 use crate::keyfile::{self, KeyFileError};
@@ -54,6 +55,7 @@ pub fn pipeline<S: crate::store::Store>(
     store: Arc<S>,
     key: PseudonymKey,
     backoff: Backoff,
+    clock: Clock,
 ) -> Result<Pipeline<S>, StartupError> {
     let settings = &loaded.settings;
     let http = http::client()?;
@@ -66,7 +68,7 @@ pub fn pipeline<S: crate::store::Store>(
         settings.withings.client_id.clone().unwrap_or_default(),
         settings.withings.client_secret.clone().unwrap_or_else(|| SecretString::from(String::new())),
     );
-    let tokens = Arc::new(TokenManager::new(store.clone(), oauth, withings_oauth, backoff));
+    let tokens = Arc::new(TokenManager::new(store.clone(), oauth, withings_oauth, backoff, clock.clone()));
     let quotas = Quotas::per_minute(settings.fitbit.requests_per_minute, settings.fitbit.project_requests_per_minute);
     let client = GoogleHealthClient::new(http.clone(), &settings.fitbit.api_base_url);
     let fitbit = FitbitSource::new(client, tokens.clone(), quotas, backoff);
@@ -85,6 +87,7 @@ pub fn pipeline<S: crate::store::Store>(
         schemas: Schemas::load()?,
         routes,
         sync: settings.sync.clone(),
+        clock,
     })
 }
 
@@ -160,6 +163,7 @@ pub fn publisher<S: crate::store::Store>(
     loaded: &Loaded,
     store: Arc<S>,
     backoff: Backoff,
+    clock: Clock,
 ) -> Result<crate::publisher::Publisher<S>, StartupError> {
     use crate::config::Transport;
     use crate::sinks::{Sink, file::FileSink, streamr_http::StreamrHttpSink, streamr_ws::StreamrWsSink};
@@ -169,14 +173,14 @@ pub fn publisher<S: crate::store::Store>(
         Transport::Websocket => {
             Sink::Websocket(StreamrWsSink::new(&s.url, s.api_key.clone(), s.confirm, s.confirm_timeout))
         }
-        Transport::File => Sink::File(FileSink::new(&s.url, s.file_max_bytes)),
+        Transport::File => Sink::File(FileSink::new(&s.url, s.file_max_bytes, clock.clone())),
     };
     let limits = crate::publisher::Limits {
         per_second: s.messages_per_second,
         per_stream: s.stream_messages_per_second,
         burst: s.burst,
     };
-    Ok(crate::publisher::Publisher::new(store, sink, limits, backoff))
+    Ok(crate::publisher::Publisher::new(store, sink, limits, backoff, clock))
 }
 
 /// A worker id unique across hosts and restarts: host name, process id and a random

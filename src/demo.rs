@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anonymizer::{Provider, PseudonymKey};
+use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
 use crate::app;
+use crate::clock::Clock;
 use crate::config::{Loaded, Settings, SyncStart};
 use crate::http::Backoff;
 use crate::keyfile;
@@ -26,11 +28,14 @@ pub struct DemoOptions {
     pub seed: u64,
     /// How much history to read.
     pub history: Duration,
+    /// The instant the demo runs at (`--now`); the real now when absent. A given instant
+    /// is held for the whole pass, so the same options print the same readings.
+    pub now: Option<DateTime<Utc>>,
 }
 
 impl Default for DemoOptions {
     fn default() -> Self {
-        Self { people: 3, seed: 42, history: Duration::from_secs(2 * 86_400) }
+        Self { people: 3, seed: 42, history: Duration::from_secs(2 * 86_400), now: None }
     }
 }
 
@@ -39,8 +44,15 @@ pub async fn run(
     options: &DemoOptions,
     writer: Arc<dyn crate::pipeline::DeliveryWriter>,
 ) -> anyhow::Result<PassSummary> {
-    let sim =
-        Simulator::start(SimulatorConfig { people: options.people, seed: options.seed, ..Default::default() }).await?;
+    // One clock for the simulator and the pipeline.
+    let clock = options.now.map_or_else(Clock::system, Clock::pinned);
+    let sim = Simulator::start(SimulatorConfig {
+        people: options.people,
+        seed: options.seed,
+        clock: clock.clone(),
+        ..Default::default()
+    })
+    .await?;
     let dir = tempfile::tempdir()?;
 
     let mut settings = Settings::default();
@@ -51,8 +63,11 @@ pub async fn run(
     let loaded = Loaded::from_settings(settings);
 
     // Throw-away keys: nothing of the demo outlives it.
-    let store =
-        Arc::new(SqliteStore::open(&loaded.settings.store.url, TokenCipher::new(keyfile::random_key()?)).await?);
+    let store = Arc::new(
+        SqliteStore::open(&loaded.settings.store.url, TokenCipher::new(keyfile::random_key()?))
+            .await?
+            .with_clock(clock.clone()),
+    );
     let key = PseudonymKey::new("demo", keyfile::random_key()?)?;
     // Every simulated person has a Fitbit (Google) and a Withings account.
     for person in sim.people() {
@@ -61,7 +76,7 @@ pub async fn run(
         let withings = SecretString::from(person.withings_refresh_token.clone());
         store.add_account(&format!("{}-withings", person.name), Provider::Withings, &withings).await?;
     }
-    let pipeline = app::pipeline(&loaded, store, key, Backoff::default())?;
+    let pipeline = app::pipeline(&loaded, store, key, Backoff::default(), clock)?;
     let summary = pipeline.run_pass(&Output::DryRun(writer)).await?;
     sim.stop().await;
     Ok(summary)

@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod demo;

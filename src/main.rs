@@ -25,6 +25,11 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Run as if the current time were this instant (RFC 3339, e.g. 2028-02-29T12:00:00Z):
+    /// the simulator and the pipeline read it, and the clock runs on from it. For
+    /// reproducible demos, tests and replays; the system clock when absent.
+    #[arg(long, global = true, value_name = "INSTANT", value_parser = wearbridge::clock::parse_instant)]
+    now: Option<chrono::DateTime<chrono::Utc>>,
     /// More log detail (-v debug, -vv trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -126,7 +131,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, Command::Demo { .. }) { "warn" } else { "info" };
     telemetry::init(cli.log_format, cli.verbose, default_level);
-    let globals = Globals { config: cli.config, set: cli.set };
+    let globals = Globals { config: cli.config, set: cli.set, now: cli.now };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -142,9 +147,11 @@ fn main() -> ExitCode {
                 commands::connect::main(&globals, provider.into(), &name, manual, timeout).await
             }
             Command::Demo { people, seed, history } => {
-                wearbridge::demo::main(&wearbridge::demo::DemoOptions { people, seed, history }).await
+                wearbridge::demo::main(&wearbridge::demo::DemoOptions { people, seed, history, now: globals.now }).await
             }
-            Command::Simulate { listen, people, seed } => commands::simulate::main(listen, people, seed).await,
+            Command::Simulate { listen, people, seed } => {
+                commands::simulate::main(listen, people, seed, globals.clock()).await
+            }
             Command::Users { command } => match command {
                 UsersCommand::Add { provider, name, refresh_token_file, refresh_token_stdin: _ } => {
                     let provider = match provider {

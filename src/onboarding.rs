@@ -7,11 +7,12 @@
 
 use anonymizer::{Provider, PseudonymKey};
 use base64::Engine;
-use chrono::{TimeDelta, Utc};
+use chrono::TimeDelta;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::clock::Clock;
 use crate::config::{Dataset, Settings};
 use crate::sources::fitbit::GoogleHealthClient;
 use crate::store::{Account, Consent, Store, StoreError, Tokens};
@@ -190,6 +191,7 @@ pub async fn complete<S: Store>(
     authorization: &Authorization,
     name: &str,
     callback: &std::collections::HashMap<String, String>,
+    clock: &Clock,
 ) -> Result<Enrolled, OnboardError> {
     if callback.get("state") != Some(&authorization.state) {
         return Err(OnboardError::StateMismatch);
@@ -201,8 +203,8 @@ pub async fn complete<S: Store>(
     crate::store::validate_account_name(name)?;
     let http = crate::http::client().map_err(|e| OnboardError::Transport(e.to_string()))?;
     let exchanged = match authorization.provider {
-        Provider::Fitbit => exchange_google(&http, settings, authorization, code).await?,
-        Provider::Withings => exchange_withings(&http, settings, authorization, code).await?,
+        Provider::Fitbit => exchange_google(&http, settings, authorization, code, clock).await?,
+        Provider::Withings => exchange_withings(&http, settings, authorization, code, clock).await?,
     };
     let missing_scopes: Vec<String> = match authorization.provider {
         Provider::Fitbit => google_scopes(&settings.sync.datasets)
@@ -224,7 +226,7 @@ pub async fn complete<S: Store>(
         let consent = Consent {
             provider: authorization.provider,
             scopes: exchanged.scopes.clone(),
-            granted_at: Utc::now(),
+            granted_at: clock.now(),
             leave_hash: leave_hash(&leave_secret),
         };
         store.record_consent(account.id, &consent).await
@@ -245,6 +247,7 @@ async fn exchange_google(
     settings: &Settings,
     authorization: &Authorization,
     code: &str,
+    clock: &Clock,
 ) -> Result<Exchanged, OnboardError> {
     let f = &settings.fitbit;
     let (Some(id), Some(secret)) = (&f.client_id, &f.client_secret) else {
@@ -281,7 +284,7 @@ async fn exchange_google(
         tokens: Tokens {
             refresh_token: refresh,
             access_token: Some(t.access_token),
-            access_expires_at: Some(Utc::now() + TimeDelta::seconds(t.expires_in.max(0))),
+            access_expires_at: Some(clock.now() + TimeDelta::seconds(t.expires_in.max(0))),
         },
         scopes: t.scope,
         user_id: identity.health_user_id,
@@ -293,6 +296,7 @@ async fn exchange_withings(
     settings: &Settings,
     authorization: &Authorization,
     code: &str,
+    clock: &Clock,
 ) -> Result<Exchanged, OnboardError> {
     let w = &settings.withings;
     let (Some(id), Some(secret)) = (&w.client_id, &w.client_secret) else {
@@ -320,7 +324,7 @@ async fn exchange_withings(
                 tokens: Tokens {
                     refresh_token: t.refresh_token,
                     access_token: Some(t.access_token),
-                    access_expires_at: Some(Utc::now() + TimeDelta::seconds(t.expires_in.max(0))),
+                    access_expires_at: Some(clock.now() + TimeDelta::seconds(t.expires_in.max(0))),
                 },
                 scopes: t.scope,
                 user_id: t.userid.ok_or_else(|| OnboardError::Identity("the token answer named no userid".into()))?,

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use crate::clock::Clock;
 use crate::http::Backoff;
 use crate::sinks::{SendError, Sink, Written};
 use crate::store::{Lease, Pending, Store, StoreError};
@@ -23,7 +24,7 @@ const BATCH: u32 = 200;
 const ACK_EVERY: usize = BATCH as usize;
 /// How long published ids are remembered to keep look-back re-reads from re-publishing;
 /// far longer than any sensible `sync.lookback`.
-const PUBLISHED_MEMORY_DAYS: i64 = 60;
+const PUBLISHED_MEMORY: std::time::Duration = std::time::Duration::from_secs(60 * 86_400);
 
 /// Why a drain stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +70,8 @@ pub struct Publisher<S> {
     sink_ok: std::sync::atomic::AtomicBool,
     /// Set on shutdown: a drain in progress finishes its batch and claims no more.
     stopping: std::sync::atomic::AtomicBool,
+    /// Lease times.
+    clock: Clock,
 }
 
 /// What became of one message handed to the sink.
@@ -86,7 +89,7 @@ fn quota(per_second: u32, burst: u32) -> Quota {
 }
 
 impl<S: Store> Publisher<S> {
-    pub fn new(store: Arc<S>, sink: Sink, limits: Limits, backoff: Backoff) -> Self {
+    pub fn new(store: Arc<S>, sink: Sink, limits: Limits, backoff: Backoff, clock: Clock) -> Self {
         Self {
             store,
             sink: tokio::sync::Mutex::new(sink),
@@ -97,6 +100,7 @@ impl<S: Store> Publisher<S> {
             lease: std::time::Duration::from_secs(600),
             sink_ok: std::sync::atomic::AtomicBool::new(true),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            clock,
         }
     }
 
@@ -126,7 +130,7 @@ impl<S: Store> Publisher<S> {
         // Whatever happened, confirmed messages leave the outbox and the rest is free.
         self.store.outbox_ack(&acked).await?;
         self.store.outbox_release(&self.worker).await?;
-        self.store.prune_published(chrono::Utc::now() - chrono::TimeDelta::days(PUBLISHED_MEMORY_DAYS)).await?;
+        self.store.prune_published(PUBLISHED_MEMORY).await?;
         let reachable = result.is_ok() && !summary.stopped_early;
         self.sink_ok.store(reachable, std::sync::atomic::Ordering::Relaxed);
         result.map(|()| summary)
@@ -164,7 +168,8 @@ impl<S: Store> Publisher<S> {
             if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
                 return Ok(());
             }
-            let mut todo = self.store.outbox_claim(&Lease::new(&self.worker, self.lease), BATCH).await?;
+            let mut todo =
+                self.store.outbox_claim(&Lease::new(&self.worker, self.lease, self.clock.now()), BATCH).await?;
             if todo.is_empty() {
                 return Ok(());
             }

@@ -99,7 +99,7 @@ impl<S: Store> Worker<S> {
     /// Claims, syncs and drains once; returns how many accounts it claimed.
     async fn round(&self) -> Result<usize, WorkerError> {
         let datasets: Vec<&str> = self.sync.datasets.iter().map(|d| d.as_str()).collect();
-        let lease = Lease::new(&self.id, self.sync.lease);
+        let lease = Lease::new(&self.id, self.sync.lease, self.pipeline.clock.now());
         let accounts = self.pipeline.store.claim_accounts(&lease, &datasets, CONCURRENCY).await?;
         let claimed = accounts.len();
         futures::stream::iter(accounts)
@@ -148,7 +148,7 @@ impl<S: Store> Worker<S> {
             tokio::select! {
                 summary = &mut sync => break summary,
                 _ = renew.tick() => {
-                    let extended = Lease::new(&lease.worker, self.sync.lease);
+                    let extended = Lease::new(&lease.worker, self.sync.lease, self.pipeline.clock.now());
                     if !store.renew_account_lease(&extended, account.id).await.unwrap_or(false) {
                         tracing::warn!("lost the lease on an account during its sync; stopping that sync");
                         return Ok(());
@@ -158,7 +158,7 @@ impl<S: Store> Worker<S> {
         };
         metrics::counter!("wearbridge_account_syncs_total", "result" => if summary.synced > 0 { "ok" } else { "failed" })
             .increment(1);
-        let now = chrono::Utc::now().timestamp_millis();
+        let now = self.pipeline.clock.now().timestamp_millis();
         let next: Vec<(String, i64)> = due
             .iter()
             .map(|d| (d.as_str().to_owned(), now + ms(self.sync.interval) + ms(jitter(self.sync.jitter))))

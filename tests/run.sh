@@ -57,6 +57,26 @@ if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null 
     apt_install chromium
 fi
 
-cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+# Every step runs even when an earlier one fails, and every test binary runs even when
+# another fails (--no-fail-fast); the last line sums up all of them.
+failed_steps=()
+cargo fmt --all -- --check || failed_steps+=("cargo fmt")
+cargo clippy --workspace --all-targets --locked -- -D warnings || failed_steps+=("cargo clippy")
+TEST_LOG=$(mktemp)
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$TEST_LOG" || failed_steps+=("cargo test")
+summary=$(awk '/^test result:/ {
+        for (i = 1; i <= NF; i++) {
+            if ($(i+1) ~ /^passed/) passed += $i
+            if ($(i+1) ~ /^failed/) failed += $i
+            if ($(i+1) ~ /^ignored/) ignored += $i
+        }
+        binaries++
+    }
+    END { printf "%d passed, %d failed, %d ignored in %d test binaries", passed, failed, ignored, binaries }' "$TEST_LOG")
+rm -f "$TEST_LOG"
+if [ ${#failed_steps[@]} -eq 0 ]; then
+    echo "tests/run.sh: PASSED: $summary"
+else
+    echo "tests/run.sh: FAILED ($(IFS=,; echo "${failed_steps[*]}")): $summary"
+    exit 1
+fi

@@ -11,10 +11,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use anonymizer::Provider;
-use chrono::{TimeDelta, Utc};
+use chrono::TimeDelta;
 use secrecy::SecretString;
 use tokio::sync::Mutex;
 
+use crate::clock::Clock;
 use crate::http::Backoff;
 use crate::store::{Account, AccountStatus, Store, StoreError, Tokens};
 
@@ -40,12 +41,13 @@ pub struct TokenManager<S> {
     google: GoogleOAuth,
     withings: WithingsOAuth,
     backoff: Backoff,
+    clock: Clock,
     locks: std::sync::Mutex<HashMap<i64, Arc<Mutex<()>>>>,
 }
 
 impl<S: Store> TokenManager<S> {
-    pub fn new(store: Arc<S>, google: GoogleOAuth, withings: WithingsOAuth, backoff: Backoff) -> Self {
-        Self { store, google, withings, backoff, locks: std::sync::Mutex::new(HashMap::new()) }
+    pub fn new(store: Arc<S>, google: GoogleOAuth, withings: WithingsOAuth, backoff: Backoff, clock: Clock) -> Self {
+        Self { store, google, withings, backoff, clock, locks: std::sync::Mutex::new(HashMap::new()) }
     }
 
     fn lock_for(&self, account_id: i64) -> Arc<Mutex<()>> {
@@ -64,7 +66,7 @@ impl<S: Store> TokenManager<S> {
         let _guard = lock.lock().await;
         let tokens = self.store.tokens(account.id).await?.ok_or(AuthError::NoTokens)?;
         if let (Some(access), Some(expires)) = (&tokens.access_token, tokens.access_expires_at)
-            && expires - EXPIRY_MARGIN > Utc::now()
+            && expires - EXPIRY_MARGIN > self.clock.now()
         {
             return Ok(access.clone());
         }
@@ -122,7 +124,7 @@ impl<S: Store> TokenManager<S> {
         let new = Tokens {
             refresh_token: response.refresh_token.unwrap_or(tokens.refresh_token),
             access_token: Some(response.access_token.clone()),
-            access_expires_at: Some(Utc::now() + TimeDelta::seconds(response.expires_in.max(0))),
+            access_expires_at: Some(self.clock.now() + TimeDelta::seconds(response.expires_in.max(0))),
         };
         // Persist before use: a rotated refresh token must survive a crash right here.
         self.store.save_tokens(account.id, &new).await?;

@@ -64,7 +64,8 @@ pub async fn main(
         open_browser(&authorization.url);
         wait_for_callback(listener, redirect.path(), timeout).await?
     };
-    let enrolled = onboarding::complete(&store, settings, &key, &authorization, name, &callback).await?;
+    let enrolled =
+        onboarding::complete(&store, settings, &key, &authorization, name, &callback, &globals.clock()).await?;
     println!(
         "connected {provider} account {} ({}); published as subject {}",
         enrolled.account.name,

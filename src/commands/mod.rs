@@ -15,9 +15,17 @@ use crate::config::{ConfigError, LoadOptions, Loaded, load};
 pub struct Globals {
     pub config: Option<std::path::PathBuf>,
     pub set: Vec<String>,
+    /// `--now`: run as if it were this instant (the clock runs on from it).
+    pub now: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Globals {
+    /// The clock every part of this command reads: the system's, or one anchored at
+    /// `--now`.
+    pub fn clock(&self) -> crate::clock::Clock {
+        crate::clock::Clock::from_option(self.now)
+    }
+
     pub fn load(&self) -> Result<Loaded, ConfigError> {
         load(&LoadOptions::from_process(self.config.clone(), self.set.clone()))
     }

@@ -20,13 +20,18 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
     }
     let store = Arc::new(app::open_store(&loaded.settings).await?);
     let key = app::pseudonym_key(&loaded)?;
-    let pipeline = app::pipeline(&loaded, store.clone(), key, Backoff::default())?;
+    let clock = globals.clock();
+    if !clock.is_system() {
+        tracing::warn!(now = %clock.now(), "--now: the clock is anchored at this instant, not the system's");
+    }
+    let pipeline = app::pipeline(&loaded, store.clone(), key, Backoff::default(), clock.clone())?;
     if dry_run {
         return dry_run_passes(&loaded, &pipeline, once).await;
     }
     let worker_id = app::worker_id();
     let publisher = Arc::new(
-        app::publisher(&loaded, store.clone(), Backoff::default())?.with_lease(&worker_id, loaded.settings.sync.lease),
+        app::publisher(&loaded, store.clone(), Backoff::default(), clock.clone())?
+            .with_lease(&worker_id, loaded.settings.sync.lease),
     );
     let streams: std::collections::BTreeSet<&str> =
         loaded.settings.streamr.streams.values().map(String::as_str).collect();
@@ -53,11 +58,17 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
         .ok();
     let (stop_tx, stop_rx) = watch::channel(false);
     let enrolment = if loaded.settings.server.consent_pages {
-        Some(crate::server::Enrolment::new(loaded.settings.clone(), app::pseudonym_key(&loaded)?))
+        Some(crate::server::Enrolment::new(loaded.settings.clone(), app::pseudonym_key(&loaded)?, clock.clone()))
     } else {
         None
     };
-    let state = ServerState { store: store.clone(), publisher: Some(publisher.clone()), metrics, enrolment };
+    let state = ServerState {
+        store: store.clone(),
+        publisher: Some(publisher.clone()),
+        metrics,
+        enrolment,
+        clock: clock.clone(),
+    };
     let server = crate::server::serve(loaded.settings.server.listen, state, stop_rx.clone()).await?;
     let worker = Worker {
         id: worker_id.clone(),

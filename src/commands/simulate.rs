@@ -2,10 +2,13 @@
 
 use std::net::SocketAddr;
 
+use crate::clock::Clock;
 use crate::simulator::{self, Simulator, SimulatorConfig};
 
-pub async fn main(listen: SocketAddr, people: usize, seed: u64) -> anyhow::Result<()> {
-    let sim = Simulator::start(SimulatorConfig { listen, people, seed, canary: false }).await?;
+/// Serves until Ctrl-C; readings are generated relative to `clock` (`--now`).
+pub async fn main(listen: SocketAddr, people: usize, seed: u64, clock: Clock) -> anyhow::Result<()> {
+    let sim = Simulator::start(SimulatorConfig { listen, people, seed, canary: false, clock }).await?;
+    println!("simulated now:                           {}", sim.clock().now().to_rfc3339());
     println!("google health api (fitbit.api_base_url): {}", sim.google_api_base());
     println!("google oauth token (fitbit.token_url):   {}", sim.google_token_url());
     println!("google consent (fitbit.auth_url):        {}", sim.google_auth_url());

@@ -20,6 +20,7 @@ use futures::StreamExt;
 use tracing::Instrument;
 
 use crate::auth::AuthError;
+use crate::clock::Clock;
 use crate::config::Dataset;
 use crate::config::SyncSettings;
 use crate::normalize::Skipped;
@@ -115,6 +116,8 @@ pub struct Pipeline<S> {
     pub schemas: Schemas,
     pub routes: Routes,
     pub sync: SyncSettings,
+    /// "Now" for sync windows and civil days.
+    pub clock: Clock,
 }
 
 impl<S: Store> Pipeline<S> {
@@ -123,7 +126,7 @@ impl<S: Store> Pipeline<S> {
         let accounts: Vec<Account> =
             self.store.accounts().await?.into_iter().filter(|a| a.status == AccountStatus::Active).collect();
         let counters = Counters::default();
-        let now = Utc::now();
+        let now = self.clock.now();
         let datasets = self.sync.datasets.clone();
         futures::stream::iter(accounts.iter())
             .for_each_concurrent(ACCOUNT_CONCURRENCY, |account| {
@@ -136,7 +139,7 @@ impl<S: Store> Pipeline<S> {
     /// Syncs one account's `datasets` (the daemon's unit of scheduled work).
     pub async fn sync_one(&self, account: &Account, datasets: &[Dataset], output: &Output) -> PassSummary {
         let counters = Counters::default();
-        self.sync_counted(account, datasets, Utc::now(), output, &counters).await;
+        self.sync_counted(account, datasets, self.clock.now(), output, &counters).await;
         counters.summary(1)
     }
 

@@ -20,6 +20,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use secrecy::ExposeSecret;
 
 use super::ServerState;
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::onboarding::{self, Authorization};
 use crate::store::Store;
@@ -31,12 +32,14 @@ const PENDING_FOR: Duration = Duration::from_secs(600);
 pub struct Enrolment {
     pub settings: Settings,
     pub key: PseudonymKey,
+    /// Consent and token times.
+    pub clock: Clock,
     pending: Mutex<HashMap<String, (Authorization, Instant)>>,
 }
 
 impl Enrolment {
-    pub fn new(settings: Settings, key: PseudonymKey) -> Self {
-        Self { settings, key, pending: Mutex::new(HashMap::new()) }
+    pub fn new(settings: Settings, key: PseudonymKey, clock: Clock) -> Self {
+        Self { settings, key, clock, pending: Mutex::new(HashMap::new()) }
     }
 
     fn callback_url(&self) -> String {
@@ -155,8 +158,16 @@ pub(super) async fn callback<S: Store>(
     let mut random = [0u8; 5];
     let _ = getrandom::fill(&mut random);
     let name = format!("web-{}", hex::encode(random));
-    match onboarding::complete(state.store.as_ref(), &enrolment.settings, &enrolment.key, &authorization, &name, &q)
-        .await
+    match onboarding::complete(
+        state.store.as_ref(),
+        &enrolment.settings,
+        &enrolment.key,
+        &authorization,
+        &name,
+        &q,
+        &enrolment.clock,
+    )
+    .await
     {
         Ok(enrolled) => {
             tracing::info!(provider = %authorization.provider, account = %enrolled.account.name, "enrolled through /connect");

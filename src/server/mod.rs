@@ -22,6 +22,7 @@ mod consent;
 
 pub use consent::Enrolment;
 
+use crate::clock::Clock;
 use crate::publisher::Publisher;
 use crate::store::{AccountStatus, Store};
 
@@ -32,6 +33,8 @@ pub struct ServerState<S> {
     pub metrics: Option<PrometheusHandle>,
     /// The consent pages (`/connect`, `/leave`); `None` turns them off.
     pub enrolment: Option<Enrolment>,
+    /// For the age of the oldest outbox message.
+    pub clock: Clock,
 }
 
 /// The store must answer within this for the worker to be ready.
@@ -94,7 +97,7 @@ async fn render<S: Store>(State(state): State<Arc<ServerState<S>>>) -> impl Into
         metrics::gauge!("wearbridge_outbox_quarantined").set(quarantined as f64);
     }
     if let Ok(Ok(oldest)) = tokio::time::timeout(STORE_TIMEOUT, state.store.outbox_oldest()).await {
-        let age = oldest.map_or(0.0, |t| (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0);
+        let age = oldest.map_or(0.0, |t| (state.clock.now() - t).num_milliseconds().max(0) as f64 / 1000.0);
         metrics::gauge!("wearbridge_outbox_oldest_age_seconds").set(age);
     }
     if let Ok(Ok(accounts)) = tokio::time::timeout(STORE_TIMEOUT, state.store.accounts()).await {

@@ -115,8 +115,9 @@ pub(crate) async fn apply(State(state): State<Arc<SimState>>, request: Request, 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
-    let person =
-        token.as_deref().and_then(|t| state.google.person_for_access(t).or_else(|| state.withings.peek_access(t)));
+    let person = token
+        .as_deref()
+        .and_then(|t| state.google.person_for_access(t, state.clock.now()).or_else(|| state.withings.peek_access(t)));
     let Some(fault) = state.faults.take(&endpoint, person) else {
         return next.run(request).await;
     };

@@ -29,6 +29,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::clock::Clock;
+
 /// The OAuth client the simulator accepts.
 pub const CLIENT_ID: &str = "wearbridge-simulator.apps.googleusercontent.com";
 /// The matching client secret (a simulator value, not a real secret).
@@ -42,11 +44,20 @@ pub struct SimulatorConfig {
     pub seed: u64,
     /// Seed every identifying and free-text field with markers (privacy canary tests).
     pub canary: bool,
+    /// "Now" for the readings, token lifetimes and sync times the fakes serve: share one
+    /// with the pipeline (pinned in tests) and both agree on the time of day.
+    pub clock: Clock,
 }
 
 impl Default for SimulatorConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 0)), people: 3, seed: 42, canary: false }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            people: 3,
+            seed: 42,
+            canary: false,
+            clock: Clock::system(),
+        }
     }
 }
 
@@ -54,6 +65,7 @@ impl Default for SimulatorConfig {
 pub(crate) struct SimState {
     pub people: Vec<Person>,
     pub seed: u64,
+    pub clock: Clock,
     pub faults: Faults,
     counters: Mutex<BTreeMap<String, u64>>,
     /// Every request (and every injected fault) with its arrival time, in order.
@@ -104,6 +116,7 @@ impl Simulator {
                 .map(|p| if config.canary { p.into_canary() } else { p })
                 .collect(),
             seed: config.seed,
+            clock: config.clock,
             faults: Faults::default(),
             counters: Mutex::new(BTreeMap::new()),
             log: Mutex::new(Vec::new()),
@@ -229,6 +242,51 @@ impl Simulator {
         settings.fitbit.api_base_url = self.google_api_base();
         settings.fitbit.token_url = self.google_token_url();
         settings.fitbit.auth_url = self.google_auth_url();
+    }
+
+    /// The instants of the Google Health readings of `data_type` (`heart-rate`, `sleep` by
+    /// end, `weight`, `body-fat`) that person `person` has in `[from, before)` by the
+    /// simulator's clock: the simulated world's ground truth, so tests can check that a
+    /// sync read exactly what was there, no more and no less.
+    pub fn google_readings(
+        &self,
+        person: usize,
+        data_type: &str,
+        from: chrono::DateTime<chrono::Utc>,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<chrono::DateTime<chrono::Utc>> {
+        use google::series;
+        let Some(p) = self.state.people.get(person) else { return Vec::new() };
+        let (seed, now) = (self.state.seed, self.state.clock.now());
+        let readings: Vec<series::Reading> = match data_type {
+            "heart-rate" => series::heart_rate(seed, p, from, before, now).collect(),
+            "sleep" => series::sleep(seed, p, from, before, now),
+            "weight" => series::weight(seed, p, from, before, now),
+            "body-fat" => series::body_fat(seed, p, from, before, now),
+            _ => Vec::new(),
+        };
+        readings.iter().map(series::Reading::key).collect()
+    }
+
+    /// The civil days in `[first, end)` on which person `person` has Fitbit activity (the
+    /// tracker was worn), by the simulated world's ground truth.
+    pub fn google_activity_days(
+        &self,
+        person: usize,
+        first: chrono::NaiveDate,
+        end: chrono::NaiveDate,
+    ) -> Vec<chrono::NaiveDate> {
+        let Some(p) = self.state.people.get(person) else { return Vec::new() };
+        first
+            .iter_days()
+            .take_while(|d| *d < end)
+            .filter(|d| google::series::activity(self.state.seed, p, *d).is_some())
+            .collect()
+    }
+
+    /// The simulator's clock (shared: setting it moves the simulated now).
+    pub fn clock(&self) -> &Clock {
+        &self.state.clock
     }
 
     pub fn people(&self) -> &[Person] {

@@ -9,6 +9,7 @@ use tokio::fs::{File, OpenOptions};
 use tokio::io::{AsyncWriteExt, BufWriter};
 
 use super::SendError;
+use crate::clock::Clock;
 use crate::store::OutboxEntry;
 
 /// Writes size-rotated NDJSON files into one directory.
@@ -19,17 +20,19 @@ pub struct FileSink {
     current: Option<(BufWriter<File>, u64)>,
     /// Files started by this sink (to keep names unique within one second).
     started: u64,
+    /// Names new files by their start time.
+    clock: Clock,
 }
 
 impl FileSink {
     /// `location` is `streamr.url`: `file:///dir` or a plain path.
-    pub fn new(location: &str, max_bytes: u64) -> Self {
+    pub fn new(location: &str, max_bytes: u64, clock: Clock) -> Self {
         let dir = url::Url::parse(location)
             .ok()
             .filter(|u| u.scheme() == "file")
             .and_then(|u| u.to_file_path().ok())
             .unwrap_or_else(|| PathBuf::from(location));
-        Self { dir, max_bytes, current: None, started: 0 }
+        Self { dir, max_bytes, current: None, started: 0, clock }
     }
 
     /// The directory written to.
@@ -84,7 +87,7 @@ impl FileSink {
         self.started += 1;
         let name = format!(
             "wearbridge-{}-{}-{:04}.ndjson",
-            chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
+            self.clock.now().format("%Y%m%dT%H%M%S%.3fZ"),
             std::process::id(),
             self.started
         );

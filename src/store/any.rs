@@ -137,8 +137,8 @@ impl Store for AnyStore {
         forward!(self, outbox_ack(seqs))
     }
 
-    async fn prune_published(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        forward!(self, prune_published(older_than))
+    async fn prune_published(&self, retention: std::time::Duration) -> Result<u64, StoreError> {
+        forward!(self, prune_published(retention))
     }
 
     async fn outbox_attempt_failed(&self, seq: i64, error: &str) -> Result<(), StoreError> {

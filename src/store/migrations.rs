@@ -99,7 +99,7 @@ pub(crate) async fn run_sqlite(pool: &SqlitePool, migrations: &[Migration]) -> R
             .bind(m.version)
             .bind(m.name)
             .bind(&sum)
-            .bind(chrono::Utc::now().to_rfc3339())
+            .bind(crate::clock::Clock::system().now().to_rfc3339())
             .execute(&mut *tx)
             .await
             .map_err(failed)?;

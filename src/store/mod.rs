@@ -154,9 +154,9 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// A lease for `worker` lasting `length` from now.
-    pub fn new(worker: &str, length: std::time::Duration) -> Self {
-        let now_ms = Utc::now().timestamp_millis();
+    /// A lease for `worker` lasting `length` from `now`.
+    pub fn new(worker: &str, length: std::time::Duration, now: DateTime<Utc>) -> Self {
+        let now_ms = now.timestamp_millis();
         Self {
             worker: worker.to_owned(),
             now_ms,
@@ -282,7 +282,7 @@ pub trait Store: Send + Sync + 'static {
     fn outbox_ack(&self, seqs: &[i64]) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Forgets published ids older than `older_than` (beyond any look-back).
-    fn prune_published(&self, older_than: DateTime<Utc>) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    fn prune_published(&self, retention: std::time::Duration) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Records a failed attempt (the message stays pending).
     fn outbox_attempt_failed(&self, seq: i64, error: &str) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -537,9 +537,12 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn prune_published(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        let done =
-            sqlx::query("DELETE FROM published WHERE published_at < $1").bind(older_than).execute(&self.pool).await?;
+    async fn prune_published(&self, retention: std::time::Duration) -> Result<u64, StoreError> {
+        // The server's clock stamps `published_at`, so the server's clock measures its age.
+        let done = sqlx::query("DELETE FROM published WHERE published_at < now() - make_interval(secs => $1)")
+            .bind(retention.as_secs_f64())
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 

@@ -15,6 +15,7 @@ use super::{
     Account, AccountStatus, Consent, Lease, OutboxEntry, Pending, Removal, Store, StoreError, TokenCipher, Tokens,
     parse_provider, validate_account_name,
 };
+use crate::clock::Clock;
 
 const REFRESH: &str = "refresh_token";
 const ACCESS: &str = "access_token";
@@ -25,10 +26,8 @@ const USER_ID: &str = "provider_user_id";
 pub struct SqliteStore {
     pool: SqlitePool,
     cipher: TokenCipher,
-}
-
-fn now() -> String {
-    Utc::now().to_rfc3339()
+    /// Stamps bookkeeping times (created, updated, published) and ages the published ids.
+    clock: Clock,
 }
 
 fn parse_time(column: &'static str, text: &str) -> Result<DateTime<Utc>, StoreError> {
@@ -58,7 +57,17 @@ impl SqliteStore {
         migrations::run_sqlite(&migrator, SQLITE).await?;
         migrator.close().await;
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        Ok(Self { pool, cipher })
+        Ok(Self { pool, cipher, clock: Clock::system() })
+    }
+
+    /// Uses `clock` for bookkeeping times (tests that pin the time of day).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn now(&self) -> String {
+        self.clock.now().to_rfc3339()
     }
 
     /// The pool, for tests and diagnostics.
@@ -120,7 +129,7 @@ impl Store for SqliteStore {
                     "UPDATE accounts SET provider = ?, status = 'active', provider_user_id = NULL, updated_at = ? WHERE id = ?",
                 )
                 .bind(provider.as_str())
-                .bind(now())
+                .bind(self.now())
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
@@ -131,8 +140,8 @@ impl Store for SqliteStore {
             )
             .bind(name)
             .bind(provider.as_str())
-            .bind(now())
-            .bind(now())
+            .bind(self.now())
+            .bind(self.now())
             .fetch_one(&mut *tx)
             .await?
             .try_get("id")?,
@@ -146,7 +155,7 @@ impl Store for SqliteStore {
         )
         .bind(id)
         .bind(sealed)
-        .bind(now())
+        .bind(self.now())
         .execute(&mut *tx)
         .await?;
         let row =
@@ -190,7 +199,7 @@ impl Store for SqliteStore {
         let dropped =
             sqlx::query("DELETE FROM outbox WHERE account_id = ?").bind(id).execute(&mut *tx).await?.rows_affected();
         sqlx::query("UPDATE accounts SET status = 'removed', provider_user_id = NULL, updated_at = ? WHERE id = ?")
-            .bind(now())
+            .bind(self.now())
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -201,7 +210,7 @@ impl Store for SqliteStore {
     async fn set_status(&self, account_id: i64, status: AccountStatus) -> Result<(), StoreError> {
         sqlx::query("UPDATE accounts SET status = ?, updated_at = ? WHERE id = ?")
             .bind(status.as_str())
-            .bind(now())
+            .bind(self.now())
             .bind(account_id)
             .execute(&self.pool)
             .await?;
@@ -212,7 +221,7 @@ impl Store for SqliteStore {
         let sealed = self.cipher.seal(account_id, USER_ID, user_id)?;
         sqlx::query("UPDATE accounts SET provider_user_id = ?, updated_at = ? WHERE id = ? AND status <> 'removed'")
             .bind(sealed)
-            .bind(now())
+            .bind(self.now())
             .bind(account_id)
             .execute(&self.pool)
             .await?;
@@ -253,7 +262,7 @@ impl Store for SqliteStore {
         .bind(refresh)
         .bind(access)
         .bind(tokens.access_expires_at.map(|t| t.to_rfc3339()))
-        .bind(now())
+        .bind(self.now())
         .bind(account_id)
         .execute(&self.pool)
         .await?;
@@ -290,7 +299,7 @@ impl Store for SqliteStore {
             return Ok(0);
         }
         let mut inserted = 0;
-        let created = now();
+        let created = self.now();
         for e in entries {
             inserted += sqlx::query(
                 "INSERT INTO outbox (message_id, account_id, stream, partition_key, payload, created_at)
@@ -516,7 +525,7 @@ impl Store for SqliteStore {
              SELECT message_id, ? FROM outbox WHERE seq IN (SELECT value FROM json_each(?))
              ON CONFLICT (message_id) DO NOTHING",
         )
-        .bind(now())
+        .bind(self.now())
         .bind(&list)
         .execute(&mut *tx)
         .await?;
@@ -528,7 +537,8 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn prune_published(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+    async fn prune_published(&self, retention: std::time::Duration) -> Result<u64, StoreError> {
+        let older_than = self.clock.now() - chrono::TimeDelta::from_std(retention).unwrap_or(chrono::TimeDelta::MAX);
         let done = sqlx::query("DELETE FROM published WHERE published_at < ?")
             .bind(older_than.to_rfc3339())
             .execute(&self.pool)

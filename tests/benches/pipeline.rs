@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anonymizer::{Anonymizer, Modality, Observation, Policy, Provider, PseudonymKey, Record};
 use chrono::{TimeDelta, Utc};
 use secrecy::SecretString;
+use wearbridge::clock::Clock;
 use wearbridge::config::{Loaded, Settings, SyncStart};
 use wearbridge::http::Backoff;
 use wearbridge::pipeline::{DeliveryWriter, Output};
@@ -28,13 +29,18 @@ fn measure(runs: usize, mut f: impl FnMut() -> u64) -> (Duration, u64) {
     (times[runs / 2], items)
 }
 
+/// The instant benchmarks run at.
+fn bench_now() -> chrono::DateTime<Utc> {
+    wearbridge::clock::parse_instant("2026-11-30T12:05:00Z").unwrap()
+}
+
 fn report(name: &str, (time, items): (Duration, u64)) {
     let rate = items as f64 / time.as_secs_f64();
     println!("{name:<44} {items:>8} items  {:>9.2} ms  {rate:>12.0} items/s", time.as_secs_f64() * 1e3);
 }
 
 fn records(n: usize) -> Vec<Record> {
-    let start = Utc::now() - TimeDelta::days(1);
+    let start = bench_now() - TimeDelta::days(1);
     (0..n)
         .map(|i| Record {
             provider: Provider::Fitbit,
@@ -60,7 +66,7 @@ impl DeliveryWriter for Discard {
 
 /// A Google Health `dataPoints` page of `n` heart-rate samples, as the API sends it.
 fn heart_rate_page(n: usize) -> String {
-    let start = Utc::now() - TimeDelta::days(2);
+    let start = bench_now() - TimeDelta::days(2);
     let points: Vec<serde_json::Value> = (0..n)
         .map(|i| {
             let at = start + TimeDelta::seconds(i as i64 * 60);
@@ -128,7 +134,11 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let people = 20;
-        let sim = Simulator::start(SimulatorConfig { people, seed: 7, ..Default::default() }).await.unwrap();
+        // A pinned instant: the same readings (and counts) whatever the hour.
+        let clock = Clock::pinned(bench_now());
+        let sim = Simulator::start(SimulatorConfig { people, seed: 7, clock: clock.clone(), ..Default::default() })
+            .await
+            .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let mut s = Settings::default();
         s.store.url = format!("sqlite://{}", dir.path().join("bench.db").display());
@@ -141,7 +151,8 @@ fn main() {
             store.add_account(&p.name, Provider::Fitbit, &SecretString::from(p.refresh_token.clone())).await.unwrap();
         }
         let key = PseudonymKey::new("bench", [3; 32]).unwrap();
-        let pipeline = wearbridge::app::pipeline(&loaded, store.clone(), key, Backoff::default()).unwrap();
+        let pipeline =
+            wearbridge::app::pipeline(&loaded, store.clone(), key, Backoff::default(), clock.clone()).unwrap();
         let output = Output::DryRun(Arc::new(Discard));
         let mut times = Vec::new();
         let mut messages = 0;
@@ -205,7 +216,8 @@ async fn sinks(sim: &Simulator, loaded: &Loaded, entries: &[wearbridge::store::O
         let s = &mut loaded.settings.streamr;
         (s.transport, s.url, s.confirm) = (transport, url, confirm);
         (s.messages_per_second, s.stream_messages_per_second, s.burst) = (u32::MAX, u32::MAX, 10_000);
-        let publisher = wearbridge::app::publisher(&loaded, store.clone(), Backoff::default()).unwrap();
+        let publisher =
+            wearbridge::app::publisher(&loaded, store.clone(), Backoff::default(), Clock::pinned(bench_now())).unwrap();
         let start = Instant::now();
         let summary = publisher.drain().await.unwrap();
         assert_eq!(summary.published as usize, entries.len(), "{name}: {summary:?}");

@@ -81,7 +81,7 @@ fn authorize<'a>(state: &'a SimState, headers: &HeaderMap, user: &str) -> Result
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or(Denied::Missing)?;
-    let index = state.google.person_for_access(token).ok_or(Denied::Invalid)?;
+    let index = state.google.person_for_access(token, state.clock.now()).ok_or(Denied::Invalid)?;
     let person = state.people.get(index).ok_or(Denied::Invalid)?;
     if user != "me" && user != person.health_user_id {
         return Err(Denied::Forbidden);
@@ -134,7 +134,7 @@ pub(crate) async fn settings(
     Json(json!({
         "name": "users/me/settings",
         "timeZone": person.time_zone.name(),
-        "utcOffset": offset_text(person, Utc::now()),
+        "utcOffset": offset_text(person, state.clock.now()),
         "distanceUnit": "DISTANCE_UNIT_KILOMETERS",
         "heightUnit": "HEIGHT_UNIT_CENTIMETERS",
         "languageLocale": person.mark("locale", "en_US".into()),
@@ -345,7 +345,7 @@ pub(crate) async fn list_data_points(
         Ok(f) => f,
         Err(message) => return invalid(&message),
     };
-    let now = Utc::now();
+    let now = state.clock.now();
     let (from, mut before) = physical_window(&filter, now);
     let token_scope = format!("{data_type}|{filter_text}");
     if let Some(token) = query.get("pageToken").filter(|t| !t.is_empty()) {
@@ -438,7 +438,7 @@ pub(crate) async fn daily_roll_up(
     if days > max_days {
         return invalid(&format!("The range for {data_type} may span at most {max_days} days."));
     }
-    let now = Utc::now();
+    let now = state.clock.now();
     let today = series::civil_date(person, now);
     let first = series::civil_date(person, series::earliest(now));
     let mut points = Vec::new();
@@ -500,7 +500,8 @@ pub(crate) async fn paired_devices(
         None => 0,
     };
     // Devices sync every quarter hour: the last sync time is stable within one.
-    let now = DateTime::from_timestamp(Utc::now().timestamp() / 900 * 900, 0).unwrap_or_else(Utc::now);
+    let now = state.clock.now();
+    let now = DateTime::from_timestamp(now.timestamp() / 900 * 900, 0).unwrap_or(now);
     let x = super::super::people::mix_all(&[state.seed, person.index as u64, 0xDE71]);
     let mut devices = vec![json!({
         "name": person.mark("paired-device-name", format!("users/me/pairedDevices/{}", 100_000 + x % 900_000)),

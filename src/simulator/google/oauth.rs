@@ -76,10 +76,10 @@ impl OAuthState {
     }
 
     /// The person an access token belongs to, if it is valid now.
-    pub(crate) fn person_for_access(&self, token: &str) -> Option<usize> {
+    pub(crate) fn person_for_access(&self, token: &str, now: DateTime<Utc>) -> Option<usize> {
         let a = self.access.lock().ok()?;
         let (person, expires) = a.get(token)?;
-        (*expires > Utc::now()).then_some(*person)
+        (*expires > now).then_some(*person)
     }
 }
 
@@ -125,7 +125,7 @@ pub(crate) async fn token(
     let n = google.issued.fetch_add(1, Ordering::SeqCst);
     let access_token = format!("ya29.sim-{person}-{n}");
     if let Ok(mut a) = google.access.lock() {
-        a.insert(access_token.clone(), (person, Utc::now() + TimeDelta::seconds(ACCESS_LIFETIME_SECS)));
+        a.insert(access_token.clone(), (person, state.clock.now() + TimeDelta::seconds(ACCESS_LIFETIME_SECS)));
     }
     let mut body = json!({
         "access_token": access_token,
@@ -169,7 +169,7 @@ fn exchange_code(state: &SimState, form: &HashMap<String, String>) -> Response {
     let access_token = format!("ya29.sim-{person}-{n}");
     let refresh_token = format!("1//sim-consent-{person}-{n}");
     if let Ok(mut a) = google.access.lock() {
-        a.insert(access_token.clone(), (person, Utc::now() + TimeDelta::seconds(ACCESS_LIFETIME_SECS)));
+        a.insert(access_token.clone(), (person, state.clock.now() + TimeDelta::seconds(ACCESS_LIFETIME_SECS)));
     }
     if let Ok(mut r) = google.refresh.lock() {
         r.insert(refresh_token.clone(), person);

@@ -201,7 +201,7 @@ pub(crate) async fn measure(State(state): State<Arc<SimState>>, headers: HeaderM
         .get("meastypes")
         .or_else(|| p.get("meastype"))
         .map(|t| t.split(',').filter_map(|x| x.trim().parse().ok()).collect());
-    let now = Utc::now();
+    let now = state.clock.now();
     let mut all: Vec<Value> = Vec::new();
     let mut grps = groups(state.seed, person, now);
     if category == 2 {
@@ -311,7 +311,7 @@ pub(crate) async fn measure_v2(
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
-    let now = Utc::now();
+    let now = state.clock.now();
     if action == "getintradayactivity" {
         let (Ok(start), Ok(end)) = (unix(&p, "startdate"), unix(&p, "enddate")) else {
             return status(503, "Invalid Params: invalid startdate or enddate");
@@ -364,7 +364,7 @@ pub(crate) async fn sleep(State(state): State<Arc<SimState>>, headers: HeaderMap
         Ok(v) => v,
         Err(r) => return r.into_response(),
     };
-    let now = Utc::now();
+    let now = state.clock.now();
     let mut all = Vec::new();
     for evening in days(person, now) {
         let x = h(state.seed, person, &[day_no(evening), 40]);
@@ -427,7 +427,7 @@ pub(crate) async fn user(State(state): State<Arc<SimState>>, headers: HeaderMap,
         Err(r) => return r.into_response(),
     };
     // Devices connect every quarter hour: the last session is stable within one.
-    let now = Utc::now().timestamp() / 900 * 900;
+    let now = state.clock.now().timestamp() / 900 * 900;
     let seed = state.seed;
     let device = |kind: u64, ty: &str, model: &str, model_id: u32, battery: &str| {
         json!({

@@ -67,7 +67,7 @@ pub(crate) fn authorize<'a>(state: &'a SimState, headers: &HeaderMap) -> Result<
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| Reject(401, INVALID_TOKEN.into()))?;
-    let index = state.withings.use_access(token).ok_or_else(|| Reject(401, INVALID_TOKEN.into()))?;
+    let index = state.withings.use_access(token, state.clock.now()).ok_or_else(|| Reject(401, INVALID_TOKEN.into()))?;
     state.people.get(index).ok_or_else(|| Reject(401, INVALID_TOKEN.into()))
 }
 

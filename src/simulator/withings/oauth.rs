@@ -54,11 +54,11 @@ impl OAuthState {
     }
 
     /// The person of a valid access token; using it retires the refresh token it replaced.
-    pub(crate) fn use_access(&self, token: &str) -> Option<usize> {
+    pub(crate) fn use_access(&self, token: &str, now: DateTime<Utc>) -> Option<usize> {
         let person = {
             let a = self.access.lock().ok()?;
             let (person, expires) = a.get(token)?;
-            (*expires > Utc::now()).then_some(*person)?
+            (*expires > now).then_some(*person)?
         };
         if let Ok(mut r) = self.refresh.lock() {
             r.retain(|_, g| g.replaced_by.as_deref() != Some(token));
@@ -81,7 +81,7 @@ pub(crate) async fn oauth2(State(state): State<Arc<SimState>>, Form(form): Form<
         return status(503, "Invalid Params: invalid client_id or client_secret");
     }
     let w = &state.withings;
-    let now = Utc::now();
+    let now = state.clock.now();
     let Ok(mut refresh) = w.refresh.lock() else { return status(500, "internal error") };
     let (person, old) = match get("grant_type") {
         Some("refresh_token") => {

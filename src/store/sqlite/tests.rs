@@ -36,7 +36,8 @@ async fn migrations_are_idempotent_and_guarded() {
 #[tokio::test]
 async fn accounts_lifecycle() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let clock = Clock::pinned(chrono::TimeZone::with_ymd_and_hms(&Utc, 2027, 3, 28, 0, 30, 0).unwrap());
+    let store = open(&dir).await.with_clock(clock.clone());
     let rt = SecretString::from("rt-1");
     let a = store.add_account("alice", Provider::Fitbit, &rt).await.unwrap();
     assert_eq!(a.status, AccountStatus::Active);
@@ -70,7 +71,11 @@ async fn accounts_lifecycle() {
         OutboxEntry { message_id: "m1".into(), stream: "s".into(), partition_key: "p".into(), payload: "{}".into() };
     assert_eq!(store.commit_batch(a.id, "heart_rate", "c4", &[again], &[]).await.unwrap(), 0);
     assert_eq!(store.outbox_len().await.unwrap(), 0);
-    assert_eq!(store.prune_published(Utc::now() + chrono::TimeDelta::seconds(1)).await.unwrap(), 1);
+    let memory = Duration::from_secs(60 * 86_400);
+    clock.advance(chrono::TimeDelta::days(60));
+    assert_eq!(store.prune_published(memory).await.unwrap(), 0, "remembered for the whole retention");
+    clock.advance(chrono::TimeDelta::seconds(1));
+    assert_eq!(store.prune_published(memory).await.unwrap(), 1);
 
     let removal = store.remove_account("alice").await.unwrap();
     assert_eq!(removal.dropped_messages, 1, "the quarantined message of the withdrawn account");
@@ -88,7 +93,7 @@ async fn tokens_are_encrypted_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir).await;
     let a = store.add_account("bob", Provider::Fitbit, &SecretString::from("REFRESH-CANARY-0001")).await.unwrap();
-    let expires = Utc::now();
+    let expires = chrono::TimeZone::with_ymd_and_hms(&Utc, 2027, 1, 1, 0, 0, 0).unwrap();
     store
         .save_tokens(
             a.id,

@@ -3,7 +3,7 @@
 //! publishes and a dead node lose nothing, a wrong key stops with a clear message,
 //! SIGKILL at random moments loses nothing, and the rate limit holds.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -102,22 +102,6 @@ fn received_ids(sim: &Simulator) -> BTreeSet<String> {
     sim.streamr_received().iter().map(|r| r.message["header"]["uuid"].as_str().unwrap().to_owned()).collect()
 }
 
-/// Ids a later run may add: upstream state that changed after the dry run — a new
-/// sample, or a device that synced again (device times are coarsened to the hour, so
-/// "recent" reaches back two hours).
-fn newer_than(sim: &Simulator, id: &str, since: chrono::DateTime<chrono::Utc>) -> bool {
-    let found = sim.streamr_received().into_iter().find(|r| r.message["header"]["uuid"] == id);
-    let Some(r) = found else { return false };
-    let at = r.message["header"]["source_creation_date_time"]
-        .as_str()
-        .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok());
-    let ok = at.is_some_and(|t| t >= since - chrono::TimeDelta::hours(2));
-    if !ok {
-        eprintln!("unexpected message: {}", r.message);
-    }
-    ok
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_once_publishes_exactly_what_dry_run_prints_over_http() {
     publishes_exactly_what_dry_run_prints("http").await;
@@ -134,11 +118,10 @@ async fn publishes_exactly_what_dry_run_prints(transport: &str) {
     let d = dir.path();
     let config = write_config_for(&sim, d, transport, "messages_per_second = 1000\nstream_messages_per_second = 1000");
     enrol(&sim, d, &config, 2).await;
-    let before = chrono::Utc::now();
     let dry = run(d, &config, &["run", "--once", "--dry-run"], None).await;
     assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
     let expected = ids_of_lines(&dry.stdout);
-    assert!(expected.len() > 500);
+    assert_eq!(expected.len(), 605, "two people, one day, at the pinned instant");
     assert!(sim.streamr_received().is_empty(), "a dry run publishes nothing");
 
     let out = run(d, &config, &["run", "--once"], None).await;
@@ -147,9 +130,8 @@ async fn publishes_exactly_what_dry_run_prints(transport: &str) {
     let got = received_ids(&sim);
     let missing: Vec<_> = expected.difference(&got).collect();
     assert!(missing.is_empty(), "{} dry-run ids were not published", missing.len());
-    for extra in got.difference(&expected) {
-        assert!(newer_than(&sim, extra, before), "published {extra}, which the dry run did not print");
-    }
+    // The clock is pinned: upstream cannot change between the two runs.
+    assert_eq!(got, expected, "exactly the dry-run ids");
     assert_eq!(sim.streamr_received().len(), got.len(), "each message once");
     for r in sim.streamr_received() {
         assert_eq!(r.stream, common::STREAM);
@@ -180,7 +162,7 @@ async fn a_dead_node_fills_the_outbox_and_a_wrong_key_stops_clearly() {
         store.outbox_len().await.unwrap()
     };
     let queued = waiting().await;
-    assert!(queued > 100, "{queued} messages wait in the outbox");
+    assert_eq!(queued, 319, "{queued} messages wait in the outbox");
 
     // Wrong key: stop, say which setting, keep everything.
     sim.set_streamr_down(false);
@@ -225,10 +207,9 @@ async fn sigkill_at_random_moments_loses_nothing(transport: &str) {
     let config =
         write_config_for(&sim, d, transport, "messages_per_second = 100\nstream_messages_per_second = 100\nburst = 1");
     enrol(&sim, d, &config, 1).await;
-    let before = chrono::Utc::now();
     let dry = run(d, &config, &["run", "--once", "--dry-run"], None).await;
     let expected = ids_of_lines(&dry.stdout);
-    assert!(expected.len() > 300);
+    assert_eq!(expected.len(), 297, "one day of one person at the pinned instant");
     let mut killed_mid_publish = 0;
     for i in 0..20u64 {
         let mut child = common::command(d, &config, &["run", "--once"]).spawn().unwrap();
@@ -250,9 +231,7 @@ async fn sigkill_at_random_moments_loses_nothing(transport: &str) {
     let got = received_ids(&sim);
     let missing: Vec<_> = expected.difference(&got).collect();
     assert!(missing.is_empty(), "{} ids lost across {killed_mid_publish} kills", missing.len());
-    for extra in got.difference(&expected) {
-        assert!(newer_than(&sim, extra, before));
-    }
+    assert_eq!(got, expected, "exactly the dry-run ids");
 }
 
 #[tokio::test]
@@ -269,11 +248,12 @@ async fn the_rate_limit_holds_and_refused_messages_are_quarantined() {
     };
     h.store.commit_batch(1, "test", "x", &[bad], &[]).await.unwrap();
     let queued = h.store.outbox_len().await.unwrap();
-    assert!(queued > 150);
+    assert_eq!(queued, 287, "at the pinned instant");
     let mut loaded = h.loaded.clone();
     loaded.settings.streamr.messages_per_second = 50;
     loaded.settings.streamr.burst = 1;
-    let publisher = wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_backoff()).unwrap();
+    let publisher =
+        wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_backoff(), h.clock.clone()).unwrap();
     let summary = publisher.drain().await.unwrap();
     assert_eq!((summary.published, summary.quarantined, summary.stopped_early), (queued - 1, 1, false));
     assert_eq!((h.store.outbox_len().await.unwrap(), h.store.quarantined_len().await.unwrap()), (0, 1));
@@ -308,11 +288,12 @@ async fn websocket_drops_and_silent_losses_are_resent_until_confirmed() {
     let dir = tempfile::tempdir().unwrap();
     let (h, loaded) = websocket_harness(&sim, &dir).await;
     let expected = outbox_ids(h.store.as_ref()).await;
-    assert!(expected.len() > 150);
+    assert_eq!(expected.len(), 294, "at the pinned instant");
     // Every 37th frame kills its socket (and is lost); 5 more vanish without a word.
     sim.streamr_ws().drop_socket_every(37);
     sim.streamr_ws().lose_next(5);
-    let publisher = wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_backoff()).unwrap();
+    let publisher =
+        wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_backoff(), h.clock.clone()).unwrap();
     let mut rounds = 0;
     while h.store.outbox_len().await.unwrap() > 0 {
         let summary = publisher.drain().await.unwrap();
@@ -337,7 +318,8 @@ async fn websocket_node_down_for_a_while_loses_nothing() {
     let (h, loaded) = websocket_harness(&sim, &dir).await;
     let expected = outbox_ids(h.store.as_ref()).await;
     sim.set_streamr_down(true);
-    let publisher = wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_backoff()).unwrap();
+    let publisher =
+        wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_backoff(), h.clock.clone()).unwrap();
     let summary = publisher.drain().await.unwrap();
     assert!(summary.stopped_early && summary.published == 0, "{summary:?}");
     assert_eq!(outbox_ids(h.store.as_ref()).await, expected, "everything waits in the outbox");
@@ -383,7 +365,8 @@ async fn websocket_answers_keepalive_and_confirm_none_trusts_the_socket() {
         payload: format!(r#"{{"subject":"s","header":{{"uuid":"00000000-0000-8000-8000-{n:012}"}}}}"#),
     };
     let backlog = h.store.outbox_len().await.unwrap();
-    let publisher = wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_backoff()).unwrap();
+    let publisher =
+        wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_backoff(), h.clock.clone()).unwrap();
     publisher.drain().await.unwrap();
     let connections = sim.streamr_ws().publish_connections();
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -395,7 +378,8 @@ async fn websocket_answers_keepalive_and_confirm_none_trusts_the_socket() {
 
     // confirm = "none": a message the node loses silently still counts as sent.
     loaded.settings.streamr.confirm = wearbridge::config::Confirm::None;
-    let fire_and_forget = wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_backoff()).unwrap();
+    let fire_and_forget =
+        wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_backoff(), h.clock.clone()).unwrap();
     sim.streamr_ws().lose_next(1);
     h.store.commit_batch(1, "test", "y", &[entry(2)], &[]).await.unwrap();
     let summary = fire_and_forget.drain().await.unwrap();
@@ -446,7 +430,8 @@ async fn file_sink_writes_rotated_ndjson_with_every_message_once() {
     s.stream_messages_per_second = 100_000;
     s.burst = 1000;
     wearbridge::app::require_for_publishing(&loaded).unwrap();
-    let publisher = wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_backoff()).unwrap();
+    let publisher =
+        wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_backoff(), h.clock.clone()).unwrap();
     let summary = publisher.drain().await.unwrap();
     assert_eq!(summary.published as usize, expected.len());
     assert_eq!(h.store.outbox_len().await.unwrap(), 0);

@@ -1,12 +1,13 @@
 //! Helpers shared by the integration tests.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anonymizer::{Provider, PseudonymKey};
+use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use wearbridge::app;
+use wearbridge::clock::Clock;
 use wearbridge::config::{Loaded, Settings, SyncStart};
 use wearbridge::http::Backoff;
 use wearbridge::pipeline::Pipeline;
@@ -14,6 +15,17 @@ use wearbridge::simulator::{Simulator, SimulatorConfig};
 use wearbridge::store::{SqliteStore, Store, TokenCipher};
 
 pub const STREAM: &str = "test-coop.eth/health";
+
+/// The instant tests run at unless they say otherwise (the simulator, the in-process
+/// pipeline and every `wearbridge` the tests start read it), so no count depends on the
+/// hour the suite runs at. Five past the hour: a whole run stays within one 10-minute
+/// heart-rate slot.
+pub const NOW: &str = "2026-11-30T12:05:00Z";
+
+/// [`NOW`] as an instant.
+pub fn now() -> DateTime<Utc> {
+    wearbridge::clock::parse_instant(NOW).expect("NOW is an RFC 3339 instant")
+}
 
 /// Collects dry-run deliveries in memory.
 #[derive(Default)]
@@ -63,8 +75,20 @@ impl Collect {
     }
 }
 
+/// A simulator whose clock is pinned at [`NOW`].
 pub async fn simulator(people: usize, seed: u64) -> Simulator {
-    Simulator::start(SimulatorConfig { people, seed, ..Default::default() }).await.expect("simulator starts")
+    simulator_at(people, seed, Clock::pinned(now())).await
+}
+
+/// A simulator on `clock`.
+pub async fn simulator_at(people: usize, seed: u64, clock: Clock) -> Simulator {
+    Simulator::start(SimulatorConfig { people, seed, clock, ..Default::default() }).await.expect("simulator starts")
+}
+
+/// A simulator on the system clock, for daemons in several processes: their leases
+/// must agree on the time across processes, which only the system clock does.
+pub async fn simulator_on_system_clock(people: usize, seed: u64) -> Simulator {
+    simulator_at(people, seed, Clock::system()).await
 }
 
 /// Settings pointing at `sim`, with a store in `dir`.
@@ -88,6 +112,15 @@ pub struct Harness {
     pub store: Arc<SqliteStore>,
     pub pipeline: Pipeline<SqliteStore>,
     pub loaded: Loaded,
+    /// The simulator's clock, shared by the store and the pipeline.
+    pub clock: Clock,
+}
+
+impl Harness {
+    /// A fresh pipeline over the same store (as after a restart).
+    pub fn reopen(&self) -> Pipeline<SqliteStore> {
+        pipeline_on(&self.loaded, self.store.clone(), &self.clock)
+    }
 }
 
 /// A store with every simulated person enrolled, and a pipeline over it.
@@ -126,8 +159,13 @@ async fn harness_for(
     let mut s = settings(sim, dir, history);
     adjust(&mut s);
     let loaded = Loaded::from_settings(s);
-    let store =
-        Arc::new(SqliteStore::open(&loaded.settings.store.url, TokenCipher::new([9; 32])).await.expect("store opens"));
+    let clock = sim.clock().clone();
+    let store = Arc::new(
+        SqliteStore::open(&loaded.settings.store.url, TokenCipher::new([9; 32]))
+            .await
+            .expect("store opens")
+            .with_clock(clock.clone()),
+    );
     for p in sim.people() {
         let (name, token) = match provider {
             Provider::Fitbit => (p.name.clone(), p.refresh_token.clone()),
@@ -135,19 +173,27 @@ async fn harness_for(
         };
         store.add_account(&name, provider, &SecretString::from(token)).await.expect("enrol");
     }
-    let pipeline = reopen(&loaded, store.clone());
-    Harness { store, pipeline, loaded }
+    let pipeline = pipeline_on(&loaded, store.clone(), &clock);
+    Harness { store, pipeline, loaded, clock }
 }
 
-/// A fresh pipeline over an existing store (as after a restart).
-pub fn reopen(loaded: &Loaded, store: Arc<SqliteStore>) -> Pipeline<SqliteStore> {
+/// A pipeline over `store` reading `clock`.
+pub fn pipeline_on(loaded: &Loaded, store: Arc<SqliteStore>, clock: &Clock) -> Pipeline<SqliteStore> {
     let key = PseudonymKey::new("t1", [5; 32]).expect("key");
-    app::pipeline(loaded, store, key, fast_backoff()).expect("pipeline")
+    app::pipeline(loaded, store, key, fast_backoff(), clock.clone()).expect("pipeline")
 }
 
-/// The `wearbridge` binary run in `dir` with `--config config`, without `RUST_LOG`, output
-/// captured, no stdin, killed when dropped.
+/// The `wearbridge` binary run in `dir` with `--config config` at `--now` [`NOW`] (the
+/// instant of [`simulator`]), without `RUST_LOG`, output captured, no stdin, killed when
+/// dropped.
 pub fn command(dir: &std::path::Path, config: &str, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = command_on_system_clock(dir, config, args);
+    cmd.arg("--now").arg(NOW);
+    cmd
+}
+
+/// Like [`command`] on the system clock (with [`simulator_on_system_clock`]).
+pub fn command_on_system_clock(dir: &std::path::Path, config: &str, args: &[&str]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wearbridge"));
     cmd.arg("--config").arg(config).args(args).current_dir(dir).env_remove("RUST_LOG");
     cmd.stdin(std::process::Stdio::null())

@@ -1,6 +1,6 @@
 //! `deploy/wearbridge.example.toml` loads as is and documents every configuration key.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

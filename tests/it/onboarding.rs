@@ -3,7 +3,7 @@
 //! explained, denial, removal that revokes and deletes, the consent pages with an
 //! enrolment code, and a real headless Chromium clicking through `/connect`.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anonymizer::{Provider, PseudonymKey};
 use tokio::io::{AsyncBufReadExt, BufReader};
+use wearbridge::clock::Clock;
 use wearbridge::onboarding;
 use wearbridge::simulator::{self, Simulator};
 use wearbridge::store::{AccountStatus, SqliteStore, Store, TokenCipher};
@@ -145,8 +146,8 @@ async fn connect_enrols_both_providers_and_the_next_dry_run_has_their_data() {
     assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
     let text = String::from_utf8_lossy(&dry.stdout);
     let count = |s: &str| text.lines().filter(|l| l.contains(s)).count();
-    assert!(count(&alice_subject) > 50, "alice's Fitbit data is in the next run");
-    assert!(count(&bob_subject) > 50, "bob's Withings data is in the next run");
+    assert_eq!(count(&alice_subject), 151, "alice's Fitbit data is in the next run");
+    assert_eq!(count(&bob_subject), 161, "bob's Withings data is in the next run");
     for secret in [sim.people()[0].refresh_token.as_str(), simulator::CLIENT_SECRET] {
         assert!(!alice.stdout.contains(secret) && !alice.stderr.contains(secret));
     }
@@ -209,10 +210,10 @@ async fn a_wrong_pkce_verifier_and_an_expired_withings_code_are_refused() {
     let back: HashMap<String, String> = redirect_of(&first.url).await.query_pairs().into_owned().collect();
     let mut swapped = back.clone();
     swapped.insert("state".into(), second.state.clone());
-    let err = onboarding::complete(&store, &settings, &key, &second, "eve", &swapped).await.unwrap_err();
+    let err = onboarding::complete(&store, &settings, &key, &second, "eve", &swapped, sim.clock()).await.unwrap_err();
     assert!(err.to_string().contains("Invalid code verifier"), "{err}");
     // The code was single use: even the right verifier cannot use it now.
-    let err = onboarding::complete(&store, &settings, &key, &first, "eve", &back).await.unwrap_err();
+    let err = onboarding::complete(&store, &settings, &key, &first, "eve", &back, sim.clock()).await.unwrap_err();
     assert!(err.to_string().contains("invalid_grant"), "{err}");
 
     // Withings codes live 30 seconds (here: 50 ms).
@@ -220,7 +221,7 @@ async fn a_wrong_pkce_verifier_and_an_expired_withings_code_are_refused() {
     let w = onboarding::authorize(&settings, Provider::Withings, redirect).unwrap();
     let back: HashMap<String, String> = redirect_of(&w.url).await.query_pairs().into_owned().collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let err = onboarding::complete(&store, &settings, &key, &w, "slow", &back).await.unwrap_err();
+    let err = onboarding::complete(&store, &settings, &key, &w, "slow", &back, sim.clock()).await.unwrap_err();
     assert!(err.to_string().contains("30 seconds"), "{err}");
     assert!(store.accounts().await.unwrap().is_empty());
 }
@@ -282,7 +283,8 @@ async fn consent_server(
         store: store.clone(),
         publisher: None,
         metrics: None,
-        enrolment: Some(wearbridge::server::Enrolment::new(settings.clone(), key)),
+        enrolment: Some(wearbridge::server::Enrolment::new(settings.clone(), key, Clock::pinned(common::now()))),
+        clock: Clock::pinned(common::now()),
     };
     wearbridge::server::serve(settings.server.listen, state, stopped).await.unwrap();
     (format!("http://127.0.0.1:{port}"), store, stop)

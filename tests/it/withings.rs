@@ -1,7 +1,7 @@
 //! The Withings source against the simulator: every dataset, blood pressure as one
 //! message, rotation and crashes, 601 throttling everyone, isolation, restarts.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -60,7 +60,7 @@ async fn every_dataset_yields_valid_messages() {
     let key = anonymizer::Anonymizer::new(anonymizer::PseudonymKey::new("t1", [5; 32]).unwrap(), Default::default());
     for p in sim.people() {
         let subject = key.subject(anonymizer::Provider::Withings, &p.withings_user_id.to_string());
-        let today = chrono::Utc::now().with_timezone(&p.time_zone).date_naive();
+        let today = common::now().with_timezone(&p.time_zone).date_naive();
         let days: Vec<chrono::NaiveDate> = out
             .of("daily-activity")
             .iter()
@@ -103,7 +103,7 @@ async fn intraday_heart_rate_is_read_in_windows_of_at_most_a_day() {
     assert_eq!(sim.request_count("withings.getintradayactivity"), 3);
     let hr = out.of("heart-rate");
     assert_eq!(hr.len() as u64, sim.request_count("points.withings.getintradayactivity"));
-    assert!(hr.len() > 3 * 130);
+    assert_eq!(hr.len(), 423, "at the pinned instant");
     let ids: BTreeSet<String> = hr.iter().map(|m| m["header"]["uuid"].to_string()).collect();
     assert_eq!(ids.len(), hr.len());
 }
@@ -116,7 +116,7 @@ async fn measure_groups_are_paged() {
     let out = Arc::new(Collect::default());
     h.pipeline.run_pass(&Output::DryRun(out.clone())).await.unwrap();
     let groups = sim.request_count("points.withings.getmeas");
-    assert!(groups > 100, "{groups}");
+    assert_eq!(groups, 150, "{groups}");
     assert_eq!(sim.request_count("withings.getmeas"), groups.div_ceil(50));
 }
 
@@ -133,7 +133,7 @@ async fn a_crash_between_refresh_and_first_data_call_loses_nothing() {
         .execute(h.store.pool())
         .await
         .unwrap();
-    let restarted = common::reopen(&h.loaded, h.store.clone());
+    let restarted = common::pipeline_on(&h.loaded, h.store.clone(), &h.clock);
     let summary = restarted.run_pass(&Output::Outbox).await.unwrap();
     assert_eq!((summary.synced, summary.needs_reconsent, summary.failed), (1, 0, 0), "{summary:?}");
     // And after the data calls the first refresh token is dead upstream: only the stored
@@ -200,7 +200,7 @@ async fn restart_adds_no_duplicates() {
         ids
     };
     let first = ids().await;
-    let again = common::reopen(&h.loaded, h.store.clone()).run_pass(&Output::Outbox).await.unwrap();
+    let again = h.reopen().run_pass(&Output::Outbox).await.unwrap();
     assert_eq!(again.synced, 2);
     let second = ids().await;
     assert_eq!(second.iter().collect::<BTreeSet<_>>().len(), second.len());

@@ -1,7 +1,7 @@
 //! The sync pass against the simulator: outbox and cursor, restarts without duplicates,
 //! one person's failure isolated, single-flight refresh, retries, pagination.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -44,7 +44,7 @@ async fn outbox_pass_moves_cursor_and_restart_adds_no_duplicates() {
     }
 
     // A restart: a new pipeline over the same store re-reads the look-back window only.
-    let again = common::reopen(&h.loaded, h.store.clone());
+    let again = h.reopen();
     let second = again.run_pass(&Output::Outbox).await.unwrap();
     assert_eq!(second.synced, 2);
     let after = outbox_ids(&h.store).await;
@@ -63,7 +63,7 @@ async fn dry_run_is_deterministic_and_persists_only_tokens() {
     let b = Arc::new(Collect::default());
     h.pipeline.run_pass(&Output::DryRun(a.clone())).await.unwrap();
     h.pipeline.run_pass(&Output::DryRun(b.clone())).await.unwrap();
-    assert!(a.len() > 100);
+    assert_eq!(a.len(), 146, "at the pinned instant");
     let (ia, ib) = (a.ids(), b.ids());
     assert_eq!(ia.len(), a.len(), "ids are unique");
     let common_ids = ia.intersection(&ib).count();
@@ -142,7 +142,7 @@ async fn transient_faults_are_retried_and_a_401_refreshes_once() {
     let out = Arc::new(Collect::default());
     let summary = h.pipeline.run_pass(&Output::DryRun(out.clone())).await.unwrap();
     assert_eq!((summary.synced, summary.failed), (1, 0), "{summary:?}");
-    assert!(out.len() > 20);
+    assert_eq!(out.len(), 39, "at the pinned instant");
     assert_eq!(sim.request_count("google.token"), 3, "one retry after the 500, one refresh after the 401");
     assert_eq!(sim.request_count("google.dataPoints.heart-rate"), 4);
 }
@@ -172,14 +172,14 @@ async fn every_page_is_read() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = common::harness(&sim, &dir, "1d").await;
     h.pipeline.fitbit = {
-        let p = common::reopen(&h.loaded, h.store.clone());
+        let p = h.reopen();
         p.fitbit.with_page_size(40)
     };
     let out = Arc::new(Collect::default());
     h.pipeline.run_pass(&Output::DryRun(out.clone())).await.unwrap();
     let served = sim.request_count("points.heart-rate") as usize;
     assert_eq!(out.count("heart-rate"), served);
-    assert!(served > 120, "a day of samples");
+    assert_eq!(served, 139, "a day of samples");
     assert_eq!(sim.request_count("google.dataPoints.heart-rate") as usize, served.div_ceil(40));
     assert_eq!(out.ids().len(), out.len());
 }

@@ -1,7 +1,7 @@
 //! The Fitbit source on the Google Health API, dataset by dataset, against the simulator:
 //! request budget, civil days and DST, scopes, crash safety around token rotation.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -80,7 +80,7 @@ async fn an_incremental_day_costs_at_most_twelve_requests() {
 
     let before = sim.requests();
     let start = total_requests(&sim);
-    let summary = common::reopen(&h.loaded, h.store.clone()).run_pass(&Output::Outbox).await.unwrap();
+    let summary = h.reopen().run_pass(&Output::Outbox).await.unwrap();
     assert_eq!(summary.synced, 1);
     let used = total_requests(&sim) - start;
     let after = sim.requests();
@@ -99,7 +99,7 @@ async fn an_incremental_day_costs_at_most_twelve_requests() {
 async fn daily_data_follows_the_persons_civil_days_across_dst() {
     // Person 0 is in America/New_York. Backfill from before the last fall-back day.
     let sim = common::simulator(3, 33).await;
-    let today = Utc::now().date_naive();
+    let today = common::now().date_naive();
     let fall_back = |year| {
         let first = NaiveDate::from_ymd_opt(year, 11, 1).unwrap();
         first + chrono::Days::new(u64::from((7 - first.weekday().num_days_from_sunday()) % 7))
@@ -125,7 +125,7 @@ async fn daily_data_follows_the_persons_civil_days_across_dst() {
             .collect();
         let unique: BTreeSet<_> = days.iter().copied().collect();
         assert_eq!(unique.len(), days.len(), "one resting value per civil day");
-        let local_today = Utc::now().with_timezone(&p.time_zone).date_naive();
+        let local_today = common::now().with_timezone(&p.time_zone).date_naive();
         assert_eq!(unique.last().copied(), local_today.pred_opt(), "{}: the last day is yesterday there", p.time_zone);
         let expected: BTreeSet<NaiveDate> =
             (dst - chrono::Days::new(2)).iter_days().take_while(|d| *d < local_today).collect();
@@ -194,7 +194,7 @@ async fn a_crash_between_refresh_and_data_call_leaves_the_account_usable() {
         .await
         .unwrap();
     // A restarted process must refresh with the rotated token it stored.
-    let restarted = common::reopen(&h.loaded, h.store.clone());
+    let restarted = common::pipeline_on(&h.loaded, h.store.clone(), &h.clock);
     let summary = restarted.run_pass(&Output::Outbox).await.unwrap();
     assert_eq!((summary.synced, summary.needs_reconsent, summary.failed), (1, 0, 0), "{summary:?}");
     assert_eq!(sim.request_count("google.token"), 2);
@@ -213,7 +213,7 @@ async fn restart_resumes_from_cursors_without_duplicates() {
     };
     let first = count().await;
     let before = sim.request_count("points.heart-rate");
-    common::reopen(&h.loaded, h.store.clone()).run_pass(&Output::Outbox).await.unwrap();
+    h.reopen().run_pass(&Output::Outbox).await.unwrap();
     let second = count().await;
     assert_eq!(second.iter().collect::<BTreeSet<_>>().len(), second.len());
     assert!(second.len() - first.len() <= 8, "{} new", second.len() - first.len());

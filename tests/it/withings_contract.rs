@@ -1,12 +1,12 @@
 //! The Withings simulator against the OpenAPI description: field names of every served
 //! object, the envelope on errors, rotation semantics, lenient `userid`.
 
-mod common;
+use crate::common;
 
 use serde_json::Value;
 use wearbridge::simulator::{self, Simulator};
 
-const SPEC: &str = include_str!("fixtures/withings-openapi.subset.json");
+const SPEC: &str = include_str!("../fixtures/withings-openapi.subset.json");
 
 /// Fields the spec does not list but the live API is known to send.
 const LIVE_EXTRAS: &[&str] = &["timezone", "modelid"];
@@ -55,7 +55,7 @@ async fn served_objects_use_documented_fields() {
     assert_eq!(token["status"], 0);
     let at = token["body"]["access_token"].as_str().unwrap().to_owned();
     let t = Some(at.as_str());
-    let now = chrono::Utc::now();
+    let now = common::now();
     let since = (now - chrono::TimeDelta::days(5)).timestamp().to_string();
     let meas = post(&sim, "/measure", t, &[("action", "getmeas"), ("lastupdate", &since)]).await;
     assert_eq!(meas["status"], 0);

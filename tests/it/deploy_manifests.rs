@@ -3,7 +3,7 @@
 //! other, and use only configuration keys, `*_file` secrets and `WEARBRIDGE__` variables
 //! that wearbridge's own loader accepts (the loader `tests/deploy_config.rs` uses).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
