@@ -170,9 +170,7 @@ pub fn publisher<S: crate::store::Store>(
     let s = &loaded.settings.streamr;
     let sink = match s.transport {
         Transport::Http => Sink::Http(StreamrHttpSink::new(http::client()?, &s.url, s.api_key.clone())),
-        Transport::Websocket => {
-            Sink::Websocket(StreamrWsSink::new(&s.url, s.api_key.clone(), s.confirm, s.confirm_timeout))
-        }
+        Transport::Websocket => Sink::Websocket(StreamrWsSink::new(s, clock.clone())),
         Transport::File => Sink::File(FileSink::new(&s.url, s.file_max_bytes, clock.clone())),
     };
     let limits = crate::publisher::Limits {

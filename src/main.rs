@@ -68,6 +68,10 @@ enum Command {
         people: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// A stream the simulated Streamr node knows, `ID` or `ID:PARTITIONS` (repeatable);
+        /// publishes to any other stream fail as on a real node.
+        #[arg(long = "stream", value_name = "ID[:PARTITIONS]", default_value = "wearbridge-demo.eth/health", value_parser = parse_stream)]
+        streams: Vec<(String, u32)>,
     },
     /// Enrol a person by consent: prints the provider's authorisation URL and waits for
     /// the redirect on oauth.redirect_uri (or reads the pasted address with --manual).
@@ -127,6 +131,17 @@ enum UsersCommand {
     Remove { name: String },
 }
 
+/// `ID` or `ID:PARTITIONS` (1 to 100).
+fn parse_stream(text: &str) -> Result<(String, u32), String> {
+    match text.rsplit_once(':') {
+        Some((id, n)) if !id.is_empty() => match n.parse::<u32>() {
+            Ok(n @ 1..=100) => Ok((id.to_owned(), n)),
+            _ => Err(format!("expected 1 to 100 partitions after ':', got {n:?}")),
+        },
+        _ => Ok((text.to_owned(), 1)),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, Command::Demo { .. }) { "warn" } else { "info" };
@@ -149,8 +164,8 @@ fn main() -> ExitCode {
             Command::Demo { people, seed, history } => {
                 wearbridge::demo::main(&wearbridge::demo::DemoOptions { people, seed, history, now: globals.now }).await
             }
-            Command::Simulate { listen, people, seed } => {
-                commands::simulate::main(listen, people, seed, globals.clock()).await
+            Command::Simulate { listen, people, seed, streams } => {
+                commands::simulate::main(listen, people, seed, &streams, globals.clock()).await
             }
             Command::Users { command } => match command {
                 UsersCommand::Add { provider, name, refresh_token_file, refresh_token_stdin: _ } => {
@@ -175,8 +190,13 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            let config_error = e.chain().any(|c| c.is::<ConfigError>());
-            if config_error { ExitCode::from(2) } else { ExitCode::FAILURE }
+            if e.chain().any(|c| c.is::<ConfigError>()) {
+                ExitCode::from(2)
+            } else if e.chain().any(|c| c.is::<commands::run::Undelivered>()) {
+                ExitCode::from(commands::run::UNDELIVERED_EXIT)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -37,14 +37,24 @@ pub enum PublishError {
 }
 
 /// What one drain did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DrainSummary {
     pub published: u64,
     pub quarantined: u64,
     /// Messages written again because the node did not confirm them in time.
     pub resent: u64,
-    /// The node stayed unreachable; the rest waits in the outbox.
+    /// The node stayed unreachable, or took messages and delivered none; the rest waits
+    /// in the outbox.
     pub stopped_early: bool,
+    /// Why the drain stopped early, for the operator.
+    pub reason: Option<String>,
+}
+
+impl DrainSummary {
+    fn stop(&mut self, reason: String) {
+        self.stopped_early = true;
+        self.reason = Some(reason);
+    }
 }
 
 /// Publishing rate limits (messages per second).
@@ -80,6 +90,8 @@ enum Outcome {
     Quarantined,
     /// The sink stayed unavailable through every retry.
     Unavailable(String),
+    /// The node takes messages and delivers none (see [`SendError::Stuck`]).
+    Stuck(String),
 }
 
 fn quota(per_second: u32, burst: u32) -> Quota {
@@ -177,6 +189,7 @@ impl<S: Store> Publisher<S> {
             while !todo.is_empty() {
                 let mut written: Vec<Pending> = Vec::new();
                 let mut unavailable = None;
+                let mut stuck = None;
                 for pending in todo {
                     match self.write(sink, &pending).await? {
                         Outcome::Written(Written::Confirmed) => {
@@ -191,11 +204,19 @@ impl<S: Store> Publisher<S> {
                             unavailable = Some(reason);
                             break;
                         }
+                        Outcome::Stuck(reason) => {
+                            self.store.outbox_attempt_failed(pending.seq, &reason).await?;
+                            stuck = Some(reason);
+                            break;
+                        }
                     }
                 }
                 let ids: Vec<String> = written.iter().map(|p| p.entry.message_id.clone()).collect();
                 let confirmed = match sink.settle(&ids).await {
-                    Ok(c) => c,
+                    Ok(settled) => {
+                        stuck = stuck.or(settled.stuck);
+                        settled.confirmed
+                    }
                     Err(e) => {
                         unavailable = Some(e.to_string());
                         Default::default()
@@ -211,9 +232,14 @@ impl<S: Store> Publisher<S> {
                         todo.push(pending);
                     }
                 }
+                if let Some(reason) = stuck {
+                    tracing::error!(%reason, "publishing stopped; messages stay in the outbox");
+                    summary.stop(reason);
+                    return Ok(());
+                }
                 if let Some(reason) = unavailable {
                     tracing::warn!(%reason, "the sink is unavailable; messages stay in the outbox");
-                    summary.stopped_early = true;
+                    summary.stop(format!("the node is unavailable: {reason}"));
                     return Ok(());
                 }
                 if todo.is_empty() {
@@ -224,7 +250,7 @@ impl<S: Store> Publisher<S> {
                     let reason = format!("{} messages were not confirmed by the node after {round} sends", todo.len());
                     tracing::warn!(%reason, "messages stay in the outbox");
                     self.store.outbox_attempt_failed(todo[0].seq, &reason).await?;
-                    summary.stopped_early = true;
+                    summary.stop(reason);
                     return Ok(());
                 }
                 tracing::warn!(
@@ -255,6 +281,7 @@ impl<S: Store> Publisher<S> {
                     return Ok(Outcome::Quarantined);
                 }
                 Err(e @ (SendError::Unauthorized(_) | SendError::Refused(_))) => return Err(PublishError::Refused(e)),
+                Err(SendError::Stuck(reason)) => return Ok(Outcome::Stuck(reason)),
                 Err(SendError::Transient(reason)) if retry + 1 < self.backoff.attempts => {
                     let pause = self.backoff.delay(retry);
                     tracing::warn!(%reason, retry, pause_ms = pause.as_millis() as u64, "publish failed; retrying");

@@ -114,12 +114,19 @@ impl<S: Store> Worker<S> {
             .await;
         if let Some(publisher) = &self.publisher {
             let drained = publisher.drain().await?;
-            if drained.published + drained.quarantined > 0 || drained.stopped_early {
+            if let Some(reason) = &drained.reason {
+                tracing::warn!(
+                    published = drained.published,
+                    quarantined = drained.quarantined,
+                    resent = drained.resent,
+                    %reason,
+                    "publishing stopped; the rest waits in the outbox for the next round"
+                );
+            } else if drained.published + drained.quarantined > 0 {
                 tracing::info!(
                     published = drained.published,
                     quarantined = drained.quarantined,
                     resent = drained.resent,
-                    node_unavailable = drained.stopped_early,
                     "outbox drained"
                 );
             }

@@ -1,4 +1,8 @@
 //! `wearbridge run [--once] [--dry-run]`: sync passes, once or every `sync.interval`.
+//!
+//! `run --once` exits 0 when everything it read was delivered (or with `--dry-run`),
+//! [`UNDELIVERED_EXIT`] when messages remain in the outbox, 2 on a configuration error
+//! and 1 on any other error, so cron jobs and Kubernetes CronJobs see a failure.
 
 use std::sync::Arc;
 
@@ -11,6 +15,17 @@ use crate::sinks::stdout::StdoutSink;
 use crate::store::Store;
 use crate::worker::Worker;
 use tokio::sync::watch;
+
+/// The exit status of `run --once` when messages remain in the outbox.
+pub const UNDELIVERED_EXIT: u8 = 3;
+
+/// `run --once` left messages in the outbox.
+#[derive(Debug, thiserror::Error)]
+#[error("{waiting} messages wait in the outbox: {reason}")]
+pub struct Undelivered {
+    pub waiting: u64,
+    pub reason: String,
+}
 
 pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Result<()> {
     let loaded = globals.load()?;
@@ -36,18 +51,29 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
     let streams: std::collections::BTreeSet<&str> =
         loaded.settings.streamr.streams.values().map(String::as_str).collect();
     publisher.check(streams).await?;
+    if loaded.settings.streamr.transport == crate::config::Transport::Websocket
+        && loaded.settings.streamr.confirm == crate::config::Confirm::None
+    {
+        tracing::warn!(
+            "streamr.confirm = \"none\": a message the node fails to publish (unknown stream, no permission) is lost without a trace; undeliverable messages cannot be detected"
+        );
+    }
     if once {
         let summary = pipeline.run_pass(&Output::Outbox).await?;
         log_pass(&summary);
         let drained = publisher.drain().await?;
+        let waiting = store.outbox_len().await?;
         tracing::info!(
             published = drained.published,
             quarantined = drained.quarantined,
             resent = drained.resent,
-            waiting = store.outbox_len().await?,
-            node_unavailable = drained.stopped_early,
+            waiting,
             "outbox drained"
         );
+        if waiting > 0 {
+            let reason = drained.reason.unwrap_or_else(|| "another worker holds them, or the drain was stopped".into());
+            return Err(Undelivered { waiting, reason }.into());
+        }
         return Ok(());
     }
 

@@ -5,9 +5,20 @@ use std::net::SocketAddr;
 use crate::clock::Clock;
 use crate::simulator::{self, Simulator, SimulatorConfig};
 
-/// Serves until Ctrl-C; readings are generated relative to `clock` (`--now`).
-pub async fn main(listen: SocketAddr, people: usize, seed: u64, clock: Clock) -> anyhow::Result<()> {
+/// Serves until Ctrl-C; readings are generated relative to `clock` (`--now`); the
+/// simulated node knows `streams` (id, partitions).
+pub async fn main(
+    listen: SocketAddr,
+    people: usize,
+    seed: u64,
+    streams: &[(String, u32)],
+    clock: Clock,
+) -> anyhow::Result<()> {
     let sim = Simulator::start(SimulatorConfig { listen, people, seed, canary: false, clock }).await?;
+    for (stream, partitions) in streams {
+        sim.register_stream(stream, *partitions);
+        println!("streamr stream (streamr.streams):         {stream} ({partitions} partitions)");
+    }
     println!("simulated now:                           {}", sim.clock().now().to_rfc3339());
     println!("google health api (fitbit.api_base_url): {}", sim.google_api_base());
     println!("google oauth token (fitbit.token_url):   {}", sim.google_token_url());

@@ -16,6 +16,8 @@ const ENV_SEPARATOR: &str = "__";
 /// Keys whose values are lists; in the environment and on the command line they are
 /// written comma-separated.
 const LIST_KEYS: &[&str] = &["sync.datasets"];
+/// Streamr allows at most this many partitions per stream.
+const MAX_PARTITIONS: u32 = 100;
 
 /// Where a setting came from, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -329,6 +331,17 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
     }
     if s.streamr.file_max_bytes < 4096 {
         return Err(loaded.invalid("streamr.file_max_bytes", "expected at least 4096 bytes"));
+    }
+    if !(1..=MAX_PARTITIONS).contains(&s.streamr.partitions) {
+        return Err(loaded.invalid("streamr.partitions", format!("a stream has 1 to {MAX_PARTITIONS} partitions")));
+    }
+    for (stream, n) in &s.streamr.stream_partitions {
+        if !(1..=MAX_PARTITIONS).contains(n) {
+            return Err(loaded.invalid(
+                &format!("streamr.stream_partitions.{stream}"),
+                format!("a stream has 1 to {MAX_PARTITIONS} partitions"),
+            ));
+        }
     }
     if s.streamr.confirm_timeout.is_zero() {
         return Err(loaded.invalid("streamr.confirm_timeout", "expected a positive duration such as \"10s\""));

@@ -324,6 +324,21 @@ pub struct StreamrSettings {
     pub burst: u32,
     /// File transport: a new file is started when the current one would exceed this size.
     pub file_max_bytes: u64,
+    /// How many partitions each stream has (on-chain metadata the node's plugins cannot
+    /// report); the confirming subscription covers all of them.
+    pub partitions: u32,
+    /// Stream id → partition count, for streams that differ from `partitions`.
+    pub stream_partitions: BTreeMap<String, u32>,
+    /// Websocket transport: the node's plugin runs with `payloadMetadata: true`, so frames
+    /// are `{"content": message, "metadata": {"timestamp": ms}}` both ways.
+    pub payload_metadata: bool,
+}
+
+impl StreamrSettings {
+    /// The partition count of `stream`.
+    pub fn partitions_of(&self, stream: &str) -> u32 {
+        self.stream_partitions.get(stream).copied().unwrap_or(self.partitions)
+    }
 }
 
 impl Default for StreamrSettings {
@@ -340,6 +355,9 @@ impl Default for StreamrSettings {
             stream_messages_per_second: 50,
             burst: 50,
             file_max_bytes: 64 * 1024 * 1024,
+            partitions: 1,
+            stream_partitions: BTreeMap::new(),
+            payload_metadata: false,
         }
     }
 }

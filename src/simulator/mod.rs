@@ -221,6 +221,19 @@ impl Simulator {
         self.state.streamr.received.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
+    /// Creates a stream on the simulated node with `partitions` partitions (or resizes
+    /// it). Publishes to streams the node does not know fail as on a real node: silently
+    /// over the websocket plugin, with HTTP 500 over the HTTP plugin.
+    pub fn register_stream(&self, stream: &str, partitions: u32) {
+        self.state.streamr.register(stream, partitions);
+    }
+
+    /// Runs the node's websocket plugin with `payloadMetadata: true` (frames wrapped as
+    /// `{"content", "metadata"}` both ways; unwrapped publishes refused).
+    pub fn set_payload_metadata(&self, on: bool) {
+        self.state.streamr.payload_metadata.store(on, Ordering::SeqCst);
+    }
+
     /// Takes the simulated node down (every publish answers 500) or brings it back.
     pub fn set_streamr_down(&self, down: bool) {
         self.state.streamr.down.store(down, std::sync::atomic::Ordering::SeqCst);

@@ -1,18 +1,23 @@
 //! Fake Streamr node, websocket plugin (after `streamr-node.md`), on its own port as on a
 //! real node (7170 next to the HTTP plugin's 7171).
 //!
-//! `/streams/{id}/publish?apiKey=` and `/streams/{id}/subscribe?apiKey=`; no key 401,
-//! wrong key 403, bad path or more than one of `partition`, `partitionKey`,
-//! `partitionKeyField` 400 — all before the upgrade. Each text frame is one message;
-//! text `ping` answers `pong`. Publishing is fire-and-forget: a frame the node cannot
-//! publish is only logged. The node pings sockets and drops those that stop answering.
+//! `/streams/{id}/publish?apiKey=` and `/streams/{id}/subscribe?apiKey=`; bad path 400
+//! (checked before the key), no key 401, wrong key 403, more than one of `partition`,
+//! `partitionKey`, `partitionKeyField` 400 — all before the upgrade. An unknown stream
+//! id is not refused: the socket opens and every publish fails in the node's log. Each
+//! text frame is one message; text `ping` answers `pong`. Publishing is fire-and-forget:
+//! a frame the node cannot publish is only logged. A subscription hears the partitions
+//! in `partitions=0,1,…` (`partition=N` for one), partition 0 when neither is given,
+//! and gets every message re-serialised. With `payloadMetadata` frames are
+//! `{"content", "metadata"}` both ways and unwrapped publishes are refused ("Content
+//! missing"). The node pings a socket when it opens and when it is idle, and closes a
+//! socket that sent nothing for 15 s.
 //!
 //! Faults for tests: frames silently lost, sockets dropped after every n frames, stalls,
 //! and the shared "node down" switch (handshakes answer 503, open sockets are closed).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -25,7 +30,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::http::StatusCode;
 
 use super::SimState;
-use super::streamr::{API_KEY, Received};
+use super::streamr::{API_KEY, Published, reserialise};
 
 /// Websocket-plugin state and faults.
 pub(crate) struct WsState {
@@ -39,10 +44,10 @@ pub(crate) struct WsState {
     pub drop_socket_every: AtomicU64,
     /// Hold each published frame this long before handling it (ms).
     pub stall_ms: AtomicU64,
-    /// Keep-alive: ping every this many ms; drop a socket silent for `drop_after_ms`.
+    /// Keep-alive: ping when a socket opens and every this many ms; drop a socket silent
+    /// for `drop_after_ms`.
     pub ping_every_ms: AtomicU64,
     pub drop_after_ms: AtomicU64,
-    streams: Mutex<HashMap<String, broadcast::Sender<String>>>,
 }
 
 impl Default for WsState {
@@ -53,26 +58,38 @@ impl Default for WsState {
             silent_drops: AtomicU64::new(0),
             drop_socket_every: AtomicU64::new(0),
             stall_ms: AtomicU64::new(0),
-            ping_every_ms: AtomicU64::new(5_000),
+            ping_every_ms: AtomicU64::new(15_000),
             drop_after_ms: AtomicU64::new(15_000),
-            streams: Mutex::new(HashMap::new()),
         }
-    }
-}
-
-impl WsState {
-    fn channel(&self, stream: &str) -> broadcast::Sender<String> {
-        let mut streams = match self.streams.lock() {
-            Ok(s) => s,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        streams.entry(stream.to_owned()).or_insert_with(|| broadcast::channel(65_536).0).clone()
     }
 }
 
 enum Route {
     Publish { stream: String, partition_key_field: Option<String>, partition_key: Option<String> },
-    Subscribe { stream: String, messages: broadcast::Receiver<String> },
+    Subscribe { stream: String, partitions: BTreeSet<u32>, messages: broadcast::Receiver<Published> },
+}
+
+/// `partitions=0,1,2` or `partition=1`; partition 0 when neither is given.
+fn subscribed_partitions(query: &HashMap<String, String>) -> Option<BTreeSet<u32>> {
+    match (query.get("partitions"), query.get("partition")) {
+        (Some(list), _) => list.split(',').map(|p| p.trim().parse::<u32>().ok()).collect(),
+        (None, Some(one)) => one.trim().parse::<u32>().ok().map(|p| BTreeSet::from([p])),
+        (None, None) => Some(BTreeSet::from([0])),
+    }
+}
+
+/// What the node publishes for a frame: the message and its timestamp, or why not.
+fn unwrap_frame(text: &str, payload_metadata: bool, now_ms: i64) -> Result<(Value, i64), &'static str> {
+    let frame: Value = match serde_json::from_str(text) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => return Err("not a JSON object"),
+    };
+    if !payload_metadata {
+        return Ok((frame, now_ms));
+    }
+    let Some(content @ Value::Object(_)) = frame.get("content") else { return Err("Content missing") };
+    let timestamp = frame.pointer("/metadata/timestamp").and_then(Value::as_i64).unwrap_or(now_ms);
+    Ok((content.clone(), timestamp))
 }
 
 /// Accepts websocket connections until the listener is dropped.
@@ -98,16 +115,17 @@ fn route(state: &SimState, request: &Request) -> Result<Route, (StatusCode, &'st
     let uri = request.uri();
     let query: HashMap<String, String> =
         url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()).into_owned().collect();
+    // The path is checked before the key, as on a real node.
+    let parts: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
+    let (stream, action) = match parts.as_slice() {
+        ["streams", stream, action @ ("publish" | "subscribe")] if !stream.is_empty() => (*stream, *action),
+        _ => return Err((StatusCode::BAD_REQUEST, "Invalid path")),
+    };
     match query.get("apiKey") {
         None => return Err((StatusCode::UNAUTHORIZED, "Unauthorized")),
         Some(k) if k != API_KEY => return Err((StatusCode::FORBIDDEN, "Forbidden")),
         Some(_) => {}
     }
-    let parts: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
-    let (stream, action) = match parts.as_slice() {
-        ["streams", stream, action] if !stream.is_empty() => (*stream, *action),
-        _ => return Err((StatusCode::BAD_REQUEST, "Invalid path")),
-    };
     let stream: String = url::form_urlencoded::parse(format!("s={stream}").as_bytes())
         .next()
         .map(|(_, v)| v.into_owned())
@@ -122,11 +140,12 @@ fn route(state: &SimState, request: &Request) -> Result<Route, (StatusCode, &'st
             partition_key_field: query.get("partitionKeyField").cloned(),
             partition_key: query.get("partitionKey").cloned(),
         }),
-        "subscribe" => {
-            let messages = state.streamr.ws.channel(&stream).subscribe();
-            Ok(Route::Subscribe { stream, messages })
+        _ => {
+            let partitions =
+                subscribed_partitions(&query).ok_or((StatusCode::BAD_REQUEST, "Invalid partitions parameter"))?;
+            let messages = state.streamr.channel(&stream).subscribe();
+            Ok(Route::Subscribe { stream, partitions, messages })
         }
-        _ => Err((StatusCode::BAD_REQUEST, "Invalid action")),
     }
 }
 
@@ -148,15 +167,14 @@ async fn connection(socket: TcpStream, state: Arc<SimState>) {
     let keepalive = Duration::from_millis(ws_state.ping_every_ms.load(Ordering::SeqCst).max(10));
     let drop_after = Duration::from_millis(ws_state.drop_after_ms.load(Ordering::SeqCst));
     let (mut tx, mut rx) = ws.split();
+    // The first tick is immediate: the node pings right after the socket opens.
     let mut ticker = tokio::time::interval(keepalive);
-    ticker.tick().await;
     let mut last_heard = Instant::now();
     match chosen {
         Some(Route::Publish { stream, partition_key_field, partition_key }) => {
             ws_state.publish_connections.fetch_add(1, Ordering::SeqCst);
             state.note(format!("streamr.ws.publish {stream}"));
             let mut frames = 0u64;
-            let channel = ws_state.channel(&stream);
             loop {
                 tokio::select! {
                     frame = rx.next() => {
@@ -187,10 +205,11 @@ async fn connection(socket: TcpStream, state: Arc<SimState>) {
                             state.note(format!("fault:streamr.ws.lost {stream}"));
                             continue;
                         }
-                        let message: Value = match serde_json::from_str(text.as_str()) {
-                            Ok(v @ Value::Object(_)) => v,
-                            _ => {
-                                tracing::debug!("simulated node: not a JSON object; not published");
+                        let wrapped = state.streamr.payload_metadata.load(Ordering::SeqCst);
+                        let (message, timestamp) = match unwrap_frame(text.as_str(), wrapped, state.clock.now().timestamp_millis()) {
+                            Ok(m) => m,
+                            Err(why) => {
+                                state.note(format!("fault:streamr.ws.refused {stream}: {why}"));
                                 continue;
                             }
                         };
@@ -198,10 +217,10 @@ async fn connection(socket: TcpStream, state: Arc<SimState>) {
                             (Some(field), _) => message.get(field).and_then(Value::as_str).map(str::to_owned),
                             (None, key) => key.clone(),
                         };
-                        if let Ok(mut r) = state.streamr.received.lock() {
-                            r.push(Received { stream: stream.clone(), partition_key: key, message, at: Instant::now() });
+                        // Fire-and-forget: a failed publish is only in the node's log.
+                        if let Err(failure) = state.streamr.publish(&stream, key, message, timestamp) {
+                            state.note(format!("fault:streamr.ws.failed {stream}: {}", failure.log_line()));
                         }
-                        let _ = channel.send(text.to_string());
                     }
                     _ = ticker.tick() => {
                         if last_heard.elapsed() > drop_after { return; }
@@ -210,7 +229,7 @@ async fn connection(socket: TcpStream, state: Arc<SimState>) {
                 }
             }
         }
-        Some(Route::Subscribe { stream, mut messages }) => {
+        Some(Route::Subscribe { stream, partitions, mut messages }) => {
             ws_state.subscribe_connections.fetch_add(1, Ordering::SeqCst);
             state.note(format!("streamr.ws.subscribe {stream}"));
             loop {
@@ -226,9 +245,16 @@ async fn connection(socket: TcpStream, state: Arc<SimState>) {
                         }
                     }
                     message = messages.recv() => match message {
-                        Ok(text) => {
+                        Ok((partition, timestamp, content)) => {
                             if state.streamr.down.load(Ordering::SeqCst) { return; }
-                            if tx.send(Message::text(text)).await.is_err() { return; }
+                            if !partitions.contains(&partition) { continue; }
+                            let content = reserialise(&content);
+                            let frame = if state.streamr.payload_metadata.load(Ordering::SeqCst) {
+                                serde_json::json!({"content": content, "metadata": {"timestamp": timestamp}})
+                            } else {
+                                content
+                            };
+                            if tx.send(Message::text(frame.to_string())).await.is_err() { return; }
                         }
                         Err(broadcast::error::RecvError::Lagged(_)) => {}
                         Err(broadcast::error::RecvError::Closed) => return,

@@ -48,9 +48,23 @@ pub enum SendError {
     /// The node refused the stream or the parameters: stop and tell the operator.
     #[error("{0}")]
     Refused(String),
-    /// Try again later (5xx, timeouts, dropped sockets, node down).
+    /// Try again later (timeouts, dropped sockets, node down).
     #[error("{0}")]
     Transient(String),
+    /// The node takes publishes but delivers none (a run of HTTP 500s, or nothing coming
+    /// back on a live subscription): the stream is probably missing or not writable.
+    /// Stop the drain and say so; the messages stay in the outbox.
+    #[error("{0}")]
+    Stuck(String),
+}
+
+/// What [`Sink::settle`] found out.
+#[derive(Debug, Default)]
+pub struct Settled {
+    /// The written messages known to have arrived.
+    pub confirmed: HashSet<String>,
+    /// Set when a stream took messages and delivered none of them (see [`SendError::Stuck`]).
+    pub stuck: Option<String>,
 }
 
 /// An outbox sink.
@@ -100,11 +114,12 @@ impl Sink {
     }
 
     /// Which of the `Pending` messages `ids` arrived; the rest should be written again.
-    pub async fn settle(&mut self, ids: &[String]) -> Result<HashSet<String>, SendError> {
+    pub async fn settle(&mut self, ids: &[String]) -> Result<Settled, SendError> {
+        let all = || Settled { confirmed: ids.iter().cloned().collect(), stuck: None };
         match self {
-            Sink::Http(_) => Ok(ids.iter().cloned().collect()),
+            Sink::Http(_) => Ok(all()),
             Sink::Websocket(s) => Ok(s.settle(ids).await),
-            Sink::File(s) => s.sync().await.map(|()| ids.iter().cloned().collect()),
+            Sink::File(s) => s.sync().await.map(|()| all()),
         }
     }
 }

@@ -4,8 +4,20 @@
 //! Publishing over the websocket is fire-and-forget: a publish the node fails is only
 //! logged on the node. With `confirm = "subscribe"` the sink therefore also subscribes
 //! to each stream it publishes to and counts a message as delivered only when its
-//! `header.uuid` comes back; the publisher resends what does not. Sockets are kept alive
-//! with text `ping`s (and answer the node's pings), and are reopened after a drop.
+//! `header.uuid` comes back; the publisher resends what does not. The subscription
+//! names every partition of the stream (`partitions=0,…,N-1`): without it the node sends
+//! partition 0 only. Sockets are kept alive with text `ping`s (and answer the node's
+//! pings); when the node closes one, the wait for confirmations ends at once and the
+//! unconfirmed messages go out again on new sockets.
+//!
+//! A node publishes to an unknown stream, or one its address may not write, without a
+//! word: the socket stays open and nothing comes back. A stream that took messages and
+//! gave none back within `confirm_timeout` on a live subscription is therefore reported
+//! as stuck, with those causes named, and the drain stops.
+//!
+//! With `payload_metadata` (a node whose plugin runs with `payloadMetadata: true`) frames
+//! are `{"content": message, "metadata": {"timestamp": ms}}`; timestamps never go back
+//! on a stream, so the node's message chain accepts them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,8 +33,9 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::SendError;
-use crate::config::Confirm;
+use super::{SendError, Settled};
+use crate::clock::Clock;
+use crate::config::{Confirm, StreamrSettings};
 use crate::store::OutboxEntry;
 
 /// The message field the node partitions by (top level of every message).
@@ -35,10 +48,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Writer = Arc<tokio::sync::Mutex<SplitSink<Socket, Message>>>;
 
-/// Ids written and not yet confirmed, and those seen coming back.
+/// Ids written and not yet confirmed (with the stream and the generation of the socket
+/// they went out on), and those seen coming back.
 #[derive(Default)]
 struct Confirmations {
-    awaiting: HashSet<String>,
+    awaiting: HashMap<String, (String, u64)>,
     seen: HashSet<String>,
 }
 
@@ -63,7 +77,7 @@ impl Shared {
         let message = value.get("content").unwrap_or(&value);
         let Some(id) = message.pointer("/header/uuid").and_then(|v| v.as_str()) else { return };
         let mut c = self.lock();
-        if c.awaiting.contains(id) {
+        if c.awaiting.contains_key(id) {
             c.seen.insert(id.to_owned());
             drop(c);
             self.arrived.notify_waiters();
@@ -74,6 +88,9 @@ impl Shared {
 /// The sockets of one stream.
 struct Connection {
     writer: Writer,
+    /// Which opening of the stream's sockets this is: a message written on an earlier
+    /// one cannot come back once that one closed.
+    generation: u64,
     /// Cleared by the background tasks when either socket closes or fails.
     alive: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
@@ -93,7 +110,14 @@ pub struct StreamrWsSink {
     api_key: Option<SecretString>,
     confirm: Confirm,
     confirm_timeout: Duration,
+    partitions: u32,
+    stream_partitions: HashMap<String, u32>,
+    payload_metadata: bool,
+    clock: Clock,
+    /// The last `metadata.timestamp` sent per stream (never goes back).
+    last_timestamp: HashMap<String, i64>,
     connections: HashMap<String, Connection>,
+    generations: u64,
     shared: Arc<Shared>,
 }
 
@@ -107,26 +131,53 @@ impl std::fmt::Debug for StreamrWsSink {
 }
 
 impl StreamrWsSink {
-    /// `base` is `streamr.url` (e.g. `ws://127.0.0.1:7170`).
-    pub fn new(base: &str, api_key: Option<SecretString>, confirm: Confirm, confirm_timeout: Duration) -> Self {
+    /// From `[streamr]`: `url` (e.g. `ws://127.0.0.1:7170`), the key, confirmation,
+    /// partitions and payload metadata; `clock` stamps wrapped frames.
+    pub fn new(settings: &StreamrSettings, clock: Clock) -> Self {
         Self {
-            base: base.trim_end_matches('/').to_owned(),
-            api_key,
-            confirm,
-            confirm_timeout,
+            base: settings.url.trim_end_matches('/').to_owned(),
+            api_key: settings.api_key.clone(),
+            confirm: settings.confirm,
+            confirm_timeout: settings.confirm_timeout,
+            partitions: settings.partitions,
+            stream_partitions: settings.stream_partitions.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            payload_metadata: settings.payload_metadata,
+            clock,
+            last_timestamp: HashMap::new(),
             connections: HashMap::new(),
+            generations: 0,
             shared: Arc::new(Shared::default()),
         }
+    }
+
+    /// `partitions=0,1,…,N-1` for `stream`.
+    fn partitions_param(&self, stream: &str) -> String {
+        let n = self.stream_partitions.get(stream).copied().unwrap_or(self.partitions).max(1);
+        let list: Vec<String> = (0..n).map(|p| p.to_string()).collect();
+        format!("&partitions={}", list.join(","))
+    }
+
+    /// The frame for `entry`: the payload, or with payload metadata the payload wrapped
+    /// with a timestamp that never goes back on its stream.
+    fn frame(&mut self, entry: &OutboxEntry) -> String {
+        if !self.payload_metadata {
+            return entry.payload.clone();
+        }
+        let last = self.last_timestamp.entry(entry.stream.clone()).or_insert(i64::MIN);
+        let timestamp = self.clock.now().timestamp_millis().max(*last);
+        *last = timestamp;
+        format!(r#"{{"content":{},"metadata":{{"timestamp":{timestamp}}}}}"#, entry.payload)
     }
 
     /// Writes one message to its stream's socket, (re)connecting first when needed.
     /// Delivery is known only after [`StreamrWsSink::settle`].
     pub async fn write(&mut self, entry: &OutboxEntry) -> Result<(), SendError> {
-        let writer = self.connection(&entry.stream).await?;
+        let (writer, generation) = self.connection(&entry.stream).await?;
         if self.confirm == Confirm::Subscribe {
-            self.shared.lock().awaiting.insert(entry.message_id.clone());
+            self.shared.lock().awaiting.insert(entry.message_id.clone(), (entry.stream.clone(), generation));
         }
-        let sent = writer.lock().await.send(Message::text(entry.payload.clone())).await;
+        let frame = self.frame(entry);
+        let sent = writer.lock().await.send(Message::text(frame)).await;
         if let Err(e) = sent {
             self.shared.lock().awaiting.remove(&entry.message_id);
             self.connections.remove(&entry.stream);
@@ -138,46 +189,82 @@ impl StreamrWsSink {
     /// Checks the API key and stream without publishing: the node answers a subscribe
     /// handshake with 401/403/400 as it would a publish one.
     pub async fn check(&self, stream: &str) -> Result<(), SendError> {
-        let mut socket = self.open(stream, "subscribe", "").await?;
+        let mut socket = self.open(stream, "subscribe", &self.partitions_param(stream)).await?;
         let _ = socket.close(None).await;
         Ok(())
     }
 
+    /// Whether the sockets of `stream` opened as `generation` are still open.
+    fn alive(&self, stream: &str, generation: u64) -> bool {
+        self.connections.get(stream).is_some_and(|c| c.generation == generation && c.alive.load(Ordering::SeqCst))
+    }
+
     /// Which of `ids` (all written) are delivered: all of them with `confirm = "none"`;
-    /// otherwise those that came back on the subscription within `confirm_timeout`.
-    pub async fn settle(&mut self, ids: &[String]) -> HashSet<String> {
+    /// otherwise those that came back on the subscription within `confirm_timeout`. The
+    /// wait ends early when every id is back or its stream's sockets closed (those are
+    /// sent again on new ones at once). A stream whose messages all stayed away for the
+    /// whole timeout on live sockets is reported as stuck.
+    pub async fn settle(&mut self, ids: &[String]) -> Settled {
         if self.confirm == Confirm::None {
-            return ids.iter().cloned().collect();
+            return Settled { confirmed: ids.iter().cloned().collect(), stuck: None };
         }
         let deadline = tokio::time::Instant::now() + self.confirm_timeout;
+        let mut timed_out = false;
         loop {
             let arrived = self.shared.arrived.notified();
             {
                 let c = self.shared.lock();
-                if ids.iter().all(|id| c.seen.contains(id)) {
+                let settled = |id: &String| {
+                    c.seen.contains(id) || c.awaiting.get(id).is_none_or(|(stream, g)| !self.alive(stream, *g))
+                };
+                if ids.iter().all(settled) {
                     break;
                 }
             }
             if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                timed_out = true;
                 break;
             }
         }
         let mut c = self.shared.lock();
         let mut confirmed = HashSet::new();
+        // Per stream and socket generation: written, came back.
+        let mut streams: HashMap<(String, u64), (usize, usize)> = HashMap::new();
         for id in ids {
-            c.awaiting.remove(id);
-            if c.seen.remove(id) {
+            let sent_on = c.awaiting.remove(id);
+            let back = c.seen.remove(id);
+            if back {
                 confirmed.insert(id.clone());
             }
+            if let Some(sent_on) = sent_on {
+                let counts = streams.entry(sent_on).or_default();
+                counts.0 += 1;
+                counts.1 += usize::from(back);
+            }
         }
-        confirmed
+        drop(c);
+        let stuck = streams
+            .iter()
+            .filter(|((stream, g), (written, back))| timed_out && *written > 0 && *back == 0 && self.alive(stream, *g))
+            .map(|((stream, _), counts)| (stream, counts))
+            .map(|(stream, (written, _))| {
+                format!(
+                    "the node accepted {written} messages on {stream:?} but none came back within {:?}: the stream \
+                     may not exist, or the node's address lacks publish/subscribe permission on it (or the node's \
+                     websocket plugin runs with payloadMetadata while streamr.payload_metadata is false)",
+                    self.confirm_timeout
+                )
+            })
+            .next();
+        Settled { confirmed, stuck }
     }
 
-    /// The publish socket of `stream`, opening both sockets when there is none alive.
-    async fn connection(&mut self, stream: &str) -> Result<Writer, SendError> {
+    /// The publish socket of `stream` and its generation, opening both sockets when
+    /// there is none alive.
+    async fn connection(&mut self, stream: &str) -> Result<(Writer, u64), SendError> {
         if let Some(c) = self.connections.get(stream) {
             if c.alive.load(Ordering::SeqCst) {
-                return Ok(c.writer.clone());
+                return Ok((c.writer.clone(), c.generation));
             }
             tracing::info!(stream, "websocket to the node closed; reconnecting");
             self.connections.remove(stream);
@@ -186,7 +273,7 @@ impl StreamrWsSink {
         let mut tasks = Vec::new();
         // Subscribe first, so nothing published below can pass unseen.
         if self.confirm == Confirm::Subscribe {
-            let socket = self.open(stream, "subscribe", "").await?;
+            let socket = self.open(stream, "subscribe", &self.partitions_param(stream)).await?;
             let (sub_writer, mut reader) = socket.split();
             let sub_writer: Writer = Arc::new(tokio::sync::Mutex::new(sub_writer));
             let shared = self.shared.clone();
@@ -198,6 +285,7 @@ impl StreamrWsSink {
                     }
                 }
                 flag.store(false, Ordering::SeqCst);
+                shared.arrived.notify_waiters();
             }));
             tasks.push(keepalive(sub_writer, alive.clone()));
         }
@@ -205,14 +293,19 @@ impl StreamrWsSink {
         let (writer, mut reader) = socket.split();
         let writer: Writer = Arc::new(tokio::sync::Mutex::new(writer));
         let flag = alive.clone();
-        // Reading keeps answering the node's pings; the loop ends when the socket does.
+        let shared = self.shared.clone();
+        // Reading keeps answering the node's pings; the loop ends when the socket does,
+        // and a wait for confirmations learns it at once.
         tasks.push(tokio::spawn(async move {
             while let Some(Ok(_)) = reader.next().await {}
             flag.store(false, Ordering::SeqCst);
+            shared.arrived.notify_waiters();
         }));
         tasks.push(keepalive(writer.clone(), alive.clone()));
-        self.connections.insert(stream.to_owned(), Connection { writer: writer.clone(), alive, tasks });
-        Ok(writer)
+        self.generations += 1;
+        let generation = self.generations;
+        self.connections.insert(stream.to_owned(), Connection { writer: writer.clone(), generation, alive, tasks });
+        Ok((writer, generation))
     }
 
     async fn open(&self, stream: &str, action: &str, extra: &str) -> Result<Socket, SendError> {

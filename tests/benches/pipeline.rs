@@ -139,6 +139,7 @@ fn main() {
         let sim = Simulator::start(SimulatorConfig { people, seed: 7, clock: clock.clone(), ..Default::default() })
             .await
             .unwrap();
+        sim.register_stream("bench.eth/health", 1);
         let dir = tempfile::tempdir().unwrap();
         let mut s = Settings::default();
         s.store.url = format!("sqlite://{}", dir.path().join("bench.db").display());

@@ -80,9 +80,13 @@ pub async fn simulator(people: usize, seed: u64) -> Simulator {
     simulator_at(people, seed, Clock::pinned(now())).await
 }
 
-/// A simulator on `clock`.
+/// A simulator on `clock`; its Streamr node knows [`STREAM`] (one partition).
 pub async fn simulator_at(people: usize, seed: u64, clock: Clock) -> Simulator {
-    Simulator::start(SimulatorConfig { people, seed, clock, ..Default::default() }).await.expect("simulator starts")
+    let sim = Simulator::start(SimulatorConfig { people, seed, clock, ..Default::default() })
+        .await
+        .expect("simulator starts");
+    sim.register_stream(STREAM, 1);
+    sim
 }
 
 /// A simulator on the system clock, for daemons in several processes: their leases

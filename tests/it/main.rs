@@ -14,6 +14,7 @@ mod onboarding;
 mod pipeline;
 mod postgres;
 mod privacy;
+mod real_node;
 mod simulator_contract;
 mod streamr;
 mod time_travel;

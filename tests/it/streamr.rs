@@ -20,7 +20,7 @@ fn write_config(sim: &Simulator, dir: &Path, extra: &str) -> String {
 }
 
 /// A configuration for `transport` ("http" or "websocket") against `sim`.
-fn write_config_for(sim: &Simulator, dir: &Path, transport: &str, extra: &str) -> String {
+pub(crate) fn write_config_for(sim: &Simulator, dir: &Path, transport: &str, extra: &str) -> String {
     let node = match transport {
         "websocket" => sim.streamr_ws_url().to_owned(),
         _ => sim.streamr_http_url(),
@@ -70,7 +70,7 @@ default = "{stream}"
     path.to_str().unwrap().to_owned()
 }
 
-async fn run(dir: &Path, config: &str, args: &[&str], stdin: Option<&str>) -> Output {
+pub(crate) async fn run(dir: &Path, config: &str, args: &[&str], stdin: Option<&str>) -> Output {
     use tokio::io::AsyncWriteExt;
     let mut child = common::command(dir, config, args).stdin(std::process::Stdio::piped()).spawn().unwrap();
     let mut pipe = child.stdin.take().unwrap();
@@ -81,7 +81,7 @@ async fn run(dir: &Path, config: &str, args: &[&str], stdin: Option<&str>) -> Ou
     child.wait_with_output().await.unwrap()
 }
 
-async fn enrol(sim: &Simulator, dir: &Path, config: &str, people: usize) {
+pub(crate) async fn enrol(sim: &Simulator, dir: &Path, config: &str, people: usize) {
     for p in sim.people().iter().take(people) {
         for (provider, token) in [("fitbit", &p.refresh_token), ("withings", &p.withings_refresh_token)] {
             let name = format!("{}-{provider}", p.name);
@@ -91,14 +91,14 @@ async fn enrol(sim: &Simulator, dir: &Path, config: &str, people: usize) {
     }
 }
 
-fn ids_of_lines(stdout: &[u8]) -> BTreeSet<String> {
+pub(crate) fn ids_of_lines(stdout: &[u8]) -> BTreeSet<String> {
     String::from_utf8_lossy(stdout)
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap()["message"]["header"]["uuid"].as_str().unwrap().to_owned())
         .collect()
 }
 
-fn received_ids(sim: &Simulator) -> BTreeSet<String> {
+pub(crate) fn received_ids(sim: &Simulator) -> BTreeSet<String> {
     sim.streamr_received().iter().map(|r| r.message["header"]["uuid"].as_str().unwrap().to_owned()).collect()
 }
 
@@ -148,7 +148,9 @@ async fn a_dead_node_fills_the_outbox_and_a_wrong_key_stops_clearly() {
     enrol(&sim, d, &config, 1).await;
     sim.set_streamr_down(true);
     let out = run(d, &config, &["run", "--once"], None).await;
-    assert!(out.status.success(), "a dead node is not an error of the run: {}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "messages wait: exit 3: {stderr}");
+    assert!(stderr.contains("319 messages wait in the outbox"), "{stderr}");
     assert!(sim.streamr_received().is_empty());
     let waiting = || async {
         let store = wearbridge::store::SqliteStore::open(
@@ -264,7 +266,10 @@ async fn the_rate_limit_holds_and_refused_messages_are_quarantined() {
 }
 
 /// A harness with a full outbox, publishing over the simulated node's websocket plugin.
-async fn websocket_harness(sim: &Simulator, dir: &tempfile::TempDir) -> (common::Harness, wearbridge::config::Loaded) {
+pub(crate) async fn websocket_harness(
+    sim: &Simulator,
+    dir: &tempfile::TempDir,
+) -> (common::Harness, wearbridge::config::Loaded) {
     let h = common::harness(sim, dir, "2d").await;
     h.pipeline.run_pass(&wearbridge::pipeline::Output::Outbox).await.unwrap();
     let mut loaded = h.loaded.clone();
@@ -278,7 +283,7 @@ async fn websocket_harness(sim: &Simulator, dir: &tempfile::TempDir) -> (common:
     (h, loaded)
 }
 
-async fn outbox_ids(store: &impl Store) -> BTreeSet<String> {
+pub(crate) async fn outbox_ids(store: &impl Store) -> BTreeSet<String> {
     store.outbox_pending(100_000).await.unwrap().into_iter().map(|p| p.entry.message_id).collect()
 }
 

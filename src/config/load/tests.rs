@@ -97,6 +97,22 @@ fn invalid_value_names_key_and_source() {
 }
 
 #[test]
+fn partitions_per_stream_are_keyed_by_stream_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[streamr]\npartitions = 2\n\n[streamr.stream_partitions]\n\"0xAbC/Heart.Rate\" = 5\n";
+    let file = write(&dir, "w.toml", text);
+    let loaded = load(&opts(Some(file), &[], &[])).unwrap();
+    assert_eq!(loaded.settings.streamr.partitions_of("0xAbC/Heart.Rate"), 5, "dots and case survive");
+    assert_eq!(loaded.settings.streamr.partitions_of("other.eth/x"), 2);
+
+    let file = write(&dir, "bad.toml", "[streamr.stream_partitions]\n\"s.eth/x\" = 0\n");
+    let err = load(&opts(Some(file.clone()), &[], &[])).unwrap_err().to_string();
+    assert!(err.contains("streamr.stream_partitions.s.eth/x") && err.contains("1 to 100"), "{err}");
+    let err = load(&opts(None, &[], &["streamr.partitions=101"])).unwrap_err().to_string();
+    assert!(err.contains("streamr.partitions") && err.contains("--set"), "{err}");
+}
+
+#[test]
 fn missing_file_and_bad_toml_are_clear() {
     let err = load(&opts(Some("/nonexistent/w.toml".into()), &[], &[])).unwrap_err().to_string();
     assert!(err.contains("/nonexistent/w.toml") && err.contains("does not exist"), "{err}");
