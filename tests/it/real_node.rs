@@ -186,6 +186,14 @@ async fn delivers_exactly_the_dry_run_ids_to_three_partitions(transport: &str, p
     let expected = ids_of_lines(&dry.stdout);
     assert_eq!(expected.len(), 907, "three people, one day, at the pinned instant");
 
+    // The node down: exit 3 with the count, everything kept.
+    sim.set_streamr_down(true);
+    let out = run(d, &config, &["run", "--once"], None).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(exit_code(&out), Some(3), "{stderr}");
+    assert!(stderr.contains(&format!("{} messages wait in the outbox", expected.len())), "{stderr}");
+
+    sim.set_streamr_down(false);
     let out = run(d, &config, &["run", "--once"], None).await;
     assert_eq!(exit_code(&out), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let received = sim.streamr_received();
