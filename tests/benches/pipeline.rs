@@ -179,28 +179,22 @@ fn main() {
 async fn sinks(sim: &Simulator, loaded: &Loaded, entries: &[wearbridge::store::OutboxEntry], dir: &std::path::Path) {
     use wearbridge::config::{Confirm, Transport};
     let archive = dir.join("archive");
+    let ws = sim.streamr_ws_url().to_owned();
+    // (name, transport, url, confirm, partitions of the stream)
     let cases = [
-        ("outbox -> streamr http plugin (simulated)", Transport::Http, sim.streamr_http_url(), Confirm::Subscribe),
-        (
-            "outbox -> streamr websocket, confirm=subscribe",
-            Transport::Websocket,
-            sim.streamr_ws_url().to_owned(),
-            Confirm::Subscribe,
-        ),
-        (
-            "outbox -> streamr websocket, confirm=none",
-            Transport::Websocket,
-            sim.streamr_ws_url().to_owned(),
-            Confirm::None,
-        ),
+        ("outbox -> streamr http plugin (simulated)", Transport::Http, sim.streamr_http_url(), Confirm::Subscribe, 1),
+        ("outbox -> streamr websocket, confirm=subscribe", Transport::Websocket, ws.clone(), Confirm::Subscribe, 1),
+        ("outbox -> streamr websocket, subscribe, 3 partitions", Transport::Websocket, ws.clone(), Confirm::Subscribe, 3),
+        ("outbox -> streamr websocket, confirm=none", Transport::Websocket, ws, Confirm::None, 1),
         (
             "outbox -> NDJSON files (fsync per batch)",
             Transport::File,
             format!("file://{}", archive.display()),
             Confirm::None,
+            1,
         ),
     ];
-    for (i, (name, transport, url, confirm)) in cases.into_iter().enumerate() {
+    for (i, (name, transport, url, confirm, partitions)) in cases.into_iter().enumerate() {
         let store = Arc::new(
             SqliteStore::open(
                 &format!("sqlite://{}", dir.join(format!("sink{i}.db")).display()),
@@ -213,9 +207,10 @@ async fn sinks(sim: &Simulator, loaded: &Loaded, entries: &[wearbridge::store::O
         for chunk in entries.chunks(500) {
             store.commit_batch(account.id, "bench", "c", chunk, &[]).await.unwrap();
         }
+        sim.register_stream("bench.eth/health", partitions);
         let mut loaded = loaded.clone();
         let s = &mut loaded.settings.streamr;
-        (s.transport, s.url, s.confirm) = (transport, url, confirm);
+        (s.transport, s.url, s.confirm, s.partitions) = (transport, url, confirm, partitions);
         (s.messages_per_second, s.stream_messages_per_second, s.burst) = (u32::MAX, u32::MAX, 10_000);
         let publisher =
             wearbridge::app::publisher(&loaded, store.clone(), Backoff::default(), Clock::pinned(bench_now())).unwrap();
