@@ -184,7 +184,13 @@ async fn sinks(sim: &Simulator, loaded: &Loaded, entries: &[wearbridge::store::O
     let cases = [
         ("outbox -> streamr http plugin (simulated)", Transport::Http, sim.streamr_http_url(), Confirm::Subscribe, 1),
         ("outbox -> streamr websocket, confirm=subscribe", Transport::Websocket, ws.clone(), Confirm::Subscribe, 1),
-        ("outbox -> streamr websocket, subscribe, 3 partitions", Transport::Websocket, ws.clone(), Confirm::Subscribe, 3),
+        (
+            "outbox -> streamr websocket, subscribe, 3 partitions",
+            Transport::Websocket,
+            ws.clone(),
+            Confirm::Subscribe,
+            3,
+        ),
         ("outbox -> streamr websocket, confirm=none", Transport::Websocket, ws, Confirm::None, 1),
         (
             "outbox -> NDJSON files (fsync per batch)",

@@ -3,7 +3,8 @@
 //! time, and 29 February. Each pass reads exactly what the simulated world holds in its
 //! window — counted from the simulator's ground truth for readings, and from the civil
 //! calendar for daily values (a window over a 23-hour day holds one day more) — and two
-//! consecutive passes neither skip nor repeat a reading or a civil day.
+//! consecutive passes neither skip nor repeat a reading or a civil day. Withings accounts
+//! publish exactly the civil days that are over where each person is.
 
 use crate::common;
 
@@ -151,5 +152,32 @@ async fn consecutive_passes_neither_skip_nor_repeat() {
             got.insert(*message_type, outbox_count(&h.store, message_type).await);
         }
         assert_eq!(got, want, "{first} then {second}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withings_days_follow_the_calendar_at_any_instant() {
+    for instant in [
+        "2026-11-30T00:05:00Z",
+        "2026-11-30T23:59:00Z",
+        "2027-03-28T01:01:00Z",
+        "2027-11-07T06:01:00Z",
+        "2028-02-29T12:00:00Z",
+    ] {
+        let now = at(instant);
+        // A new world each time: Withings rotates refresh tokens as they are used.
+        let sim = common::simulator_at(PEOPLE, 104, Clock::pinned(now)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let h = common::harness_withings(&sim, &dir, HISTORY, |_| {}).await;
+        let out = std::sync::Arc::new(Collect::default());
+        let summary = h.pipeline.run_pass(&Output::DryRun(out.clone())).await.unwrap();
+        assert_eq!((summary.synced, summary.failed), (PEOPLE as u64, 0), "{instant}");
+        // A first backfill reads from the UTC date of `sync.start` and publishes the days
+        // that are over where each person is (Withings tracks every day).
+        let first = (now - TimeDelta::days(2)).date_naive();
+        let want: i64 =
+            sim.people().iter().map(|p| (now.with_timezone(&p.time_zone).date_naive() - first).num_days()).sum();
+        assert_eq!(out.count("daily-activity") as i64, want, "at {instant}");
+        assert_eq!(out.ids().len(), out.len(), "at {instant}: no id twice");
     }
 }
