@@ -2,13 +2,15 @@
 //!
 //! The modules follow the data flow: [`sources`] → [`normalize`] → `anonymizer` crate →
 //! [`schemas`] → [`store`] (outbox) → [`sinks`]; [`pipeline`] runs one pass of it,
-//! [`auth`] keeps tokens fresh, [`simulator`] stands in for every upstream.
+//! [`auth`] keeps tokens fresh, `simulator` (with the `demo` feature) stands in for every
+//! upstream.
 
 pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod commands;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod http;
 pub mod keyfile;
@@ -18,6 +20,7 @@ pub mod pipeline;
 pub mod publisher;
 pub mod schemas;
 pub mod server;
+#[cfg(feature = "demo")]
 pub mod simulator;
 pub mod sinks;
 pub mod sources;

@@ -1,6 +1,5 @@
 //! The `wearbridge` command line: argument parsing and dispatch only.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -49,6 +48,7 @@ enum Command {
         dry_run: bool,
     },
     /// The whole pipeline against the built-in simulator: no accounts, no config.
+    #[cfg(feature = "demo")]
     Demo {
         /// Simulated people.
         #[arg(long, default_value_t = 3)]
@@ -61,9 +61,10 @@ enum Command {
         history: std::time::Duration,
     },
     /// Serve the simulator (Google Health API and OAuth) in the foreground.
+    #[cfg(feature = "demo")]
     Simulate {
         #[arg(long, default_value = "127.0.0.1:8090")]
-        listen: SocketAddr,
+        listen: std::net::SocketAddr,
         #[arg(long, default_value_t = 3)]
         people: usize,
         #[arg(long, default_value_t = 42)]
@@ -132,6 +133,7 @@ enum UsersCommand {
 }
 
 /// `ID` or `ID:PARTITIONS` (1 to 100).
+#[cfg(feature = "demo")]
 fn parse_stream(text: &str) -> Result<(String, u32), String> {
     match text.rsplit_once(':') {
         Some((id, n)) if !id.is_empty() => match n.parse::<u32>() {
@@ -144,7 +146,10 @@ fn parse_stream(text: &str) -> Result<(String, u32), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    #[cfg(feature = "demo")]
     let default_level = if matches!(cli.command, Command::Demo { .. }) { "warn" } else { "info" };
+    #[cfg(not(feature = "demo"))]
+    let default_level = "info";
     telemetry::init(cli.log_format, cli.verbose, default_level);
     let globals = Globals { config: cli.config, set: cli.set, now: cli.now };
     let runtime = match tokio::runtime::Runtime::new() {
@@ -161,9 +166,11 @@ fn main() -> ExitCode {
             Command::Connect { provider, name, manual, timeout } => {
                 commands::connect::main(&globals, provider.into(), &name, manual, timeout).await
             }
+            #[cfg(feature = "demo")]
             Command::Demo { people, seed, history } => {
                 wearbridge::demo::main(&wearbridge::demo::DemoOptions { people, seed, history, now: globals.now }).await
             }
+            #[cfg(feature = "demo")]
             Command::Simulate { listen, people, seed, streams } => {
                 commands::simulate::main(listen, people, seed, &streams, globals.clock()).await
             }

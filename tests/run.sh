@@ -62,6 +62,8 @@ fi
 failed_steps=()
 cargo fmt --all -- --check || failed_steps+=("cargo fmt")
 cargo clippy --workspace --all-targets --locked -- -D warnings || failed_steps+=("cargo clippy")
+# The production build (container image, systemd): without the simulator.
+cargo clippy --no-default-features --all-targets --locked -- -D warnings || failed_steps+=("cargo clippy --no-default-features")
 TEST_LOG=$(mktemp)
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$TEST_LOG" || failed_steps+=("cargo test")
 summary=$(awk '/^test result:/ {

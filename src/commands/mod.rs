@@ -5,6 +5,7 @@ pub mod connect;
 pub mod probe;
 pub mod run;
 pub mod schemas;
+#[cfg(feature = "demo")]
 pub mod simulate;
 pub mod users;
 

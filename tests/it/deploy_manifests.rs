@@ -589,9 +589,18 @@ fn dockerfile_builds_in_two_stages_and_runs_unprivileged() {
     assert!(instructions.iter().any(|(k, a)| k == "EXPOSE" && a.split_whitespace().any(|p| p == "8080")));
     assert!(instructions.iter().any(|(k, a)| k == "ENTRYPOINT" && a.contains("wearbridge")));
     assert!(
-        instructions.iter().any(|(k, a)| k == "RUN" && a.contains("cargo build --release --locked --bin wearbridge")),
-        "builds the locked release binary"
+        instructions
+            .iter()
+            .any(|(k, a)| k == "RUN"
+                && a.contains("cargo build --release --locked --no-default-features --bin wearbridge")),
+        "builds the locked release binary without the simulator"
     );
+    for target in ["tests/benches", "tests/it"] {
+        assert!(
+            instructions.iter().any(|(k, a)| k == "COPY" && a.starts_with(target)),
+            "Cargo.toml names a target under {target}; the build context must hold it"
+        );
+    }
     for (keyword, args) in &instructions {
         if keyword == "ENV" || keyword == "ARG" {
             let upper = args.to_uppercase();
