@@ -9,9 +9,10 @@ use secrecy::SecretString;
 use crate::auth::{GoogleOAuth, TokenManager, WithingsOAuth};
 use crate::clock::Clock;
 use crate::config::{ConfigError, Loaded, Settings};
-use crate::http::{self, Backoff};
+use crate::http;
 use crate::keyfile::{self, KeyFileError};
 use crate::pipeline::{BadStreamId, Pipeline, Routes};
+use crate::retry::Retry;
 use crate::schemas::{SchemaError, Schemas};
 use crate::sources::fitbit::{FitbitSource, GoogleHealthClient};
 use crate::sources::quota::Quotas;
@@ -54,7 +55,7 @@ pub fn pipeline<S: crate::store::Store>(
     loaded: &Loaded,
     store: Arc<S>,
     key: PseudonymKey,
-    backoff: Backoff,
+    retry: Retry,
     clock: Clock,
 ) -> Result<Pipeline<S>, StartupError> {
     let settings = &loaded.settings;
@@ -68,15 +69,15 @@ pub fn pipeline<S: crate::store::Store>(
         settings.withings.client_id.clone().unwrap_or_default(),
         settings.withings.client_secret.clone().unwrap_or_else(|| SecretString::from(String::new())),
     );
-    let tokens = Arc::new(TokenManager::new(store.clone(), oauth, withings_oauth, backoff, clock.clone()));
+    let tokens = Arc::new(TokenManager::new(store.clone(), oauth, withings_oauth, retry.clone(), clock.clone()));
     let quotas = Quotas::per_minute(settings.fitbit.requests_per_minute, settings.fitbit.project_requests_per_minute);
     let client = GoogleHealthClient::new(http.clone(), &settings.fitbit.api_base_url);
-    let fitbit = FitbitSource::new(client, tokens.clone(), quotas, backoff);
+    let fitbit = FitbitSource::new(client, tokens.clone(), quotas, retry.clone());
     let withings = WithingsSource::new(
         WithingsClient::new(http.clone(), &settings.withings.api_base_url),
         tokens,
         settings.withings.requests_per_minute,
-        backoff,
+        retry,
     );
     let routes = Routes::new(&settings.streamr.streams)?;
     Ok(Pipeline {
@@ -162,7 +163,7 @@ pub fn require_for_publishing(loaded: &Loaded) -> Result<(), ConfigError> {
 pub fn publisher<S: crate::store::Store>(
     loaded: &Loaded,
     store: Arc<S>,
-    backoff: Backoff,
+    retry: Retry,
     clock: Clock,
 ) -> Result<crate::publisher::Publisher<S>, StartupError> {
     use crate::config::Transport;
@@ -178,7 +179,7 @@ pub fn publisher<S: crate::store::Store>(
         per_stream: s.stream_messages_per_second,
         burst: s.burst,
     };
-    Ok(crate::publisher::Publisher::new(store, sink, limits, backoff, clock))
+    Ok(crate::publisher::Publisher::new(store, sink, limits, retry, clock))
 }
 
 /// A worker id unique across hosts and restarts: host name, process id and a random

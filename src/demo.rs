@@ -11,7 +11,6 @@ use secrecy::SecretString;
 use crate::app;
 use crate::clock::Clock;
 use crate::config::{Loaded, Settings, SyncStart};
-use crate::http::Backoff;
 use crate::keyfile;
 use crate::pipeline::{Output, PassSummary};
 use crate::simulator::{Simulator, SimulatorConfig};
@@ -76,7 +75,7 @@ pub async fn run(
         let withings = SecretString::from(person.withings_refresh_token.clone());
         store.add_account(&format!("{}-withings", person.name), Provider::Withings, &withings).await?;
     }
-    let pipeline = app::pipeline(&loaded, store, key, Backoff::default(), clock)?;
+    let pipeline = app::pipeline(&loaded, store, key, crate::retry::Retry::default(), clock)?;
     let summary = pipeline.run_pass(&Output::DryRun(writer)).await?;
     sim.stop().await;
     Ok(summary)

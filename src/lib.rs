@@ -18,6 +18,7 @@ pub mod normalize;
 pub mod onboarding;
 pub mod pipeline;
 pub mod publisher;
+pub mod retry;
 pub mod schemas;
 pub mod server;
 #[cfg(feature = "demo")]

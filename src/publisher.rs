@@ -13,7 +13,7 @@ use std::sync::Arc;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::clock::Clock;
-use crate::http::Backoff;
+use crate::retry::Retry;
 use crate::sinks::{SendError, Sink, Written};
 use crate::store::{Lease, Pending, Store, StoreError};
 
@@ -71,15 +71,15 @@ pub struct Publisher<S> {
     sink: tokio::sync::Mutex<Sink>,
     limiter: DefaultDirectRateLimiter,
     stream_limiter: DefaultKeyedRateLimiter<String>,
-    backoff: Backoff,
+    /// Retries transient failures; its shutdown token stops drains after the batch in
+    /// hand.
+    retry: Retry,
     /// Who this worker is, and how long its claim on a batch lasts: several workers may
     /// drain one outbox, and a killed worker's batch is taken over when its lease ends.
     worker: String,
     lease: std::time::Duration,
     /// False while the last drain found the sink unreachable (for `/readyz`).
     sink_ok: std::sync::atomic::AtomicBool,
-    /// Set on shutdown: a drain in progress finishes its batch and claims no more.
-    stopping: std::sync::atomic::AtomicBool,
     /// Lease times.
     clock: Clock,
 }
@@ -101,17 +101,16 @@ fn quota(per_second: u32, burst: u32) -> Quota {
 }
 
 impl<S: Store> Publisher<S> {
-    pub fn new(store: Arc<S>, sink: Sink, limits: Limits, backoff: Backoff, clock: Clock) -> Self {
+    pub fn new(store: Arc<S>, sink: Sink, limits: Limits, retry: Retry, clock: Clock) -> Self {
         Self {
             store,
             sink: tokio::sync::Mutex::new(sink),
             limiter: RateLimiter::direct(quota(limits.per_second, limits.burst)),
             stream_limiter: RateLimiter::keyed(quota(limits.per_stream, limits.burst)),
-            backoff,
+            retry,
             worker: crate::app::worker_id(),
             lease: std::time::Duration::from_secs(600),
             sink_ok: std::sync::atomic::AtomicBool::new(true),
-            stopping: std::sync::atomic::AtomicBool::new(false),
             clock,
         }
     }
@@ -148,11 +147,6 @@ impl<S: Store> Publisher<S> {
         result.map(|()| summary)
     }
 
-    /// Asks drains to stop after the batch in hand (shutdown).
-    pub fn stop(&self) {
-        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
     /// Whether the last drain reached the sink.
     pub fn sink_reachable(&self) -> bool {
         self.sink_ok.load(std::sync::atomic::Ordering::Relaxed)
@@ -177,7 +171,8 @@ impl<S: Store> Publisher<S> {
             // Confirmed messages must be out before the next read, or they come back.
             self.store.outbox_ack(acked).await?;
             acked.clear();
-            if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            // Shutting down: a drain finishes the batch in hand and claims no more.
+            if self.retry.is_shutting_down() {
                 return Ok(());
             }
             let mut todo =
@@ -246,7 +241,7 @@ impl<S: Store> Publisher<S> {
                     break;
                 }
                 round += 1;
-                if round >= self.backoff.attempts {
+                if round >= self.retry.backoff().attempts {
                     let reason = format!("{} messages were not confirmed by the node after {round} sends", todo.len());
                     tracing::warn!(%reason, "messages stay in the outbox");
                     self.store.outbox_attempt_failed(todo[0].seq, &reason).await?;
@@ -265,31 +260,28 @@ impl<S: Store> Publisher<S> {
 
     /// Hands one message to the sink under the rate limits, retrying transient failures.
     async fn write(&self, sink: &mut Sink, pending: &Pending) -> Result<Outcome, PublishError> {
-        let mut retry = 0;
-        loop {
-            self.limiter.until_ready().await;
-            self.stream_limiter.until_key_ready(&pending.entry.stream).await;
-            match sink.write(&pending.entry).await {
-                Ok(written) => {
-                    metrics::counter!("wearbridge_messages_published_total").increment(1);
-                    return Ok(Outcome::Written(written));
-                }
-                Err(SendError::Rejected(reason)) => {
-                    tracing::error!(message_id = %pending.entry.message_id, %reason, "the node refused a message; quarantined");
-                    self.store.outbox_quarantine(pending.seq, &reason).await?;
-                    metrics::counter!("wearbridge_messages_quarantined_total").increment(1);
-                    return Ok(Outcome::Quarantined);
-                }
-                Err(e @ (SendError::Unauthorized(_) | SendError::Refused(_))) => return Err(PublishError::Refused(e)),
-                Err(SendError::Stuck(reason)) => return Ok(Outcome::Stuck(reason)),
-                Err(SendError::Transient(reason)) if retry + 1 < self.backoff.attempts => {
-                    let pause = self.backoff.delay(retry);
-                    tracing::warn!(%reason, retry, pause_ms = pause.as_millis() as u64, "publish failed; retrying");
-                    tokio::time::sleep(pause).await;
-                    retry += 1;
-                }
-                Err(SendError::Transient(reason)) => return Ok(Outcome::Unavailable(reason)),
+        let written = self
+            .retry
+            .run("publish", async || {
+                self.limiter.until_ready().await;
+                self.stream_limiter.until_key_ready(&pending.entry.stream).await;
+                sink.write(&pending.entry).await
+            })
+            .await;
+        match written {
+            Ok(written) => {
+                metrics::counter!("wearbridge_messages_published_total").increment(1);
+                Ok(Outcome::Written(written))
             }
+            Err(SendError::Rejected(reason)) => {
+                tracing::error!(message_id = %pending.entry.message_id, %reason, "the node refused a message; quarantined");
+                self.store.outbox_quarantine(pending.seq, &reason).await?;
+                metrics::counter!("wearbridge_messages_quarantined_total").increment(1);
+                Ok(Outcome::Quarantined)
+            }
+            Err(e @ (SendError::Unauthorized(_) | SendError::Refused(_))) => Err(PublishError::Refused(e)),
+            Err(SendError::Stuck(reason)) => Ok(Outcome::Stuck(reason)),
+            Err(SendError::Transient(reason)) => Ok(Outcome::Unavailable(reason)),
         }
     }
 }

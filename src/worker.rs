@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::watch;
 
 use crate::config::{Dataset, SyncSettings};
 use crate::pipeline::{Output, Pipeline};
 use crate::publisher::{PublishError, Publisher};
+use crate::retry::CancellationToken;
 use crate::store::{Lease, Store, StoreError};
 
 /// Accounts claimed, and synced at once, by one worker: no claimed account waits for a
@@ -63,13 +63,14 @@ impl<S: Store> Worker<S> {
         (self.sync.interval / 4).clamp(Duration::from_millis(200), Duration::from_secs(10))
     }
 
-    /// Runs until `stop` turns true; returns once in-flight work is done. A store that
-    /// does not answer is waited out (and `/readyz` says so); only a sink that refuses
-    /// the configuration ends the loop with an error.
-    pub async fn run(&self, mut stop: watch::Receiver<bool>) -> Result<(), WorkerError> {
+    /// Runs until `shutdown`; returns once in-flight work is done (or gave up: back-off
+    /// pauses end on the same token). A store that does not answer is waited out (and
+    /// `/readyz` says so); only a sink that refuses the configuration ends the loop with
+    /// an error.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), WorkerError> {
         let mut failures = 0u32;
         loop {
-            if *stop.borrow() {
+            if shutdown.is_cancelled() {
                 return Ok(());
             }
             let pause = match self.round().await {
@@ -91,7 +92,7 @@ impl<S: Store> Worker<S> {
             };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
-                _ = stop.changed() => {}
+                _ = shutdown.cancelled() => {}
             }
         }
     }

@@ -54,6 +54,17 @@ pub enum RefreshError {
     Malformed(String),
 }
 
+impl crate::retry::Retryable for RefreshError {
+    fn verdict(&self) -> crate::retry::Verdict {
+        use crate::retry::Verdict;
+        match self {
+            RefreshError::Throttled(Some(wait)) => Verdict::RetryAfter(*wait),
+            e if e.is_transient() => Verdict::Retry,
+            _ => Verdict::GiveUp,
+        }
+    }
+}
+
 impl RefreshError {
     /// Worth retrying with back-off.
     pub fn is_transient(&self) -> bool {

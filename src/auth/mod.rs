@@ -16,7 +16,7 @@ use secrecy::SecretString;
 use tokio::sync::Mutex;
 
 use crate::clock::Clock;
-use crate::http::Backoff;
+use crate::retry::Retry;
 use crate::store::{Account, AccountStatus, Store, StoreError, Tokens};
 
 /// Refresh when the access token has less than this left.
@@ -40,14 +40,14 @@ pub struct TokenManager<S> {
     store: Arc<S>,
     google: GoogleOAuth,
     withings: WithingsOAuth,
-    backoff: Backoff,
+    retry: Retry,
     clock: Clock,
     locks: std::sync::Mutex<HashMap<i64, Arc<Mutex<()>>>>,
 }
 
 impl<S: Store> TokenManager<S> {
-    pub fn new(store: Arc<S>, google: GoogleOAuth, withings: WithingsOAuth, backoff: Backoff, clock: Clock) -> Self {
-        Self { store, google, withings, backoff, clock, locks: std::sync::Mutex::new(HashMap::new()) }
+    pub fn new(store: Arc<S>, google: GoogleOAuth, withings: WithingsOAuth, retry: Retry, clock: Clock) -> Self {
+        Self { store, google, withings, retry, clock, locks: std::sync::Mutex::new(HashMap::new()) }
     }
 
     fn lock_for(&self, account_id: i64) -> Arc<Mutex<()>> {
@@ -89,36 +89,30 @@ impl<S: Store> TokenManager<S> {
     }
 
     async fn refresh_locked(&self, account: &Account, tokens: Tokens) -> Result<SecretString, AuthError> {
-        let mut retry = 0;
-        let response = loop {
-            let attempt = match account.provider {
-                Provider::Fitbit => self.google.refresh(&tokens.refresh_token).await,
-                Provider::Withings => self.withings.refresh(&tokens.refresh_token).await,
-            };
-            let provider = account.provider.as_str();
-            match &attempt {
-                Ok(_) => crate::telemetry::token_refresh(provider, "ok"),
-                Err(RefreshError::InvalidGrant) => crate::telemetry::token_refresh(provider, "invalid_grant"),
-                Err(_) => crate::telemetry::token_refresh(provider, "error"),
-            }
-            match attempt {
-                Ok(r) => break r,
-                Err(RefreshError::InvalidGrant) => {
-                    self.store.set_status(account.id, AccountStatus::NeedsReconsent).await?;
-                    tracing::warn!(account = %account.name, "refresh token rejected (invalid_grant): account set to needs_reconsent");
-                    return Err(AuthError::NeedsReconsent);
+        let attempt = self
+            .retry
+            .run("token refresh", async || {
+                let attempt = match account.provider {
+                    Provider::Fitbit => self.google.refresh(&tokens.refresh_token).await,
+                    Provider::Withings => self.withings.refresh(&tokens.refresh_token).await,
+                };
+                let provider = account.provider.as_str();
+                match &attempt {
+                    Ok(_) => crate::telemetry::token_refresh(provider, "ok"),
+                    Err(RefreshError::InvalidGrant) => crate::telemetry::token_refresh(provider, "invalid_grant"),
+                    Err(_) => crate::telemetry::token_refresh(provider, "error"),
                 }
-                Err(e) if e.is_transient() && retry + 1 < self.backoff.attempts => {
-                    let pause = match &e {
-                        RefreshError::Throttled(Some(wait)) => *wait,
-                        _ => self.backoff.delay(retry),
-                    };
-                    tracing::info!(error = %e, retry, pause_ms = pause.as_millis() as u64, "token refresh failed; retrying");
-                    tokio::time::sleep(pause).await;
-                    retry += 1;
-                }
-                Err(e) => return Err(e.into()),
+                attempt
+            })
+            .await;
+        let response = match attempt {
+            Ok(r) => r,
+            Err(RefreshError::InvalidGrant) => {
+                self.store.set_status(account.id, AccountStatus::NeedsReconsent).await?;
+                tracing::warn!(account = %account.name, "refresh token rejected (invalid_grant): account set to needs_reconsent");
+                return Err(AuthError::NeedsReconsent);
             }
+            Err(e) => return Err(e.into()),
         };
         let rotated = response.refresh_token.is_some();
         let new = Tokens {

@@ -8,13 +8,12 @@ use std::sync::Arc;
 
 use super::Globals;
 use crate::app;
-use crate::http::Backoff;
 use crate::pipeline::Output;
+use crate::retry::{Backoff, CancellationToken, Retry};
 use crate::server::ServerState;
 use crate::sinks::stdout::StdoutSink;
 use crate::store::Store;
 use crate::worker::Worker;
-use tokio::sync::watch;
 
 /// The exit status of `run --once` when messages remain in the outbox.
 pub const UNDELIVERED_EXIT: u8 = 3;
@@ -39,13 +38,16 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
     if !clock.is_system() {
         tracing::warn!(now = %clock.now(), "--now: the clock is anchored at this instant, not the system's");
     }
-    let pipeline = app::pipeline(&loaded, store.clone(), key, Backoff::default(), clock.clone())?;
+    // One token stops everything on SIGTERM: claiming, the server, drains, every back-off.
+    let shutdown = CancellationToken::new();
+    let retry = Retry::new(Backoff::default(), shutdown.clone());
+    let pipeline = app::pipeline(&loaded, store.clone(), key, retry.clone(), clock.clone())?;
     if dry_run {
         return dry_run_passes(&loaded, &pipeline, once).await;
     }
     let worker_id = app::worker_id();
     let publisher = Arc::new(
-        app::publisher(&loaded, store.clone(), Backoff::default(), clock.clone())?
+        app::publisher(&loaded, store.clone(), retry, clock.clone())?
             .with_lease(&worker_id, loaded.settings.sync.lease),
     );
     let streams: std::collections::BTreeSet<&str> =
@@ -82,7 +84,6 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
     let metrics = crate::telemetry::install_metrics()
         .inspect_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
         .ok();
-    let (stop_tx, stop_rx) = watch::channel(false);
     let enrolment = if loaded.settings.server.consent_pages {
         Some(crate::server::Enrolment::new(loaded.settings.clone(), app::pseudonym_key(&loaded)?, clock.clone()))
     } else {
@@ -95,7 +96,7 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
         enrolment,
         clock: clock.clone(),
     };
-    let server = crate::server::serve(loaded.settings.server.listen, state, stop_rx.clone()).await?;
+    let server = crate::server::serve(loaded.settings.server.listen, state, shutdown.clone()).await?;
     let worker = Worker {
         id: worker_id.clone(),
         pipeline: Arc::new(pipeline),
@@ -104,15 +105,14 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
         sync: loaded.settings.sync.clone(),
     };
     tracing::info!(worker = %worker_id, "worker started");
-    let run = worker.run(stop_rx);
+    let run = worker.run(shutdown.clone());
     tokio::pin!(run);
     let result = tokio::select! {
         result = &mut run => result,
         signal = signal => {
             let grace = loaded.settings.sync.shutdown_grace;
             tracing::info!(signal, grace_s = grace.as_secs_f64(), "stopping: no new work is claimed; in-flight work may finish");
-            let _ = stop_tx.send(true);
-            publisher.stop();
+            shutdown.cancel();
             match tokio::time::timeout(grace, &mut run).await {
                 Ok(result) => result,
                 Err(_) => {
@@ -124,7 +124,7 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
             }
         }
     };
-    let _ = stop_tx.send(true);
+    shutdown.cancel();
     // Whatever this worker still holds is free for the others at once.
     if let Err(e) = store.release_worker(&worker_id).await {
         tracing::warn!(error = %e, "could not release this worker's leases; they expire after sync.lease");

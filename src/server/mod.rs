@@ -16,7 +16,6 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 mod consent;
 
@@ -40,11 +39,11 @@ pub struct ServerState<S> {
 /// The store must answer within this for the worker to be ready.
 const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Binds `listen` (an error names `server.listen`) and serves until `stop` turns true.
+/// Binds `listen` (an error names `server.listen`) and serves until `shutdown`.
 pub async fn serve<S: Store>(
     listen: SocketAddr,
     state: ServerState<S>,
-    mut stop: watch::Receiver<bool>,
+    shutdown: crate::retry::CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, std::io::Error> {
     let listener = TcpListener::bind(listen)
         .await
@@ -61,10 +60,7 @@ pub async fn serve<S: Store>(
         .route("/privacy", get(consent::privacy))
         .with_state(Arc::new(state));
     Ok(tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
             tracing::error!(error = %e, "HTTP server failed");
         }
     }))

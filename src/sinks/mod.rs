@@ -58,6 +58,15 @@ pub enum SendError {
     Stuck(String),
 }
 
+impl crate::retry::Retryable for SendError {
+    fn verdict(&self) -> crate::retry::Verdict {
+        match self {
+            SendError::Transient(_) => crate::retry::Verdict::Retry,
+            _ => crate::retry::Verdict::GiveUp,
+        }
+    }
+}
+
 /// What [`Sink::settle`] found out.
 #[derive(Debug, Default)]
 pub struct Settled {

@@ -9,8 +9,8 @@ use chrono::{TimeDelta, Utc};
 use secrecy::SecretString;
 use wearbridge::clock::Clock;
 use wearbridge::config::{Loaded, Settings, SyncStart};
-use wearbridge::http::Backoff;
 use wearbridge::pipeline::{DeliveryWriter, Output};
+use wearbridge::retry::Retry;
 use wearbridge::schemas::Schemas;
 use wearbridge::simulator::{Simulator, SimulatorConfig};
 use wearbridge::sinks::Delivery;
@@ -152,8 +152,7 @@ fn main() {
             store.add_account(&p.name, Provider::Fitbit, &SecretString::from(p.refresh_token.clone())).await.unwrap();
         }
         let key = PseudonymKey::new("bench", [3; 32]).unwrap();
-        let pipeline =
-            wearbridge::app::pipeline(&loaded, store.clone(), key, Backoff::default(), clock.clone()).unwrap();
+        let pipeline = wearbridge::app::pipeline(&loaded, store.clone(), key, Retry::default(), clock.clone()).unwrap();
         let output = Output::DryRun(Arc::new(Discard));
         let mut times = Vec::new();
         let mut messages = 0;
@@ -219,7 +218,7 @@ async fn sinks(sim: &Simulator, loaded: &Loaded, entries: &[wearbridge::store::O
         (s.transport, s.url, s.confirm, s.partitions) = (transport, url, confirm, partitions);
         (s.messages_per_second, s.stream_messages_per_second, s.burst) = (u32::MAX, u32::MAX, 10_000);
         let publisher =
-            wearbridge::app::publisher(&loaded, store.clone(), Backoff::default(), Clock::pinned(bench_now())).unwrap();
+            wearbridge::app::publisher(&loaded, store.clone(), Retry::default(), Clock::pinned(bench_now())).unwrap();
         let start = Instant::now();
         let summary = publisher.drain().await.unwrap();
         assert_eq!(summary.published as usize, entries.len(), "{name}: {summary:?}");

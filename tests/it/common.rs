@@ -9,8 +9,8 @@ use secrecy::SecretString;
 use wearbridge::app;
 use wearbridge::clock::Clock;
 use wearbridge::config::{Loaded, Settings, SyncStart};
-use wearbridge::http::Backoff;
 use wearbridge::pipeline::Pipeline;
+use wearbridge::retry::{Backoff, Retry};
 use wearbridge::simulator::{Simulator, SimulatorConfig};
 use wearbridge::store::{SqliteStore, Store, TokenCipher};
 
@@ -108,8 +108,11 @@ pub fn settings(sim: &Simulator, dir: &tempfile::TempDir, history: &str) -> Sett
 }
 
 /// Fast retries for tests.
-pub fn fast_backoff() -> Backoff {
-    Backoff { attempts: 4, base: Duration::from_millis(5), max: Duration::from_millis(50) }
+pub fn fast_retry() -> Retry {
+    Retry::new(
+        Backoff { attempts: 4, base: Duration::from_millis(5), max: Duration::from_millis(50) },
+        Default::default(),
+    )
 }
 
 pub struct Harness {
@@ -184,7 +187,7 @@ async fn harness_for(
 /// A pipeline over `store` reading `clock`.
 pub fn pipeline_on(loaded: &Loaded, store: Arc<SqliteStore>, clock: &Clock) -> Pipeline<SqliteStore> {
     let key = PseudonymKey::new("t1", [5; 32]).expect("key");
-    app::pipeline(loaded, store, key, fast_backoff(), clock.clone()).expect("pipeline")
+    app::pipeline(loaded, store, key, fast_retry(), clock.clone()).expect("pipeline")
 }
 
 /// The `wearbridge` binary run in `dir` with `--config config` at `--now` [`NOW`] (the

@@ -270,7 +270,7 @@ async fn consent_server(
     sim: &Simulator,
     dir: &tempfile::TempDir,
     enroll_token: Option<&str>,
-) -> (String, Arc<SqliteStore>, tokio::sync::watch::Sender<bool>) {
+) -> (String, Arc<SqliteStore>, tokio_util::sync::DropGuard) {
     let port = common::free_port();
     let mut settings = common::settings(sim, dir, "1d");
     settings.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
@@ -278,7 +278,8 @@ async fn consent_server(
     settings.server.enroll_token = enroll_token.map(|t| secrecy::SecretString::from(t.to_owned()));
     let store = Arc::new(SqliteStore::open(&settings.store.url, TokenCipher::new([3; 32])).await.unwrap());
     let key = PseudonymKey::new("t", [4; 32]).unwrap();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
+    // The server stops when the guard is dropped.
+    let shutdown = wearbridge::retry::CancellationToken::new();
     let state = wearbridge::server::ServerState {
         store: store.clone(),
         publisher: None,
@@ -286,8 +287,8 @@ async fn consent_server(
         enrolment: Some(wearbridge::server::Enrolment::new(settings.clone(), key, Clock::pinned(common::now()))),
         clock: Clock::pinned(common::now()),
     };
-    wearbridge::server::serve(settings.server.listen, state, stopped).await.unwrap();
-    (format!("http://127.0.0.1:{port}"), store, stop)
+    wearbridge::server::serve(settings.server.listen, state, shutdown.clone()).await.unwrap();
+    (format!("http://127.0.0.1:{port}"), store, shutdown.drop_guard())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -152,7 +152,7 @@ async fn canary_markers_never_leave_for_either_provider() {
             .unwrap();
     let key = wearbridge::app::pseudonym_key(&loaded).unwrap();
     let pipeline =
-        wearbridge::app::pipeline(&loaded, store.clone(), key, common::fast_backoff(), sim.clock().clone()).unwrap();
+        wearbridge::app::pipeline(&loaded, store.clone(), key, common::fast_retry(), sim.clock().clone()).unwrap();
     let summary = pipeline.run_pass(&Output::Outbox).await.unwrap();
     assert_eq!((summary.synced, summary.failed), (4, 0), "{summary:?}");
     assert_eq!(store.outbox_len().await.unwrap(), 1211, "at the pinned instant");

@@ -282,7 +282,7 @@ async fn a_closed_socket_is_replaced_without_waiting_out_the_confirmation_timeou
     loaded.settings.streamr.confirm_timeout = Duration::from_secs(60);
     sim.streamr_ws().drop_socket_every(50);
     let publisher =
-        wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_backoff(), h.clock.clone()).unwrap();
+        wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_retry(), h.clock.clone()).unwrap();
     let drained = tokio::time::timeout(Duration::from_secs(30), async {
         while h.store.outbox_len().await.unwrap() > 0 {
             publisher.drain().await.unwrap();

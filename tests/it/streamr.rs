@@ -255,7 +255,7 @@ async fn the_rate_limit_holds_and_refused_messages_are_quarantined() {
     loaded.settings.streamr.messages_per_second = 50;
     loaded.settings.streamr.burst = 1;
     let publisher =
-        wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_backoff(), h.clock.clone()).unwrap();
+        wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_retry(), h.clock.clone()).unwrap();
     let summary = publisher.drain().await.unwrap();
     assert_eq!((summary.published, summary.quarantined, summary.stopped_early), (queued - 1, 1, false));
     assert_eq!((h.store.outbox_len().await.unwrap(), h.store.quarantined_len().await.unwrap()), (0, 1));
@@ -298,7 +298,7 @@ async fn websocket_drops_and_silent_losses_are_resent_until_confirmed() {
     sim.streamr_ws().drop_socket_every(37);
     sim.streamr_ws().lose_next(5);
     let publisher =
-        wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_backoff(), h.clock.clone()).unwrap();
+        wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_retry(), h.clock.clone()).unwrap();
     let mut rounds = 0;
     while h.store.outbox_len().await.unwrap() > 0 {
         let summary = publisher.drain().await.unwrap();
@@ -324,7 +324,7 @@ async fn websocket_node_down_for_a_while_loses_nothing() {
     let expected = outbox_ids(h.store.as_ref()).await;
     sim.set_streamr_down(true);
     let publisher =
-        wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_backoff(), h.clock.clone()).unwrap();
+        wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_retry(), h.clock.clone()).unwrap();
     let summary = publisher.drain().await.unwrap();
     assert!(summary.stopped_early && summary.published == 0, "{summary:?}");
     assert_eq!(outbox_ids(h.store.as_ref()).await, expected, "everything waits in the outbox");
@@ -371,7 +371,7 @@ async fn websocket_answers_keepalive_and_confirm_none_trusts_the_socket() {
     };
     let backlog = h.store.outbox_len().await.unwrap();
     let publisher =
-        wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_backoff(), h.clock.clone()).unwrap();
+        wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_retry(), h.clock.clone()).unwrap();
     publisher.drain().await.unwrap();
     let connections = sim.streamr_ws().publish_connections();
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -384,7 +384,7 @@ async fn websocket_answers_keepalive_and_confirm_none_trusts_the_socket() {
     // confirm = "none": a message the node loses silently still counts as sent.
     loaded.settings.streamr.confirm = wearbridge::config::Confirm::None;
     let fire_and_forget =
-        wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_backoff(), h.clock.clone()).unwrap();
+        wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_retry(), h.clock.clone()).unwrap();
     sim.streamr_ws().lose_next(1);
     h.store.commit_batch(1, "test", "y", &[entry(2)], &[]).await.unwrap();
     let summary = fire_and_forget.drain().await.unwrap();
@@ -436,7 +436,7 @@ async fn file_sink_writes_rotated_ndjson_with_every_message_once() {
     s.burst = 1000;
     wearbridge::app::require_for_publishing(&loaded).unwrap();
     let publisher =
-        wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_backoff(), h.clock.clone()).unwrap();
+        wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_retry(), h.clock.clone()).unwrap();
     let summary = publisher.drain().await.unwrap();
     assert_eq!(summary.published as usize, expected.len());
     assert_eq!(h.store.outbox_len().await.unwrap(), 0);

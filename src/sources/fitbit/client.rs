@@ -63,6 +63,17 @@ impl ApiError {
     }
 }
 
+impl crate::retry::Retryable for ApiError {
+    fn verdict(&self) -> crate::retry::Verdict {
+        use crate::retry::Verdict;
+        match self.retry_after() {
+            _ if !self.is_transient() => Verdict::GiveUp,
+            Some(wait) => Verdict::RetryAfter(wait),
+            None => Verdict::Retry,
+        }
+    }
+}
+
 /// A thin client for the endpoints wearbridge reads.
 #[derive(Debug, Clone)]
 pub struct GoogleHealthClient {

@@ -13,7 +13,7 @@ use chrono::{DateTime, Days, NaiveDate, SecondsFormat, Utc};
 use secrecy::SecretString;
 
 use crate::auth::{AuthError, TokenManager};
-use crate::http::Backoff;
+use crate::retry::{Retry, Retryable, Verdict};
 use crate::sources::quota::Quotas;
 use crate::store::{Account, Store};
 
@@ -23,8 +23,6 @@ pub const MAX_PAGE_SIZE: u32 = 10_000;
 const SESSION_PAGE_SIZE: u32 = 25;
 /// A hard stop against a server that never ends pagination.
 const MAX_PAGES: usize = 1_000;
-/// Never wait longer than this for one `Retry-After`.
-const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Why a dataset could not be read for one account.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +33,15 @@ pub enum SourceError {
     Api(#[from] ApiError),
     #[error("pagination did not end after {0} pages")]
     Pagination(usize),
+}
+
+impl Retryable for SourceError {
+    fn verdict(&self) -> Verdict {
+        match self {
+            SourceError::Api(e) => e.verdict(),
+            SourceError::Auth(_) | SourceError::Pagination(_) => Verdict::GiveUp,
+        }
+    }
 }
 
 impl SourceError {
@@ -51,7 +58,7 @@ pub struct FitbitSource<S> {
     client: GoogleHealthClient,
     tokens: Arc<TokenManager<S>>,
     quotas: Quotas,
-    backoff: Backoff,
+    retry: Retry,
     page_size: u32,
 }
 
@@ -65,8 +72,8 @@ fn range_filter(field: &str, from: &str, to: &str) -> String {
 }
 
 impl<S: Store> FitbitSource<S> {
-    pub fn new(client: GoogleHealthClient, tokens: Arc<TokenManager<S>>, quotas: Quotas, backoff: Backoff) -> Self {
-        Self { client, tokens, quotas, backoff, page_size: MAX_PAGE_SIZE }
+    pub fn new(client: GoogleHealthClient, tokens: Arc<TokenManager<S>>, quotas: Quotas, retry: Retry) -> Self {
+        Self { client, tokens, quotas, retry, page_size: MAX_PAGE_SIZE }
     }
 
     /// Asks for smaller pages (tests use this to exercise pagination).
@@ -87,26 +94,22 @@ impl<S: Store> FitbitSource<S> {
     {
         let mut token = self.tokens.access_token(account).await?;
         let mut refreshed = false;
-        let mut retry = 0;
-        loop {
-            self.quotas.acquire(account.id).await;
-            match f(token.clone()).await {
-                Ok(v) => return Ok(v),
-                Err(e) if e.is_unauthorized() && !refreshed => {
-                    tracing::info!(error = %e, "access token rejected; refreshing once");
-                    token = self.tokens.force_refresh(account).await?;
-                    refreshed = true;
+        self.retry
+            .run("Google Health call", async || {
+                loop {
+                    self.quotas.acquire(account.id).await;
+                    match f(token.clone()).await {
+                        // A rejected token is refreshed once, without spending an attempt.
+                        Err(e) if e.is_unauthorized() && !refreshed => {
+                            tracing::info!(error = %e, "access token rejected; refreshing once");
+                            token = self.tokens.force_refresh(account).await?;
+                            refreshed = true;
+                        }
+                        other => return other.map_err(SourceError::from),
+                    }
                 }
-                Err(e) if e.is_transient() && retry + 1 < self.backoff.attempts => {
-                    let pause =
-                        e.retry_after().map(|d| d.min(MAX_RETRY_AFTER)).unwrap_or_else(|| self.backoff.delay(retry));
-                    tracing::warn!(error = %e, retry, pause_ms = pause.as_millis() as u64, "upstream call failed; retrying");
-                    tokio::time::sleep(pause).await;
-                    retry += 1;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+            })
+            .await
     }
 
     /// The account's Google Health user id.

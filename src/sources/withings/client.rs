@@ -25,6 +25,17 @@ pub enum WithingsError {
     Decode { action: &'static str, message: String },
 }
 
+impl crate::retry::Retryable for WithingsError {
+    fn verdict(&self) -> crate::retry::Verdict {
+        use crate::retry::Verdict;
+        match self {
+            WithingsError::Throttled { wait: Some(wait), .. } => Verdict::RetryAfter(*wait),
+            e if e.is_transient() => Verdict::Retry,
+            _ => Verdict::GiveUp,
+        }
+    }
+}
+
 impl WithingsError {
     /// Statuses 100–102, 200 and 401: the access token is not accepted.
     pub fn is_auth(&self) -> bool {

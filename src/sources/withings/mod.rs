@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::auth::{AuthError, TokenManager};
-use crate::http::Backoff;
+use crate::retry::{MAX_THROTTLE, Retry, Retryable, Verdict};
 use crate::sources::quota::Quotas;
 use crate::store::{Account, Store};
 
@@ -27,8 +27,6 @@ pub const MEASURE_TYPES: &str = "1,5,6,8,9,10,11,12,54,71,73,76,77,88,91,123";
 /// `getintradayactivity` serves at most 24 hours per call.
 const INTRADAY_WINDOW: TimeDelta = TimeDelta::hours(24);
 const MAX_PAGES: usize = 1_000;
-/// The longest pause a 601 may impose.
-const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// Why a Withings dataset could not be read for one account.
 #[derive(Debug, thiserror::Error)]
@@ -41,24 +39,33 @@ pub enum WithingsSourceError {
     Pagination(usize),
 }
 
+impl Retryable for WithingsSourceError {
+    fn verdict(&self) -> Verdict {
+        match self {
+            WithingsSourceError::Api(e) => e.verdict(),
+            WithingsSourceError::Auth(_) | WithingsSourceError::Pagination(_) => Verdict::GiveUp,
+        }
+    }
+}
+
 /// Reads one account's Withings data with the shared limiter and throttle.
 pub struct WithingsSource<S> {
     client: WithingsClient,
     tokens: Arc<TokenManager<S>>,
     quotas: Quotas,
-    backoff: Backoff,
+    retry: Retry,
     /// Until when the whole application must not call Withings (after a 601).
     throttled_until: Mutex<Option<Instant>>,
 }
 
 impl<S: Store> WithingsSource<S> {
     /// `per_minute` is the application-wide limit (Withings: 120).
-    pub fn new(client: WithingsClient, tokens: Arc<TokenManager<S>>, per_minute: u32, backoff: Backoff) -> Self {
+    pub fn new(client: WithingsClient, tokens: Arc<TokenManager<S>>, per_minute: u32, retry: Retry) -> Self {
         Self {
             client,
             tokens,
             quotas: Quotas::per_minute(per_minute, per_minute),
-            backoff,
+            retry,
             throttled_until: Mutex::new(None),
         }
     }
@@ -68,15 +75,16 @@ impl<S: Store> WithingsSource<S> {
         &self.tokens
     }
 
+    /// Waits out an application-wide throttle (or until shutdown).
     async fn wait_for_throttle(&self) {
         let until = *self.throttled_until.lock().await;
         if let Some(until) = until {
-            tokio::time::sleep_until(until).await;
+            self.retry.sleep(until.saturating_duration_since(Instant::now())).await;
         }
     }
 
     async fn throttle_everyone(&self, wait: Duration) {
-        let until = Instant::now() + wait.min(MAX_WAIT);
+        let until = Instant::now() + wait.min(MAX_THROTTLE);
         let mut slot = self.throttled_until.lock().await;
         if slot.is_none_or(|t| t < until) {
             *slot = Some(until);
@@ -90,37 +98,32 @@ impl<S: Store> WithingsSource<S> {
     {
         let mut token = self.tokens.access_token(account).await?;
         let mut refreshed = false;
-        let mut retry = 0;
-        loop {
-            self.wait_for_throttle().await;
-            self.quotas.acquire(account.id).await;
-            match f(token.clone()).await {
-                Ok(v) => return Ok(v),
-                Err(e) if e.is_auth() && !refreshed => {
-                    tracing::info!(error = %e, "access token rejected; refreshing once");
-                    token = self.tokens.force_refresh(account).await?;
-                    refreshed = true;
-                }
-                Err(e) if e.is_auth() => {
-                    self.tokens.mark_needs_reconsent(account).await?;
-                    return Err(AuthError::NeedsReconsent.into());
-                }
-                Err(e) if e.is_transient() && retry + 1 < self.backoff.attempts => {
-                    let pause = match &e {
-                        WithingsError::Throttled { wait, .. } => {
-                            let pause = wait.unwrap_or_else(|| self.backoff.delay(retry));
-                            self.throttle_everyone(pause).await;
-                            pause
+        self.retry
+            .run("Withings call", async || {
+                loop {
+                    self.wait_for_throttle().await;
+                    self.quotas.acquire(account.id).await;
+                    match f(token.clone()).await {
+                        // A rejected token is refreshed once, without spending an attempt.
+                        Err(e) if e.is_auth() && !refreshed => {
+                            tracing::info!(error = %e, "access token rejected; refreshing once");
+                            token = self.tokens.force_refresh(account).await?;
+                            refreshed = true;
                         }
-                        _ => self.backoff.delay(retry),
-                    };
-                    tracing::warn!(error = %e, retry, pause_ms = pause.as_millis() as u64, "Withings call failed; retrying");
-                    tokio::time::sleep(pause).await;
-                    retry += 1;
+                        Err(e) if e.is_auth() => {
+                            self.tokens.mark_needs_reconsent(account).await?;
+                            return Err(AuthError::NeedsReconsent.into());
+                        }
+                        // A 601 pauses every account, not only this one.
+                        Err(e @ WithingsError::Throttled { wait, .. }) => {
+                            self.throttle_everyone(wait.unwrap_or_else(|| self.retry.backoff().delay(0))).await;
+                            return Err(e.into());
+                        }
+                        other => return other.map_err(WithingsSourceError::from),
+                    }
                 }
-                Err(e) => return Err(e.into()),
-            }
-        }
+            })
+            .await
     }
 
     /// Every page of a `more`/`offset` list.
