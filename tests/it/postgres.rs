@@ -76,6 +76,15 @@ async fn the_store_contract_holds_on_postgres() {
     assert_eq!(store.outbox_len().await.unwrap(), 6);
     assert_eq!(store.commit_batch(a.id, "heart_rate", "c3", &entries, &[]).await.unwrap(), 0, "published ids stay out");
     assert!(store.outbox_oldest().await.unwrap().is_some());
+    // Published ids are aged by the server's clock, which stamped them.
+    assert_eq!(store.prune_published(Duration::from_secs(3600)).await.unwrap(), 0);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(store.prune_published(Duration::from_millis(1)).await.unwrap(), 4);
+    assert_eq!(store.commit_batch(a.id, "heart_rate", "c4", &entries[..4], &[]).await.unwrap(), 4, "forgotten ids");
+    let again = store.outbox_pending(100).await.unwrap();
+    let seqs: Vec<i64> = again.iter().filter(|p| entries[..4].contains(&p.entry)).map(|p| p.seq).collect();
+    store.outbox_ack(&seqs).await.unwrap();
+    assert_eq!(store.outbox_len().await.unwrap(), 6);
 
     // Two workers never hold the same outbox row; an expired lease is taken over.
     let w1 = Lease::new("w1", Duration::from_secs(60), common::now());
