@@ -198,11 +198,14 @@ impl Store for SqliteStore {
         sqlx::query("DELETE FROM consents WHERE account_id = ?").bind(id).execute(&mut *tx).await?;
         let dropped =
             sqlx::query("DELETE FROM outbox WHERE account_id = ?").bind(id).execute(&mut *tx).await?.rows_affected();
-        sqlx::query("UPDATE accounts SET status = 'removed', provider_user_id = NULL, updated_at = ? WHERE id = ?")
-            .bind(self.now())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE accounts SET status = 'removed', provider_user_id = NULL, lease_owner = NULL, lease_until = NULL,
+                 updated_at = ? WHERE id = ?",
+        )
+        .bind(self.now())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(Removal { dropped_messages: dropped })
     }

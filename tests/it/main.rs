@@ -16,6 +16,7 @@ mod postgres;
 mod privacy;
 mod real_node;
 mod simulator_contract;
+mod store_contract;
 mod streamr;
 mod time_travel;
 mod withings;

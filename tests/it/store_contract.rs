@@ -1,0 +1,113 @@
+//! One store contract, run against both backends: the embedded SQLite file and a real
+//! PostgreSQL server. What differs by design is tested where it lives: SQLite records
+//! leases without honouring them (one worker per file), PostgreSQL honours them
+//! (`postgres.rs`).
+
+use crate::common;
+
+use std::time::Duration;
+
+use anonymizer::Provider;
+use secrecy::{ExposeSecret, SecretString};
+use wearbridge::store::{
+    AccountStatus, OutboxEntry, PostgresStore, SqliteStore, Store, StoreError, TokenCipher, Tokens,
+};
+
+fn entry(n: usize) -> OutboxEntry {
+    OutboxEntry {
+        message_id: format!("m-{n:05}"),
+        stream: common::STREAM.into(),
+        partition_key: format!("s{}", n % 3),
+        payload: format!(r#"{{"n":{n}}}"#),
+    }
+}
+
+/// The contract. `reopen` opens the same database again (as after a restart).
+async fn contract<S: Store>(reopen: impl AsyncFn() -> S) {
+    let store = reopen().await;
+    let rt = SecretString::from("r1");
+    let a = store.add_account("alice", Provider::Fitbit, &rt).await.unwrap();
+    assert_eq!(a.status, AccountStatus::Active);
+    // Reopening migrates nothing and keeps everything.
+    let store = reopen().await;
+    assert!(matches!(store.add_account("alice", Provider::Fitbit, &rt).await, Err(StoreError::AccountExists(_))));
+    assert!(matches!(store.add_account("bad name", Provider::Fitbit, &rt).await, Err(StoreError::BadAccountName(_))));
+    assert_eq!(store.tokens(a.id).await.unwrap().unwrap().refresh_token.expose_secret(), "r1");
+    store.set_provider_user_id(a.id, "user-1").await.unwrap();
+    store.set_status(a.id, AccountStatus::NeedsReconsent).await.unwrap();
+    let got = store.account("alice").await.unwrap().unwrap();
+    assert_eq!((got.provider_user_id.as_deref(), got.status), (Some("user-1"), AccountStatus::NeedsReconsent));
+    store.set_status(a.id, AccountStatus::Active).await.unwrap();
+    let expires = common::now() + chrono::TimeDelta::hours(1);
+    let tokens = Tokens {
+        refresh_token: SecretString::from("r2"),
+        access_token: Some(SecretString::from("a2")),
+        access_expires_at: Some(expires),
+    };
+    store.save_tokens(a.id, &tokens).await.unwrap();
+    let back = store.tokens(a.id).await.unwrap().unwrap();
+    assert_eq!(back.access_token.map(|t| t.expose_secret().to_owned()).as_deref(), Some("a2"));
+    assert_eq!(back.access_expires_at, Some(expires), "times survive to the second and beyond");
+
+    // The outbox: unique ids, the cursor moves with them, order kept, quarantine apart.
+    let entries: Vec<_> = (0..10).map(entry).collect();
+    assert_eq!(store.commit_batch(a.id, "heart_rate", "c1", &entries, &[]).await.unwrap(), 10);
+    assert_eq!(store.commit_batch(a.id, "heart_rate", "c2", &entries, &[]).await.unwrap(), 0, "ids are unique");
+    assert_eq!(store.cursor(a.id, "heart_rate").await.unwrap().as_deref(), Some("c2"));
+    let bad = (entry(50), "body: missing".to_owned());
+    store.commit_batch(a.id, "heart_rate", "c3", &[], std::slice::from_ref(&bad)).await.unwrap();
+    assert_eq!((store.outbox_len().await.unwrap(), store.quarantined_len().await.unwrap()), (10, 1));
+    let pending = store.outbox_pending(100).await.unwrap();
+    assert_eq!(
+        pending.iter().map(|p| p.entry.message_id.clone()).collect::<Vec<_>>(),
+        (0..10).map(|n| entry(n).message_id).collect::<Vec<_>>(),
+        "in order"
+    );
+    assert_eq!(pending[0].entry, entries[0], "stored as given");
+    assert!(store.outbox_oldest().await.unwrap().is_some());
+
+    // Published ids stay out of the outbox until they are forgotten.
+    store.outbox_ack(&pending[..4].iter().map(|p| p.seq).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(store.outbox_len().await.unwrap(), 6);
+    assert_eq!(store.commit_batch(a.id, "heart_rate", "c4", &entries, &[]).await.unwrap(), 0, "published ids stay out");
+    assert_eq!(store.prune_published(Duration::from_secs(3600)).await.unwrap(), 0);
+
+    // A failed attempt keeps a message; a refusal quarantines it.
+    store.outbox_attempt_failed(pending[4].seq, "HTTP 503").await.unwrap();
+    store.outbox_quarantine(pending[5].seq, "HTTP 400").await.unwrap();
+    assert_eq!((store.outbox_len().await.unwrap(), store.quarantined_len().await.unwrap()), (5, 2));
+
+    // Removal drops everything of the account and takes no more writes.
+    let b = store.add_account("bob", Provider::Withings, &SecretString::from("rb")).await.unwrap();
+    assert!(matches!(store.remove_account("nobody").await, Err(StoreError::NoSuchAccount(_))));
+    let removal = store.remove_account("alice").await.unwrap();
+    assert_eq!(removal.dropped_messages, 7, "five pending and two quarantined");
+    assert_eq!(store.account("alice").await.unwrap().unwrap().status, AccountStatus::Removed);
+    assert_eq!(store.commit_batch(a.id, "sleep", "c9", &[entry(99)], &[]).await.unwrap(), 0);
+    store.save_tokens(a.id, &tokens).await.unwrap();
+    store.set_provider_user_id(a.id, "late-id").await.unwrap();
+    store.release_account("w1", a.id, &[("sleep".into(), 1)]).await.unwrap();
+    assert!(store.tokens(a.id).await.unwrap().is_none());
+    assert!(store.schedule(a.id).await.unwrap().is_empty());
+    assert!(store.cursor(a.id, "sleep").await.unwrap().is_none());
+    assert!(store.account("alice").await.unwrap().unwrap().provider_user_id.is_none());
+    assert_eq!(store.account("bob").await.unwrap().unwrap().id, b.id);
+    // Re-enrolling a removed name gives the same account back, fresh.
+    let again = store.add_account("alice", Provider::Fitbit, &SecretString::from("r3")).await.unwrap();
+    assert_eq!((again.id, again.status), (a.id, AccountStatus::Active));
+    assert_eq!(store.tokens(a.id).await.unwrap().unwrap().refresh_token.expose_secret(), "r3");
+    store.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_store_contract_holds_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("contract.db").display());
+    contract(async || SqliteStore::open(&url, TokenCipher::new([7; 32])).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn the_store_contract_holds_on_postgres() {
+    let url = crate::postgres::fresh_database().await;
+    contract(async || PostgresStore::open(&url, TokenCipher::new([7; 32])).await.unwrap()).await;
+}
