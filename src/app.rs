@@ -17,7 +17,7 @@ use crate::schemas::{SchemaError, Schemas};
 use crate::sources::fitbit::{FitbitSource, GoogleHealthClient};
 use crate::sources::quota::Quotas;
 use crate::sources::withings::{WithingsClient, WithingsSource};
-use crate::store::{AnyStore, StoreError, TokenCipher};
+use crate::store::{SqlStore, StoreError, TokenCipher};
 
 /// Start-up failures, each naming what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -37,9 +37,9 @@ pub enum StartupError {
 }
 
 /// Opens the store named by `store.url` with the key from `store.key_file`.
-pub async fn open_store(settings: &Settings) -> Result<AnyStore, StartupError> {
+pub async fn open_store(settings: &Settings) -> Result<SqlStore, StartupError> {
     let key = keyfile::load_or_create(&settings.store.key_file, "store.key_file")?;
-    Ok(AnyStore::open(&settings.store.url, TokenCipher::new(key)).await?)
+    Ok(SqlStore::open(&settings.store.url, TokenCipher::new(key)).await?)
 }
 
 /// The pseudonym key from `anonymizer.key_file` and `anonymizer.epoch`.

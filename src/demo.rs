@@ -15,7 +15,7 @@ use crate::keyfile;
 use crate::pipeline::{Output, PassSummary};
 use crate::simulator::{Simulator, SimulatorConfig};
 use crate::sinks::stdout::StdoutSink;
-use crate::store::{SqliteStore, Store, TokenCipher};
+use crate::store::{SqlStore, Store, TokenCipher};
 
 /// The demo's stream (a placeholder; nothing is published).
 pub const DEMO_STREAM: &str = "wearbridge-demo.eth/health";
@@ -63,7 +63,7 @@ pub async fn run(
 
     // Throw-away keys: nothing of the demo outlives it.
     let store = Arc::new(
-        SqliteStore::open(&loaded.settings.store.url, TokenCipher::new(keyfile::random_key()?))
+        SqlStore::open(&loaded.settings.store.url, TokenCipher::new(keyfile::random_key()?))
             .await?
             .with_clock(clock.clone()),
     );

@@ -73,41 +73,53 @@ fn plan<'m>(
     Ok(todo)
 }
 
-/// Applies every migration the database lacks. Returns the versions applied now.
+/// Applies every migration the database behind the connection `$conn` lacks, each in a
+/// transaction of its own; evaluates to the versions applied now. Written once for both
+/// backends (`$create` is the bookkeeping table in the backend's types).
+macro_rules! apply {
+    ($conn:expr, $migrations:expr, $create:expr) => {{
+        use sqlx::Connection;
+        let conn = $conn;
+        sqlx::raw_sql($create).execute(&mut *conn).await?;
+        let applied = sqlx::query_as::<_, (i64, String)>("SELECT version, checksum FROM schema_migrations")
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect();
+        let mut now_applied = Vec::new();
+        for (m, sum) in plan($migrations, &applied)? {
+            let failed = |source| MigrationError::Failed { version: m.version, source };
+            let mut tx = conn.begin().await.map_err(failed)?;
+            sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(failed)?;
+            sqlx::query("INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, $4)")
+                .bind(m.version)
+                .bind(m.name)
+                .bind(&sum)
+                .bind(crate::clock::Clock::system().now())
+                .execute(&mut *tx)
+                .await
+                .map_err(failed)?;
+            tx.commit().await.map_err(failed)?;
+            tracing::info!(version = m.version, name = m.name, "applied store migration");
+            now_applied.push(m.version);
+        }
+        Ok::<Vec<i64>, MigrationError>(now_applied)
+    }};
+}
+
+/// Applies every migration the SQLite database lacks. Returns the versions applied now.
 pub(crate) async fn run_sqlite(pool: &SqlitePool, migrations: &[Migration]) -> Result<Vec<i64>, MigrationError> {
-    sqlx::raw_sql(
+    let mut conn = pool.acquire().await?;
+    apply!(
+        &mut *conn,
+        migrations,
         "CREATE TABLE IF NOT EXISTS schema_migrations (
             version    INTEGER PRIMARY KEY,
             name       TEXT NOT NULL,
             checksum   TEXT NOT NULL,
             applied_at TEXT NOT NULL
-        )",
+        )"
     )
-    .execute(pool)
-    .await?;
-    let applied = sqlx::query_as::<_, (i64, String)>("SELECT version, checksum FROM schema_migrations")
-        .fetch_all(pool)
-        .await?
-        .into_iter()
-        .collect();
-    let mut now_applied = Vec::new();
-    for (m, sum) in plan(migrations, &applied)? {
-        let failed = |source| MigrationError::Failed { version: m.version, source };
-        let mut tx = pool.begin().await.map_err(failed)?;
-        sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(failed)?;
-        sqlx::query("INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)")
-            .bind(m.version)
-            .bind(m.name)
-            .bind(&sum)
-            .bind(crate::clock::Clock::system().now().to_rfc3339())
-            .execute(&mut *tx)
-            .await
-            .map_err(failed)?;
-        tx.commit().await.map_err(failed)?;
-        tracing::info!(version = m.version, name = m.name, "applied store migration");
-        now_applied.push(m.version);
-    }
-    Ok(now_applied)
 }
 
 /// Applies every migration the PostgreSQL database lacks, holding an advisory lock so
@@ -123,37 +135,14 @@ pub(crate) async fn run_postgres(pool: &PgPool, migrations: &[Migration]) -> Res
 }
 
 async fn apply_postgres(conn: &mut sqlx::PgConnection, migrations: &[Migration]) -> Result<Vec<i64>, MigrationError> {
-    use sqlx::Connection;
-    sqlx::raw_sql(
+    apply!(
+        conn,
+        migrations,
         "CREATE TABLE IF NOT EXISTS schema_migrations (
             version    BIGINT PRIMARY KEY,
             name       TEXT NOT NULL,
             checksum   TEXT NOT NULL,
             applied_at TIMESTAMPTZ NOT NULL
-        )",
+        )"
     )
-    .execute(&mut *conn)
-    .await?;
-    let applied = sqlx::query_as::<_, (i64, String)>("SELECT version, checksum FROM schema_migrations")
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .collect();
-    let mut now_applied = Vec::new();
-    for (m, sum) in plan(migrations, &applied)? {
-        let failed = |source| MigrationError::Failed { version: m.version, source };
-        let mut tx = conn.begin().await.map_err(failed)?;
-        sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(failed)?;
-        sqlx::query("INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, now())")
-            .bind(m.version)
-            .bind(m.name)
-            .bind(&sum)
-            .execute(&mut *tx)
-            .await
-            .map_err(failed)?;
-        tx.commit().await.map_err(failed)?;
-        tracing::info!(version = m.version, name = m.name, "applied store migration");
-        now_applied.push(m.version);
-    }
-    Ok(now_applied)
 }

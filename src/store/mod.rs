@@ -1,21 +1,17 @@
 //! Durable state: accounts, encrypted tokens, sync cursors and the outbox.
 //!
-//! Behind the small [`Store`] trait so the embedded SQLite default and a PostgreSQL
-//! backend for many workers share one contract. The one transaction that matters is
+//! One implementation, [`SqlStore`], on the embedded SQLite default or a PostgreSQL server
+//! for many workers, with the statements written once (`sql.rs`). The one transaction that matters is
 //! [`Store::commit_batch`]: records enter the outbox together with the cursor that
 //! covers them, so a crash at any instant loses nothing.
 
-mod any;
 mod cipher;
 mod migrations;
-mod postgres;
-mod sqlite;
+mod sql;
 
-pub use any::AnyStore;
 pub use cipher::TokenCipher;
 pub use migrations::MigrationError;
-pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+pub use sql::SqlStore;
 
 use std::future::Future;
 

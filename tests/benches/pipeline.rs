@@ -14,7 +14,7 @@ use wearbridge::retry::Retry;
 use wearbridge::schemas::Schemas;
 use wearbridge::simulator::{Simulator, SimulatorConfig};
 use wearbridge::sinks::Delivery;
-use wearbridge::store::{SqliteStore, Store, TokenCipher};
+use wearbridge::store::{SqlStore, Store, TokenCipher};
 
 /// Median of `runs` timings of `f`, and what `f` reported it processed.
 fn measure(runs: usize, mut f: impl FnMut() -> u64) -> (Duration, u64) {
@@ -147,7 +147,7 @@ fn main() {
         s.sync.start = SyncStart::Ago(Duration::from_secs(7 * 86_400));
         s.streamr.streams.insert("default".into(), "bench.eth/health".into());
         let loaded = Loaded::from_settings(s);
-        let store = Arc::new(SqliteStore::open(&loaded.settings.store.url, TokenCipher::new([2; 32])).await.unwrap());
+        let store = Arc::new(SqlStore::open(&loaded.settings.store.url, TokenCipher::new([2; 32])).await.unwrap());
         for p in sim.people() {
             store.add_account(&p.name, Provider::Fitbit, &SecretString::from(p.refresh_token.clone())).await.unwrap();
         }
@@ -201,7 +201,7 @@ async fn sinks(sim: &Simulator, loaded: &Loaded, entries: &[wearbridge::store::O
     ];
     for (i, (name, transport, url, confirm, partitions)) in cases.into_iter().enumerate() {
         let store = Arc::new(
-            SqliteStore::open(
+            SqlStore::open(
                 &format!("sqlite://{}", dir.join(format!("sink{i}.db")).display()),
                 TokenCipher::new([4; 32]),
             )

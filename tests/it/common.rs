@@ -12,7 +12,7 @@ use wearbridge::config::{Loaded, Settings, SyncStart};
 use wearbridge::pipeline::Pipeline;
 use wearbridge::retry::{Backoff, Retry};
 use wearbridge::simulator::{Simulator, SimulatorConfig};
-use wearbridge::store::{SqliteStore, Store, TokenCipher};
+use wearbridge::store::{SqlStore, Store, TokenCipher};
 
 pub const STREAM: &str = "test-coop.eth/health";
 
@@ -116,8 +116,8 @@ pub fn fast_retry() -> Retry {
 }
 
 pub struct Harness {
-    pub store: Arc<SqliteStore>,
-    pub pipeline: Pipeline<SqliteStore>,
+    pub store: Arc<SqlStore>,
+    pub pipeline: Pipeline<SqlStore>,
     pub loaded: Loaded,
     /// The simulator's clock, shared by the store and the pipeline.
     pub clock: Clock,
@@ -125,7 +125,7 @@ pub struct Harness {
 
 impl Harness {
     /// A fresh pipeline over the same store (as after a restart).
-    pub fn reopen(&self) -> Pipeline<SqliteStore> {
+    pub fn reopen(&self) -> Pipeline<SqlStore> {
         pipeline_on(&self.loaded, self.store.clone(), &self.clock)
     }
 }
@@ -168,7 +168,7 @@ async fn harness_for(
     let loaded = Loaded::from_settings(s);
     let clock = sim.clock().clone();
     let store = Arc::new(
-        SqliteStore::open(&loaded.settings.store.url, TokenCipher::new([9; 32]))
+        SqlStore::open(&loaded.settings.store.url, TokenCipher::new([9; 32]))
             .await
             .expect("store opens")
             .with_clock(clock.clone()),
@@ -185,7 +185,7 @@ async fn harness_for(
 }
 
 /// A pipeline over `store` reading `clock`.
-pub fn pipeline_on(loaded: &Loaded, store: Arc<SqliteStore>, clock: &Clock) -> Pipeline<SqliteStore> {
+pub fn pipeline_on(loaded: &Loaded, store: Arc<SqlStore>, clock: &Clock) -> Pipeline<SqlStore> {
     let key = PseudonymKey::new("t1", [5; 32]).expect("key");
     app::pipeline(loaded, store, key, fast_retry(), clock.clone()).expect("pipeline")
 }

@@ -56,7 +56,7 @@ async fn an_incremental_day_costs_at_most_twelve_requests() {
     // Move every cursor back by one day and forget the access token: the next pass is
     // one person's one-day incremental sync, refresh included.
     let account = h.store.account(&sim.people()[0].name).await.unwrap().unwrap();
-    let pool = h.store.pool();
+    let pool = h.store.sqlite_pool().expect("a SQLite store");
     let cursors: Vec<(String, String)> = sqlx::query_as("SELECT dataset, position FROM cursors WHERE account_id = ?")
         .bind(account.id)
         .fetch_all(pool)
@@ -190,7 +190,7 @@ async fn a_crash_between_refresh_and_data_call_leaves_the_account_usable() {
     h.pipeline.fitbit.tokens().access_token(&account).await.unwrap();
     drop(h.pipeline);
     sqlx::query("UPDATE tokens SET access_token = NULL, access_expires_at = NULL")
-        .execute(h.store.pool())
+        .execute(h.store.sqlite_pool().expect("a SQLite store"))
         .await
         .unwrap();
     // A restarted process must refresh with the rotated token it stored.
@@ -207,8 +207,10 @@ async fn restart_resumes_from_cursors_without_duplicates() {
     let h = common::harness(&sim, &dir, "3d").await;
     h.pipeline.run_pass(&Output::Outbox).await.unwrap();
     let count = || async {
-        let ids: Vec<String> =
-            sqlx::query_scalar("SELECT message_id FROM outbox").fetch_all(h.store.pool()).await.unwrap();
+        let ids: Vec<String> = sqlx::query_scalar("SELECT message_id FROM outbox")
+            .fetch_all(h.store.sqlite_pool().expect("a SQLite store"))
+            .await
+            .unwrap();
         ids
     };
     let first = count().await;

@@ -16,7 +16,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use wearbridge::clock::Clock;
 use wearbridge::onboarding;
 use wearbridge::simulator::{self, Simulator};
-use wearbridge::store::{AccountStatus, SqliteStore, Store, TokenCipher};
+use wearbridge::store::{AccountStatus, SqlStore, Store, TokenCipher};
 
 fn write_config(sim: &Simulator, dir: &Path, callback_port: u16) -> String {
     let toml = format!(
@@ -109,9 +109,9 @@ async fn redirect_of(url: &str) -> url::Url {
     url::Url::parse(response.headers()["location"].to_str().unwrap()).unwrap()
 }
 
-async fn open_store(dir: &Path) -> SqliteStore {
+async fn open_store(dir: &Path) -> SqlStore {
     let key = wearbridge::keyfile::load_or_create(&dir.join("store.key"), "store.key_file").unwrap();
-    SqliteStore::open(&format!("sqlite://{}/wb.db", dir.display()), TokenCipher::new(key)).await.unwrap()
+    SqlStore::open(&format!("sqlite://{}/wb.db", dir.display()), TokenCipher::new(key)).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,7 +198,7 @@ async fn a_wrong_pkce_verifier_and_an_expired_withings_code_are_refused() {
     let sim = common::simulator(1, 93).await;
     let dir = tempfile::tempdir().unwrap();
     let settings = common::settings(&sim, &dir, "1d");
-    let store = SqliteStore::open(&settings.store.url, TokenCipher::new([3; 32])).await.unwrap();
+    let store = SqlStore::open(&settings.store.url, TokenCipher::new([3; 32])).await.unwrap();
     let key = PseudonymKey::new("t", [4; 32]).unwrap();
     let redirect = "http://127.0.0.1:9/oauth/callback";
 
@@ -270,13 +270,13 @@ async fn consent_server(
     sim: &Simulator,
     dir: &tempfile::TempDir,
     enroll_token: Option<&str>,
-) -> (String, Arc<SqliteStore>, tokio_util::sync::DropGuard) {
+) -> (String, Arc<SqlStore>, tokio_util::sync::DropGuard) {
     let port = common::free_port();
     let mut settings = common::settings(sim, dir, "1d");
     settings.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     settings.server.public_url = format!("http://127.0.0.1:{port}");
     settings.server.enroll_token = enroll_token.map(|t| secrecy::SecretString::from(t.to_owned()));
-    let store = Arc::new(SqliteStore::open(&settings.store.url, TokenCipher::new([3; 32])).await.unwrap());
+    let store = Arc::new(SqlStore::open(&settings.store.url, TokenCipher::new([3; 32])).await.unwrap());
     let key = PseudonymKey::new("t", [4; 32]).unwrap();
     // The server stops when the guard is dropped.
     let shutdown = wearbridge::retry::CancellationToken::new();

@@ -14,14 +14,17 @@ use wearbridge::store::{AccountStatus, Store};
 /// Collects dry-run deliveries in memory.
 use common::Collect;
 
-async fn outbox_ids(store: &wearbridge::store::SqliteStore) -> Vec<String> {
-    sqlx::query_scalar("SELECT message_id FROM outbox ORDER BY seq").fetch_all(store.pool()).await.unwrap()
+async fn outbox_ids(store: &wearbridge::store::SqlStore) -> Vec<String> {
+    sqlx::query_scalar("SELECT message_id FROM outbox ORDER BY seq")
+        .fetch_all(store.sqlite_pool().expect("a SQLite store"))
+        .await
+        .unwrap()
 }
 
-async fn outbox_ids_of(store: &wearbridge::store::SqliteStore, message_type: &str) -> Vec<String> {
+async fn outbox_ids_of(store: &wearbridge::store::SqlStore, message_type: &str) -> Vec<String> {
     sqlx::query_scalar("SELECT message_id FROM outbox WHERE payload LIKE ? ORDER BY seq")
         .bind(format!("%\"name\":\"{message_type}\"%"))
-        .fetch_all(store.pool())
+        .fetch_all(store.sqlite_pool().expect("a SQLite store"))
         .await
         .unwrap()
 }
@@ -70,7 +73,10 @@ async fn dry_run_is_deterministic_and_persists_only_tokens() {
     assert!(common_ids + 2 >= ia.len(), "re-reading yields the same ids");
 
     assert!(outbox_ids(&h.store).await.is_empty(), "dry run writes no outbox");
-    let cursors: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cursors").fetch_one(h.store.pool()).await.unwrap();
+    let cursors: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cursors")
+        .fetch_one(h.store.sqlite_pool().expect("a SQLite store"))
+        .await
+        .unwrap();
     assert_eq!(cursors, 0, "dry run moves no cursor");
     let account = h.store.account(&sim.people()[0].name).await.unwrap().unwrap();
     assert!(account.provider_user_id.is_none(), "dry run stores no provider id");

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anonymizer::Provider;
 use secrecy::SecretString;
 use wearbridge::simulator::{self, Fault, Simulator};
-use wearbridge::store::{Lease, OutboxEntry, PostgresStore, Store, TokenCipher};
+use wearbridge::store::{Lease, OutboxEntry, SqlStore, Store, TokenCipher};
 
 /// A new, empty database on the test server; its URL.
 pub(crate) async fn fresh_database() -> String {
@@ -31,8 +31,8 @@ pub(crate) async fn fresh_database() -> String {
     url.to_string()
 }
 
-async fn open(url: &str) -> PostgresStore {
-    PostgresStore::open(url, TokenCipher::new([7; 32])).await.expect("open the PostgreSQL store")
+async fn open(url: &str) -> SqlStore {
+    SqlStore::open(url, TokenCipher::new([7; 32])).await.expect("open the PostgreSQL store")
 }
 
 fn entry(n: usize) -> OutboxEntry {
@@ -262,7 +262,7 @@ async fn three_workers_share_one_database_and_take_over_a_killed_one() {
         assert!(status.success(), "exit 0 on SIGTERM: {status:?}");
     }
     let key = wearbridge::keyfile::load_or_create(&d.join("store.key"), "store.key_file").unwrap();
-    let store = PostgresStore::open(&url, TokenCipher::new(key)).await.unwrap();
+    let store = SqlStore::open(&url, TokenCipher::new(key)).await.unwrap();
     let accounts = store.accounts().await.unwrap();
     assert_eq!(accounts.len(), 6);
 }

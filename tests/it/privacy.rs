@@ -14,7 +14,7 @@ use wearbridge::clock::Clock;
 use wearbridge::pipeline::Output;
 use wearbridge::schemas::Schemas;
 use wearbridge::simulator::{self, Simulator, SimulatorConfig};
-use wearbridge::store::{SqliteStore, Store, TokenCipher};
+use wearbridge::store::{SqlStore, Store, TokenCipher};
 
 const MARKERS: &[&str] = &["CANARY", "424242", "1337133"];
 
@@ -140,7 +140,7 @@ async fn canary_markers_never_leave_for_either_provider() {
 
     // The outbox path, and then every byte the store wrote.
     let store = Arc::new(
-        SqliteStore::open(
+        SqlStore::open(
             &format!("sqlite://{}", d.join("wb.db").display()),
             TokenCipher::new(wearbridge::keyfile::load_or_create(&d.join("store.key"), "store.key_file").unwrap()),
         )
@@ -156,7 +156,7 @@ async fn canary_markers_never_leave_for_either_provider() {
     let summary = pipeline.run_pass(&Output::Outbox).await.unwrap();
     assert_eq!((summary.synced, summary.failed), (4, 0), "{summary:?}");
     assert_eq!(store.outbox_len().await.unwrap(), 1211, "at the pinned instant");
-    store.pool().close().await;
+    store.close().await;
     for entry in std::fs::read_dir(d).unwrap() {
         let path = entry.unwrap().path();
         if path.file_name().unwrap().to_string_lossy().starts_with("wb.db") {

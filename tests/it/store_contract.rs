@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use anonymizer::Provider;
 use secrecy::{ExposeSecret, SecretString};
-use wearbridge::store::{
-    AccountStatus, OutboxEntry, PostgresStore, SqliteStore, Store, StoreError, TokenCipher, Tokens,
-};
+use wearbridge::store::{AccountStatus, OutboxEntry, SqlStore, Store, StoreError, TokenCipher, Tokens};
 
 fn entry(n: usize) -> OutboxEntry {
     OutboxEntry {
@@ -103,11 +101,11 @@ async fn contract<S: Store>(reopen: impl AsyncFn() -> S) {
 async fn the_store_contract_holds_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("contract.db").display());
-    contract(async || SqliteStore::open(&url, TokenCipher::new([7; 32])).await.unwrap()).await;
+    contract(async || SqlStore::open(&url, TokenCipher::new([7; 32])).await.unwrap()).await;
 }
 
 #[tokio::test]
 async fn the_store_contract_holds_on_postgres() {
     let url = crate::postgres::fresh_database().await;
-    contract(async || PostgresStore::open(&url, TokenCipher::new([7; 32])).await.unwrap()).await;
+    contract(async || SqlStore::open(&url, TokenCipher::new([7; 32])).await.unwrap()).await;
 }

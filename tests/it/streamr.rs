@@ -153,7 +153,7 @@ async fn a_dead_node_fills_the_outbox_and_a_wrong_key_stops_clearly() {
     assert!(stderr.contains("319 messages wait in the outbox"), "{stderr}");
     assert!(sim.streamr_received().is_empty());
     let waiting = || async {
-        let store = wearbridge::store::SqliteStore::open(
+        let store = wearbridge::store::SqlStore::open(
             &format!("sqlite://{}/wb.db", d.display()),
             wearbridge::store::TokenCipher::new(
                 wearbridge::keyfile::load_or_create(&d.join("store.key"), "store.key_file").unwrap(),

@@ -119,10 +119,10 @@ async fn daily_values_follow_the_civil_calendar_across_a_23_hour_day() {
 }
 
 /// Distinct outbox messages of one type.
-async fn outbox_count(store: &wearbridge::store::SqliteStore, message_type: &str) -> usize {
+async fn outbox_count(store: &wearbridge::store::SqlStore, message_type: &str) -> usize {
     let n: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT message_id) FROM outbox WHERE payload LIKE ?")
         .bind(format!("%\"name\":\"{message_type}\"%"))
-        .fetch_one(store.pool())
+        .fetch_one(store.sqlite_pool().expect("a SQLite store"))
         .await
         .unwrap();
     n as usize

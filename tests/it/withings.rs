@@ -130,7 +130,7 @@ async fn a_crash_between_refresh_and_first_data_call_loses_nothing() {
     h.pipeline.withings.tokens().access_token(&account).await.unwrap();
     drop(h.pipeline);
     sqlx::query("UPDATE tokens SET access_token = NULL, access_expires_at = NULL")
-        .execute(h.store.pool())
+        .execute(h.store.sqlite_pool().expect("a SQLite store"))
         .await
         .unwrap();
     let restarted = common::pipeline_on(&h.loaded, h.store.clone(), &h.clock);
@@ -195,8 +195,10 @@ async fn restart_adds_no_duplicates() {
     let h = common::harness_withings(&sim, &dir, "3d", |_| {}).await;
     h.pipeline.run_pass(&Output::Outbox).await.unwrap();
     let ids = || async {
-        let ids: Vec<String> =
-            sqlx::query_scalar("SELECT message_id FROM outbox").fetch_all(h.store.pool()).await.unwrap();
+        let ids: Vec<String> = sqlx::query_scalar("SELECT message_id FROM outbox")
+            .fetch_all(h.store.sqlite_pool().expect("a SQLite store"))
+            .await
+            .unwrap();
         ids
     };
     let first = ids().await;

@@ -2,18 +2,19 @@ use secrecy::ExposeSecret;
 
 use super::*;
 use crate::store::migrations::{Migration, run_sqlite};
+use crate::store::{AccountStatus, Tokens};
 
-async fn open(dir: &tempfile::TempDir) -> SqliteStore {
-    SqliteStore::open_path(&dir.path().join("t.db"), TokenCipher::new([3; 32])).await.unwrap()
+async fn open(dir: &tempfile::TempDir) -> SqlStore {
+    SqlStore::open_sqlite(&dir.path().join("t.db"), TokenCipher::new([3; 32])).await.unwrap()
 }
 
 #[tokio::test]
 async fn migrations_are_idempotent_and_guarded() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir).await;
-    assert!(run_sqlite(store.pool(), SQLITE).await.unwrap().is_empty(), "second run applies nothing");
+    assert!(run_sqlite(store.sqlite_pool().unwrap(), SQLITE).await.unwrap().is_empty(), "second run applies nothing");
     let tables: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-        .fetch_all(store.pool())
+        .fetch_all(store.sqlite_pool().unwrap())
         .await
         .unwrap();
     for t in ["accounts", "consents", "cursors", "outbox", "published", "schedule", "schema_migrations", "tokens"] {
@@ -22,15 +23,15 @@ async fn migrations_are_idempotent_and_guarded() {
     let mut changed: Vec<Migration> =
         SQLITE.iter().map(|m| Migration { version: m.version, name: m.name, sql: m.sql }).collect();
     changed[0].sql = "SELECT 1";
-    let err = run_sqlite(store.pool(), &changed).await.unwrap_err().to_string();
+    let err = run_sqlite(store.sqlite_pool().unwrap(), &changed).await.unwrap_err().to_string();
     assert!(err.contains("differs"), "{err}");
-    let err = run_sqlite(store.pool(), &SQLITE[..1]).await.unwrap_err().to_string();
+    let err = run_sqlite(store.sqlite_pool().unwrap(), &SQLITE[..1]).await.unwrap_err().to_string();
     assert!(err.contains("newer"), "{err}");
     let mut next: Vec<Migration> =
         SQLITE.iter().map(|m| Migration { version: m.version, name: m.name, sql: m.sql }).collect();
     let extra = SQLITE.len() as i64 + 1;
     next.push(Migration { version: extra, name: "extra", sql: "CREATE TABLE extra (x INTEGER)" });
-    assert_eq!(run_sqlite(store.pool(), &next).await.unwrap(), vec![extra]);
+    assert_eq!(run_sqlite(store.sqlite_pool().unwrap(), &next).await.unwrap(), vec![extra]);
 }
 
 #[tokio::test]
@@ -109,7 +110,7 @@ async fn tokens_are_encrypted_on_disk() {
     let t = store.tokens(a.id).await.unwrap().unwrap();
     assert_eq!(t.refresh_token.expose_secret(), "REFRESH-CANARY-0002");
     assert_eq!(t.access_token.unwrap().expose_secret(), "ACCESS-CANARY-0003");
-    store.pool().close().await;
+    store.sqlite_pool().unwrap().close().await;
     let mut bytes = Vec::new();
     for entry in std::fs::read_dir(dir.path()).unwrap() {
         bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
@@ -117,7 +118,7 @@ async fn tokens_are_encrypted_on_disk() {
     for canary in ["REFRESH-CANARY", "ACCESS-CANARY", "USERID-CANARY"] {
         assert!(!bytes.windows(canary.len()).any(|w| w == canary.as_bytes()), "{canary} found in clear");
     }
-    let wrong = SqliteStore::open_path(&dir.path().join("t.db"), TokenCipher::new([4; 32])).await.unwrap();
+    let wrong = SqlStore::open_sqlite(&dir.path().join("t.db"), TokenCipher::new([4; 32])).await.unwrap();
     let err = wrong.tokens(a.id).await.unwrap_err().to_string();
     assert!(err.contains("store.key_file") && !err.contains("CANARY"), "{err}");
 }

@@ -1,0 +1,795 @@
+//! The one store, on the embedded SQLite file or a PostgreSQL server.
+//!
+//! Every statement is written once, with `$N` placeholders (sqlx's SQLite driver maps
+//! `$N` to the N-th argument), and run on whichever pool `store.url` opened; times are
+//! bound from the store's clock rather than taken from the database, so both backends
+//! stamp alike. The few statements that truly differ live in [`Dialect`]: PostgreSQL
+//! locks rows (`FOR UPDATE`, claims with `FOR UPDATE SKIP LOCKED`, so several workers
+//! share one database and a killed worker's leases are taken over when they expire) and
+//! reads JSON lists with its own functions; SQLite serves one worker per file and records
+//! leases without honouring them, so a killed process never holds work back.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anonymizer::Provider;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, Row, SqlitePool};
+
+use super::migrations::{self, POSTGRES, SQLITE};
+use super::{
+    Account, AccountStatus, Consent, Lease, OutboxEntry, Pending, Removal, Store, StoreError, TokenCipher, Tokens,
+    parse_provider, validate_account_name,
+};
+use crate::clock::Clock;
+
+const REFRESH: &str = "refresh_token";
+const ACCESS: &str = "access_token";
+const USER_ID: &str = "provider_user_id";
+/// The columns an [`Account`] is read from.
+macro_rules! account_columns {
+    () => {
+        "id, name, provider, status, provider_user_id, created_at"
+    };
+}
+
+/// The store named by `store.url`.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: Pool,
+    cipher: TokenCipher,
+    /// Stamps every time the store writes and ages the published ids.
+    clock: Clock,
+}
+
+#[derive(Debug, Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The statements whose text differs by backend; everything else is shared.
+struct Dialect {
+    /// Locks the row read for the rest of the transaction (PostgreSQL), or nothing
+    /// (SQLite: one writer at a time anyway).
+    lock_account_by_name: &'static str,
+    /// Inserts a JSON list of `{id, stream, key, payload}` into the outbox, in order,
+    /// skipping published ids: `$1` account, `$2` list, `$3` time.
+    insert_outbox: &'static str,
+    /// Remembers the outbox messages whose `seq` is in the JSON list `$1` as published at `$2`.
+    publish_acked: &'static str,
+    /// Deletes the outbox messages whose `seq` is in the JSON list `$1`.
+    delete_acked: &'static str,
+    /// `$1` worker, `$2` lease until, `$3` now, `$4` limit.
+    claim_outbox: &'static str,
+    /// `$1` worker, `$2` lease until, `$3` now, `$4` JSON list of datasets, `$5` limit.
+    claim_accounts: &'static str,
+}
+
+const SQLITE_DIALECT: Dialect = Dialect {
+    lock_account_by_name: "SELECT id, status FROM accounts WHERE name = $1",
+    insert_outbox: "INSERT INTO outbox (message_id, account_id, stream, partition_key, payload, created_at)
+         SELECT json_extract(m.value, '$.id'), $1, json_extract(m.value, '$.stream'),
+                json_extract(m.value, '$.key'), json_extract(m.value, '$.payload'), $3
+         FROM json_each($2) AS m
+         WHERE NOT EXISTS (SELECT 1 FROM published p WHERE p.message_id = json_extract(m.value, '$.id'))
+         ORDER BY m.key
+         ON CONFLICT (message_id) DO NOTHING",
+    publish_acked: "INSERT INTO published (message_id, published_at)
+         SELECT message_id, $2 FROM outbox WHERE seq IN (SELECT value FROM json_each($1))
+         ON CONFLICT (message_id) DO NOTHING",
+    delete_acked: "DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each($1))",
+    // Leases recorded, not honoured: one worker per file.
+    claim_outbox: "UPDATE outbox SET lease_owner = $1, lease_until = $2 WHERE seq IN (
+             SELECT seq FROM outbox WHERE status = 'pending' ORDER BY seq LIMIT $4)
+         RETURNING seq, message_id, stream, partition_key, payload, attempts",
+    claim_accounts: "UPDATE accounts SET lease_owner = $1, lease_until = $2 WHERE id IN (
+             SELECT a.id FROM accounts a
+             WHERE a.status = 'active'
+               AND EXISTS (SELECT 1 FROM json_each($4) d
+                           LEFT JOIN schedule s ON s.account_id = a.id AND s.dataset = d.value
+                           WHERE s.next_due IS NULL OR s.next_due <= $3)
+             ORDER BY a.id LIMIT $5)
+         RETURNING id, name, provider, status, provider_user_id, created_at",
+};
+
+const POSTGRES_DIALECT: Dialect = Dialect {
+    lock_account_by_name: "SELECT id, status FROM accounts WHERE name = $1 FOR UPDATE",
+    insert_outbox: "INSERT INTO outbox (message_id, account_id, stream, partition_key, payload, created_at)
+         SELECT m.v->>'id', $1, m.v->>'stream', m.v->>'key', m.v->>'payload', $3
+         FROM json_array_elements($2::json) WITH ORDINALITY AS m(v, ord)
+         WHERE NOT EXISTS (SELECT 1 FROM published p WHERE p.message_id = m.v->>'id')
+         ORDER BY m.ord
+         ON CONFLICT (message_id) DO NOTHING",
+    publish_acked: "INSERT INTO published (message_id, published_at)
+         SELECT message_id, $2 FROM outbox WHERE seq IN (SELECT value::bigint FROM json_array_elements_text($1::json))
+         ON CONFLICT (message_id) DO NOTHING",
+    delete_acked: "DELETE FROM outbox WHERE seq IN (SELECT value::bigint FROM json_array_elements_text($1::json))",
+    claim_outbox: "WITH claimable AS (
+             SELECT seq FROM outbox
+             WHERE status = 'pending' AND (lease_until IS NULL OR lease_until < $3 OR lease_owner = $1)
+             ORDER BY seq LIMIT $4
+             FOR UPDATE SKIP LOCKED)
+         UPDATE outbox o SET lease_owner = $1, lease_until = $2 FROM claimable c WHERE o.seq = c.seq
+         RETURNING o.seq, o.message_id, o.stream, o.partition_key, o.payload, o.attempts",
+    claim_accounts: "WITH claimable AS (
+             SELECT a.id FROM accounts a
+             WHERE a.status = 'active' AND (a.lease_until IS NULL OR a.lease_until < $3 OR a.lease_owner = $1)
+               AND EXISTS (SELECT 1 FROM json_array_elements_text($4::json) AS d(name)
+                           LEFT JOIN schedule s ON s.account_id = a.id AND s.dataset = d.name
+                           WHERE s.next_due IS NULL OR s.next_due <= $3)
+             ORDER BY a.id LIMIT $5
+             FOR UPDATE OF a SKIP LOCKED)
+         UPDATE accounts SET lease_owner = $1, lease_until = $2 FROM claimable c WHERE accounts.id = c.id
+         RETURNING accounts.id, accounts.name, accounts.provider, accounts.status,
+                   accounts.provider_user_id, accounts.created_at",
+};
+
+/// Runs `$body` on the store's pool, whichever it is: `$pool` names the pool and `$d`
+/// the backend's [`Dialect`] inside. The body is written once and compiled for each
+/// backend.
+macro_rules! on_pool {
+    ($self:expr, |$pool:ident, $d:ident| $body:expr) => {
+        match &$self.pool {
+            Pool::Sqlite($pool) => {
+                let $d = &SQLITE_DIALECT;
+                let _ = $d;
+                $body
+            }
+            Pool::Postgres($pool) => {
+                let $d = &POSTGRES_DIALECT;
+                let _ = $d;
+                $body
+            }
+        }
+    };
+}
+
+/// An [`Account`] from a row of `account_columns!()`.
+macro_rules! account_from_row {
+    ($self:expr, $row:expr) => {{
+        let row = $row;
+        let id: i64 = row.try_get("id")?;
+        let sealed: Option<Vec<u8>> = row.try_get(USER_ID)?;
+        let provider_user_id = match sealed {
+            Some(bytes) => Some($self.cipher.open(id, USER_ID, &bytes)?),
+            None => None,
+        };
+        Ok::<Account, StoreError>(Account {
+            id,
+            name: row.try_get("name")?,
+            provider: parse_provider(row.try_get("provider")?)?,
+            status: AccountStatus::parse(row.try_get("status")?)?,
+            provider_user_id,
+            created_at: row.try_get("created_at")?,
+        })
+    }};
+}
+
+/// A [`Pending`] from an outbox row.
+macro_rules! pending_from_row {
+    ($row:expr) => {{
+        let r = $row;
+        Ok::<Pending, StoreError>(Pending {
+            seq: r.try_get("seq")?,
+            attempts: r.try_get("attempts")?,
+            entry: OutboxEntry {
+                message_id: r.try_get("message_id")?,
+                stream: r.try_get("stream")?,
+                partition_key: r.try_get("partition_key")?,
+                payload: r.try_get("payload")?,
+            },
+        })
+    }};
+}
+
+/// Connection errors can carry the URL, and with it the password.
+fn without_url(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::Configuration(_) => StoreError::BadUrl("not a valid postgres:// URL".into()),
+        other => StoreError::Database(other),
+    }
+}
+
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// A JSON list of `values`.
+fn json_list<T: serde::Serialize>(values: &[T]) -> String {
+    serde_json::to_string(values).unwrap_or_else(|_| "[]".into())
+}
+
+impl SqlStore {
+    /// Opens the store `url` names — `postgres://…` (or `postgresql://…`), else
+    /// `sqlite://PATH` or a plain path, created if needed — and migrates it.
+    pub async fn open(url: &str, cipher: TokenCipher) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await
+                .map_err(without_url)?;
+            migrations::run_postgres(&pool, POSTGRES).await?;
+            return Ok(Self { pool: Pool::Postgres(pool), cipher, clock: Clock::system() });
+        }
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        Self::open_sqlite(Path::new(path), cipher).await
+    }
+
+    /// Opens (creating if needed) the SQLite file at `path` and migrates it.
+    pub async fn open_sqlite(path: &Path, cipher: TokenCipher) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        // Migrate on a connection of its own, then open the pool: a connection that read
+        // the schema before a migration would describe `SELECT *` with the old columns.
+        let migrator = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        migrations::run_sqlite(&migrator, SQLITE).await?;
+        migrator.close().await;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        Ok(Self { pool: Pool::Sqlite(pool), cipher, clock: Clock::system() })
+    }
+
+    /// Uses `clock` for the times the store writes (tests that pin the time of day).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The SQLite pool, for tests and diagnostics; `None` on PostgreSQL.
+    pub fn sqlite_pool(&self) -> Option<&SqlitePool> {
+        match &self.pool {
+            Pool::Sqlite(pool) => Some(pool),
+            Pool::Postgres(_) => None,
+        }
+    }
+
+    /// Closes every connection (a SQLite file can then be read whole).
+    pub async fn close(&self) {
+        on_pool!(self, |pool, _d| pool.close().await)
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+}
+
+impl Store for SqlStore {
+    async fn add_account(
+        &self,
+        name: &str,
+        provider: Provider,
+        refresh_token: &SecretString,
+    ) -> Result<Account, StoreError> {
+        validate_account_name(name)?;
+        let now = self.now();
+        on_pool!(self, |pool, d| {
+            let mut tx = pool.begin().await?;
+            let existing = sqlx::query(d.lock_account_by_name).bind(name).fetch_optional(&mut *tx).await?;
+            let id: i64 = match existing {
+                Some(row) => {
+                    let status: String = row.try_get("status")?;
+                    if AccountStatus::parse(&status)? != AccountStatus::Removed {
+                        return Err(StoreError::AccountExists(name.into()));
+                    }
+                    let id: i64 = row.try_get("id")?;
+                    sqlx::query(
+                        "UPDATE accounts SET provider = $1, status = 'active', provider_user_id = NULL, updated_at = $2
+                         WHERE id = $3",
+                    )
+                    .bind(provider.as_str())
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                    id
+                }
+                None => sqlx::query(
+                    "INSERT INTO accounts (name, provider, status, created_at, updated_at)
+                     VALUES ($1, $2, 'active', $3, $3) RETURNING id",
+                )
+                .bind(name)
+                .bind(provider.as_str())
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| match e {
+                    sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::AccountExists(name.into()),
+                    other => StoreError::Database(other),
+                })?
+                .try_get("id")?,
+            };
+            let sealed = self.cipher.seal_secret(id, REFRESH, refresh_token)?;
+            sqlx::query(
+                "INSERT INTO tokens (account_id, refresh_token, access_token, access_expires_at, updated_at)
+                 VALUES ($1, $2, NULL, NULL, $3)
+                 ON CONFLICT (account_id) DO UPDATE SET refresh_token = excluded.refresh_token,
+                     access_token = NULL, access_expires_at = NULL, updated_at = excluded.updated_at",
+            )
+            .bind(id)
+            .bind(sealed)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let row = sqlx::query(concat!("SELECT ", account_columns!(), " FROM accounts WHERE id = $1"))
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let account = account_from_row!(self, &row)?;
+            tx.commit().await?;
+            Ok(account)
+        })
+    }
+
+    async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        on_pool!(self, |pool, _d| {
+            let rows = sqlx::query(concat!("SELECT ", account_columns!(), " FROM accounts ORDER BY name"))
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(|r| account_from_row!(self, r)).collect()
+        })
+    }
+
+    async fn account(&self, name: &str) -> Result<Option<Account>, StoreError> {
+        on_pool!(self, |pool, _d| {
+            let row = sqlx::query(concat!("SELECT ", account_columns!(), " FROM accounts WHERE name = $1"))
+                .bind(name)
+                .fetch_optional(pool)
+                .await?;
+            row.map(|r| account_from_row!(self, &r)).transpose()
+        })
+    }
+
+    async fn remove_account(&self, name: &str) -> Result<Removal, StoreError> {
+        let now = self.now();
+        on_pool!(self, |pool, d| {
+            let mut tx = pool.begin().await?;
+            let row = sqlx::query(d.lock_account_by_name).bind(name).fetch_optional(&mut *tx).await?;
+            let Some(row) = row else {
+                return Err(StoreError::NoSuchAccount(name.into()));
+            };
+            let id: i64 = row.try_get("id")?;
+            for statement in [
+                "DELETE FROM tokens WHERE account_id = $1",
+                "DELETE FROM cursors WHERE account_id = $1",
+                "DELETE FROM schedule WHERE account_id = $1",
+                "DELETE FROM consents WHERE account_id = $1",
+            ] {
+                sqlx::query(statement).bind(id).execute(&mut *tx).await?;
+            }
+            let dropped = sqlx::query("DELETE FROM outbox WHERE account_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query(
+                "UPDATE accounts SET status = 'removed', provider_user_id = NULL, lease_owner = NULL,
+                     lease_until = NULL, updated_at = $1 WHERE id = $2",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Removal { dropped_messages: dropped })
+        })
+    }
+
+    async fn set_status(&self, account_id: i64, status: AccountStatus) -> Result<(), StoreError> {
+        let now = self.now();
+        on_pool!(self, |pool, _d| {
+            sqlx::query("UPDATE accounts SET status = $1, updated_at = $2 WHERE id = $3")
+                .bind(status.as_str())
+                .bind(now)
+                .bind(account_id)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    async fn set_provider_user_id(&self, account_id: i64, user_id: &str) -> Result<(), StoreError> {
+        let sealed = self.cipher.seal(account_id, USER_ID, user_id)?;
+        let now = self.now();
+        on_pool!(self, |pool, _d| {
+            sqlx::query(
+                "UPDATE accounts SET provider_user_id = $1, updated_at = $2 WHERE id = $3 AND status <> 'removed'",
+            )
+            .bind(&sealed)
+            .bind(now)
+            .bind(account_id)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    async fn tokens(&self, account_id: i64) -> Result<Option<Tokens>, StoreError> {
+        let (refresh, access, expires): (Vec<u8>, Option<Vec<u8>>, Option<DateTime<Utc>>) =
+            match on_pool!(self, |pool, _d| {
+                let row = sqlx::query(
+                    "SELECT refresh_token, access_token, access_expires_at FROM tokens WHERE account_id = $1",
+                )
+                .bind(account_id)
+                .fetch_optional(pool)
+                .await?;
+                row.map(|r| {
+                    Ok::<_, StoreError>((r.try_get(REFRESH)?, r.try_get(ACCESS)?, r.try_get("access_expires_at")?))
+                })
+                .transpose()?
+            }) {
+                Some(columns) => columns,
+                None => return Ok(None),
+            };
+        Ok(Some(Tokens {
+            refresh_token: SecretString::from(self.cipher.open(account_id, REFRESH, &refresh)?),
+            access_token: match access {
+                Some(bytes) => Some(SecretString::from(self.cipher.open(account_id, ACCESS, &bytes)?)),
+                None => None,
+            },
+            access_expires_at: expires,
+        }))
+    }
+
+    async fn save_tokens(&self, account_id: i64, tokens: &Tokens) -> Result<(), StoreError> {
+        let refresh = self.cipher.seal_secret(account_id, REFRESH, &tokens.refresh_token)?;
+        let access =
+            tokens.access_token.as_ref().map(|t| self.cipher.seal_secret(account_id, ACCESS, t)).transpose()?;
+        let now = self.now();
+        on_pool!(self, |pool, _d| {
+            sqlx::query(
+                "INSERT INTO tokens (account_id, refresh_token, access_token, access_expires_at, updated_at)
+                 SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM accounts WHERE id = $1 AND status <> 'removed')
+                 ON CONFLICT (account_id) DO UPDATE SET refresh_token = excluded.refresh_token,
+                     access_token = excluded.access_token, access_expires_at = excluded.access_expires_at,
+                     updated_at = excluded.updated_at",
+            )
+            .bind(account_id)
+            .bind(&refresh)
+            .bind(&access)
+            .bind(tokens.access_expires_at)
+            .bind(now)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    async fn cursor(&self, account_id: i64, dataset: &str) -> Result<Option<String>, StoreError> {
+        on_pool!(self, |pool, _d| {
+            let row = sqlx::query("SELECT position FROM cursors WHERE account_id = $1 AND dataset = $2")
+                .bind(account_id)
+                .bind(dataset)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|r| r.try_get("position")).transpose()?)
+        })
+    }
+
+    async fn commit_batch(
+        &self,
+        account_id: i64,
+        dataset: &str,
+        cursor: &str,
+        entries: &[OutboxEntry],
+        quarantined: &[(OutboxEntry, String)],
+    ) -> Result<u64, StoreError> {
+        let now = self.now();
+        let list: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|e| {
+                serde_json::json!({"id": e.message_id, "stream": e.stream, "key": e.partition_key, "payload": e.payload})
+            })
+            .collect();
+        let list = json_list(&list);
+        on_pool!(self, |pool, d| {
+            let mut tx = pool.begin().await?;
+            // A withdrawn account takes nothing more: a sync that was running when the
+            // person left writes nothing. The check is a write, so it waits for a
+            // concurrent removal (and takes SQLite's write lock first instead of failing
+            // to upgrade a read).
+            let live = sqlx::query("UPDATE accounts SET updated_at = updated_at WHERE id = $1 AND status <> 'removed'")
+                .bind(account_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if live == 0 {
+                return Ok(0);
+            }
+            // One statement for the whole batch, `seq` in record order.
+            let inserted = sqlx::query(d.insert_outbox)
+                .bind(account_id)
+                .bind(&list)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            for (e, error) in quarantined {
+                sqlx::query(
+                    "INSERT INTO outbox (message_id, account_id, stream, partition_key, payload, status, last_error, created_at)
+                     VALUES ($1, $2, $3, $4, $5, 'quarantined', $6, $7) ON CONFLICT (message_id) DO NOTHING",
+                )
+                .bind(&e.message_id)
+                .bind(account_id)
+                .bind(&e.stream)
+                .bind(&e.partition_key)
+                .bind(&e.payload)
+                .bind(error)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query(
+                "INSERT INTO cursors (account_id, dataset, position, updated_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (account_id, dataset) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+            )
+            .bind(account_id)
+            .bind(dataset)
+            .bind(cursor)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(inserted)
+        })
+    }
+
+    async fn quarantined_len(&self) -> Result<u64, StoreError> {
+        on_pool!(self, |pool, _d| {
+            let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE status = 'quarantined'")
+                .fetch_one(pool)
+                .await?
+                .try_get("n")?;
+            Ok(count(n))
+        })
+    }
+
+    async fn outbox_len(&self) -> Result<u64, StoreError> {
+        on_pool!(self, |pool, _d| {
+            let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE status = 'pending'")
+                .fetch_one(pool)
+                .await?
+                .try_get("n")?;
+            Ok(count(n))
+        })
+    }
+
+    async fn outbox_pending(&self, limit: u32) -> Result<Vec<Pending>, StoreError> {
+        on_pool!(self, |pool, _d| {
+            let rows = sqlx::query(
+                "SELECT seq, message_id, stream, partition_key, payload, attempts FROM outbox
+                 WHERE status = 'pending' ORDER BY seq LIMIT $1",
+            )
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(|r| pending_from_row!(r)).collect()
+        })
+    }
+
+    async fn outbox_claim(&self, lease: &Lease, limit: u32) -> Result<Vec<Pending>, StoreError> {
+        let mut pending: Vec<Pending> = on_pool!(self, |pool, d| {
+            let rows = sqlx::query(d.claim_outbox)
+                .bind(&lease.worker)
+                .bind(lease.until_ms)
+                .bind(lease.now_ms)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(|r| pending_from_row!(r)).collect::<Result<Vec<_>, _>>()?
+        });
+        pending.sort_by_key(|p| p.seq);
+        Ok(pending)
+    }
+
+    async fn claim_accounts(&self, lease: &Lease, datasets: &[&str], limit: u32) -> Result<Vec<Account>, StoreError> {
+        let list = json_list(datasets);
+        let mut accounts: Vec<Account> = on_pool!(self, |pool, d| {
+            let rows = sqlx::query(d.claim_accounts)
+                .bind(&lease.worker)
+                .bind(lease.until_ms)
+                .bind(lease.now_ms)
+                .bind(&list)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(|r| account_from_row!(self, r)).collect::<Result<Vec<_>, _>>()?
+        });
+        accounts.sort_by_key(|a| a.id);
+        Ok(accounts)
+    }
+
+    async fn renew_account_lease(&self, lease: &Lease, account_id: i64) -> Result<bool, StoreError> {
+        on_pool!(self, |pool, _d| {
+            let done = sqlx::query("UPDATE accounts SET lease_until = $1 WHERE id = $2 AND lease_owner = $3")
+                .bind(lease.until_ms)
+                .bind(account_id)
+                .bind(&lease.worker)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    async fn release_worker(&self, worker: &str) -> Result<(), StoreError> {
+        on_pool!(self, |pool, _d| {
+            let mut tx = pool.begin().await?;
+            for statement in [
+                "UPDATE accounts SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1",
+                "UPDATE outbox SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1",
+            ] {
+                sqlx::query(statement).bind(worker).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn schedule(&self, account_id: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        on_pool!(self, |pool, _d| {
+            let rows = sqlx::query("SELECT dataset, next_due FROM schedule WHERE account_id = $1 ORDER BY dataset")
+                .bind(account_id)
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(|r| Ok((r.try_get("dataset")?, r.try_get("next_due")?))).collect()
+        })
+    }
+
+    async fn release_account(
+        &self,
+        worker: &str,
+        account_id: i64,
+        next_due: &[(String, i64)],
+    ) -> Result<(), StoreError> {
+        on_pool!(self, |pool, _d| {
+            let mut tx = pool.begin().await?;
+            for (dataset, due) in next_due {
+                sqlx::query(
+                    "INSERT INTO schedule (account_id, dataset, next_due)
+                     SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM accounts WHERE id = $1 AND status <> 'removed')
+                     ON CONFLICT (account_id, dataset) DO UPDATE SET next_due = excluded.next_due",
+                )
+                .bind(account_id)
+                .bind(dataset)
+                .bind(due)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query(
+                "UPDATE accounts SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2",
+            )
+            .bind(account_id)
+            .bind(worker)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn outbox_oldest(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        on_pool!(self, |pool, _d| {
+            let row = sqlx::query("SELECT created_at FROM outbox WHERE status = 'pending' ORDER BY seq LIMIT 1")
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|r| r.try_get("created_at")).transpose()?)
+        })
+    }
+
+    async fn outbox_release(&self, worker: &str) -> Result<(), StoreError> {
+        on_pool!(self, |pool, _d| {
+            sqlx::query("UPDATE outbox SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1")
+                .bind(worker)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    async fn record_consent(&self, account_id: i64, consent: &Consent) -> Result<(), StoreError> {
+        on_pool!(self, |pool, _d| {
+            sqlx::query(
+                "INSERT INTO consents (account_id, provider, scopes, granted_at, leave_hash) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (account_id) DO UPDATE SET provider = excluded.provider, scopes = excluded.scopes,
+                     granted_at = excluded.granted_at, leave_hash = excluded.leave_hash",
+            )
+            .bind(account_id)
+            .bind(consent.provider.as_str())
+            .bind(&consent.scopes)
+            .bind(consent.granted_at)
+            .bind(&consent.leave_hash)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    async fn consent(&self, account_id: i64) -> Result<Option<Consent>, StoreError> {
+        on_pool!(self, |pool, _d| {
+            let row =
+                sqlx::query("SELECT provider, scopes, granted_at, leave_hash FROM consents WHERE account_id = $1")
+                    .bind(account_id)
+                    .fetch_optional(pool)
+                    .await?;
+            let Some(r) = row else { return Ok(None) };
+            Ok(Some(Consent {
+                provider: parse_provider(r.try_get("provider")?)?,
+                scopes: r.try_get("scopes")?,
+                granted_at: r.try_get("granted_at")?,
+                leave_hash: r.try_get("leave_hash")?,
+            }))
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        on_pool!(self, |pool, _d| {
+            sqlx::query("SELECT 1").execute(pool).await?;
+            Ok(())
+        })
+    }
+
+    async fn outbox_ack(&self, seqs: &[i64]) -> Result<(), StoreError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let now = self.now();
+        let list = json_list(seqs);
+        // Two set-based statements, whatever the number of messages.
+        on_pool!(self, |pool, d| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(d.publish_acked).bind(&list).bind(now).execute(&mut *tx).await?;
+            sqlx::query(d.delete_acked).bind(&list).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn prune_published(&self, retention: Duration) -> Result<u64, StoreError> {
+        let older_than = self.now() - chrono::TimeDelta::from_std(retention).unwrap_or(chrono::TimeDelta::MAX);
+        on_pool!(self, |pool, _d| {
+            let done =
+                sqlx::query("DELETE FROM published WHERE published_at < $1").bind(older_than).execute(pool).await?;
+            Ok(done.rows_affected())
+        })
+    }
+
+    async fn outbox_attempt_failed(&self, seq: i64, error: &str) -> Result<(), StoreError> {
+        on_pool!(self, |pool, _d| {
+            sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $1, lease_owner = NULL, lease_until = NULL
+                 WHERE seq = $2",
+            )
+            .bind(error)
+            .bind(seq)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    async fn outbox_quarantine(&self, seq: i64, error: &str) -> Result<(), StoreError> {
+        on_pool!(self, |pool, _d| {
+            sqlx::query(
+                "UPDATE outbox SET status = 'quarantined', attempts = attempts + 1, last_error = $1 WHERE seq = $2",
+            )
+            .bind(error)
+            .bind(seq)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
