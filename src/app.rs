@@ -51,13 +51,13 @@ pub fn pseudonym_key(loaded: &Loaded) -> Result<PseudonymKey, StartupError> {
 }
 
 /// Builds the pipeline. Fitbit client credentials are required to refresh tokens.
-pub fn pipeline<S: crate::store::Store>(
+pub fn pipeline(
     loaded: &Loaded,
-    store: Arc<S>,
+    store: Arc<SqlStore>,
     key: PseudonymKey,
     retry: Retry,
     clock: Clock,
-) -> Result<Pipeline<S>, StartupError> {
+) -> Result<Pipeline, StartupError> {
     let settings = &loaded.settings;
     let http = http::client()?;
     let client_id = settings.fitbit.client_id.clone().unwrap_or_default();
@@ -160,12 +160,12 @@ pub fn require_for_publishing(loaded: &Loaded) -> Result<(), ConfigError> {
 }
 
 /// The outbox publisher for `[streamr]`.
-pub fn publisher<S: crate::store::Store>(
+pub fn publisher(
     loaded: &Loaded,
-    store: Arc<S>,
+    store: Arc<SqlStore>,
     retry: Retry,
     clock: Clock,
-) -> Result<crate::publisher::Publisher<S>, StartupError> {
+) -> Result<crate::publisher::Publisher, StartupError> {
     use crate::config::Transport;
     use crate::sinks::{Sink, file::FileSink, streamr_http::StreamrHttpSink, streamr_ws::StreamrWsSink};
     let s = &loaded.settings.streamr;

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::clock::Clock;
 use crate::config::{Dataset, Settings};
 use crate::sources::fitbit::GoogleHealthClient;
-use crate::store::{Account, Consent, Store, StoreError, Tokens};
+use crate::store::{Account, Consent, SqlStore, Store, StoreError, Tokens};
 
 /// Scopes asked of Withings.
 const WITHINGS_SCOPES: &str = "user.info,user.metrics,user.activity";
@@ -94,7 +94,7 @@ pub fn google_scopes(datasets: &[Dataset]) -> Vec<&'static str> {
 
 /// Fails early, before the person is sent to the provider, when `name` is taken by an
 /// account that is not removed.
-pub async fn check_name_free<S: Store>(store: &S, name: &str) -> Result<(), OnboardError> {
+pub async fn check_name_free(store: &SqlStore, name: &str) -> Result<(), OnboardError> {
     crate::store::validate_account_name(name)?;
     match store.account(name).await? {
         Some(a) if a.status != crate::store::AccountStatus::Removed => {
@@ -184,8 +184,8 @@ struct Exchanged {
 
 /// Completes an authorisation: checks `state`, exchanges the code at once, and enrols
 /// the account `name` (a removed account of that name is re-enrolled).
-pub async fn complete<S: Store>(
-    store: &S,
+pub async fn complete(
+    store: &SqlStore,
     settings: &Settings,
     key: &PseudonymKey,
     authorization: &Authorization,
@@ -339,7 +339,7 @@ async fn exchange_withings(
 
 /// Revokes an account's grant upstream where the provider offers it (Google), before
 /// its tokens are deleted. Returns whether a revocation was made.
-pub async fn revoke<S: Store>(store: &S, settings: &Settings, account: &Account) -> Result<bool, OnboardError> {
+pub async fn revoke(store: &SqlStore, settings: &Settings, account: &Account) -> Result<bool, OnboardError> {
     if account.provider != Provider::Fitbit {
         return Ok(false);
     }
@@ -368,7 +368,7 @@ pub async fn revoke<S: Store>(store: &S, settings: &Settings, account: &Account)
 /// Revokes upstream where the provider allows it, then deletes everything of the account
 /// but its `removed` marker. Returns what happened, in words for the person or operator.
 /// A failed revocation does not stop the deletion: the person asked to leave.
-pub async fn withdraw<S: Store>(store: &S, settings: &Settings, account: &Account) -> Result<String, OnboardError> {
+pub async fn withdraw(store: &SqlStore, settings: &Settings, account: &Account) -> Result<String, OnboardError> {
     let revoked = match revoke(store, settings, account).await {
         Ok(true) => "The grant was revoked at Google.".to_owned(),
         Ok(false) if account.provider == Provider::Withings => {

@@ -15,7 +15,7 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLim
 use crate::clock::Clock;
 use crate::retry::Retry;
 use crate::sinks::{SendError, Sink, Written};
-use crate::store::{Lease, Pending, Store, StoreError};
+use crate::store::{Lease, Pending, SqlStore, Store, StoreError};
 
 /// How many messages are read from the outbox at a time (and written before the sink
 /// is asked which of them arrived).
@@ -66,8 +66,8 @@ pub struct Limits {
 }
 
 /// Publishes outbox messages through one sink.
-pub struct Publisher<S> {
-    store: Arc<S>,
+pub struct Publisher {
+    store: Arc<SqlStore>,
     sink: tokio::sync::Mutex<Sink>,
     limiter: DefaultDirectRateLimiter,
     stream_limiter: DefaultKeyedRateLimiter<String>,
@@ -100,8 +100,8 @@ fn quota(per_second: u32, burst: u32) -> Quota {
     Quota::per_second(rate).allow_burst(burst)
 }
 
-impl<S: Store> Publisher<S> {
-    pub fn new(store: Arc<S>, sink: Sink, limits: Limits, retry: Retry, clock: Clock) -> Self {
+impl Publisher {
+    pub fn new(store: Arc<SqlStore>, sink: Sink, limits: Limits, retry: Retry, clock: Clock) -> Self {
         Self {
             store,
             sink: tokio::sync::Mutex::new(sink),

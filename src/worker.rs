@@ -34,10 +34,10 @@ pub enum WorkerError {
 }
 
 /// One worker process's loop.
-pub struct Worker<S> {
+pub struct Worker {
     pub id: String,
-    pub pipeline: Arc<Pipeline<S>>,
-    pub publisher: Option<Arc<Publisher<S>>>,
+    pub pipeline: Arc<Pipeline>,
+    pub publisher: Option<Arc<Publisher>>,
     pub output: Output,
     pub sync: SyncSettings,
 }
@@ -57,7 +57,7 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
-impl<S: Store> Worker<S> {
+impl Worker {
     /// How often to look for due work when there is none.
     fn poll(&self) -> Duration {
         (self.sync.interval / 4).clamp(Duration::from_millis(200), Duration::from_secs(10))

@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 
 use crate::clock::Clock;
 use crate::retry::Retry;
-use crate::store::{Account, AccountStatus, Store, StoreError, Tokens};
+use crate::store::{Account, AccountStatus, SqlStore, Store, StoreError, Tokens};
 
 /// Refresh when the access token has less than this left.
 const EXPIRY_MARGIN: TimeDelta = TimeDelta::seconds(120);
@@ -36,8 +36,8 @@ pub enum AuthError {
 }
 
 /// Hands out valid access tokens, refreshing them when needed.
-pub struct TokenManager<S> {
-    store: Arc<S>,
+pub struct TokenManager {
+    store: Arc<SqlStore>,
     google: GoogleOAuth,
     withings: WithingsOAuth,
     retry: Retry,
@@ -45,8 +45,8 @@ pub struct TokenManager<S> {
     locks: std::sync::Mutex<HashMap<i64, Arc<Mutex<()>>>>,
 }
 
-impl<S: Store> TokenManager<S> {
-    pub fn new(store: Arc<S>, google: GoogleOAuth, withings: WithingsOAuth, retry: Retry, clock: Clock) -> Self {
+impl TokenManager {
+    pub fn new(store: Arc<SqlStore>, google: GoogleOAuth, withings: WithingsOAuth, retry: Retry, clock: Clock) -> Self {
         Self { store, google, withings, retry, clock, locks: std::sync::Mutex::new(HashMap::new()) }
     }
 

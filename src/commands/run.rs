@@ -150,9 +150,9 @@ fn log_pass(summary: &crate::pipeline::PassSummary) {
 
 /// Dry runs print and persist nothing but rotated tokens, so they run whole passes
 /// rather than claiming scheduled work.
-async fn dry_run_passes<S: Store>(
+async fn dry_run_passes(
     loaded: &crate::config::Loaded,
-    pipeline: &crate::pipeline::Pipeline<S>,
+    pipeline: &crate::pipeline::Pipeline,
     once: bool,
 ) -> anyhow::Result<()> {
     let output = Output::DryRun(Arc::new(StdoutSink::stdout()));

@@ -43,7 +43,7 @@ impl<'a> FitbitAccount<'a> {
     }
 }
 
-impl<S: Store> Pipeline<S> {
+impl Pipeline {
     /// Reads one dataset into batches (each with the cursor it advances).
     pub(super) async fn fitbit_dataset(
         &self,

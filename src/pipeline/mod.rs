@@ -28,7 +28,7 @@ use crate::schemas::Schemas;
 use crate::sinks::Delivery;
 use crate::sources::fitbit::{FitbitSource, SourceError};
 use crate::sources::withings::{WithingsSource, WithingsSourceError};
-use crate::store::{Account, AccountStatus, OutboxEntry, Store, StoreError};
+use crate::store::{Account, AccountStatus, OutboxEntry, SqlStore, Store, StoreError};
 
 /// How many accounts sync at the same time.
 const ACCOUNT_CONCURRENCY: usize = 8;
@@ -108,10 +108,10 @@ enum AccountError {
 }
 
 /// Everything a pass needs, built once per process.
-pub struct Pipeline<S> {
-    pub store: Arc<S>,
-    pub fitbit: FitbitSource<S>,
-    pub withings: WithingsSource<S>,
+pub struct Pipeline {
+    pub store: Arc<SqlStore>,
+    pub fitbit: FitbitSource,
+    pub withings: WithingsSource,
     pub anonymizer: Anonymizer,
     pub schemas: Schemas,
     pub routes: Routes,
@@ -120,7 +120,7 @@ pub struct Pipeline<S> {
     pub clock: Clock,
 }
 
-impl<S: Store> Pipeline<S> {
+impl Pipeline {
     /// Syncs every active account once.
     pub async fn run_pass(&self, output: &Output) -> Result<PassSummary, StoreError> {
         let accounts: Vec<Account> =
@@ -191,7 +191,7 @@ impl Counters {
     }
 }
 
-impl<S: Store> Pipeline<S> {
+impl Pipeline {
     async fn sync_account(
         &self,
         account: &Account,

@@ -14,7 +14,7 @@ fn instant(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-impl<S: Store> Pipeline<S> {
+impl Pipeline {
     /// Reads one Withings dataset into batches.
     pub(super) async fn withings_dataset(
         &self,

@@ -78,7 +78,7 @@ fn token_ok(expected: Option<&str>, given: Option<&str>) -> bool {
     expected.len() == given.len() && expected.bytes().zip(given.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
-pub(super) async fn connect<S: Store>(State(state): State<Arc<ServerState<S>>>) -> Response {
+pub(super) async fn connect(State(state): State<Arc<ServerState>>) -> Response {
     let Some(enrolment) = &state.enrolment else { return error_page(StatusCode::NOT_FOUND, "enrolment is off here") };
     let token_field = if enrolment.settings.server.enroll_token.is_some() {
         r#"<p><label>Enrolment code (from the people running this project)<br><input name="enroll_token" type="password" required></label></p>"#
@@ -117,8 +117,8 @@ pub(super) async fn privacy() -> Response {
     page(StatusCode::OK, "Privacy controls", &format!("<pre style=\"white-space:pre-wrap\">{}</pre>", escape(text)))
 }
 
-pub(super) async fn start<S: Store>(
-    State(state): State<Arc<ServerState<S>>>,
+pub(super) async fn start(
+    State(state): State<Arc<ServerState>>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let Some(enrolment) = &state.enrolment else { return error_page(StatusCode::NOT_FOUND, "enrolment is off here") };
@@ -143,8 +143,8 @@ pub(super) async fn start<S: Store>(
     Redirect::to(&url).into_response()
 }
 
-pub(super) async fn callback<S: Store>(
-    State(state): State<Arc<ServerState<S>>>,
+pub(super) async fn callback(
+    State(state): State<Arc<ServerState>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let Some(enrolment) = &state.enrolment else { return error_page(StatusCode::NOT_FOUND, "enrolment is off here") };
@@ -220,8 +220,8 @@ Data already published cannot be recalled.</p>
     )
 }
 
-pub(super) async fn leave<S: Store>(
-    State(state): State<Arc<ServerState<S>>>,
+pub(super) async fn leave(
+    State(state): State<Arc<ServerState>>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let Some(enrolment) = &state.enrolment else { return error_page(StatusCode::NOT_FOUND, "enrolment is off here") };

@@ -23,12 +23,12 @@ pub use consent::Enrolment;
 
 use crate::clock::Clock;
 use crate::publisher::Publisher;
-use crate::store::{AccountStatus, Store};
+use crate::store::{AccountStatus, SqlStore, Store};
 
 /// What the endpoints read.
-pub struct ServerState<S> {
-    pub store: Arc<S>,
-    pub publisher: Option<Arc<Publisher<S>>>,
+pub struct ServerState {
+    pub store: Arc<SqlStore>,
+    pub publisher: Option<Arc<Publisher>>,
     pub metrics: Option<PrometheusHandle>,
     /// The consent pages (`/connect`, `/leave`); `None` turns them off.
     pub enrolment: Option<Enrolment>,
@@ -40,9 +40,9 @@ pub struct ServerState<S> {
 const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Binds `listen` (an error names `server.listen`) and serves until `shutdown`.
-pub async fn serve<S: Store>(
+pub async fn serve(
     listen: SocketAddr,
-    state: ServerState<S>,
+    state: ServerState,
     shutdown: crate::retry::CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, std::io::Error> {
     let listener = TcpListener::bind(listen)
@@ -51,12 +51,12 @@ pub async fn serve<S: Store>(
     tracing::info!(address = %listener.local_addr()?, "serving /healthz, /readyz, /metrics and /connect");
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready::<S>))
-        .route("/metrics", get(render::<S>))
-        .route("/connect", get(consent::connect::<S>))
-        .route("/connect/start", axum::routing::post(consent::start::<S>))
-        .route("/connect/callback", get(consent::callback::<S>))
-        .route("/leave", get(consent::leave_form).post(consent::leave::<S>))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(render))
+        .route("/connect", get(consent::connect))
+        .route("/connect/start", axum::routing::post(consent::start))
+        .route("/connect/callback", get(consent::callback))
+        .route("/leave", get(consent::leave_form).post(consent::leave))
         .route("/privacy", get(consent::privacy))
         .with_state(Arc::new(state));
     Ok(tokio::spawn(async move {
@@ -66,7 +66,7 @@ pub async fn serve<S: Store>(
     }))
 }
 
-async fn ready<S: Store>(State(state): State<Arc<ServerState<S>>>) -> impl IntoResponse {
+async fn ready(State(state): State<Arc<ServerState>>) -> impl IntoResponse {
     match tokio::time::timeout(STORE_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
@@ -81,7 +81,7 @@ async fn ready<S: Store>(State(state): State<Arc<ServerState<S>>>) -> impl IntoR
     (StatusCode::OK, "ready\n".to_owned())
 }
 
-async fn render<S: Store>(State(state): State<Arc<ServerState<S>>>) -> impl IntoResponse {
+async fn render(State(state): State<Arc<ServerState>>) -> impl IntoResponse {
     let Some(handle) = &state.metrics else {
         return (StatusCode::NOT_FOUND, "metrics are not enabled in this process\n".to_owned());
     };

@@ -117,7 +117,7 @@ pub fn fast_retry() -> Retry {
 
 pub struct Harness {
     pub store: Arc<SqlStore>,
-    pub pipeline: Pipeline<SqlStore>,
+    pub pipeline: Pipeline,
     pub loaded: Loaded,
     /// The simulator's clock, shared by the store and the pipeline.
     pub clock: Clock,
@@ -125,7 +125,7 @@ pub struct Harness {
 
 impl Harness {
     /// A fresh pipeline over the same store (as after a restart).
-    pub fn reopen(&self) -> Pipeline<SqlStore> {
+    pub fn reopen(&self) -> Pipeline {
         pipeline_on(&self.loaded, self.store.clone(), &self.clock)
     }
 }
@@ -185,7 +185,7 @@ async fn harness_for(
 }
 
 /// A pipeline over `store` reading `clock`.
-pub fn pipeline_on(loaded: &Loaded, store: Arc<SqlStore>, clock: &Clock) -> Pipeline<SqlStore> {
+pub fn pipeline_on(loaded: &Loaded, store: Arc<SqlStore>, clock: &Clock) -> Pipeline {
     let key = PseudonymKey::new("t1", [5; 32]).expect("key");
     app::pipeline(loaded, store, key, fast_retry(), clock.clone()).expect("pipeline")
 }

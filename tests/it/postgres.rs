@@ -45,8 +45,7 @@ fn entry(n: usize) -> OutboxEntry {
 }
 
 /// What PostgreSQL does beyond the contract every store keeps (`store_contract.rs`): it
-/// honours leases, so several workers share one database, and it ages published ids by
-/// the server's clock.
+/// honours leases, so several workers share one database.
 #[tokio::test]
 async fn leases_never_hand_one_row_to_two_workers() {
     let url = fresh_database().await;
@@ -56,7 +55,7 @@ async fn leases_never_hand_one_row_to_two_workers() {
     assert_eq!(store.commit_batch(a.id, "heart_rate", "c1", &entries, &[]).await.unwrap(), 10);
     let pending = store.outbox_pending(100).await.unwrap();
     store.outbox_ack(&pending[..4].iter().map(|p| p.seq).collect::<Vec<_>>()).await.unwrap();
-    // Published ids are aged by the server's clock, which stamped them.
+    // Published ids are aged by the store's clock, which stamped them.
     assert_eq!(store.prune_published(Duration::from_secs(3600)).await.unwrap(), 0);
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(store.prune_published(Duration::from_millis(1)).await.unwrap(), 4);

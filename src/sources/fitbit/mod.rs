@@ -15,7 +15,7 @@ use secrecy::SecretString;
 use crate::auth::{AuthError, TokenManager};
 use crate::retry::{Retry, Retryable, Verdict};
 use crate::sources::quota::Quotas;
-use crate::store::{Account, Store};
+use crate::store::Account;
 
 /// The largest page Google serves for sample data types.
 pub const MAX_PAGE_SIZE: u32 = 10_000;
@@ -54,9 +54,9 @@ impl SourceError {
 /// Reads one account's data: tokens from the [`TokenManager`], client-side quotas, one
 /// refresh on 401, back-off on transient failures (honouring `Retry-After`). Waiting on
 /// 429 happens inside the account's own task, so it slows that account only.
-pub struct FitbitSource<S> {
+pub struct FitbitSource {
     client: GoogleHealthClient,
-    tokens: Arc<TokenManager<S>>,
+    tokens: Arc<TokenManager>,
     quotas: Quotas,
     retry: Retry,
     page_size: u32,
@@ -71,8 +71,8 @@ fn range_filter(field: &str, from: &str, to: &str) -> String {
     format!("{field} >= \"{from}\" AND {field} < \"{to}\"")
 }
 
-impl<S: Store> FitbitSource<S> {
-    pub fn new(client: GoogleHealthClient, tokens: Arc<TokenManager<S>>, quotas: Quotas, retry: Retry) -> Self {
+impl FitbitSource {
+    pub fn new(client: GoogleHealthClient, tokens: Arc<TokenManager>, quotas: Quotas, retry: Retry) -> Self {
         Self { client, tokens, quotas, retry, page_size: MAX_PAGE_SIZE }
     }
 
@@ -83,7 +83,7 @@ impl<S: Store> FitbitSource<S> {
     }
 
     /// The token manager this source draws on.
-    pub fn tokens(&self) -> &TokenManager<S> {
+    pub fn tokens(&self) -> &TokenManager {
         &self.tokens
     }
 

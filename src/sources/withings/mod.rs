@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use crate::auth::{AuthError, TokenManager};
 use crate::retry::{MAX_THROTTLE, Retry, Retryable, Verdict};
 use crate::sources::quota::Quotas;
-use crate::store::{Account, Store};
+use crate::store::Account;
 
 /// Measure types requested from `getmeas` (see normalize::withings for their meaning).
 pub const MEASURE_TYPES: &str = "1,5,6,8,9,10,11,12,54,71,73,76,77,88,91,123";
@@ -49,18 +49,18 @@ impl Retryable for WithingsSourceError {
 }
 
 /// Reads one account's Withings data with the shared limiter and throttle.
-pub struct WithingsSource<S> {
+pub struct WithingsSource {
     client: WithingsClient,
-    tokens: Arc<TokenManager<S>>,
+    tokens: Arc<TokenManager>,
     quotas: Quotas,
     retry: Retry,
     /// Until when the whole application must not call Withings (after a 601).
     throttled_until: Mutex<Option<Instant>>,
 }
 
-impl<S: Store> WithingsSource<S> {
+impl WithingsSource {
     /// `per_minute` is the application-wide limit (Withings: 120).
-    pub fn new(client: WithingsClient, tokens: Arc<TokenManager<S>>, per_minute: u32, retry: Retry) -> Self {
+    pub fn new(client: WithingsClient, tokens: Arc<TokenManager>, per_minute: u32, retry: Retry) -> Self {
         Self {
             client,
             tokens,
@@ -71,7 +71,7 @@ impl<S: Store> WithingsSource<S> {
     }
 
     /// The token manager this source draws on.
-    pub fn tokens(&self) -> &TokenManager<S> {
+    pub fn tokens(&self) -> &TokenManager {
         &self.tokens
     }
 
