@@ -80,6 +80,11 @@ impl TokenManager {
         Ok(())
     }
 
+    /// A [`Session`]: the account's access token for a series of calls.
+    pub async fn session<'a>(&'a self, account: &'a Account) -> Result<Session<'a>, AuthError> {
+        Ok(Session { tokens: self, account, token: self.access_token(account).await?, refreshed: false })
+    }
+
     /// Forgets the access token after the provider rejected it (401) and refreshes.
     pub async fn force_refresh(&self, account: &Account) -> Result<SecretString, AuthError> {
         let lock = self.lock_for(account.id);
@@ -129,5 +134,33 @@ impl TokenManager {
         }
         tracing::debug!(rotated, "access token refreshed");
         Ok(response.access_token)
+    }
+}
+
+/// An account's access token for the calls of one operation. When the provider rejects
+/// it, the token is refreshed once (without spending a retry); a second rejection is the
+/// caller's to judge.
+pub struct Session<'a> {
+    tokens: &'a TokenManager,
+    account: &'a Account,
+    token: SecretString,
+    refreshed: bool,
+}
+
+impl Session<'_> {
+    /// The token to call with.
+    pub fn token(&self) -> SecretString {
+        self.token.clone()
+    }
+
+    /// After a rejection: refreshes and returns true the first time, false after that.
+    pub async fn refresh_once(&mut self, rejection: &dyn std::fmt::Display) -> Result<bool, AuthError> {
+        if self.refreshed {
+            return Ok(false);
+        }
+        tracing::info!(error = %rejection, "access token rejected; refreshing once");
+        self.token = self.tokens.force_refresh(self.account).await?;
+        self.refreshed = true;
+        Ok(true)
     }
 }

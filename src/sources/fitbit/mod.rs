@@ -12,8 +12,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Days, NaiveDate, SecondsFormat, Utc};
 use secrecy::SecretString;
 
-use crate::auth::{AuthError, TokenManager};
-use crate::retry::{Retry, Retryable, Verdict};
+use crate::auth::TokenManager;
+use crate::retry::Retry;
 use crate::sources::quota::Quotas;
 use crate::store::Account;
 
@@ -24,23 +24,12 @@ const SESSION_PAGE_SIZE: u32 = 25;
 /// A hard stop against a server that never ends pagination.
 const MAX_PAGES: usize = 1_000;
 
-/// Why a dataset could not be read for one account.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    #[error(transparent)]
-    Auth(#[from] AuthError),
-    #[error(transparent)]
-    Api(#[from] ApiError),
-    #[error("pagination did not end after {0} pages")]
-    Pagination(usize),
-}
+/// Why a Google Health dataset could not be read for one account.
+pub type SourceError = super::SourceError<ApiError>;
 
-impl Retryable for SourceError {
-    fn verdict(&self) -> Verdict {
-        match self {
-            SourceError::Api(e) => e.verdict(),
-            SourceError::Auth(_) | SourceError::Pagination(_) => Verdict::GiveUp,
-        }
+impl From<ApiError> for SourceError {
+    fn from(e: ApiError) -> Self {
+        Self::Api(e)
     }
 }
 
@@ -92,19 +81,13 @@ impl FitbitSource {
         F: Fn(SecretString) -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
     {
-        let mut token = self.tokens.access_token(account).await?;
-        let mut refreshed = false;
+        let mut session = self.tokens.session(account).await?;
         self.retry
             .run("Google Health call", async || {
                 loop {
                     self.quotas.acquire(account.id).await;
-                    match f(token.clone()).await {
-                        // A rejected token is refreshed once, without spending an attempt.
-                        Err(e) if e.is_unauthorized() && !refreshed => {
-                            tracing::info!(error = %e, "access token rejected; refreshing once");
-                            token = self.tokens.force_refresh(account).await?;
-                            refreshed = true;
-                        }
+                    match f(session.token()).await {
+                        Err(e) if e.is_unauthorized() && session.refresh_once(&e).await? => {}
                         other => return other.map_err(SourceError::from),
                     }
                 }

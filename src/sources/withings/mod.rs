@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::auth::{AuthError, TokenManager};
-use crate::retry::{MAX_THROTTLE, Retry, Retryable, Verdict};
+use crate::retry::{MAX_THROTTLE, Retry};
 use crate::sources::quota::Quotas;
 use crate::store::Account;
 
@@ -29,22 +29,11 @@ const INTRADAY_WINDOW: TimeDelta = TimeDelta::hours(24);
 const MAX_PAGES: usize = 1_000;
 
 /// Why a Withings dataset could not be read for one account.
-#[derive(Debug, thiserror::Error)]
-pub enum WithingsSourceError {
-    #[error(transparent)]
-    Auth(#[from] AuthError),
-    #[error(transparent)]
-    Api(#[from] WithingsError),
-    #[error("pagination did not end after {0} pages")]
-    Pagination(usize),
-}
+pub type WithingsSourceError = super::SourceError<WithingsError>;
 
-impl Retryable for WithingsSourceError {
-    fn verdict(&self) -> Verdict {
-        match self {
-            WithingsSourceError::Api(e) => e.verdict(),
-            WithingsSourceError::Auth(_) | WithingsSourceError::Pagination(_) => Verdict::GiveUp,
-        }
+impl From<WithingsError> for WithingsSourceError {
+    fn from(e: WithingsError) -> Self {
+        Self::Api(e)
     }
 }
 
@@ -96,20 +85,15 @@ impl WithingsSource {
         F: Fn(SecretString) -> Fut,
         Fut: Future<Output = Result<T, WithingsError>>,
     {
-        let mut token = self.tokens.access_token(account).await?;
-        let mut refreshed = false;
+        let mut session = self.tokens.session(account).await?;
         self.retry
             .run("Withings call", async || {
                 loop {
                     self.wait_for_throttle().await;
                     self.quotas.acquire(account.id).await;
-                    match f(token.clone()).await {
-                        // A rejected token is refreshed once, without spending an attempt.
-                        Err(e) if e.is_auth() && !refreshed => {
-                            tracing::info!(error = %e, "access token rejected; refreshing once");
-                            token = self.tokens.force_refresh(account).await?;
-                            refreshed = true;
-                        }
+                    match f(session.token()).await {
+                        Err(e) if e.is_auth() && session.refresh_once(&e).await? => {}
+                        // Rejected even after a refresh: the person must consent again.
                         Err(e) if e.is_auth() => {
                             self.tokens.mark_needs_reconsent(account).await?;
                             return Err(AuthError::NeedsReconsent.into());
