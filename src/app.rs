@@ -36,10 +36,11 @@ pub enum StartupError {
     Http(#[from] reqwest::Error),
 }
 
-/// Opens the store named by `store.url` with the key from `store.key_file`.
-pub async fn open_store(settings: &Settings) -> Result<SqlStore, StartupError> {
+/// Opens the store named by `store.url` with the key from `store.key_file`; it stamps
+/// times by `clock`.
+pub async fn open_store(settings: &Settings, clock: &Clock) -> Result<SqlStore, StartupError> {
     let key = keyfile::load_or_create(&settings.store.key_file, "store.key_file")?;
-    Ok(SqlStore::open(&settings.store.url, TokenCipher::new(key)).await?)
+    Ok(SqlStore::open(&settings.store.url, TokenCipher::new(key)).await?.with_clock(clock.clone()))
 }
 
 /// The pseudonym key from `anonymizer.key_file` and `anonymizer.epoch`.

@@ -195,7 +195,10 @@ impl Publisher {
                         Outcome::Written(Written::Pending) => written.push(pending),
                         Outcome::Quarantined => summary.quarantined += 1,
                         Outcome::Unavailable(reason) => {
-                            self.store.outbox_attempt_failed(pending.seq, &reason).await?;
+                            // A retry cut short by shutdown is no failed attempt.
+                            if !self.retry.is_shutting_down() {
+                                self.store.outbox_attempt_failed(pending.seq, &reason).await?;
+                            }
                             unavailable = Some(reason);
                             break;
                         }

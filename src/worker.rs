@@ -73,7 +73,7 @@ impl Worker {
             if shutdown.is_cancelled() {
                 return Ok(());
             }
-            let pause = match self.round().await {
+            let pause = match self.round(&shutdown).await {
                 Ok(0) => {
                     failures = 0;
                     self.poll()
@@ -98,7 +98,7 @@ impl Worker {
     }
 
     /// Claims, syncs and drains once; returns how many accounts it claimed.
-    async fn round(&self) -> Result<usize, WorkerError> {
+    async fn round(&self, shutdown: &CancellationToken) -> Result<usize, WorkerError> {
         let datasets: Vec<&str> = self.sync.datasets.iter().map(|d| d.as_str()).collect();
         let lease = Lease::new(&self.id, self.sync.lease, self.pipeline.clock.now());
         let accounts = self.pipeline.store.claim_accounts(&lease, &datasets, CONCURRENCY).await?;
@@ -107,7 +107,7 @@ impl Worker {
             .for_each_concurrent(CONCURRENCY as usize, |account| {
                 let lease = &lease;
                 async move {
-                    if let Err(e) = self.sync_account(lease, &account).await {
+                    if let Err(e) = self.sync_account(lease, &account, shutdown).await {
                         tracing::warn!(error = %e, "could not record the sync of an account; its lease will expire");
                     }
                 }
@@ -135,8 +135,14 @@ impl Worker {
         Ok(claimed)
     }
 
-    /// Syncs the account's due datasets and schedules each one's next sync.
-    async fn sync_account(&self, lease: &Lease, account: &crate::store::Account) -> Result<(), StoreError> {
+    /// Syncs the account's due datasets and schedules each one's next sync; a sync cut
+    /// short by shutdown schedules nothing, so the account is due again at once.
+    async fn sync_account(
+        &self,
+        lease: &Lease,
+        account: &crate::store::Account,
+        shutdown: &CancellationToken,
+    ) -> Result<(), StoreError> {
         let store = &self.pipeline.store;
         let schedule = store.schedule(account.id).await?;
         let due: Vec<Dataset> = self
@@ -164,6 +170,11 @@ impl Worker {
                 }
             }
         };
+        if shutdown.is_cancelled() && summary.synced == 0 {
+            // Waits were cut short: whatever was not committed is done again by the next
+            // claim, which need not wait a whole interval for it.
+            return store.release_account(&lease.worker, account.id, &[]).await;
+        }
         metrics::counter!("wearbridge_account_syncs_total", "result" => if summary.synced > 0 { "ok" } else { "failed" })
             .increment(1);
         let now = self.pipeline.clock.now().timestamp_millis();

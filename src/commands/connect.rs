@@ -26,7 +26,7 @@ pub async fn main(
 ) -> anyhow::Result<()> {
     let loaded = globals.load()?;
     let settings = &loaded.settings;
-    let store = app::open_store(settings).await?;
+    let store = app::open_store(settings, &globals.clock()).await?;
     onboarding::check_name_free(&store, name).await?;
     let key = app::pseudonym_key(&loaded)?;
     let redirect = url::Url::parse(&settings.oauth.redirect_uri)

@@ -1,8 +1,10 @@
 //! `wearbridge run [--once] [--dry-run]`: sync passes, once or every `sync.interval`.
 //!
-//! `run --once` exits 0 when everything it read was delivered (or with `--dry-run`),
-//! [`UNDELIVERED_EXIT`] when messages remain in the outbox, 2 on a configuration error
-//! and 1 on any other error, so cron jobs and Kubernetes CronJobs see a failure.
+//! `run --once` exits 0 when no message waits in the outbox afterwards (or with
+//! `--dry-run`; messages the node refused for good, or that failed their schema, are
+//! quarantined and counted in the log, not waited for), [`UNDELIVERED_EXIT`] when
+//! messages remain in the outbox, 2 on a configuration error and 1 on any other error,
+//! so cron jobs and Kubernetes CronJobs see a failure.
 
 use std::sync::Arc;
 
@@ -32,12 +34,12 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
     if !dry_run {
         app::require_for_publishing(&loaded)?;
     }
-    let store = Arc::new(app::open_store(&loaded.settings).await?);
-    let key = app::pseudonym_key(&loaded)?;
     let clock = globals.clock();
     if !clock.is_system() {
         tracing::warn!(now = %clock.now(), "--now: the clock is anchored at this instant, not the system's");
     }
+    let store = Arc::new(app::open_store(&loaded.settings, &clock).await?);
+    let key = app::pseudonym_key(&loaded)?;
     // One token stops everything on SIGTERM: claiming, the server, drains, every back-off.
     let shutdown = CancellationToken::new();
     let retry = Retry::new(Backoff::default(), shutdown.clone());

@@ -36,7 +36,7 @@ fn read_token(source: TokenSource<'_>) -> anyhow::Result<SecretString> {
 pub async fn add(globals: &Globals, provider: Provider, name: &str, source: TokenSource<'_>) -> anyhow::Result<()> {
     let loaded = globals.load()?;
     let token = read_token(source)?;
-    let store = app::open_store(&loaded.settings).await?;
+    let store = app::open_store(&loaded.settings, &globals.clock()).await?;
     let account = store.add_account(name, provider, &token).await?;
     println!("added {} account {} ({})", account.provider, account.name, account.status.as_str());
     Ok(())
@@ -44,7 +44,7 @@ pub async fn add(globals: &Globals, provider: Provider, name: &str, source: Toke
 
 pub async fn list(globals: &Globals) -> anyhow::Result<()> {
     let loaded = globals.load()?;
-    let store = app::open_store(&loaded.settings).await?;
+    let store = app::open_store(&loaded.settings, &globals.clock()).await?;
     println!("{:<24} {:<9} {:<16} CREATED", "NAME", "PROVIDER", "STATUS");
     for a in store.accounts().await? {
         println!(
@@ -60,7 +60,7 @@ pub async fn list(globals: &Globals) -> anyhow::Result<()> {
 
 pub async fn remove(globals: &Globals, name: &str) -> anyhow::Result<()> {
     let loaded = globals.load()?;
-    let store = app::open_store(&loaded.settings).await?;
+    let store = app::open_store(&loaded.settings, &globals.clock()).await?;
     let account = store.account(name).await?.ok_or_else(|| crate::store::StoreError::NoSuchAccount(name.into()))?;
     println!("{}", crate::onboarding::withdraw(&store, &loaded.settings, &account).await?);
     Ok(())

@@ -108,6 +108,8 @@ impl StreamrHttpSink {
         match status {
             200..=299 => Ok(()),
             401 | 403 => Err(SendError::Unauthorized(status)),
+            // Too many requests, or the request timed out: not the message's fault.
+            408 | 429 => Err(SendError::Transient(format!("the node answered HTTP {status}"))),
             400..=499 => {
                 let text = response.text().await.unwrap_or_default();
                 let text: String = text.chars().take(300).collect();

@@ -11,8 +11,8 @@
 //! unconfirmed messages go out again on new sockets.
 //!
 //! A node publishes to an unknown stream, or one its address may not write, without a
-//! word: the socket stays open and nothing comes back. A stream that took messages and
-//! gave none back within `confirm_timeout` on a live subscription is therefore reported
+//! word: the socket stays open and nothing comes back. A stream whose live sockets took
+//! messages and have never given one back within `confirm_timeout` is therefore reported
 //! as stuck, with those causes named, and the drain stops.
 //!
 //! With `payload_metadata` (a node whose plugin runs with `payloadMetadata: true`) frames
@@ -93,6 +93,9 @@ struct Connection {
     generation: u64,
     /// Cleared by the background tasks when either socket closes or fails.
     alive: Arc<AtomicBool>,
+    /// Set once anything written on these sockets came back: a stream that delivers
+    /// is never reported as stuck, however slow one echo is.
+    delivered: bool,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -243,9 +246,18 @@ impl StreamrWsSink {
             }
         }
         drop(c);
+        for ((stream, g), (_, back)) in &streams {
+            if let Some(connection) = self.connections.get_mut(stream).filter(|c| c.generation == *g && *back > 0) {
+                connection.delivered = true;
+            }
+        }
+        let never_delivered =
+            |stream: &str, g: u64| self.connections.get(stream).is_some_and(|c| c.generation == g && !c.delivered);
         let stuck = streams
             .iter()
-            .filter(|((stream, g), (written, back))| timed_out && *written > 0 && *back == 0 && self.alive(stream, *g))
+            .filter(|((stream, g), (written, back))| {
+                timed_out && *written > 0 && *back == 0 && self.alive(stream, *g) && never_delivered(stream, *g)
+            })
             .map(|((stream, _), counts)| (stream, counts))
             .map(|(stream, (written, _))| {
                 format!(
@@ -289,7 +301,16 @@ impl StreamrWsSink {
             }));
             tasks.push(keepalive(sub_writer, alive.clone()));
         }
-        let socket = self.open(stream, "publish", &format!("&partitionKeyField={PARTITION_KEY_FIELD}")).await?;
+        let socket = match self.open(stream, "publish", &format!("&partitionKeyField={PARTITION_KEY_FIELD}")).await {
+            Ok(socket) => socket,
+            Err(e) => {
+                // The subscription opened above must not live on without its connection.
+                for task in &tasks {
+                    task.abort();
+                }
+                return Err(e);
+            }
+        };
         let (writer, mut reader) = socket.split();
         let writer: Writer = Arc::new(tokio::sync::Mutex::new(writer));
         let flag = alive.clone();
@@ -304,7 +325,10 @@ impl StreamrWsSink {
         tasks.push(keepalive(writer.clone(), alive.clone()));
         self.generations += 1;
         let generation = self.generations;
-        self.connections.insert(stream.to_owned(), Connection { writer: writer.clone(), generation, alive, tasks });
+        self.connections.insert(
+            stream.to_owned(),
+            Connection { writer: writer.clone(), generation, alive, delivered: false, tasks },
+        );
         Ok((writer, generation))
     }
 

@@ -755,7 +755,10 @@ impl Store for SqlStore {
     }
 
     async fn prune_published(&self, retention: Duration) -> Result<u64, StoreError> {
-        let older_than = self.now() - chrono::TimeDelta::from_std(retention).unwrap_or(chrono::TimeDelta::MAX);
+        let older_than = chrono::TimeDelta::from_std(retention)
+            .ok()
+            .and_then(|age| self.now().checked_sub_signed(age))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
         on_pool!(self, |pool, _d| {
             let done =
                 sqlx::query("DELETE FROM published WHERE published_at < $1").bind(older_than).execute(pool).await?;

@@ -293,3 +293,45 @@ async fn a_closed_socket_is_replaced_without_waiting_out_the_confirmation_timeou
     assert!(expected.is_subset(&received_ids(&sim)));
     assert!(sim.streamr_ws().publish_connections() >= expected.len() as u64 / 50);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_delivers_is_not_stuck_when_one_echo_is_lost() {
+    let sim = common::simulator(1, 118).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (h, loaded) = websocket_harness(&sim, &dir).await;
+    let publisher =
+        wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_retry(), h.clock.clone()).unwrap();
+    let first = publisher.drain().await.unwrap();
+    assert!(first.published > 0 && first.reason.is_none(), "{first:?}");
+    // One more message, and the node loses it once: its only copy in that round does not
+    // come back, on sockets that have delivered before. It is sent again, not reported.
+    let entry = wearbridge::store::OutboxEntry {
+        message_id: "00000000-0000-8000-8000-000000000001".into(),
+        stream: common::STREAM.into(),
+        partition_key: "s".into(),
+        payload: r#"{"subject":"s","header":{"uuid":"00000000-0000-8000-8000-000000000001"}}"#.into(),
+    };
+    h.store.commit_batch(1, "test", "x", &[entry], &[]).await.unwrap();
+    sim.streamr_ws().lose_next(1);
+    let second = publisher.drain().await.unwrap();
+    assert_eq!((second.published, second.resent, second.reason.as_deref()), (1, 1, None), "{second:?}");
+    assert_eq!(h.store.outbox_len().await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_429_and_408_from_the_node_are_retried_not_quarantined() {
+    let sim = common::simulator(1, 119).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (h, mut loaded) = websocket_harness(&sim, &dir).await;
+    loaded.settings.streamr.transport = wearbridge::config::Transport::Http;
+    loaded.settings.streamr.url = sim.streamr_http_url();
+    let expected = outbox_ids(h.store.as_ref()).await;
+    sim.faults().inject("streamr.publish", wearbridge::simulator::Fault::Status(429), 1);
+    sim.faults().inject("streamr.publish", wearbridge::simulator::Fault::Status(408), 1);
+    let publisher =
+        wearbridge::app::publisher(&loaded, Arc::clone(&h.store), common::fast_retry(), h.clock.clone()).unwrap();
+    let summary = publisher.drain().await.unwrap();
+    assert_eq!((summary.quarantined, summary.reason.as_deref()), (0, None), "{summary:?}");
+    assert_eq!(h.store.quarantined_len().await.unwrap(), 0);
+    assert_eq!(received_ids(&sim), expected);
+}
