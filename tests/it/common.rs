@@ -211,7 +211,28 @@ pub fn command_on_system_clock(dir: &std::path::Path, config: &str, args: &[&str
 }
 
 /// A loopback port free at the time of asking.
+///
+/// Picked below the kernel's ephemeral range (where every `:0` bind of the tests running
+/// beside this one lands), so the port is not handed to another listener in the moment
+/// between this answer and its use.
 pub fn free_port() -> u16 {
+    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| {
+            let mut parts = r.split_whitespace().map(|p| p.parse::<u16>().ok());
+            Some((parts.next()??, parts.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    // The range below the ephemeral one, or above it when it starts too low.
+    let (from, to) = if low >= 12_000 { (low - 10_000, low) } else { (high.saturating_add(1), u16::MAX) };
+    for _ in 0..1_000 {
+        let mut bytes = [0u8; 2];
+        getrandom::fill(&mut bytes).expect("the OS random source");
+        let port = from + u16::from_le_bytes(bytes) % (to - from).max(1);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
 
