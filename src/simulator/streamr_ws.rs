@@ -149,6 +149,14 @@ fn route(state: &SimState, request: &Request) -> Result<Route, (StatusCode, &'st
     }
 }
 
+/// Whether the node pings now: right after the socket opened, then when the client has
+/// been silent for a whole keep-alive period.
+fn idle(pinged: &mut bool, last_heard: Instant, every: Duration) -> bool {
+    let due = !*pinged || last_heard.elapsed() >= every;
+    *pinged = true;
+    due
+}
+
 async fn connection(socket: TcpStream, state: Arc<SimState>) {
     let mut chosen = None;
     // The callback's error type is tungstenite's; it is built only on refusal.
@@ -170,6 +178,7 @@ async fn connection(socket: TcpStream, state: Arc<SimState>) {
     // The first tick is immediate: the node pings right after the socket opens.
     let mut ticker = tokio::time::interval(keepalive);
     let mut last_heard = Instant::now();
+    let mut pinged = false;
     match chosen {
         Some(Route::Publish { stream, partition_key_field, partition_key }) => {
             ws_state.publish_connections.fetch_add(1, Ordering::SeqCst);
@@ -224,7 +233,7 @@ async fn connection(socket: TcpStream, state: Arc<SimState>) {
                     }
                     _ = ticker.tick() => {
                         if last_heard.elapsed() > drop_after { return; }
-                        if tx.send(Message::Ping(Vec::new().into())).await.is_err() { return; }
+                        if idle(&mut pinged, last_heard, keepalive) && tx.send(Message::Ping(Vec::new().into())).await.is_err() { return; }
                     }
                 }
             }
@@ -261,7 +270,7 @@ async fn connection(socket: TcpStream, state: Arc<SimState>) {
                     },
                     _ = ticker.tick() => {
                         if last_heard.elapsed() > drop_after { return; }
-                        if tx.send(Message::Ping(Vec::new().into())).await.is_err() { return; }
+                        if idle(&mut pinged, last_heard, keepalive) && tx.send(Message::Ping(Vec::new().into())).await.is_err() { return; }
                     }
                 }
             }

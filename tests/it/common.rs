@@ -107,6 +107,16 @@ pub fn settings(sim: &Simulator, dir: &tempfile::TempDir, history: &str) -> Sett
     s
 }
 
+/// The `n`-th of a series of outbox entries for store tests (three subjects).
+pub fn entry(n: usize) -> wearbridge::store::OutboxEntry {
+    wearbridge::store::OutboxEntry {
+        message_id: format!("m-{n:05}"),
+        stream: STREAM.into(),
+        partition_key: format!("s{}", n % 3),
+        payload: format!(r#"{{"n":{n}}}"#),
+    }
+}
+
 /// Fast retries for tests.
 pub fn fast_retry() -> Retry {
     Retry::new(

@@ -4,7 +4,7 @@
 //! Needs `DATABASE_URL` (a server where the tests may create databases); `tests/run.sh`
 //! starts a temporary one. These tests fail, never skip, without it.
 
-use crate::common;
+use crate::common::{self, entry};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anonymizer::Provider;
 use secrecy::SecretString;
 use wearbridge::simulator::{self, Fault, Simulator};
-use wearbridge::store::{Lease, OutboxEntry, SqlStore, Store, TokenCipher};
+use wearbridge::store::{Lease, SqlStore, Store, TokenCipher};
 
 /// A new, empty database on the test server; its URL.
 pub(crate) async fn fresh_database() -> String {
@@ -33,15 +33,6 @@ pub(crate) async fn fresh_database() -> String {
 
 async fn open(url: &str) -> SqlStore {
     SqlStore::open(url, TokenCipher::new([7; 32])).await.expect("open the PostgreSQL store")
-}
-
-fn entry(n: usize) -> OutboxEntry {
-    OutboxEntry {
-        message_id: format!("m-{n:05}"),
-        stream: common::STREAM.into(),
-        partition_key: format!("s{}", n % 3),
-        payload: format!(r#"{{"n":{n}}}"#),
-    }
 }
 
 /// What PostgreSQL does beyond the contract every store keeps (`store_contract.rs`): it

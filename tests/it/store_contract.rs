@@ -3,22 +3,13 @@
 //! leases without honouring them (one worker per file), PostgreSQL honours them
 //! (`postgres.rs`).
 
-use crate::common;
+use crate::common::{self, entry};
 
 use std::time::Duration;
 
 use anonymizer::Provider;
 use secrecy::{ExposeSecret, SecretString};
-use wearbridge::store::{AccountStatus, OutboxEntry, SqlStore, Store, StoreError, TokenCipher, Tokens};
-
-fn entry(n: usize) -> OutboxEntry {
-    OutboxEntry {
-        message_id: format!("m-{n:05}"),
-        stream: common::STREAM.into(),
-        partition_key: format!("s{}", n % 3),
-        payload: format!(r#"{{"n":{n}}}"#),
-    }
-}
+use wearbridge::store::{AccountStatus, SqlStore, Store, StoreError, TokenCipher, Tokens};
 
 /// The contract. `reopen` opens the same database again (as after a restart).
 async fn contract<S: Store>(reopen: impl AsyncFn() -> S) {
