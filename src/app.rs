@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use anonymizer::{Anonymizer, PseudonymKey};
-use secrecy::SecretString;
 
-use crate::auth::{GoogleOAuth, TokenManager, WithingsOAuth};
 use crate::clock::Clock;
 use crate::config::{ConfigError, Loaded, Settings};
 use crate::http;
@@ -14,9 +12,7 @@ use crate::keyfile::{self, KeyFileError};
 use crate::pipeline::{BadStreamId, Pipeline, Routes};
 use crate::retry::Retry;
 use crate::schemas::{SchemaError, Schemas};
-use crate::sources::fitbit::{FitbitSource, GoogleHealthClient};
-use crate::sources::quota::Quotas;
-use crate::sources::withings::{WithingsClient, WithingsSource};
+use crate::sources::{Sources, registry};
 use crate::store::{SqlStore, StoreError, TokenCipher};
 
 /// Start-up failures, each naming what to fix.
@@ -51,7 +47,7 @@ pub fn pseudonym_key(loaded: &Loaded) -> Result<PseudonymKey, StartupError> {
         .map_err(|e| StartupError::Config(loaded.invalid("anonymizer.epoch", e.to_string())))
 }
 
-/// Builds the pipeline. Fitbit client credentials are required to refresh tokens.
+/// Builds the pipeline with every registered source.
 pub fn pipeline(
     loaded: &Loaded,
     store: Arc<SqlStore>,
@@ -60,31 +56,11 @@ pub fn pipeline(
     clock: Clock,
 ) -> Result<Pipeline, StartupError> {
     let settings = &loaded.settings;
-    let http = http::client()?;
-    let client_id = settings.fitbit.client_id.clone().unwrap_or_default();
-    let client_secret = settings.fitbit.client_secret.clone().unwrap_or_else(|| SecretString::from(String::new()));
-    let oauth = GoogleOAuth::new(http.clone(), settings.fitbit.token_url.clone(), client_id, client_secret);
-    let withings_oauth = WithingsOAuth::new(
-        http.clone(),
-        &settings.withings.api_base_url,
-        settings.withings.client_id.clone().unwrap_or_default(),
-        settings.withings.client_secret.clone().unwrap_or_else(|| SecretString::from(String::new())),
-    );
-    let tokens = Arc::new(TokenManager::new(store.clone(), oauth, withings_oauth, retry.clone(), clock.clone()));
-    let quotas = Quotas::per_minute(settings.fitbit.requests_per_minute, settings.fitbit.project_requests_per_minute);
-    let client = GoogleHealthClient::new(http.clone(), &settings.fitbit.api_base_url);
-    let fitbit = FitbitSource::new(client, tokens.clone(), quotas, retry.clone());
-    let withings = WithingsSource::new(
-        WithingsClient::new(http.clone(), &settings.withings.api_base_url),
-        tokens,
-        settings.withings.requests_per_minute,
-        retry,
-    );
+    let sources = Sources::build(settings, &http::client()?, store.clone(), retry, clock.clone());
     let routes = Routes::new(&settings.streamr.streams)?;
     Ok(Pipeline {
         store,
-        fitbit,
-        withings,
+        sources,
         anonymizer: Anonymizer::new(key, settings.anonymizer.policy()),
         schemas: Schemas::load()?,
         routes,
@@ -93,39 +69,34 @@ pub fn pipeline(
     })
 }
 
-/// Checks what `run` needs beyond a well-formed configuration.
+/// Checks what `run` needs beyond a well-formed configuration: at least one source with
+/// its client credentials (needed to refresh tokens), and a stream.
 pub fn require_for_run(loaded: &Loaded) -> Result<(), ConfigError> {
     let s = &loaded.settings;
-    let fitbit = s.fitbit.client_id.is_some() || s.fitbit.client_secret.is_some();
-    let withings = s.withings.client_id.is_some() || s.withings.client_secret.is_some();
-    if !fitbit && !withings {
-        return Err(loaded.invalid(
-            "fitbit.client_id",
-            "no provider is configured: set fitbit.client_id and fitbit.client_secret, or the withings ones",
-        ));
+    let http = http::client().map_err(|e| loaded.invalid("store.url", format!("cannot build the HTTP client: {e}")))?;
+    let mut configured = 0;
+    for r in registry::SOURCES {
+        match (r.oauth)(s, &http).credentials() {
+            (false, false) => {}
+            (true, true) => configured += 1,
+            (false, true) => {
+                return Err(loaded.invalid(&format!("{}.client_id", r.section), "required to refresh tokens"));
+            }
+            (true, false) => {
+                return Err(loaded.invalid(
+                    &format!("{}.client_secret", r.section),
+                    "required to refresh tokens (or set it as a _file)",
+                ));
+            }
+        }
     }
-    for (on, id_key, id, secret_key, secret) in [
-        (
-            fitbit,
-            "fitbit.client_id",
-            s.fitbit.client_id.is_some(),
-            "fitbit.client_secret",
-            s.fitbit.client_secret.is_some(),
-        ),
-        (
-            withings,
-            "withings.client_id",
-            s.withings.client_id.is_some(),
-            "withings.client_secret",
-            s.withings.client_secret.is_some(),
-        ),
-    ] {
-        if on && !id {
-            return Err(loaded.invalid(id_key, "required to refresh tokens"));
-        }
-        if on && !secret {
-            return Err(loaded.invalid(secret_key, "required to refresh tokens (or set it as a _file)"));
-        }
+    if configured == 0 {
+        let first = registry::SOURCES.first().map_or("fitbit", |r| r.section);
+        let all: Vec<String> = registry::SOURCES.iter().map(|r| format!("{}.client_id", r.section)).collect();
+        return Err(loaded.invalid(
+            &format!("{first}.client_id"),
+            format!("no provider is configured: set the client_id and client_secret of one of {}", all.join(", ")),
+        ));
     }
     if s.streamr.streams.is_empty() {
         return Err(loaded.invalid(

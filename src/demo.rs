@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anonymizer::{Provider, PseudonymKey};
+use anonymizer::PseudonymKey;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
@@ -68,12 +68,12 @@ pub async fn run(
             .with_clock(clock.clone()),
     );
     let key = PseudonymKey::new("demo", keyfile::random_key()?)?;
-    // Every simulated person has a Fitbit (Google) and a Withings account.
+    // Every simulated person has an account with each simulated provider.
     for person in sim.people() {
-        let fitbit = SecretString::from(person.refresh_token.clone());
-        store.add_account(&format!("{}-fitbit", person.name), Provider::Fitbit, &fitbit).await?;
-        let withings = SecretString::from(person.withings_refresh_token.clone());
-        store.add_account(&format!("{}-withings", person.name), Provider::Withings, &withings).await?;
+        for (provider, token) in person.accounts() {
+            let token = SecretString::from(token.to_owned());
+            store.add_account(&format!("{}-{provider}", person.name), provider, &token).await?;
+        }
     }
     let pipeline = app::pipeline(&loaded, store, key, crate::retry::Retry::default(), clock)?;
     let summary = pipeline.run_pass(&Output::DryRun(writer)).await?;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Parser, Subcommand};
 use wearbridge::commands::{self, Globals, users::TokenSource};
 use wearbridge::config::{ConfigError, parse_duration};
 use wearbridge::telemetry::{self, LogFormat};
@@ -77,7 +77,9 @@ enum Command {
     /// Enrol a person by consent: prints the provider's authorisation URL and waits for
     /// the redirect on oauth.redirect_uri (or reads the pasted address with --manual).
     Connect {
-        provider: ProviderArg,
+        /// The provider (fitbit, withings).
+        #[arg(value_parser = parse_provider)]
+        provider: anonymizer::Provider,
         name: String,
         /// Paste the address the browser ends up at instead of listening on the loopback.
         #[arg(long)]
@@ -99,19 +101,11 @@ enum Command {
     Probe { url: String },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum ProviderArg {
-    Fitbit,
-    Withings,
-}
-
-impl From<ProviderArg> for anonymizer::Provider {
-    fn from(p: ProviderArg) -> Self {
-        match p {
-            ProviderArg::Fitbit => anonymizer::Provider::Fitbit,
-            ProviderArg::Withings => anonymizer::Provider::Withings,
-        }
-    }
+/// A provider name this build has a source for.
+fn parse_provider(name: &str) -> Result<anonymizer::Provider, String> {
+    wearbridge::sources::registry::provider(name).ok_or_else(|| {
+        format!("unknown provider; expected one of: {}", wearbridge::sources::registry::names().join(", "))
+    })
 }
 
 #[derive(Subcommand)]
@@ -119,7 +113,9 @@ enum UsersCommand {
     /// Enrol an account with a refresh token read from a file or stdin (never argv).
     #[command(group(ArgGroup::new("token").required(true).args(["refresh_token_file", "refresh_token_stdin"])))]
     Add {
-        provider: ProviderArg,
+        /// The provider (fitbit, withings).
+        #[arg(value_parser = parse_provider)]
+        provider: anonymizer::Provider,
         name: String,
         #[arg(long, value_name = "FILE")]
         refresh_token_file: Option<PathBuf>,
@@ -164,7 +160,7 @@ fn main() -> ExitCode {
             Command::Run { once, dry_run } => commands::run::main(&globals, once, dry_run).await,
             Command::Probe { url } => commands::probe::main(&url).await,
             Command::Connect { provider, name, manual, timeout } => {
-                commands::connect::main(&globals, provider.into(), &name, manual, timeout).await
+                commands::connect::main(&globals, provider, &name, manual, timeout).await
             }
             #[cfg(feature = "demo")]
             Command::Demo { people, seed, history } => {
@@ -176,10 +172,6 @@ fn main() -> ExitCode {
             }
             Command::Users { command } => match command {
                 UsersCommand::Add { provider, name, refresh_token_file, refresh_token_stdin: _ } => {
-                    let provider = match provider {
-                        ProviderArg::Fitbit => anonymizer::Provider::Fitbit,
-                        ProviderArg::Withings => anonymizer::Provider::Withings,
-                    };
                     let source = match &refresh_token_file {
                         Some(path) => TokenSource::File(path),
                         None => TokenSource::Stdin,

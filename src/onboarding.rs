@@ -5,26 +5,27 @@
 //!
 //! Shared by `wearbridge connect` (loopback callback) and the worker's `/connect` page.
 
+use std::sync::Arc;
+
 use anonymizer::{Provider, PseudonymKey};
 use base64::Engine;
 use chrono::TimeDelta;
-use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
+use crate::auth::{OAuth, Revocation};
 use crate::clock::Clock;
-use crate::config::{Dataset, Settings};
-use crate::sources::fitbit::GoogleHealthClient;
+use crate::config::Settings;
+use crate::sources::registry;
 use crate::store::{Account, Consent, SqlStore, Store, StoreError, Tokens};
-
-/// Scopes asked of Withings.
-const WITHINGS_SCOPES: &str = "user.info,user.metrics,user.activity";
 
 /// Why enrolment failed, in words a person can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum OnboardError {
     #[error("{0} is not configured: set {0}.client_id and {0}.client_secret")]
     NotConfigured(&'static str),
+    #[error("no source in this build reads provider {0}")]
+    UnknownProvider(Provider),
     #[error("the provider's answer does not belong to this request (state mismatch); start again")]
     StateMismatch,
     #[error("access was denied at the provider ({0}); nothing was stored")]
@@ -72,7 +73,7 @@ pub struct Enrolled {
 
 /// `bytes` random bytes, base64url. No fallback: a guessable `state`, verifier or leave
 /// secret would be worse than no enrolment.
-fn random(bytes: usize) -> Result<String, OnboardError> {
+pub(crate) fn random(bytes: usize) -> Result<String, OnboardError> {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).map_err(|e| OnboardError::Random(e.to_string()))?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf))
@@ -81,15 +82,6 @@ fn random(bytes: usize) -> Result<String, OnboardError> {
 /// SHA-256 hex of a leave secret.
 pub fn leave_hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
-}
-
-/// The Google scopes `datasets` need.
-pub fn google_scopes(datasets: &[Dataset]) -> Vec<&'static str> {
-    let mut scopes: Vec<&'static str> = datasets.iter().map(|d| crate::pipeline::scope_for(*d)).collect();
-    scopes.push(crate::pipeline::scope_for(Dataset::Devices)); // settings: the time zone
-    scopes.sort_unstable();
-    scopes.dedup();
-    scopes
 }
 
 /// Fails early, before the person is sent to the provider, when `name` is taken by an
@@ -104,82 +96,23 @@ pub async fn check_name_free(store: &SqlStore, name: &str) -> Result<(), Onboard
     }
 }
 
+/// The OAuth endpoints of `provider`.
+fn oauth(settings: &Settings, provider: Provider) -> Result<Arc<dyn OAuth>, OnboardError> {
+    let http = crate::http::client().map_err(|e| OnboardError::Transport(e.to_string()))?;
+    registry::oauth(settings, &http, provider).ok_or(OnboardError::UnknownProvider(provider))
+}
+
 /// Starts an authorisation for `provider` returning to `redirect_uri`.
 pub fn authorize(settings: &Settings, provider: Provider, redirect_uri: &str) -> Result<Authorization, OnboardError> {
     let state = random(16)?;
-    let (base, client_id) = match provider {
-        Provider::Fitbit => (&settings.fitbit.auth_url, &settings.fitbit.client_id),
-        Provider::Withings => (&settings.withings.auth_url, &settings.withings.client_id),
-    };
-    let client_id = client_id.as_deref().ok_or(OnboardError::NotConfigured(provider.as_str()))?;
-    let mut url = url::Url::parse(base).map_err(|e| OnboardError::Exchange(e.to_string()))?;
-    let mut verifier = None;
-    {
-        let mut q = url.query_pairs_mut();
-        q.append_pair("response_type", "code").append_pair("client_id", client_id);
-        q.append_pair("redirect_uri", redirect_uri).append_pair("state", &state);
-        match provider {
-            Provider::Fitbit => {
-                let v = random(48)?;
-                let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(v.as_bytes()));
-                q.append_pair("scope", &google_scopes(&settings.sync.datasets).join(" "));
-                q.append_pair("code_challenge", &challenge).append_pair("code_challenge_method", "S256");
-                q.append_pair("access_type", "offline").append_pair("prompt", "consent");
-                verifier = Some(SecretString::from(v));
-            }
-            Provider::Withings => {
-                q.append_pair("scope", WITHINGS_SCOPES);
-            }
-        }
-    }
-    Ok(Authorization { provider, url: url.to_string(), state, redirect_uri: redirect_uri.to_owned(), verifier })
-}
-
-#[derive(Deserialize)]
-struct GoogleTokens {
-    access_token: SecretString,
-    #[serde(default)]
-    expires_in: i64,
-    refresh_token: Option<SecretString>,
-    #[serde(default)]
-    scope: String,
-}
-
-#[derive(Deserialize)]
-struct GoogleError {
-    #[serde(default)]
-    error: String,
-    #[serde(default)]
-    error_description: String,
-}
-
-#[derive(Deserialize)]
-struct WithingsEnvelope {
-    status: i64,
-    #[serde(default)]
-    error: Option<String>,
-    /// Error envelopes carry `{}` here: parsed as tokens only when `status` is 0.
-    #[serde(default)]
-    body: serde_json::Value,
-}
-
-#[derive(Deserialize)]
-struct WithingsTokens {
-    #[serde(default, deserialize_with = "crate::sources::withings::api::opt_id")]
-    userid: Option<String>,
-    access_token: SecretString,
-    refresh_token: SecretString,
-    #[serde(default)]
-    expires_in: i64,
-    #[serde(default)]
-    scope: String,
-}
-
-/// What a code bought.
-struct Exchanged {
-    tokens: Tokens,
-    scopes: String,
-    user_id: String,
+    let started = oauth(settings, provider)?.authorize(redirect_uri, &state, &settings.sync.datasets)?;
+    Ok(Authorization {
+        provider,
+        url: started.url,
+        state,
+        redirect_uri: redirect_uri.to_owned(),
+        verifier: started.verifier,
+    })
 }
 
 /// Completes an authorisation: checks `state`, exchanges the code at once, and enrols
@@ -201,27 +134,18 @@ pub async fn complete(
     }
     let code = callback.get("code").ok_or_else(|| OnboardError::Exchange("the redirect carried no code".into()))?;
     crate::store::validate_account_name(name)?;
-    let http = crate::http::client().map_err(|e| OnboardError::Transport(e.to_string()))?;
-    let exchanged = match authorization.provider {
-        Provider::Fitbit => exchange_google(&http, settings, authorization, code, clock).await?,
-        Provider::Withings => exchange_withings(&http, settings, authorization, code, clock).await?,
-    };
-    let missing_scopes: Vec<String> = match authorization.provider {
-        Provider::Fitbit => google_scopes(&settings.sync.datasets)
-            .into_iter()
-            .filter(|s| !exchanged.scopes.split_whitespace().any(|g| g == *s))
-            .map(str::to_owned)
-            .collect(),
-        Provider::Withings => WITHINGS_SCOPES
-            .split(',')
-            .filter(|s| !exchanged.scopes.split(',').any(|g| g.trim() == *s))
-            .map(str::to_owned)
-            .collect(),
+    let oauth = oauth(settings, authorization.provider)?;
+    let exchanged = oauth.exchange(code, &authorization.redirect_uri, authorization.verifier.as_ref()).await?;
+    let missing_scopes = oauth.missing_scopes(&exchanged.scopes, &settings.sync.datasets);
+    let tokens = Tokens {
+        refresh_token: exchanged.refresh_token,
+        access_token: Some(exchanged.access_token),
+        access_expires_at: Some(clock.now() + TimeDelta::seconds(exchanged.expires_in.max(0))),
     };
     let leave_secret = random(24)?;
-    let account = store.add_account(name, authorization.provider, &exchanged.tokens.refresh_token).await?;
+    let account = store.add_account(name, authorization.provider, &tokens.refresh_token).await?;
     let rest = async {
-        store.save_tokens(account.id, &exchanged.tokens).await?;
+        store.save_tokens(account.id, &tokens).await?;
         store.set_provider_user_id(account.id, &exchanged.user_id).await?;
         let consent = Consent {
             provider: authorization.provider,
@@ -242,127 +166,11 @@ pub async fn complete(
     Ok(Enrolled { account, missing_scopes, subject, leave_secret: SecretString::from(leave_secret) })
 }
 
-async fn exchange_google(
-    http: &reqwest::Client,
-    settings: &Settings,
-    authorization: &Authorization,
-    code: &str,
-    clock: &Clock,
-) -> Result<Exchanged, OnboardError> {
-    let f = &settings.fitbit;
-    let (Some(id), Some(secret)) = (&f.client_id, &f.client_secret) else {
-        return Err(OnboardError::NotConfigured("fitbit"));
-    };
-    let verifier = authorization.verifier.as_ref().map(|v| v.expose_secret().to_owned()).unwrap_or_default();
-    let form = [
-        ("grant_type", "authorization_code"),
-        ("code", code),
-        ("redirect_uri", authorization.redirect_uri.as_str()),
-        ("client_id", id.as_str()),
-        ("client_secret", secret.expose_secret()),
-        ("code_verifier", verifier.as_str()),
-    ];
-    let response = http
-        .post(&f.token_url)
-        .form(&form)
-        .send()
-        .await
-        .map_err(|e| OnboardError::Transport(e.without_url().to_string()))?;
-    let status = response.status();
-    let body = response.bytes().await.map_err(|e| OnboardError::Transport(e.without_url().to_string()))?;
-    if !status.is_success() {
-        let e: GoogleError = serde_json::from_slice(&body)
-            .unwrap_or(GoogleError { error: format!("HTTP {}", status.as_u16()), error_description: String::new() });
-        return Err(OnboardError::Exchange(format!("{}: {}", e.error, e.error_description)));
-    }
-    let t: GoogleTokens =
-        serde_json::from_slice(&body).map_err(|e| OnboardError::Exchange(format!("malformed answer: {e}")))?;
-    let refresh = t.refresh_token.ok_or(OnboardError::NoRefreshToken)?;
-    let client = GoogleHealthClient::new(http.clone(), &f.api_base_url);
-    let identity = client.identity(&t.access_token).await.map_err(|e| OnboardError::Identity(e.to_string()))?;
-    Ok(Exchanged {
-        tokens: Tokens {
-            refresh_token: refresh,
-            access_token: Some(t.access_token),
-            access_expires_at: Some(clock.now() + TimeDelta::seconds(t.expires_in.max(0))),
-        },
-        scopes: t.scope,
-        user_id: identity.health_user_id,
-    })
-}
-
-async fn exchange_withings(
-    http: &reqwest::Client,
-    settings: &Settings,
-    authorization: &Authorization,
-    code: &str,
-    clock: &Clock,
-) -> Result<Exchanged, OnboardError> {
-    let w = &settings.withings;
-    let (Some(id), Some(secret)) = (&w.client_id, &w.client_secret) else {
-        return Err(OnboardError::NotConfigured("withings"));
-    };
-    let form = [
-        ("action", "requesttoken"),
-        ("grant_type", "authorization_code"),
-        ("client_id", id.as_str()),
-        ("client_secret", secret.expose_secret()),
-        ("code", code),
-        ("redirect_uri", authorization.redirect_uri.as_str()),
-    ];
-    let url = format!("{}/v2/oauth2", w.api_base_url.trim_end_matches('/'));
-    let response =
-        http.post(url).form(&form).send().await.map_err(|e| OnboardError::Transport(e.without_url().to_string()))?;
-    let body = response.bytes().await.map_err(|e| OnboardError::Transport(e.without_url().to_string()))?;
-    let envelope: WithingsEnvelope =
-        serde_json::from_slice(&body).map_err(|e| OnboardError::Exchange(format!("malformed answer: {e}")))?;
-    match envelope.status {
-        0 => {
-            let t: WithingsTokens = serde_json::from_value(envelope.body)
-                .map_err(|e| OnboardError::Exchange(format!("malformed answer: {e}")))?;
-            Ok(Exchanged {
-                tokens: Tokens {
-                    refresh_token: t.refresh_token,
-                    access_token: Some(t.access_token),
-                    access_expires_at: Some(clock.now() + TimeDelta::seconds(t.expires_in.max(0))),
-                },
-                scopes: t.scope,
-                user_id: t.userid.ok_or_else(|| OnboardError::Identity("the token answer named no userid".into()))?,
-            })
-        }
-        status => Err(OnboardError::Exchange(format!(
-            "Withings status {status}: {} (Withings codes are valid for 30 seconds; connect again)",
-            envelope.error.unwrap_or_default()
-        ))),
-    }
-}
-
-/// Revokes an account's grant upstream where the provider offers it (Google), before
-/// its tokens are deleted. Returns whether a revocation was made.
-pub async fn revoke(store: &SqlStore, settings: &Settings, account: &Account) -> Result<bool, OnboardError> {
-    if account.provider != Provider::Fitbit {
-        return Ok(false);
-    }
-    let Some(tokens) = store.tokens(account.id).await? else { return Ok(false) };
-    let http = crate::http::client().map_err(|e| OnboardError::Transport(e.to_string()))?;
-    let response = http
-        .post(&settings.fitbit.revoke_url)
-        .form(&[("token", tokens.refresh_token.expose_secret())])
-        .send()
-        .await
-        .map_err(|e| OnboardError::Transport(e.without_url().to_string()))?;
-    let status = response.status();
-    if status.is_success() {
-        return Ok(true);
-    }
-    let body = response.bytes().await.unwrap_or_default();
-    let e: GoogleError = serde_json::from_slice(&body)
-        .unwrap_or(GoogleError { error: format!("HTTP {}", status.as_u16()), error_description: String::new() });
-    if e.error == "invalid_token" {
-        // Already revoked or expired: nothing left to end.
-        return Ok(false);
-    }
-    Err(OnboardError::Exchange(format!("revocation refused: {}: {}", e.error, e.error_description)))
+/// Ends the account's grant at the provider where it offers that, before its tokens are
+/// deleted.
+pub async fn revoke(store: &SqlStore, settings: &Settings, account: &Account) -> Result<Revocation, OnboardError> {
+    let Some(tokens) = store.tokens(account.id).await? else { return Ok(Revocation::NothingToRevoke) };
+    oauth(settings, account.provider)?.revoke(&tokens.refresh_token).await
 }
 
 /// Revokes upstream where the provider allows it, then deletes everything of the account
@@ -370,15 +178,14 @@ pub async fn revoke(store: &SqlStore, settings: &Settings, account: &Account) ->
 /// A failed revocation does not stop the deletion: the person asked to leave.
 pub async fn withdraw(store: &SqlStore, settings: &Settings, account: &Account) -> Result<String, OnboardError> {
     let revoked = match revoke(store, settings, account).await {
-        Ok(true) => "The grant was revoked at Google.".to_owned(),
-        Ok(false) if account.provider == Provider::Withings => {
-            "Withings offers no revocation endpoint: the person can remove the app under Withings account settings."
-                .to_owned()
-        }
-        Ok(false) => "There was no grant left to revoke.".to_owned(),
+        Ok(Revocation::Revoked { at }) => format!("The grant was revoked at {at}."),
+        Ok(Revocation::Unsupported(how)) => how.to_owned(),
+        Ok(Revocation::NothingToRevoke) => "There was no grant left to revoke.".to_owned(),
         Err(e) => {
             tracing::warn!(error = %e, "revocation failed; removing the account's data anyway");
-            format!("Revoking the grant failed ({e}); the person can revoke it in their Google account settings.")
+            format!(
+                "Revoking the grant failed ({e}); the person can revoke wearbridge's access in their account settings at the provider."
+            )
         }
     };
     let removal = store.remove_account(&account.name).await?;

@@ -186,15 +186,19 @@ mod tests {
         let a = Anonymizer::new(PseudonymKey::new("t", [1; 32]).unwrap(), Policy::default());
         let schemas = Schemas::load().unwrap();
         for observation in observations {
-            let record =
-                Record { provider: Provider::Fitbit, account_id: "acc".into(), source_key: "k".into(), observation };
+            let record = Record {
+                provider: crate::sources::fitbit::PROVIDER,
+                account_id: "acc".into(),
+                source_key: "k".into(),
+                observation,
+            };
             let message = a.anonymize(&record).unwrap();
             let value = serde_json::to_value(&message).unwrap();
             schemas.validate(&value).unwrap_or_else(|e| panic!("{e}: {value}"));
         }
         let mut empty_activity = serde_json::to_value(
             a.anonymize(&Record {
-                provider: Provider::Fitbit,
+                provider: crate::sources::fitbit::PROVIDER,
                 account_id: "acc".into(),
                 source_key: "k".into(),
                 observation: Observation::DailyActivity {

@@ -4,26 +4,46 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Where a record came from. Published (it is not identifying) so buyers know the source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Provider {
-    Fitbit,
-    Withings,
-}
+/// Where a record came from: the name a source registered under (`fitbit`, `withings`,
+/// ...). Published (it is not identifying) so buyers know the source. A name, not an enum,
+/// so that adding a source never touches this crate; it is 1–32 characters of lowercase
+/// ASCII letters, digits and `-`, checked when the source declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Provider(&'static str);
 
 impl Provider {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::Fitbit => "fitbit",
-            Provider::Withings => "withings",
+    /// Declares a provider name; panics (at compile time when used in a `const`) when
+    /// the name is not 1–32 characters of `[a-z0-9-]`.
+    pub const fn new(name: &'static str) -> Self {
+        assert!(Self::valid(name), "a provider name is 1-32 characters of [a-z0-9-]");
+        Self(name)
+    }
+
+    /// Whether `name` may name a provider.
+    pub const fn valid(name: &str) -> bool {
+        let b = name.as_bytes();
+        if b.is_empty() || b.len() > 32 {
+            return false;
         }
+        let mut i = 0;
+        while i < b.len() {
+            if !(b[i].is_ascii_lowercase() || b[i].is_ascii_digit() || b[i] == b'-') {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.0
     }
 }
 
 impl std::fmt::Display for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(self.0)
     }
 }
 

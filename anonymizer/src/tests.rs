@@ -3,6 +3,9 @@ use sha2::{Digest, Sha256};
 
 use super::*;
 
+const FITBIT: Provider = Provider::new("fitbit");
+const WITHINGS: Provider = Provider::new("withings");
+
 fn key(epoch: &str, byte: u8) -> PseudonymKey {
     PseudonymKey::new(epoch, [byte; 32]).unwrap()
 }
@@ -13,7 +16,7 @@ fn at(s: &str) -> DateTime<Utc> {
 
 fn hr(account: &str, bpm: f64, time: &str) -> Record {
     Record {
-        provider: Provider::Fitbit,
+        provider: FITBIT,
         account_id: account.into(),
         source_key: format!("heart-rate/{time}"),
         observation: Observation::HeartRate { beats_per_minute: bpm, at: at(time), modality: Modality::Sensed },
@@ -24,10 +27,10 @@ fn hr(account: &str, bpm: f64, time: &str) -> Record {
 fn pseudonym_is_keyed_stable_and_unlinkable() {
     let a = Anonymizer::new(key("e1", 1), Policy::default());
     let b = Anonymizer::new(key("e2", 2), Policy::default());
-    let s1 = a.subject(Provider::Fitbit, "user-123");
-    assert_eq!(s1, a.subject(Provider::Fitbit, "user-123"));
-    assert_ne!(s1, b.subject(Provider::Fitbit, "user-123"));
-    assert_ne!(s1, a.subject(Provider::Withings, "user-123"));
+    let s1 = a.subject(FITBIT, "user-123");
+    assert_eq!(s1, a.subject(FITBIT, "user-123"));
+    assert_ne!(s1, b.subject(FITBIT, "user-123"));
+    assert_ne!(s1, a.subject(WITHINGS, "user-123"));
     let plain = hex::encode_upper_free(&Sha256::digest(b"fitbituser-123"));
     assert!(!plain.starts_with(&s1));
     let plain_id = hex::encode_upper_free(&Sha256::digest(b"user-123"));
@@ -109,7 +112,7 @@ fn weight_generalisation_and_top_coding() {
     let p = Policy::default().with_mass_step_kg(0.5).with_weight_top_code_kg(Some(150.0));
     let a = Anonymizer::new(key("e1", 1), p);
     let w = |kg: f64| Record {
-        provider: Provider::Withings,
+        provider: WITHINGS,
         account_id: "u".into(),
         source_key: format!("w/{kg}"),
         observation: Observation::BodyWeight { kg, at: at("2026-11-01T07:00:00Z"), modality: Modality::Sensed },
@@ -119,4 +122,13 @@ fn weight_generalisation_and_top_coding() {
     };
     assert_eq!(value(72.26), 72.5);
     assert_eq!(value(210.0), 150.0);
+}
+
+#[test]
+fn provider_names_are_checked() {
+    assert!(Provider::valid("oura") && Provider::valid("aria-v3"));
+    for bad in ["", "Fitbit", "fit bit", "a/b", "x".repeat(33).as_str()] {
+        assert!(!Provider::valid(bad), "{bad:?}");
+    }
+    assert_eq!(serde_json::to_string(&FITBIT).unwrap(), "\"fitbit\"");
 }

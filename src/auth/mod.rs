@@ -1,11 +1,9 @@
 //! OAuth token lifecycle: refresh ahead of expiry, persist before use, single-flight per
 //! account, and never erase a stored token on failure.
 
-mod google;
-mod withings;
+mod oauth;
 
-pub use google::{GoogleOAuth, RefreshError, TokenResponse};
-pub use withings::WithingsOAuth;
+pub use oauth::{AuthorizeUrl, Exchanged, OAuth, RefreshError, Revocation, TokenResponse};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +27,8 @@ pub enum AuthError {
     NeedsReconsent,
     #[error("the account has no stored tokens")]
     NoTokens,
+    #[error("no source in this build handles provider {0}")]
+    UnknownProvider(Provider),
     #[error("token refresh failed: {0}")]
     Refresh(#[from] RefreshError),
     #[error(transparent)]
@@ -38,16 +38,23 @@ pub enum AuthError {
 /// Hands out valid access tokens, refreshing them when needed.
 pub struct TokenManager {
     store: Arc<SqlStore>,
-    google: GoogleOAuth,
-    withings: WithingsOAuth,
+    /// Each registered source's OAuth endpoints, by provider.
+    oauth: HashMap<Provider, Arc<dyn OAuth>>,
     retry: Retry,
     clock: Clock,
     locks: std::sync::Mutex<HashMap<i64, Arc<Mutex<()>>>>,
 }
 
 impl TokenManager {
-    pub fn new(store: Arc<SqlStore>, google: GoogleOAuth, withings: WithingsOAuth, retry: Retry, clock: Clock) -> Self {
-        Self { store, google, withings, retry, clock, locks: std::sync::Mutex::new(HashMap::new()) }
+    pub fn new(store: Arc<SqlStore>, oauth: HashMap<Provider, Arc<dyn OAuth>>, retry: Retry, clock: Clock) -> Self {
+        Self { store, oauth, retry, clock, locks: std::sync::Mutex::new(HashMap::new()) }
+    }
+
+    /// The provider's user id as the token answer named it (Withings names the user only
+    /// there): refreshes when needed, then reads what the refresh stored.
+    pub async fn user_id_from_token_answer(&self, account: &Account) -> Result<Option<String>, AuthError> {
+        self.access_token(account).await?;
+        Ok(self.store.account(&account.name).await?.and_then(|a| a.provider_user_id))
     }
 
     fn lock_for(&self, account_id: i64) -> Arc<Mutex<()>> {
@@ -94,13 +101,11 @@ impl TokenManager {
     }
 
     async fn refresh_locked(&self, account: &Account, tokens: Tokens) -> Result<SecretString, AuthError> {
+        let oauth = self.oauth.get(&account.provider).ok_or(AuthError::UnknownProvider(account.provider))?;
         let attempt = self
             .retry
             .run("token refresh", async || {
-                let attempt = match account.provider {
-                    Provider::Fitbit => self.google.refresh(&tokens.refresh_token).await,
-                    Provider::Withings => self.withings.refresh(&tokens.refresh_token).await,
-                };
+                let attempt = oauth.refresh(&tokens.refresh_token).await;
                 let provider = account.provider.as_str();
                 match &attempt {
                     Ok(_) => crate::telemetry::token_refresh(provider, "ok"),
@@ -154,7 +159,7 @@ impl Session<'_> {
     }
 
     /// After a rejection: refreshes and returns true the first time, false after that.
-    pub async fn refresh_once(&mut self, rejection: &dyn std::fmt::Display) -> Result<bool, AuthError> {
+    pub async fn refresh_once(&mut self, rejection: &(dyn std::fmt::Display + Sync)) -> Result<bool, AuthError> {
         if self.refreshed {
             return Ok(false);
         }

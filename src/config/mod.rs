@@ -81,6 +81,9 @@ pub struct FitbitSettings {
     pub requests_per_minute: u32,
     /// Requests per minute for the whole application (Google's per-project quota).
     pub project_requests_per_minute: u32,
+    /// Data points asked for per page (1 to 10000, Google's maximum; sleep pages hold at
+    /// most 25 sessions whatever this says).
+    pub page_size: u32,
 }
 
 impl Default for FitbitSettings {
@@ -95,6 +98,7 @@ impl Default for FitbitSettings {
             revoke_url: "https://oauth2.googleapis.com/revoke".into(),
             requests_per_minute: 300,
             project_requests_per_minute: 120_000,
+            page_size: 10_000,
         }
     }
 }

@@ -13,6 +13,9 @@ pub enum Zone {
 }
 
 impl Zone {
+    /// Coordinated Universal Time.
+    pub const UTC: Zone = Zone::Named(Tz::UTC);
+
     /// From Google Health settings (`timeZone`, `utcOffset` like `"-18000s"`).
     pub fn from_settings(time_zone: Option<&str>, utc_offset: Option<&str>) -> Self {
         if let Some(tz) = time_zone.and_then(|n| n.parse::<Tz>().ok()) {

@@ -1,11 +1,11 @@
-//! Provider JSON → canonical [`anonymizer::Record`]s: typed, UTC, still identifying.
+//! What every source's normalisation shares (each source turns its provider's JSON into
+//! canonical [`anonymizer::Record`]s in its own `normalize.rs`): typed, UTC, still
+//! identifying.
 //!
 //! A point that cannot be normalised (missing member, absurd value) is skipped and
 //! reported, never guessed at; the rest of the page goes on.
 
 pub mod civil;
-pub mod fitbit;
-pub mod withings;
 
 /// A data point that was skipped, with a reason fit for logs (no values quoted).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,11 +4,8 @@
 //! One person's failure never stops the others: each account runs on its own and its
 //! error is logged and counted.
 
-mod fitbit;
 mod route;
-mod withings;
 
-pub use fitbit::scope_for;
 pub use route::{BadStreamId, Routes, Unrouted, is_stream_id};
 
 use std::sync::Arc;
@@ -19,15 +16,13 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tracing::Instrument;
 
-use crate::auth::AuthError;
+use crate::auth::TokenManager;
 use crate::clock::Clock;
 use crate::config::Dataset;
 use crate::config::SyncSettings;
-use crate::normalize::Skipped;
 use crate::schemas::Schemas;
 use crate::sinks::Delivery;
-use crate::sources::fitbit::{FitbitSource, SourceError};
-use crate::sources::withings::{WithingsSource, WithingsSourceError};
+use crate::sources::{AccountPass, Batch, SourceError, Sources};
 use crate::store::{Account, AccountStatus, OutboxEntry, SqlStore, Store, StoreError};
 
 /// How many accounts sync at the same time.
@@ -82,27 +77,17 @@ struct Counters {
 /// A message that failed its schema, with the reasons.
 type Quarantined = (Delivery, String);
 
-/// Records read for one cursor: they enter the outbox together with the cursor.
-pub(crate) struct Batch {
-    /// The cursor's name in the store (`heart_rate`, `heart_rate.resting`, ...).
-    pub cursor_key: &'static str,
-    pub cursor: String,
-    pub records: Vec<Result<Record, Skipped>>,
-}
-
 /// Why one account's sync failed.
 #[derive(Debug, thiserror::Error)]
 enum AccountError {
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]
-    Withings(#[from] WithingsSourceError),
-    #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Unrouted(#[from] Unrouted),
-    #[error("the token answer did not name the Withings user")]
-    NoUserId,
+    #[error("no source in this build reads provider {0}")]
+    UnknownProvider(Provider),
     #[error("cannot write the dry-run output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -110,8 +95,8 @@ enum AccountError {
 /// Everything a pass needs, built once per process.
 pub struct Pipeline {
     pub store: Arc<SqlStore>,
-    pub fitbit: FitbitSource,
-    pub withings: WithingsSource,
+    /// Every registered source, by provider.
+    pub sources: Sources,
     pub anonymizer: Anonymizer,
     pub schemas: Schemas,
     pub routes: Routes,
@@ -121,6 +106,11 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// The token manager the sources share.
+    pub fn tokens(&self) -> &TokenManager {
+        self.sources.tokens()
+    }
+
     /// Syncs every active account once.
     pub async fn run_pass(&self, output: &Output) -> Result<PassSummary, StoreError> {
         let accounts: Vec<Account> =
@@ -157,10 +147,7 @@ impl Pipeline {
                 Ok(()) => {
                     counters.synced.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(
-                    AccountError::Source(SourceError::Auth(AuthError::NeedsReconsent))
-                    | AccountError::Withings(WithingsSourceError::Auth(AuthError::NeedsReconsent)),
-                ) => {
+                Err(AccountError::Source(SourceError::NeedsReconsent)) => {
                     counters.needs_reconsent.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
@@ -200,22 +187,15 @@ impl Pipeline {
         output: &Output,
         counters: &Counters,
     ) -> Result<(), AccountError> {
-        let dry_run = matches!(output, Output::DryRun(_));
-        let user_id = match (&account.provider_user_id, account.provider) {
-            (Some(id), _) => id.clone(),
-            (None, Provider::Fitbit) => {
-                let id = self.fitbit.health_user_id(account).await?;
-                if !dry_run {
+        let source = self.sources.get(account.provider).ok_or(AccountError::UnknownProvider(account.provider))?;
+        let user_id = match &account.provider_user_id {
+            Some(id) => id.clone(),
+            None => {
+                let id = source.user_id(account).await?;
+                if matches!(output, Output::Outbox) {
                     self.store.set_provider_user_id(account.id, &id).await?;
                 }
                 id
-            }
-            (None, Provider::Withings) => {
-                // Withings names the user only in the token answer, which the token
-                // manager stores with the tokens.
-                self.withings.tokens().access_token(account).await.map_err(WithingsSourceError::from)?;
-                let reloaded = self.store.account(&account.name).await?;
-                reloaded.and_then(|a| a.provider_user_id).ok_or(AccountError::NoUserId)?
             }
         };
         let subject = self.anonymizer.subject(account.provider, &user_id);
@@ -223,33 +203,30 @@ impl Pipeline {
 
         // Each dataset on its own: a missing scope skips that dataset, any other failure
         // is reported once the other datasets had their turn.
-        let mut plan = fitbit::FitbitAccount::new(account, &user_id, now);
+        let mut pass = AccountPass::new(account, &user_id, now, &self.sync, &self.store);
         let mut first_error = None;
         for &dataset in datasets {
-            let read = match account.provider {
-                Provider::Fitbit => self.fitbit_dataset(&mut plan, dataset).await,
-                Provider::Withings => self.withings_dataset(account, &user_id, dataset, now).await,
-            };
-            let batches = match read {
+            let batches = match source.read(&mut pass, dataset).await {
                 Ok(b) => b,
-                Err(AccountError::Source(e)) if e.is_scope_insufficient() => {
+                Err(SourceError::ScopeMissing { scope }) => {
                     counters.skipped_datasets.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
                         dataset = dataset.as_str(),
-                        missing_scope = fitbit::scope_for(dataset),
+                        missing_scope = scope,
                         "the person did not grant this scope; dataset skipped"
                     );
                     continue;
                 }
-                Err(
-                    e @ (AccountError::Source(SourceError::Auth(_))
-                    | AccountError::Withings(WithingsSourceError::Auth(_))),
-                ) => {
-                    return Err(e);
-                }
+                Err(e @ SourceError::NeedsReconsent) => return Err(e.into()),
+                Err(e) if e.is_token_failure() => return Err(e.into()),
                 Err(e) => {
-                    tracing::warn!(dataset = dataset.as_str(), error = %e, "dataset failed");
-                    first_error.get_or_insert(e);
+                    match &e {
+                        SourceError::Transient { retry_after, .. } => {
+                            tracing::warn!(dataset = dataset.as_str(), error = %e, retry_after = ?retry_after, "dataset failed; tried again next pass")
+                        }
+                        _ => tracing::warn!(dataset = dataset.as_str(), error = %e, "dataset failed"),
+                    }
+                    first_error.get_or_insert(AccountError::Source(e));
                     continue;
                 }
             };

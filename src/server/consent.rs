@@ -1,6 +1,6 @@
 //! The consent pages for enrolling many people: `/connect` explains in plain words what
-//! is collected, how it is pseudonymised and how to leave, then offers Fitbit and
-//! Withings; `/connect/callback` completes enrolment and shows the pseudonymous
+//! is collected, how it is pseudonymised and how to leave, then offers every
+//! configured source; `/connect/callback` completes enrolment and shows the pseudonymous
 //! reference and a personal leave link; `/leave` withdraws. Server-rendered HTML, no
 //! external assets, no JavaScript.
 //!
@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anonymizer::{Provider, PseudonymKey};
+use anonymizer::PseudonymKey;
 use axum::Form;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -23,6 +23,7 @@ use super::ServerState;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::onboarding::{self, Authorization};
+use crate::sources::registry;
 use crate::store::Store;
 
 /// How long a started enrolment waits for its callback.
@@ -40,6 +41,16 @@ pub struct Enrolment {
 impl Enrolment {
     pub fn new(settings: Settings, key: PseudonymKey, clock: Clock) -> Self {
         Self { settings, key, clock, pending: Mutex::new(HashMap::new()) }
+    }
+
+    /// The providers whose client id is configured: `(name, label)`.
+    fn offered(&self) -> Vec<(&'static str, &'static str)> {
+        let Ok(http) = crate::http::client() else { return Vec::new() };
+        registry::SOURCES
+            .iter()
+            .filter(|r| (r.oauth)(&self.settings, &http).credentials().0)
+            .map(|r| (r.provider.as_str(), r.label))
+            .collect()
     }
 
     fn callback_url(&self) -> String {
@@ -86,15 +97,10 @@ pub(super) async fn connect(State(state): State<Arc<ServerState>>) -> Response {
         ""
     };
     let mut offers = String::new();
-    for (provider, label, configured) in [
-        ("fitbit", "Connect Fitbit", enrolment.settings.fitbit.client_id.is_some()),
-        ("withings", "Connect Withings", enrolment.settings.withings.client_id.is_some()),
-    ] {
-        if configured {
-            offers += &format!(
-                r#"<form method="post" action="/connect/start"><input type="hidden" name="provider" value="{provider}">{token_field}<button id="connect-{provider}" type="submit">{label}</button></form>"#
-            );
-        }
+    for (provider, label) in enrolment.offered() {
+        offers += &format!(
+            r#"<form method="post" action="/connect/start"><input type="hidden" name="provider" value="{provider}">{token_field}<button id="connect-{provider}" type="submit">Connect {label}</button></form>"#
+        );
     }
     let body = format!(
         r#"<p>This project collects readings from your wearable: heart rate, daily activity, sleep, body
@@ -126,10 +132,13 @@ pub(super) async fn start(
     if !token_ok(expected.as_deref(), form.get("enroll_token").map(String::as_str)) {
         return error_page(StatusCode::FORBIDDEN, "That enrolment code is not right.");
     }
-    let provider = match form.get("provider").map(String::as_str) {
-        Some("fitbit") => Provider::Fitbit,
-        Some("withings") => Provider::Withings,
-        _ => return error_page(StatusCode::BAD_REQUEST, "Choose Fitbit or Withings."),
+    let chosen = form.get("provider").map(String::as_str).unwrap_or_default();
+    let Some(provider) = enrolment.offered().into_iter().find(|(name, _)| *name == chosen).map(|(name, _)| name) else {
+        let labels: Vec<&str> = enrolment.offered().into_iter().map(|(_, label)| label).collect();
+        return error_page(StatusCode::BAD_REQUEST, &format!("Choose one of: {}.", labels.join(", ")));
+    };
+    let Some(provider) = registry::provider(provider) else {
+        return error_page(StatusCode::BAD_REQUEST, "Unknown provider.");
     };
     let authorization = match onboarding::authorize(&enrolment.settings, provider, &enrolment.callback_url()) {
         Ok(a) => a,

@@ -35,6 +35,14 @@ pub const CANARY_USER_ID_BASE: u64 = 424_242_000;
 pub const CANARY_ID_BASE: u64 = 1_337_133_000_000;
 
 impl Person {
+    /// The person's upstream accounts: provider and the refresh token of their consent.
+    pub fn accounts(&self) -> [(anonymizer::Provider, &str); 2] {
+        [
+            (crate::sources::fitbit::PROVIDER, self.refresh_token.as_str()),
+            (crate::sources::withings::PROVIDER, self.withings_refresh_token.as_str()),
+        ]
+    }
+
     /// Marks every identifying value of this person (see [`Person::canary`]).
     pub fn into_canary(mut self) -> Self {
         self.health_user_id = format!("CANARYhu{}x{}", self.index, &self.health_user_id[..8]);

@@ -1,33 +1,129 @@
-//! Upstream sources: each one turns an account's provider data into provider JSON types,
-//! page by page, with tokens and retries handled here rather than in the pipeline.
+//! Upstream sources. Each one lives in its own folder (`sources/<name>/`: OAuth, API
+//! types, client, normalisation, sync plan) and is registered in [`registry`]; the
+//! pipeline, the worker, onboarding, the consent pages and the CLI work on the [`Source`]
+//! and [`crate::auth::OAuth`] traits and never name a provider.
+//!
+//! A source turns one account's provider data into canonical records, batch by batch,
+//! with tokens, quotas and retries handled inside it; what reaches the pipeline is one
+//! [`SourceError`] whose variant says what to do next.
 
 pub mod fitbit;
+mod pass;
 pub mod quota;
+pub mod registry;
 pub mod withings;
 
-use crate::auth::AuthError;
-use crate::retry::{Retryable, Verdict};
+pub use pass::AccountPass;
+pub use registry::{Registration, Sources};
 
-/// Why a dataset could not be read for one account, whatever the source: `E` is the
-/// source's own API error, which says whether a retry can help.
+use std::time::Duration;
+
+use anonymizer::{Provider, Record};
+use futures::future::LocalBoxFuture;
+
+use crate::auth::AuthError;
+use crate::config::Dataset;
+use crate::normalize::Skipped;
+use crate::retry::{Retryable, Verdict};
+use crate::store::Account;
+
+/// An error from below a source, kept for its message and chain.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a dataset could not be read for one account, whatever the source. The variant
+/// says what the pipeline does.
 #[derive(Debug, thiserror::Error)]
-pub enum SourceError<E: std::error::Error + 'static> {
-    #[error(transparent)]
-    Auth(#[from] AuthError),
-    #[error(transparent)]
-    Api(E),
-    #[error("pagination did not end after {0} pages")]
-    Pagination(usize),
+pub enum SourceError {
+    /// The person did not grant what this dataset needs: skip the dataset, keep the rest.
+    #[error("the person did not grant the scope this dataset needs ({scope})")]
+    ScopeMissing { scope: String },
+    /// The provider refuses the account's grant: the account waits for new consent.
+    #[error("the provider revoked or expired the grant; the person must consent again")]
+    NeedsReconsent,
+    /// Worth trying again later (no sooner than `retry_after` when the provider said).
+    #[error("{error}")]
+    Transient { retry_after: Option<Duration>, error: BoxError },
+    /// Trying again as is cannot help (a refused request, a configuration error).
+    #[error("{0}")]
+    Fatal(BoxError),
 }
 
-impl<E: std::error::Error + Retryable + 'static> Retryable for SourceError<E> {
+impl SourceError {
+    pub fn transient(error: impl Into<BoxError>) -> Self {
+        Self::Transient { retry_after: None, error: error.into() }
+    }
+
+    pub fn fatal(error: impl Into<BoxError>) -> Self {
+        Self::Fatal(error.into())
+    }
+}
+
+impl Retryable for SourceError {
     fn verdict(&self) -> Verdict {
         match self {
-            SourceError::Api(e) => e.verdict(),
-            SourceError::Auth(_) | SourceError::Pagination(_) => Verdict::GiveUp,
+            SourceError::Transient { retry_after: Some(wait), .. } => Verdict::RetryAfter(*wait),
+            SourceError::Transient { retry_after: None, .. } => Verdict::Retry,
+            SourceError::ScopeMissing { .. } | SourceError::NeedsReconsent | SourceError::Fatal(_) => Verdict::GiveUp,
         }
     }
 }
+
+impl SourceError {
+    /// No access token could be had (the token endpoint failed, no tokens stored): every
+    /// other dataset of the account would fail the same way.
+    pub fn is_token_failure(&self) -> bool {
+        match self {
+            SourceError::Transient { error, .. } | SourceError::Fatal(error) => error.is::<AuthError>(),
+            _ => false,
+        }
+    }
+}
+
+impl From<AuthError> for SourceError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::NeedsReconsent => SourceError::NeedsReconsent,
+            AuthError::Refresh(ref r) if r.is_transient() => SourceError::transient(e),
+            AuthError::Store(_) => SourceError::transient(e),
+            e => SourceError::fatal(e),
+        }
+    }
+}
+
+/// Records read for one cursor: they enter the outbox together with the cursor.
+pub struct Batch {
+    /// The cursor's name in the store (`heart_rate`, `heart_rate.resting`, ...).
+    pub cursor_key: &'static str,
+    pub cursor: String,
+    pub records: Vec<Result<Record, Skipped>>,
+}
+
+/// One upstream source of wearable data.
+///
+/// Its futures are not `Send`: rustc cannot yet prove `Send` for a boxed future that
+/// holds an async closure (the retry executor's) across an await with higher-ranked
+/// lifetimes. Passes run on the worker's own task, never spawned, so nothing needs it.
+pub trait Source: Send + Sync {
+    /// The provider name its accounts are stored under and its records carry.
+    fn provider(&self) -> Provider;
+
+    /// The provider's user id of an account that has none stored yet (enrolled with a
+    /// bare refresh token).
+    fn user_id<'a>(&'a self, account: &'a Account) -> LocalBoxFuture<'a, Result<String, SourceError>>;
+
+    /// Reads one dataset of one account into batches, each with the cursor it advances.
+    /// A dataset the source does not offer yields no batch.
+    fn read<'a, 'p: 'a>(
+        &'a self,
+        pass: &'a mut AccountPass<'p>,
+        dataset: Dataset,
+    ) -> LocalBoxFuture<'a, Result<Vec<Batch>, SourceError>>;
+}
+
+/// An upstream call's outcome inside a source's retry loop: `Err` is classified and may
+/// be retried, `Ok(Err(..))` ends the loop at once (an authorisation failure, already
+/// retried by the token manager).
+pub(crate) type Attempt<T> = Result<Result<T, SourceError>, SourceError>;
 
 /// Where a JSON body failed to parse, without quoting any of its values (which may be
 /// personal data or tokens).

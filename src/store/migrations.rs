@@ -20,6 +20,11 @@ pub(crate) const SQLITE: &[Migration] = &[
     Migration { version: 2, name: "published", sql: include_str!("migrations/sqlite/0002_published.sql") },
     Migration { version: 3, name: "leases", sql: include_str!("migrations/sqlite/0003_leases.sql") },
     Migration { version: 4, name: "consents", sql: include_str!("migrations/sqlite/0004_consents.sql") },
+    Migration {
+        version: 5,
+        name: "provider_is_data",
+        sql: include_str!("migrations/sqlite/0005_provider_is_data.sql"),
+    },
 ];
 
 /// The PostgreSQL migrations: the same versions, in PostgreSQL's types.
@@ -28,6 +33,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
     Migration { version: 2, name: "published", sql: include_str!("migrations/postgres/0002_published.sql") },
     Migration { version: 3, name: "leases", sql: include_str!("migrations/postgres/0003_leases.sql") },
     Migration { version: 4, name: "consents", sql: include_str!("migrations/postgres/0004_consents.sql") },
+    Migration {
+        version: 5,
+        name: "provider_is_data",
+        sql: include_str!("migrations/postgres/0005_provider_is_data.sql"),
+    },
 ];
 
 /// Advisory lock key that serialises migrations of workers starting together.
@@ -41,6 +51,8 @@ pub enum MigrationError {
     TooNew { found: i64, known: i64 },
     #[error("migration {version} failed: {source}")]
     Failed { version: i64, source: sqlx::Error },
+    #[error("migration {version} left {rows} rows whose foreign keys point nowhere; nothing was changed")]
+    Dangling { version: i64, rows: usize },
     #[error("cannot read migration state: {0}")]
     State(#[from] sqlx::Error),
 }
@@ -77,7 +89,7 @@ fn plan<'m>(
 /// transaction of its own; evaluates to the versions applied now. Written once for both
 /// backends (`$create` is the bookkeeping table in the backend's types).
 macro_rules! apply {
-    ($conn:expr, $migrations:expr, $create:expr) => {{
+    ($conn:expr, $migrations:expr, $create:expr, $check:expr) => {{
         use sqlx::Connection;
         let conn = $conn;
         sqlx::raw_sql($create).execute(&mut *conn).await?;
@@ -91,6 +103,11 @@ macro_rules! apply {
             let failed = |source| MigrationError::Failed { version: m.version, source };
             let mut tx = conn.begin().await.map_err(failed)?;
             sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(failed)?;
+            // Any row the migration left pointing nowhere fails it, before it commits.
+            let dangling = sqlx::raw_sql($check).fetch_all(&mut *tx).await.map_err(failed)?;
+            if !dangling.is_empty() {
+                return Err(MigrationError::Dangling { version: m.version, rows: dangling.len() });
+            }
             sqlx::query("INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, $4)")
                 .bind(m.version)
                 .bind(m.name)
@@ -108,18 +125,33 @@ macro_rules! apply {
 }
 
 /// Applies every migration the SQLite database lacks. Returns the versions applied now.
+///
+/// Foreign keys are off while migrations run (SQLite's procedure for rebuilding a table:
+/// with them on, dropping a parent table would cascade into its children), and each
+/// migration is checked with `foreign_key_check` before it commits.
 pub(crate) async fn run_sqlite(pool: &SqlitePool, migrations: &[Migration]) -> Result<Vec<i64>, MigrationError> {
     let mut conn = pool.acquire().await?;
-    apply!(
-        &mut *conn,
-        migrations,
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
-            version    INTEGER PRIMARY KEY,
-            name       TEXT NOT NULL,
-            checksum   TEXT NOT NULL,
-            applied_at TEXT NOT NULL
-        )"
-    )
+    sqlx::raw_sql("PRAGMA foreign_keys = OFF").execute(&mut *conn).await?;
+    let result = async {
+        apply!(
+            &mut *conn,
+            migrations,
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version    INTEGER PRIMARY KEY,
+                name       TEXT NOT NULL,
+                checksum   TEXT NOT NULL,
+                applied_at TEXT NOT NULL
+            )",
+            "PRAGMA foreign_key_check"
+        )
+    }
+    .await;
+    let restored = sqlx::raw_sql("PRAGMA foreign_keys = ON").execute(&mut *conn).await;
+    if restored.is_err() {
+        // Never hand a connection without foreign keys back to the pool.
+        conn.detach();
+    }
+    result
 }
 
 /// Applies every migration the PostgreSQL database lacks, holding an advisory lock so
@@ -143,6 +175,7 @@ async fn apply_postgres(conn: &mut sqlx::PgConnection, migrations: &[Migration])
             name       TEXT NOT NULL,
             checksum   TEXT NOT NULL,
             applied_at TIMESTAMPTZ NOT NULL
-        )"
+        )",
+        "SELECT 1 WHERE false"
     )
 }

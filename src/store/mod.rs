@@ -69,12 +69,10 @@ impl AccountStatus {
     }
 }
 
+/// A stored provider name: one this build has a source for.
 fn parse_provider(s: &str) -> Result<Provider, StoreError> {
-    match s {
-        "fitbit" => Ok(Provider::Fitbit),
-        "withings" => Ok(Provider::Withings),
-        other => Err(StoreError::Corrupt { column: "accounts.provider", value: other.into() }),
-    }
+    crate::sources::registry::provider(s)
+        .ok_or_else(|| StoreError::Corrupt { column: "accounts.provider", value: s.into() })
 }
 
 /// Checks an operator-chosen account name (it appears in logs about consent).

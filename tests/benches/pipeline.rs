@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anonymizer::{Anonymizer, Modality, Observation, Policy, Provider, PseudonymKey, Record};
+use anonymizer::{Anonymizer, Modality, Observation, Policy, PseudonymKey, Record};
 use chrono::{TimeDelta, Utc};
 use secrecy::SecretString;
 use wearbridge::clock::Clock;
@@ -14,6 +14,7 @@ use wearbridge::retry::Retry;
 use wearbridge::schemas::Schemas;
 use wearbridge::simulator::{Simulator, SimulatorConfig};
 use wearbridge::sinks::Delivery;
+use wearbridge::sources::fitbit::PROVIDER as FITBIT;
 use wearbridge::store::{SqlStore, Store, TokenCipher};
 
 /// Median of `runs` timings of `f`, and what `f` reported it processed.
@@ -43,7 +44,7 @@ fn records(n: usize) -> Vec<Record> {
     let start = bench_now() - TimeDelta::days(1);
     (0..n)
         .map(|i| Record {
-            provider: Provider::Fitbit,
+            provider: FITBIT,
             account_id: format!("user-{}", i % 50),
             source_key: format!("heart-rate/{i}"),
             observation: Observation::HeartRate {
@@ -100,7 +101,7 @@ fn per_message_path() {
         let parsed: wearbridge::sources::fitbit::api::ListDataPointsResponse = serde_json::from_str(&page).unwrap();
         let mut out = 0;
         for p in &parsed.data_points {
-            let record = wearbridge::normalize::fitbit::heart_rate("user-1", p).unwrap();
+            let record = wearbridge::sources::fitbit::normalize::heart_rate("user-1", p).unwrap();
             let message = anonymizer.anonymize(&record).unwrap();
             let value = serde_json::to_value(&message).unwrap();
             schemas.validate(&value).unwrap();
@@ -149,7 +150,7 @@ fn main() {
         let loaded = Loaded::from_settings(s);
         let store = Arc::new(SqlStore::open(&loaded.settings.store.url, TokenCipher::new([2; 32])).await.unwrap());
         for p in sim.people() {
-            store.add_account(&p.name, Provider::Fitbit, &SecretString::from(p.refresh_token.clone())).await.unwrap();
+            store.add_account(&p.name, FITBIT, &SecretString::from(p.refresh_token.clone())).await.unwrap();
         }
         let key = PseudonymKey::new("bench", [3; 32]).unwrap();
         let pipeline = wearbridge::app::pipeline(&loaded, store.clone(), key, Retry::default(), clock.clone()).unwrap();
@@ -208,7 +209,7 @@ async fn sinks(sim: &Simulator, loaded: &Loaded, entries: &[wearbridge::store::O
             .await
             .unwrap(),
         );
-        let account = store.add_account("bench", Provider::Fitbit, &SecretString::from("t")).await.unwrap();
+        let account = store.add_account("bench", FITBIT, &SecretString::from("t")).await.unwrap();
         for chunk in entries.chunks(500) {
             store.commit_batch(account.id, "bench", "c", chunk, &[]).await.unwrap();
         }

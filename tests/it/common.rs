@@ -12,6 +12,8 @@ use wearbridge::config::{Loaded, Settings, SyncStart};
 use wearbridge::pipeline::Pipeline;
 use wearbridge::retry::{Backoff, Retry};
 use wearbridge::simulator::{Simulator, SimulatorConfig};
+use wearbridge::sources::fitbit::PROVIDER as FITBIT;
+use wearbridge::sources::withings::PROVIDER as WITHINGS;
 use wearbridge::store::{SqlStore, Store, TokenCipher};
 
 pub const STREAM: &str = "test-coop.eth/health";
@@ -152,7 +154,7 @@ pub async fn harness_with(
     history: &str,
     adjust: impl FnOnce(&mut Settings),
 ) -> Harness {
-    harness_for(sim, dir, history, adjust, Provider::Fitbit).await
+    harness_for(sim, dir, history, adjust, FITBIT).await
 }
 
 /// Like [`harness_with`], but every simulated person is enrolled with Withings
@@ -163,7 +165,7 @@ pub async fn harness_withings(
     history: &str,
     adjust: impl FnOnce(&mut Settings),
 ) -> Harness {
-    harness_for(sim, dir, history, adjust, Provider::Withings).await
+    harness_for(sim, dir, history, adjust, WITHINGS).await
 }
 
 async fn harness_for(
@@ -184,9 +186,10 @@ async fn harness_for(
             .with_clock(clock.clone()),
     );
     for p in sim.people() {
-        let (name, token) = match provider {
-            Provider::Fitbit => (p.name.clone(), p.refresh_token.clone()),
-            Provider::Withings => (format!("{}-withings", p.name), p.withings_refresh_token.clone()),
+        let (name, token) = if provider == FITBIT {
+            (p.name.clone(), p.refresh_token.clone())
+        } else {
+            (format!("{}-{provider}", p.name), p.withings_refresh_token.clone())
         };
         store.add_account(&name, provider, &SecretString::from(token)).await.expect("enrol");
     }

@@ -116,7 +116,7 @@ async fn daily_data_follows_the_persons_civil_days_across_dst() {
     // included, the last one being their yesterday (today is not over yet).
     let key = anonymizer::Anonymizer::new(anonymizer::PseudonymKey::new("t1", [5; 32]).unwrap(), Default::default());
     for p in sim.people() {
-        let subject = key.subject(anonymizer::Provider::Fitbit, &p.health_user_id);
+        let subject = key.subject(wearbridge::sources::fitbit::PROVIDER, &p.health_user_id);
         let days: Vec<NaiveDate> = out
             .of("resting-heart-rate")
             .iter()
@@ -187,7 +187,7 @@ async fn a_crash_between_refresh_and_data_call_leaves_the_account_usable() {
     let h = common::harness(&sim, &dir, "6h").await;
     let account = h.store.account(&sim.people()[0].name).await.unwrap().unwrap();
     // Refresh (the old refresh token dies upstream), then "crash" before any data call.
-    h.pipeline.fitbit.tokens().access_token(&account).await.unwrap();
+    h.pipeline.tokens().access_token(&account).await.unwrap();
     drop(h.pipeline);
     sqlx::query("UPDATE tokens SET access_token = NULL, access_expires_at = NULL")
         .execute(h.store.sqlite_pool().expect("a SQLite store"))

@@ -11,11 +11,13 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anonymizer::{Provider, PseudonymKey};
+use anonymizer::PseudonymKey;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use wearbridge::clock::Clock;
 use wearbridge::onboarding;
 use wearbridge::simulator::{self, Simulator};
+use wearbridge::sources::fitbit::PROVIDER as FITBIT;
+use wearbridge::sources::withings::PROVIDER as WITHINGS;
 use wearbridge::store::{AccountStatus, SqlStore, Store, TokenCipher};
 
 fn write_config(sim: &Simulator, dir: &Path, callback_port: u16) -> String {
@@ -132,7 +134,7 @@ async fn connect_enrols_both_providers_and_the_next_dry_run_has_their_data() {
     let (alice_subject, bob_subject) = (subject(&alice.stdout), subject(&bob.stdout));
 
     let store = open_store(d).await;
-    for (name, provider) in [("alice", Provider::Fitbit), ("bob", Provider::Withings)] {
+    for (name, provider) in [("alice", FITBIT), ("bob", WITHINGS)] {
         let account = store.account(name).await.unwrap().unwrap();
         assert_eq!((account.provider, account.status), (provider, AccountStatus::Active));
         let consent = store.consent(account.id).await.unwrap().expect("consent recorded");
@@ -203,8 +205,8 @@ async fn a_wrong_pkce_verifier_and_an_expired_withings_code_are_refused() {
     let redirect = "http://127.0.0.1:9/oauth/callback";
 
     // A code issued for one PKCE challenge, redeemed with another request's verifier.
-    let first = onboarding::authorize(&settings, Provider::Fitbit, redirect).unwrap();
-    let second = onboarding::authorize(&settings, Provider::Fitbit, redirect).unwrap();
+    let first = onboarding::authorize(&settings, FITBIT, redirect).unwrap();
+    let second = onboarding::authorize(&settings, FITBIT, redirect).unwrap();
     assert!(first.url.contains("code_challenge_method=S256") && first.url.contains("access_type=offline"));
     assert!(first.url.contains("prompt=consent") && first.state != second.state);
     let back: HashMap<String, String> = redirect_of(&first.url).await.query_pairs().into_owned().collect();
@@ -218,7 +220,7 @@ async fn a_wrong_pkce_verifier_and_an_expired_withings_code_are_refused() {
 
     // Withings codes live 30 seconds (here: 50 ms).
     sim.set_withings_code_lifetime(Duration::from_millis(50));
-    let w = onboarding::authorize(&settings, Provider::Withings, redirect).unwrap();
+    let w = onboarding::authorize(&settings, WITHINGS, redirect).unwrap();
     let back: HashMap<String, String> = redirect_of(&w.url).await.query_pairs().into_owned().collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let err = onboarding::complete(&store, &settings, &key, &w, "slow", &back, sim.clock()).await.unwrap_err();
@@ -468,6 +470,6 @@ async fn a_real_browser_enrols_through_the_consent_page() {
 
     let accounts = store.accounts().await.unwrap();
     assert_eq!(accounts.len(), 1, "enrolled");
-    assert_eq!((accounts[0].provider, accounts[0].status), (Provider::Fitbit, AccountStatus::Active));
+    assert_eq!((accounts[0].provider, accounts[0].status), (FITBIT, AccountStatus::Active));
     assert!(store.consent(accounts[0].id).await.unwrap().is_some());
 }

@@ -112,7 +112,7 @@ async fn concurrent_token_requests_share_one_refresh() {
     let dir = tempfile::tempdir().unwrap();
     let h = common::harness(&sim, &dir, "1h").await;
     let account = h.store.account(&sim.people()[0].name).await.unwrap().unwrap();
-    let tokens = h.pipeline.fitbit.tokens();
+    let tokens = h.pipeline.tokens();
     let calls = (0..16).map(|_| tokens.access_token(&account));
     let results = futures::future::join_all(calls).await;
     let distinct: BTreeSet<String> = results.into_iter().map(|r| r.unwrap().expose_secret().to_owned()).collect();
@@ -131,7 +131,7 @@ async fn rotated_refresh_tokens_are_persisted() {
     let stored = h.store.tokens(account.id).await.unwrap().unwrap();
     assert_ne!(stored.refresh_token.expose_secret(), sim.people()[0].refresh_token, "the rotated token replaced it");
     // Force another refresh: it must use the rotated token (the old one is dead upstream).
-    let access = h.pipeline.fitbit.tokens().force_refresh(&account).await;
+    let access = h.pipeline.tokens().force_refresh(&account).await;
     assert!(access.is_ok(), "{access:?}");
 }
 
@@ -176,11 +176,7 @@ async fn persistent_failure_fails_that_account_only() {
 async fn every_page_is_read() {
     let sim = common::simulator(1, 18).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut h = common::harness(&sim, &dir, "1d").await;
-    h.pipeline.fitbit = {
-        let p = h.reopen();
-        p.fitbit.with_page_size(40)
-    };
+    let h = common::harness_with(&sim, &dir, "1d", |s| s.fitbit.page_size = 40).await;
     let out = Arc::new(Collect::default());
     h.pipeline.run_pass(&Output::DryRun(out.clone())).await.unwrap();
     let served = sim.request_count("points.heart-rate") as usize;

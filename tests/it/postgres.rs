@@ -10,9 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anonymizer::Provider;
 use secrecy::SecretString;
 use wearbridge::simulator::{self, Fault, Simulator};
+use wearbridge::sources::fitbit::PROVIDER as FITBIT;
+use wearbridge::sources::withings::PROVIDER as WITHINGS;
 use wearbridge::store::{Lease, SqlStore, Store, TokenCipher};
 
 /// A new, empty database on the test server; its URL.
@@ -41,7 +42,7 @@ async fn open(url: &str) -> SqlStore {
 async fn leases_never_hand_one_row_to_two_workers() {
     let url = fresh_database().await;
     let store = open(&url).await;
-    let a = store.add_account("alice", Provider::Fitbit, &SecretString::from("r1")).await.unwrap();
+    let a = store.add_account("alice", FITBIT, &SecretString::from("r1")).await.unwrap();
     let entries: Vec<_> = (0..10).map(entry).collect();
     assert_eq!(store.commit_batch(a.id, "heart_rate", "c1", &entries, &[]).await.unwrap(), 10);
     let pending = store.outbox_pending(100).await.unwrap();
@@ -68,7 +69,7 @@ async fn leases_never_hand_one_row_to_two_workers() {
     assert_eq!(store.outbox_claim(&later, 100).await.unwrap().len(), 6, "expired leases are taken over");
 
     // Accounts likewise, and a released account is not due again before its time.
-    store.add_account("bob", Provider::Withings, &SecretString::from("r2")).await.unwrap();
+    store.add_account("bob", WITHINGS, &SecretString::from("r2")).await.unwrap();
     let got1 = store.claim_accounts(&w1, &["heart_rate"], 1).await.unwrap();
     let got2 = store.claim_accounts(&w2, &["heart_rate"], 10).await.unwrap();
     assert_eq!((got1.len(), got2.len()), (1, 1));

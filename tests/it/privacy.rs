@@ -7,13 +7,15 @@ use crate::common;
 use std::path::Path;
 use std::sync::Arc;
 
-use anonymizer::{Anonymizer, MeasureKind, Modality, Observation, Policy, Provider, PseudonymKey, Record};
+use anonymizer::{Anonymizer, MeasureKind, Modality, Observation, Policy, PseudonymKey, Record};
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 use wearbridge::clock::Clock;
 use wearbridge::pipeline::Output;
 use wearbridge::schemas::Schemas;
 use wearbridge::simulator::{self, Simulator, SimulatorConfig};
+use wearbridge::sources::fitbit::PROVIDER as FITBIT;
+use wearbridge::sources::withings::PROVIDER as WITHINGS;
 use wearbridge::store::{SqlStore, Store, TokenCipher};
 
 const MARKERS: &[&str] = &["CANARY", "424242", "1337133"];
@@ -216,7 +218,7 @@ proptest! {
     ) {
         let schemas = Schemas::load().unwrap();
         let a = anonymizer();
-        let record = Record { provider: Provider::Withings, account_id: account.clone(), source_key: source.clone(), observation };
+        let record = Record { provider: WITHINGS, account_id: account.clone(), source_key: source.clone(), observation };
         if let Ok(message) = a.anonymize(&record) {
             let value = serde_json::to_value(&message).unwrap();
             prop_assert!(schemas.validate(&value).is_ok(), "{value}");
@@ -244,7 +246,7 @@ proptest! {
         })).unwrap();
         let schemas = Schemas::load().unwrap();
         let a = anonymizer();
-        for record in wearbridge::normalize::withings::measure_group("424242", &group).into_iter().flatten() {
+        for record in wearbridge::sources::withings::normalize::measure_group("424242", &group).into_iter().flatten() {
             if let Ok(message) = a.anonymize(&record) {
                 let value = serde_json::to_value(&message).unwrap();
                 prop_assert!(schemas.validate(&value).is_ok(), "{value}");
@@ -258,7 +260,7 @@ proptest! {
 #[test]
 fn same_input_gives_byte_identical_messages_and_keys_do_not_link() {
     let record = Record {
-        provider: Provider::Fitbit,
+        provider: FITBIT,
         account_id: "acct".into(),
         source_key: "k".into(),
         observation: Observation::HeartRate { beats_per_minute: 61.0, at: common::now(), modality: Modality::Sensed },

@@ -7,20 +7,21 @@ use crate::common::{self, entry};
 
 use std::time::Duration;
 
-use anonymizer::Provider;
 use secrecy::{ExposeSecret, SecretString};
+use wearbridge::sources::fitbit::PROVIDER as FITBIT;
+use wearbridge::sources::withings::PROVIDER as WITHINGS;
 use wearbridge::store::{AccountStatus, SqlStore, Store, StoreError, TokenCipher, Tokens};
 
 /// The contract. `reopen` opens the same database again (as after a restart).
 async fn contract<S: Store>(reopen: impl AsyncFn() -> S) {
     let store = reopen().await;
     let rt = SecretString::from("r1");
-    let a = store.add_account("alice", Provider::Fitbit, &rt).await.unwrap();
+    let a = store.add_account("alice", FITBIT, &rt).await.unwrap();
     assert_eq!(a.status, AccountStatus::Active);
     // Reopening migrates nothing and keeps everything.
     let store = reopen().await;
-    assert!(matches!(store.add_account("alice", Provider::Fitbit, &rt).await, Err(StoreError::AccountExists(_))));
-    assert!(matches!(store.add_account("bad name", Provider::Fitbit, &rt).await, Err(StoreError::BadAccountName(_))));
+    assert!(matches!(store.add_account("alice", FITBIT, &rt).await, Err(StoreError::AccountExists(_))));
+    assert!(matches!(store.add_account("bad name", FITBIT, &rt).await, Err(StoreError::BadAccountName(_))));
     assert_eq!(store.tokens(a.id).await.unwrap().unwrap().refresh_token.expose_secret(), "r1");
     store.set_provider_user_id(a.id, "user-1").await.unwrap();
     store.set_status(a.id, AccountStatus::NeedsReconsent).await.unwrap();
@@ -67,7 +68,7 @@ async fn contract<S: Store>(reopen: impl AsyncFn() -> S) {
     assert_eq!((store.outbox_len().await.unwrap(), store.quarantined_len().await.unwrap()), (5, 2));
 
     // Removal drops everything of the account and takes no more writes.
-    let b = store.add_account("bob", Provider::Withings, &SecretString::from("rb")).await.unwrap();
+    let b = store.add_account("bob", WITHINGS, &SecretString::from("rb")).await.unwrap();
     assert!(matches!(store.remove_account("nobody").await, Err(StoreError::NoSuchAccount(_))));
     let removal = store.remove_account("alice").await.unwrap();
     assert_eq!(removal.dropped_messages, 7, "five pending and two quarantined");
@@ -82,7 +83,7 @@ async fn contract<S: Store>(reopen: impl AsyncFn() -> S) {
     assert!(store.account("alice").await.unwrap().unwrap().provider_user_id.is_none());
     assert_eq!(store.account("bob").await.unwrap().unwrap().id, b.id);
     // Re-enrolling a removed name gives the same account back, fresh.
-    let again = store.add_account("alice", Provider::Fitbit, &SecretString::from("r3")).await.unwrap();
+    let again = store.add_account("alice", FITBIT, &SecretString::from("r3")).await.unwrap();
     assert_eq!((again.id, again.status), (a.id, AccountStatus::Active));
     assert_eq!(store.tokens(a.id).await.unwrap().unwrap().refresh_token.expose_secret(), "r3");
     store.ping().await.unwrap();

@@ -59,7 +59,7 @@ async fn every_dataset_yields_valid_messages() {
     // Activity is published only for days that are over where the person is.
     let key = anonymizer::Anonymizer::new(anonymizer::PseudonymKey::new("t1", [5; 32]).unwrap(), Default::default());
     for p in sim.people() {
-        let subject = key.subject(anonymizer::Provider::Withings, &p.withings_user_id.to_string());
+        let subject = key.subject(wearbridge::sources::withings::PROVIDER, &p.withings_user_id.to_string());
         let today = common::now().with_timezone(&p.time_zone).date_naive();
         let days: Vec<chrono::NaiveDate> = out
             .of("daily-activity")
@@ -127,7 +127,7 @@ async fn a_crash_between_refresh_and_first_data_call_loses_nothing() {
     let h = common::harness_withings(&sim, &dir, "1d", |_| {}).await;
     let account = h.store.account(&format!("{}-withings", sim.people()[0].name)).await.unwrap().unwrap();
     // Refresh: a new pair is issued and stored. Then "crash" before any data call.
-    h.pipeline.withings.tokens().access_token(&account).await.unwrap();
+    h.pipeline.tokens().access_token(&account).await.unwrap();
     drop(h.pipeline);
     sqlx::query("UPDATE tokens SET access_token = NULL, access_expires_at = NULL")
         .execute(h.store.sqlite_pool().expect("a SQLite store"))

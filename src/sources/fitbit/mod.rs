@@ -1,21 +1,44 @@
 //! Fitbit data on the Google Health API v4 (the legacy Fitbit Web API was switched off
-//! on 2026-11-02).
+//! on 2026-11-02): OAuth ([`oauth`]), API types ([`api`]), the HTTP client, the calls
+//! with tokens, quotas and retries (here), normalisation and the sync plan.
 
 pub mod api;
 mod client;
+pub mod normalize;
+pub mod oauth;
+mod plan;
 
 pub use client::{ApiError, GoogleHealthClient};
+pub use oauth::{GoogleOAuth, scope_for};
 
 use std::future::Future;
 use std::sync::Arc;
 
+use anonymizer::Provider;
 use chrono::{DateTime, Days, NaiveDate, SecondsFormat, Utc};
+use futures::FutureExt;
+use futures::future::LocalBoxFuture;
 use secrecy::SecretString;
 
+use super::registry::Registration;
+use super::{AccountPass, Attempt, Batch, Source, SourceError};
 use crate::auth::TokenManager;
+use crate::config::{Dataset, Settings};
 use crate::retry::Retry;
 use crate::sources::quota::Quotas;
 use crate::store::Account;
+
+/// The provider name of Fitbit accounts.
+pub const PROVIDER: Provider = Provider::new("fitbit");
+
+/// Fitbit's entry in the source registry.
+pub const REGISTRATION: Registration = Registration {
+    provider: PROVIDER,
+    label: "Fitbit",
+    section: "fitbit",
+    oauth: |settings, http| Arc::new(GoogleOAuth::new(http.clone(), settings.fitbit.clone())),
+    source: |settings, http, tokens, retry| Arc::new(FitbitSource::from_settings(settings, http, tokens, retry)),
+};
 
 /// The largest page Google serves for sample data types.
 pub const MAX_PAGE_SIZE: u32 = 10_000;
@@ -24,19 +47,16 @@ const SESSION_PAGE_SIZE: u32 = 25;
 /// A hard stop against a server that never ends pagination.
 const MAX_PAGES: usize = 1_000;
 
-/// Why a Google Health dataset could not be read for one account.
-pub type SourceError = super::SourceError<ApiError>;
-
 impl From<ApiError> for SourceError {
     fn from(e: ApiError) -> Self {
-        Self::Api(e)
-    }
-}
-
-impl SourceError {
-    /// The person did not grant the scope this data needs (403).
-    pub fn is_scope_insufficient(&self) -> bool {
-        matches!(self, SourceError::Api(e) if e.is_scope_insufficient())
+        if e.is_scope_insufficient() {
+            // The plan names the dataset's scope (see `Source::read`).
+            SourceError::ScopeMissing { scope: "unknown".into() }
+        } else if e.is_transient() {
+            SourceError::Transient { retry_after: e.retry_after(), error: e.into() }
+        } else {
+            SourceError::fatal(e)
+        }
     }
 }
 
@@ -61,19 +81,16 @@ fn range_filter(field: &str, from: &str, to: &str) -> String {
 }
 
 impl FitbitSource {
-    pub fn new(client: GoogleHealthClient, tokens: Arc<TokenManager>, quotas: Quotas, retry: Retry) -> Self {
-        Self { client, tokens, quotas, retry, page_size: MAX_PAGE_SIZE }
-    }
-
-    /// Asks for smaller pages (tests use this to exercise pagination).
-    pub fn with_page_size(mut self, page_size: u32) -> Self {
-        self.page_size = page_size.clamp(1, MAX_PAGE_SIZE);
-        self
-    }
-
-    /// The token manager this source draws on.
-    pub fn tokens(&self) -> &TokenManager {
-        &self.tokens
+    /// `[fitbit]`: the API base URL, per-account and per-project quotas, page size.
+    pub fn from_settings(settings: &Settings, http: &reqwest::Client, tokens: Arc<TokenManager>, retry: Retry) -> Self {
+        let f = &settings.fitbit;
+        Self {
+            client: GoogleHealthClient::new(http.clone(), &f.api_base_url),
+            tokens,
+            quotas: Quotas::per_minute(f.requests_per_minute, f.project_requests_per_minute),
+            retry,
+            page_size: f.page_size.clamp(1, MAX_PAGE_SIZE),
+        }
     }
 
     async fn call<T, F, Fut>(&self, account: &Account, f: F) -> Result<T, SourceError>
@@ -82,17 +99,24 @@ impl FitbitSource {
         Fut: Future<Output = Result<T, ApiError>>,
     {
         let mut session = self.tokens.session(account).await?;
-        self.retry
-            .run("Google Health call", async || {
+        let outcome = self
+            .retry
+            .run("Google Health call", async || -> Attempt<T> {
                 loop {
                     self.quotas.acquire(account.id).await;
                     match f(session.token()).await {
-                        Err(e) if e.is_unauthorized() && session.refresh_once(&e).await? => {}
-                        other => return other.map_err(SourceError::from),
+                        Ok(value) => return Ok(Ok(value)),
+                        Err(e) if e.is_unauthorized() => match session.refresh_once(&e).await {
+                            Ok(true) => {}
+                            Ok(false) => return Err(e.into()),
+                            Err(auth) => return Ok(Err(auth.into())),
+                        },
+                        Err(e) => return Err(e.into()),
                     }
                 }
             })
-            .await
+            .await;
+        outcome.and_then(|r| r)
     }
 
     /// The account's Google Health user id.
@@ -123,7 +147,7 @@ impl FitbitSource {
                 None => return Ok(devices),
             }
         }
-        Err(SourceError::Pagination(MAX_PAGES))
+        Err(SourceError::fatal(format!("pagination did not end after {MAX_PAGES} pages")))
     }
 
     /// Every data point of `data_type` matching `filter`, all pages.
@@ -149,7 +173,7 @@ impl FitbitSource {
                 None => return Ok(points),
             }
         }
-        Err(SourceError::Pagination(MAX_PAGES))
+        Err(SourceError::fatal(format!("pagination did not end after {MAX_PAGES} pages")))
     }
 
     /// A sample data type (`heart-rate`, `weight`, `body-fat`) with `from <= t < to`.
@@ -221,5 +245,29 @@ impl FitbitSource {
             start = end;
         }
         Ok(out)
+    }
+}
+
+impl Source for FitbitSource {
+    fn provider(&self) -> Provider {
+        PROVIDER
+    }
+
+    fn user_id<'a>(&'a self, account: &'a Account) -> LocalBoxFuture<'a, Result<String, SourceError>> {
+        self.health_user_id(account).boxed_local()
+    }
+
+    fn read<'a, 'p: 'a>(
+        &'a self,
+        pass: &'a mut AccountPass<'p>,
+        dataset: Dataset,
+    ) -> LocalBoxFuture<'a, Result<Vec<Batch>, SourceError>> {
+        async move {
+            self.read_dataset(pass, dataset).await.map_err(|e| match e {
+                SourceError::ScopeMissing { .. } => SourceError::ScopeMissing { scope: scope_for(dataset).to_owned() },
+                e => e,
+            })
+        }
+        .boxed_local()
     }
 }

@@ -1,26 +1,50 @@
 //! Withings: body measures, daily activity, intraday heart rate, sleep summaries, devices.
+//! OAuth ([`oauth`]), API types ([`api`]), the HTTP client, the calls with tokens,
+//! quotas and retries (here), normalisation and the sync plan.
 //!
 //! Withings allows 120 requests a minute for the whole application, so every account
 //! shares one limiter, and a 601 pauses every account (honouring `wait_seconds`).
 
 pub mod api;
 mod client;
+pub mod normalize;
+pub mod oauth;
+mod plan;
 
 pub use client::{WithingsClient, WithingsError};
+pub use oauth::WithingsOAuth;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anonymizer::Provider;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use futures::FutureExt;
+use futures::future::LocalBoxFuture;
 use secrecy::SecretString;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::auth::{AuthError, TokenManager};
+use super::registry::Registration;
+use super::{AccountPass, Attempt, Batch, Source, SourceError};
+use crate::auth::TokenManager;
+use crate::config::{Dataset, Settings};
 use crate::retry::{MAX_THROTTLE, Retry};
 use crate::sources::quota::Quotas;
 use crate::store::Account;
+
+/// The provider name of Withings accounts.
+pub const PROVIDER: Provider = Provider::new("withings");
+
+/// Withings' entry in the source registry.
+pub const REGISTRATION: Registration = Registration {
+    provider: PROVIDER,
+    label: "Withings",
+    section: "withings",
+    oauth: |settings, http| Arc::new(WithingsOAuth::new(http.clone(), settings.withings.clone())),
+    source: |settings, http, tokens, retry| Arc::new(WithingsSource::from_settings(settings, http, tokens, retry)),
+};
 
 /// Measure types requested from `getmeas` (see normalize::withings for their meaning).
 pub const MEASURE_TYPES: &str = "1,5,6,8,9,10,11,12,54,71,73,76,77,88,91,123";
@@ -28,12 +52,13 @@ pub const MEASURE_TYPES: &str = "1,5,6,8,9,10,11,12,54,71,73,76,77,88,91,123";
 const INTRADAY_WINDOW: TimeDelta = TimeDelta::hours(24);
 const MAX_PAGES: usize = 1_000;
 
-/// Why a Withings dataset could not be read for one account.
-pub type WithingsSourceError = super::SourceError<WithingsError>;
-
-impl From<WithingsError> for WithingsSourceError {
+impl From<WithingsError> for SourceError {
     fn from(e: WithingsError) -> Self {
-        Self::Api(e)
+        match e {
+            WithingsError::Throttled { wait, .. } => SourceError::Transient { retry_after: wait, error: e.into() },
+            e if e.is_transient() => SourceError::transient(e),
+            e => SourceError::fatal(e),
+        }
     }
 }
 
@@ -48,20 +73,17 @@ pub struct WithingsSource {
 }
 
 impl WithingsSource {
-    /// `per_minute` is the application-wide limit (Withings: 120).
-    pub fn new(client: WithingsClient, tokens: Arc<TokenManager>, per_minute: u32, retry: Retry) -> Self {
+    /// `[withings]`: the API base URL and the application-wide limit (Withings: 120 a
+    /// minute).
+    pub fn from_settings(settings: &Settings, http: &reqwest::Client, tokens: Arc<TokenManager>, retry: Retry) -> Self {
+        let w = &settings.withings;
         Self {
-            client,
+            client: WithingsClient::new(http.clone(), &w.api_base_url),
             tokens,
-            quotas: Quotas::per_minute(per_minute, per_minute),
+            quotas: Quotas::per_minute(w.requests_per_minute, w.requests_per_minute),
             retry,
             throttled_until: Mutex::new(None),
         }
-    }
-
-    /// The token manager this source draws on.
-    pub fn tokens(&self) -> &TokenManager {
-        &self.tokens
     }
 
     /// Waits out an application-wide throttle (or until shutdown).
@@ -80,34 +102,42 @@ impl WithingsSource {
         }
     }
 
-    async fn call<T, F, Fut>(&self, account: &Account, f: F) -> Result<T, WithingsSourceError>
+    async fn call<T, F, Fut>(&self, account: &Account, f: F) -> Result<T, SourceError>
     where
         F: Fn(SecretString) -> Fut,
         Fut: Future<Output = Result<T, WithingsError>>,
     {
         let mut session = self.tokens.session(account).await?;
-        self.retry
-            .run("Withings call", async || {
+        let outcome = self
+            .retry
+            .run("Withings call", async || -> Attempt<T> {
                 loop {
                     self.wait_for_throttle().await;
                     self.quotas.acquire(account.id).await;
                     match f(session.token()).await {
-                        Err(e) if e.is_auth() && session.refresh_once(&e).await? => {}
-                        // Rejected even after a refresh: the person must consent again.
-                        Err(e) if e.is_auth() => {
-                            self.tokens.mark_needs_reconsent(account).await?;
-                            return Err(AuthError::NeedsReconsent.into());
-                        }
+                        Ok(value) => return Ok(Ok(value)),
+                        Err(e) if e.is_auth() => match session.refresh_once(&e).await {
+                            Ok(true) => {}
+                            // Rejected even after a refresh: the person must consent again.
+                            Ok(false) => {
+                                return Ok(match self.tokens.mark_needs_reconsent(account).await {
+                                    Ok(()) => Err(SourceError::NeedsReconsent),
+                                    Err(e) => Err(e.into()),
+                                });
+                            }
+                            Err(auth) => return Ok(Err(auth.into())),
+                        },
                         // A 601 pauses every account, not only this one.
                         Err(e @ WithingsError::Throttled { wait, .. }) => {
                             self.throttle_everyone(wait.unwrap_or_else(|| self.retry.backoff().delay(0))).await;
                             return Err(e.into());
                         }
-                        other => return other.map_err(WithingsSourceError::from),
+                        Err(e) => return Err(e.into()),
                     }
                 }
             })
-            .await
+            .await;
+        outcome.and_then(|r| r)
     }
 
     /// Every page of a `more`/`offset` list.
@@ -118,7 +148,7 @@ impl WithingsSource {
         action: &'static str,
         params: &[(&str, String)],
         split: impl Fn(B) -> (Vec<T>, bool, u64),
-    ) -> Result<Vec<T>, WithingsSourceError>
+    ) -> Result<Vec<T>, SourceError>
     where
         B: serde::de::DeserializeOwned,
     {
@@ -142,22 +172,18 @@ impl WithingsSource {
             }
             offset = Some(next);
         }
-        Err(WithingsSourceError::Pagination(MAX_PAGES))
+        Err(SourceError::fatal(format!("pagination did not end after {MAX_PAGES} pages")))
     }
 
     /// Paired devices.
-    pub async fn devices(&self, account: &Account) -> Result<Vec<api::Device>, WithingsSourceError> {
+    pub async fn devices(&self, account: &Account) -> Result<Vec<api::Device>, SourceError> {
         let body: api::DeviceBody =
             self.call(account, |t| async move { self.client.call("/v2/user", "getdevice", &[], &t).await }).await?;
         Ok(body.devices)
     }
 
     /// Measure groups modified since `lastupdate` (unix seconds).
-    pub async fn measures(
-        &self,
-        account: &Account,
-        lastupdate: i64,
-    ) -> Result<Vec<api::MeasureGroup>, WithingsSourceError> {
+    pub async fn measures(&self, account: &Account, lastupdate: i64) -> Result<Vec<api::MeasureGroup>, SourceError> {
         let params = [
             ("meastypes", MEASURE_TYPES.to_owned()),
             ("category", "1".to_owned()),
@@ -173,7 +199,7 @@ impl WithingsSource {
         account: &Account,
         from: NaiveDate,
         to: NaiveDate,
-    ) -> Result<Vec<api::Activity>, WithingsSourceError> {
+    ) -> Result<Vec<api::Activity>, SourceError> {
         let params = [
             ("startdateymd", from.to_string()),
             ("enddateymd", to.to_string()),
@@ -191,7 +217,7 @@ impl WithingsSource {
         account: &Account,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<Vec<(DateTime<Utc>, f64)>, WithingsSourceError> {
+    ) -> Result<Vec<(DateTime<Utc>, f64)>, SourceError> {
         let mut out = Vec::new();
         let mut start = from;
         while start < to {
@@ -219,11 +245,7 @@ impl WithingsSource {
     }
 
     /// Sleep summaries modified since `lastupdate`.
-    pub async fn sleep(
-        &self,
-        account: &Account,
-        lastupdate: i64,
-    ) -> Result<Vec<api::SleepSummary>, WithingsSourceError> {
+    pub async fn sleep(&self, account: &Account, lastupdate: i64) -> Result<Vec<api::SleepSummary>, SourceError> {
         let params = [
             ("lastupdate", lastupdate.to_string()),
             (
@@ -232,5 +254,31 @@ impl WithingsSource {
             ),
         ];
         self.pages(account, "/v2/sleep", "getsummary", &params, |b: api::SleepBody| (b.series, b.more, b.offset)).await
+    }
+}
+
+impl Source for WithingsSource {
+    fn provider(&self) -> Provider {
+        PROVIDER
+    }
+
+    /// Withings names the user only in the token answer, which the token manager stores
+    /// with the tokens.
+    fn user_id<'a>(&'a self, account: &'a Account) -> LocalBoxFuture<'a, Result<String, SourceError>> {
+        async move {
+            self.tokens
+                .user_id_from_token_answer(account)
+                .await?
+                .ok_or_else(|| SourceError::fatal("the token answer did not name the Withings user"))
+        }
+        .boxed_local()
+    }
+
+    fn read<'a, 'p: 'a>(
+        &'a self,
+        pass: &'a mut AccountPass<'p>,
+        dataset: Dataset,
+    ) -> LocalBoxFuture<'a, Result<Vec<Batch>, SourceError>> {
+        self.read_dataset(pass, dataset).boxed_local()
     }
 }

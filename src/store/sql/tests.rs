@@ -40,10 +40,16 @@ async fn accounts_lifecycle() {
     let clock = Clock::pinned(chrono::TimeZone::with_ymd_and_hms(&Utc, 2027, 3, 28, 0, 30, 0).unwrap());
     let store = open(&dir).await.with_clock(clock.clone());
     let rt = SecretString::from("rt-1");
-    let a = store.add_account("alice", Provider::Fitbit, &rt).await.unwrap();
+    let a = store.add_account("alice", crate::sources::fitbit::PROVIDER, &rt).await.unwrap();
     assert_eq!(a.status, AccountStatus::Active);
-    assert!(matches!(store.add_account("alice", Provider::Fitbit, &rt).await, Err(StoreError::AccountExists(_))));
-    assert!(matches!(store.add_account("bad name", Provider::Fitbit, &rt).await, Err(StoreError::BadAccountName(_))));
+    assert!(matches!(
+        store.add_account("alice", crate::sources::fitbit::PROVIDER, &rt).await,
+        Err(StoreError::AccountExists(_))
+    ));
+    assert!(matches!(
+        store.add_account("bad name", crate::sources::fitbit::PROVIDER, &rt).await,
+        Err(StoreError::BadAccountName(_))
+    ));
     store.set_provider_user_id(a.id, "hu-123").await.unwrap();
     store.set_status(a.id, AccountStatus::NeedsReconsent).await.unwrap();
     let got = store.account("alice").await.unwrap().unwrap();
@@ -84,7 +90,8 @@ async fn accounts_lifecycle() {
     assert!(store.cursor(a.id, "heart_rate").await.unwrap().is_none());
     assert_eq!(store.account("alice").await.unwrap().unwrap().status, AccountStatus::Removed);
     assert!(matches!(store.remove_account("nobody").await, Err(StoreError::NoSuchAccount(_))));
-    let again = store.add_account("alice", Provider::Fitbit, &SecretString::from("rt-2")).await.unwrap();
+    let again =
+        store.add_account("alice", crate::sources::fitbit::PROVIDER, &SecretString::from("rt-2")).await.unwrap();
     assert_eq!(again.id, a.id);
     assert_eq!(store.tokens(a.id).await.unwrap().unwrap().refresh_token.expose_secret(), "rt-2");
 }
@@ -93,7 +100,10 @@ async fn accounts_lifecycle() {
 async fn tokens_are_encrypted_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir).await;
-    let a = store.add_account("bob", Provider::Fitbit, &SecretString::from("REFRESH-CANARY-0001")).await.unwrap();
+    let a = store
+        .add_account("bob", crate::sources::fitbit::PROVIDER, &SecretString::from("REFRESH-CANARY-0001"))
+        .await
+        .unwrap();
     let expires = chrono::TimeZone::with_ymd_and_hms(&Utc, 2027, 1, 1, 0, 0, 0).unwrap();
     store
         .save_tokens(
@@ -127,7 +137,7 @@ async fn tokens_are_encrypted_on_disk() {
 async fn a_removed_account_takes_no_more_writes() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir).await;
-    let a = store.add_account("alice", Provider::Fitbit, &SecretString::from("rt")).await.unwrap();
+    let a = store.add_account("alice", crate::sources::fitbit::PROVIDER, &SecretString::from("rt")).await.unwrap();
     store.remove_account("alice").await.unwrap();
     let entry =
         OutboxEntry { message_id: "m".into(), stream: "s".into(), partition_key: "p".into(), payload: "{}".into() };

@@ -2,14 +2,14 @@
 
 use std::collections::BTreeMap;
 
-use anonymizer::{DeviceFamily, Modality, Observation, Provider, Record, SleepStages};
+use anonymizer::{DeviceFamily, Modality, Observation, Record, SleepStages};
 use chrono::{NaiveDate, SecondsFormat};
 
-use super::Skipped;
+use crate::normalize::Skipped;
 use crate::sources::fitbit::api::{DailyRollupDataPoint, DataPoint, PairedDevice};
 
 fn record(account_id: &str, source_key: String, observation: Observation) -> Record {
-    Record { provider: Provider::Fitbit, account_id: account_id.to_owned(), source_key, observation }
+    Record { provider: super::PROVIDER, account_id: account_id.to_owned(), source_key, observation }
 }
 
 fn modality(point: &DataPoint) -> Modality {

@@ -2,14 +2,14 @@
 //! (attrib 1) and goals (category 2) are never published; systolic and diastolic of one
 //! group become one blood-pressure record.
 
-use anonymizer::{DeviceFamily, MeasureKind, Modality, Observation, Provider, Record, SleepStages};
+use anonymizer::{DeviceFamily, MeasureKind, Modality, Observation, Record, SleepStages};
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::Skipped;
+use crate::normalize::Skipped;
 use crate::sources::withings::api::{Activity, Device, MeasureGroup, SleepSummary};
 
 fn record(account_id: &str, source_key: String, observation: Observation) -> Record {
-    Record { provider: Provider::Withings, account_id: account_id.to_owned(), source_key, observation }
+    Record { provider: super::PROVIDER, account_id: account_id.to_owned(), source_key, observation }
 }
 
 fn at(unix: i64) -> Result<DateTime<Utc>, Skipped> {
@@ -244,7 +244,7 @@ mod tests {
     #[test]
     fn captured_sample_normalises() {
         let body: MeasureBody =
-            serde_json::from_str(include_str!("../../tests/fixtures/withings/get_meas.json")).unwrap();
+            serde_json::from_str(include_str!("../../../tests/fixtures/withings/get_meas.json")).unwrap();
         let records: Vec<_> = body.measuregrps.iter().flat_map(|g| measure_group("u", g)).collect();
         assert!(records.iter().any(|r| matches!(r, Ok(Record { observation: Observation::BloodPressure { .. }, .. }))));
     }

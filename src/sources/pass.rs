@@ -1,0 +1,62 @@
+//! One account's sync pass as a source sees it: who, when, and the cursor windows every
+//! source computes the same way.
+
+use chrono::{DateTime, Days, NaiveDate, TimeDelta, Utc};
+
+use crate::config::SyncSettings;
+use crate::normalize::civil::Zone;
+use crate::store::{Account, SqlStore, Store, StoreError};
+
+/// What a source needs to read one account's datasets in one pass.
+pub struct AccountPass<'p> {
+    pub account: &'p Account,
+    /// The provider's user id (personal data: never log it).
+    pub user_id: &'p str,
+    /// The instant the pass reads up to.
+    pub now: DateTime<Utc>,
+    pub sync: &'p SyncSettings,
+    store: &'p SqlStore,
+    /// The person's civil zone, once a source has read it in this pass.
+    pub zone: Option<Zone>,
+}
+
+impl<'p> AccountPass<'p> {
+    pub fn new(
+        account: &'p Account,
+        user_id: &'p str,
+        now: DateTime<Utc>,
+        sync: &'p SyncSettings,
+        store: &'p SqlStore,
+    ) -> Self {
+        Self { account, user_id, now, sync, store, zone: None }
+    }
+
+    /// The stored cursor `key` of this account.
+    pub async fn cursor(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.store.cursor(self.account.id, key).await
+    }
+
+    /// The start of an instant window: `cursor - lookback`, or `sync.start` on a first
+    /// backfill (never earlier than `sync.start`).
+    pub async fn since(&self, cursor_key: &str) -> Result<DateTime<Utc>, StoreError> {
+        let start = self.sync.start.resolve(self.now);
+        let lookback = TimeDelta::from_std(self.sync.lookback).unwrap_or(TimeDelta::zero());
+        let cursor = self.cursor(cursor_key).await?;
+        Ok(match cursor.and_then(|c| DateTime::parse_from_rfc3339(&c).ok()) {
+            Some(c) => (c.with_timezone(&Utc) - lookback).max(start),
+            None => start,
+        })
+    }
+
+    /// The first civil day (in `zone`) to read for a daily cursor: the cursor's day less
+    /// the look-back in whole days (at least one), or the day of `sync.start`.
+    pub async fn first_day(&self, zone: Zone, cursor_key: &str) -> Result<NaiveDate, StoreError> {
+        let lookback_days = self.sync.lookback.as_secs().div_ceil(86_400).max(1);
+        let start = zone.date_of(self.sync.start.resolve(self.now));
+        let cursor = self.cursor(cursor_key).await?;
+        Ok(match cursor.and_then(|c| c.parse::<NaiveDate>().ok()) {
+            Some(c) => (c - Days::new(lookback_days)).max(start),
+            None => start,
+        })
+    }
+}

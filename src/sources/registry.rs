@@ -1,0 +1,84 @@
+//! The one place that lists the sources this build has. Everything else finds a source by
+//! its provider name, so adding one is a folder plus one line in [`SOURCES`] (and its
+//! settings section; see ARCHITECTURE.md "Adding a source").
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anonymizer::Provider;
+
+use super::{Source, fitbit, withings};
+use crate::auth::{OAuth, TokenManager};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::retry::Retry;
+use crate::store::SqlStore;
+
+/// How a source plugs in: its name and how to build its parts from the settings.
+pub struct Registration {
+    pub provider: Provider,
+    /// The name people see ("Fitbit").
+    pub label: &'static str,
+    /// Its settings section (`[fitbit]`): where `client_id` and `client_secret` are set.
+    pub section: &'static str,
+    /// Its OAuth endpoints.
+    pub oauth: fn(&Settings, &reqwest::Client) -> Arc<dyn OAuth>,
+    /// The source itself, drawing tokens from the shared token manager.
+    pub source: fn(&Settings, &reqwest::Client, Arc<TokenManager>, Retry) -> Arc<dyn Source>,
+}
+
+/// Every source, in the order the consent page offers them.
+pub const SOURCES: &[Registration] = &[fitbit::REGISTRATION, withings::REGISTRATION];
+
+/// The registration of the provider called `name`.
+pub fn find(name: &str) -> Option<&'static Registration> {
+    SOURCES.iter().find(|r| r.provider.as_str() == name)
+}
+
+/// The provider called `name`, if this build has a source for it.
+pub fn provider(name: &str) -> Option<Provider> {
+    find(name).map(|r| r.provider)
+}
+
+/// Every provider name, for help texts and errors.
+pub fn names() -> Vec<&'static str> {
+    SOURCES.iter().map(|r| r.provider.as_str()).collect()
+}
+
+/// The sources of one process, with the token manager they share.
+pub struct Sources {
+    by_provider: HashMap<Provider, Arc<dyn Source>>,
+    tokens: Arc<TokenManager>,
+}
+
+impl Sources {
+    /// Builds every registered source from the settings.
+    pub fn build(
+        settings: &Settings,
+        http: &reqwest::Client,
+        store: Arc<SqlStore>,
+        retry: Retry,
+        clock: Clock,
+    ) -> Self {
+        let oauth = SOURCES.iter().map(|r| (r.provider, (r.oauth)(settings, http))).collect();
+        let tokens = Arc::new(TokenManager::new(store, oauth, retry.clone(), clock));
+        let by_provider =
+            SOURCES.iter().map(|r| (r.provider, (r.source)(settings, http, tokens.clone(), retry.clone()))).collect();
+        Self { by_provider, tokens }
+    }
+
+    /// The source for `provider`.
+    pub fn get(&self, provider: Provider) -> Option<&dyn Source> {
+        self.by_provider.get(&provider).map(|s| s.as_ref())
+    }
+
+    /// The token manager every source draws on.
+    pub fn tokens(&self) -> &Arc<TokenManager> {
+        &self.tokens
+    }
+}
+
+/// The OAuth endpoints of `provider`, built from the settings (for onboarding).
+pub fn oauth(settings: &Settings, http: &reqwest::Client, provider: Provider) -> Option<Arc<dyn OAuth>> {
+    SOURCES.iter().find(|r| r.provider == provider).map(|r| (r.oauth)(settings, http))
+}

@@ -1,0 +1,67 @@
+//! The Withings sync plan. Body measures and sleep are read with `lastupdate` (Withings'
+//! own change cursor, so edits come back), heart rate in windows of at most 24 hours,
+//! activity by date, published only for days that are over in the entry's time zone.
+
+use chrono::{DateTime, Days, NaiveDate, SecondsFormat, Utc};
+use chrono_tz::Tz;
+
+use super::{WithingsSource, normalize};
+use crate::config::Dataset;
+use crate::normalize::civil::Zone;
+use crate::sources::{AccountPass, Batch, SourceError};
+
+fn instant(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+impl WithingsSource {
+    /// Reads one Withings dataset into batches.
+    pub(super) async fn read_dataset(
+        &self,
+        pass: &mut AccountPass<'_>,
+        dataset: Dataset,
+    ) -> Result<Vec<Batch>, SourceError> {
+        let (account, user_id, now) = (pass.account, pass.user_id, pass.now);
+        let since = async |key: &str| pass.since(key).await.map_err(SourceError::transient);
+        Ok(match dataset {
+            Dataset::Devices => {
+                let devices = self.devices(account).await?;
+                let records = devices.iter().map(|d| normalize::device_status(user_id, d)).collect();
+                vec![Batch { cursor_key: "devices", cursor: instant(now), records }]
+            }
+            Dataset::Body => {
+                let groups = self.measures(account, since("body").await?.timestamp()).await?;
+                let records = groups.iter().flat_map(|g| normalize::measure_group(user_id, g)).collect();
+                vec![Batch { cursor_key: "body", cursor: instant(now), records }]
+            }
+            Dataset::Sleep => {
+                let series = self.sleep(account, since("sleep").await?.timestamp()).await?;
+                let records = series.iter().map(|s| normalize::sleep(user_id, s)).collect();
+                vec![Batch { cursor_key: "sleep", cursor: instant(now), records }]
+            }
+            Dataset::HeartRate => {
+                let samples = self.intraday_heart_rate(account, since("heart_rate").await?, now).await?;
+                let records = samples.iter().map(|(t, bpm)| Ok(normalize::heart_rate(user_id, *t, *bpm))).collect();
+                vec![Batch { cursor_key: "heart_rate", cursor: instant(now), records }]
+            }
+            Dataset::Activity => {
+                let first = pass.first_day(Zone::UTC, "activity").await.map_err(SourceError::transient)?;
+                let last = now.date_naive() + Days::new(1);
+                let days = self.activity(account, first, last).await?;
+                // A day is published once it is over where the person is.
+                let over = |date: &str, zone: Option<&str>| {
+                    let tz = zone.and_then(|z| z.parse::<Tz>().ok()).unwrap_or(Tz::UTC);
+                    date.parse::<NaiveDate>().is_ok_and(|d| d < now.with_timezone(&tz).date_naive())
+                };
+                let records = days
+                    .iter()
+                    .filter(|a| over(&a.date, a.timezone.as_deref()))
+                    .map(|a| normalize::activity(user_id, a))
+                    .collect();
+                // The earliest "today" on Earth is yesterday in UTC: start there next time.
+                let cursor = (now.date_naive() - Days::new(1)).to_string();
+                vec![Batch { cursor_key: "activity", cursor, records }]
+            }
+        })
+    }
+}
