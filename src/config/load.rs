@@ -329,6 +329,9 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
             ));
         }
     }
+    if !(1..=10_000).contains(&s.fitbit.page_size) {
+        return Err(loaded.invalid("fitbit.page_size", "expected 1 to 10000 data points per page"));
+    }
     if s.streamr.file_max_bytes < 4096 {
         return Err(loaded.invalid("streamr.file_max_bytes", "expected at least 4096 bytes"));
     }

@@ -272,6 +272,7 @@ impl Store for SqlStore {
         refresh_token: &SecretString,
     ) -> Result<Account, StoreError> {
         validate_account_name(name)?;
+        parse_provider(provider.as_str())?;
         let now = self.now();
         on_pool!(self, |pool, d| {
             let mut tx = pool.begin().await?;
@@ -336,7 +337,20 @@ impl Store for SqlStore {
             let rows = sqlx::query(concat!("SELECT ", account_columns!(), " FROM accounts ORDER BY name"))
                 .fetch_all(pool)
                 .await?;
-            rows.iter().map(|r| account_from_row!(self, r)).collect()
+            // One unreadable account (a provider this build has no source for, after a
+            // downgrade) must not stop the others: it is named in the log and left out.
+            let read: Vec<Result<Account, StoreError>> = rows.iter().map(|r| account_from_row!(self, r)).collect();
+            let mut accounts = Vec::with_capacity(read.len());
+            for (row, result) in rows.iter().zip(read) {
+                match result {
+                    Ok(account) => accounts.push(account),
+                    Err(error) => {
+                        let name: Option<String> = row.try_get("name").ok();
+                        tracing::error!(account = name.as_deref().unwrap_or("?"), %error, "account left out: cannot read it");
+                    }
+                }
+            }
+            Ok(accounts)
         })
     }
 

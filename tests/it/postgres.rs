@@ -36,6 +36,28 @@ async fn open(url: &str) -> SqlStore {
     SqlStore::open(url, TokenCipher::new([7; 32])).await.expect("open the PostgreSQL store")
 }
 
+/// A provider is a name from the source registry, not a SQL CHECK (migration 5): the
+/// database takes a new source's name, and an account this build cannot read is left
+/// out of the list (and named in the log) instead of stopping everyone.
+#[tokio::test]
+async fn a_new_provider_needs_no_schema_change() {
+    let url = fresh_database().await;
+    let store = open(&url).await;
+    store.add_account("alice", FITBIT, &SecretString::from("r1")).await.unwrap();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO accounts (name, provider, status, created_at, updated_at) VALUES ('olivia', 'oura', 'active', now(), now())",
+    )
+    .execute(&pool)
+    .await
+    .expect("any provider name is stored");
+    let empty = sqlx::query("UPDATE accounts SET provider = '' WHERE name = 'olivia'").execute(&pool).await;
+    assert!(empty.is_err(), "an empty name is still refused");
+    let listed: Vec<String> = store.accounts().await.unwrap().into_iter().map(|a| a.name).collect();
+    assert_eq!(listed, ["alice"]);
+    assert!(store.account("olivia").await.unwrap_err().to_string().contains("oura"));
+}
+
 /// What PostgreSQL does beyond the contract every store keeps (`store_contract.rs`): it
 /// honours leases, so several workers share one database.
 #[tokio::test]

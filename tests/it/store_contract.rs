@@ -86,6 +86,10 @@ async fn contract<S: Store>(reopen: impl AsyncFn() -> S) {
     let again = store.add_account("alice", FITBIT, &SecretString::from("r3")).await.unwrap();
     assert_eq!((again.id, again.status), (a.id, AccountStatus::Active));
     assert_eq!(store.tokens(a.id).await.unwrap().unwrap().refresh_token.expose_secret(), "r3");
+    // Only providers this build has a source for are enrolled.
+    let oura = anonymizer::Provider::new("oura");
+    let err = store.add_account("olivia", oura, &SecretString::from("r4")).await.unwrap_err().to_string();
+    assert!(err.contains("accounts.provider") && err.contains("oura"), "{err}");
     store.ping().await.unwrap();
 }
 

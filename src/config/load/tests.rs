@@ -180,3 +180,12 @@ fn anonymizer_policy_settings() {
     let err = load(&opts(None, &[("WEARBRIDGE__ANONYMIZER__MASS_STEP_KG", "0")], &[])).unwrap_err().to_string();
     assert!(err.contains("anonymizer.mass_step_kg") && err.contains("WEARBRIDGE__ANONYMIZER__MASS_STEP_KG"), "{err}");
 }
+
+#[test]
+fn page_size_is_bounded() {
+    for bad in ["0", "10001"] {
+        let err = load(&opts(None, &[], &[&format!("fitbit.page_size={bad}")])).unwrap_err().to_string();
+        assert!(err.contains("fitbit.page_size") && err.contains("--set"), "{err}");
+    }
+    assert_eq!(load(&opts(None, &[], &["fitbit.page_size=40"])).unwrap().settings.fitbit.page_size, 40);
+}

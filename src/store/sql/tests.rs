@@ -152,3 +152,61 @@ async fn a_removed_account_takes_no_more_writes() {
     assert_eq!(store.outbox_len().await.unwrap(), 0);
     assert!(store.account("alice").await.unwrap().unwrap().provider_user_id.is_none());
 }
+
+/// Migration 5 rebuilds `accounts` (to drop the provider CHECK): every child row survives
+/// (with foreign keys on, dropping the old table would have cascaded into them), the
+/// foreign keys still hold, ids are never reused, and a new provider name is accepted.
+#[tokio::test]
+async fn rebuilding_accounts_keeps_every_row_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v4.db");
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true).foreign_keys(true);
+    let v4 = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+    run_sqlite(&v4, &SQLITE[..4]).await.unwrap();
+    for sql in [
+        "INSERT INTO accounts (name, provider, status, created_at, updated_at) VALUES ('a', 'fitbit', 'active', '2026-11-30T12:00:00Z', '2026-11-30T12:00:00Z')",
+        "INSERT INTO accounts (name, provider, status, created_at, updated_at) VALUES ('b', 'withings', 'active', '2026-11-30T12:00:00Z', '2026-11-30T12:00:00Z')",
+        "INSERT INTO accounts (name, provider, status, created_at, updated_at) VALUES ('c', 'fitbit', 'active', '2026-11-30T12:00:00Z', '2026-11-30T12:00:00Z')",
+        "UPDATE accounts SET status = 'removed' WHERE name = 'c'",
+        "INSERT INTO tokens (account_id, refresh_token, updated_at) VALUES (1, x'00', 't')",
+        "INSERT INTO cursors (account_id, dataset, position, updated_at) VALUES (2, 'body', 'p', 't')",
+        "INSERT INTO outbox (message_id, account_id, stream, partition_key, payload, created_at) VALUES ('m', 2, 's', 'k', '{}', 't')",
+        "INSERT INTO schedule (account_id, dataset, next_due) VALUES (1, 'sleep', 5)",
+        "INSERT INTO consents (account_id, provider, scopes, granted_at, leave_hash) VALUES (1, 'fitbit', 's', 't', 'h')",
+    ] {
+        sqlx::query(sql).execute(&v4).await.unwrap();
+    }
+    v4.close().await;
+
+    let store = SqlStore::open_sqlite(&path, TokenCipher::new([3; 32])).await.unwrap();
+    let pool = store.sqlite_pool().unwrap();
+    let count = async |table: &str| -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}"))).fetch_one(pool).await.unwrap()
+    };
+    for (table, rows) in
+        [("accounts", 3), ("tokens", 1), ("cursors", 1), ("outbox", 1), ("schedule", 1), ("consents", 1)]
+    {
+        assert_eq!(count(table).await, rows, "{table}");
+    }
+    let b = store.account("b").await.unwrap().unwrap();
+    assert_eq!((b.id, b.provider.as_str()), (2, "withings"));
+    // Foreign keys are on again and still point at accounts.
+    let orphan =
+        sqlx::query("INSERT INTO cursors (account_id, dataset, position, updated_at) VALUES (99, 'x', 'p', 't')")
+            .execute(pool)
+            .await;
+    assert!(orphan.is_err(), "a cursor of no account is refused");
+    // The id sequence carried over, and a provider outside the old CHECK is stored.
+    sqlx::query("INSERT INTO accounts (name, provider, status, created_at, updated_at) VALUES ('d', 'oura', 'active', '2026-11-30T12:00:00Z', '2026-11-30T12:00:00Z')")
+        .execute(pool)
+        .await
+        .unwrap();
+    let id: i64 = sqlx::query_scalar("SELECT id FROM accounts WHERE name = 'd'").fetch_one(pool).await.unwrap();
+    assert_eq!(id, 4);
+    // A provider this build has no source for is reported, not guessed at, and does not
+    // stop the others from being listed.
+    let err = store.account("d").await.unwrap_err().to_string();
+    assert!(err.contains("oura"), "{err}");
+    let listed: Vec<String> = store.accounts().await.unwrap().into_iter().map(|a| a.name).collect();
+    assert_eq!(listed, ["a", "b", "c"]);
+}
