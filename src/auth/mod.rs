@@ -3,6 +3,7 @@
 
 mod oauth;
 
+pub(crate) use oauth::post_form;
 pub use oauth::{AuthorizeUrl, Exchanged, OAuth, RefreshError, Revocation, TokenResponse};
 
 use std::collections::HashMap;

@@ -84,6 +84,19 @@ impl RefreshError {
     }
 }
 
+/// POSTs `form` to an OAuth endpoint: the HTTP status and the whole body, or why the
+/// endpoint could not be reached (without the URL, which may carry a secret).
+pub(crate) async fn post_form(
+    http: &reqwest::Client,
+    url: &str,
+    form: &[(&str, &str)],
+) -> Result<(u16, Vec<u8>), String> {
+    let response = http.post(url).form(form).send().await.map_err(|e| e.without_url().to_string())?;
+    let status = response.status().as_u16();
+    let body = response.bytes().await.map_err(|e| e.without_url().to_string())?;
+    Ok((status, body.to_vec()))
+}
+
 /// The provider's authorisation page for one enrolment.
 pub struct AuthorizeUrl {
     pub url: String,

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::GoogleHealthClient;
-use crate::auth::{AuthorizeUrl, Exchanged, OAuth, RefreshError, Revocation, TokenResponse};
+use crate::auth::{AuthorizeUrl, Exchanged, OAuth, RefreshError, Revocation, TokenResponse, post_form};
 use crate::config::{Dataset, FitbitSettings};
 use crate::onboarding::{OnboardError, random};
 use crate::sources::json_position;
@@ -85,9 +85,9 @@ impl GoogleOAuth {
         }
     }
 
-    fn error_of(status: reqwest::StatusCode, body: &[u8]) -> OAuthErrorBody {
+    fn error_of(status: u16, body: &[u8]) -> OAuthErrorBody {
         serde_json::from_slice(body)
-            .unwrap_or(OAuthErrorBody { error: format!("HTTP {}", status.as_u16()), error_description: String::new() })
+            .unwrap_or(OAuthErrorBody { error: format!("HTTP {status}"), error_description: String::new() })
     }
 
     /// `grant_type=refresh_token`.
@@ -99,15 +99,8 @@ impl GoogleOAuth {
             ("client_id", self.settings.client_id.as_deref().unwrap_or_default()),
             ("client_secret", self.settings.client_secret.as_ref().unwrap_or(&empty).expose_secret()),
         ];
-        let response = self
-            .http
-            .post(&self.settings.token_url)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| RefreshError::Transport(e.without_url().to_string()))?;
-        let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(|e| RefreshError::Transport(e.without_url().to_string()))?;
+        let (status, body) =
+            post_form(&self.http, &self.settings.token_url, &form).await.map_err(RefreshError::Transport)?;
         if (200..300).contains(&status) {
             // The position only: serde's messages can quote values, and this body holds tokens.
             return serde_json::from_slice(&body).map_err(|e| RefreshError::Malformed(json_position(&e)));
@@ -138,16 +131,9 @@ impl GoogleOAuth {
             ("client_secret", secret.expose_secret()),
             ("code_verifier", verifier.map(|v| v.expose_secret()).unwrap_or_default()),
         ];
-        let response = self
-            .http
-            .post(&self.settings.token_url)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| OnboardError::Transport(e.without_url().to_string()))?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(|e| OnboardError::Transport(e.without_url().to_string()))?;
-        if !status.is_success() {
+        let (status, body) =
+            post_form(&self.http, &self.settings.token_url, &form).await.map_err(OnboardError::Transport)?;
+        if !(200..300).contains(&status) {
             let e = Self::error_of(status, &body);
             return Err(OnboardError::Exchange(format!("{}: {}", e.error, e.error_description)));
         }
@@ -166,18 +152,12 @@ impl GoogleOAuth {
     }
 
     async fn revoke_grant(&self, refresh_token: &SecretString) -> Result<Revocation, OnboardError> {
-        let response = self
-            .http
-            .post(&self.settings.revoke_url)
-            .form(&[("token", refresh_token.expose_secret())])
-            .send()
-            .await
-            .map_err(|e| OnboardError::Transport(e.without_url().to_string()))?;
-        let status = response.status();
-        if status.is_success() {
+        let form = [("token", refresh_token.expose_secret())];
+        let (status, body) =
+            post_form(&self.http, &self.settings.revoke_url, &form).await.map_err(OnboardError::Transport)?;
+        if (200..300).contains(&status) {
             return Ok(Revocation::Revoked { at: "Google" });
         }
-        let body = response.bytes().await.unwrap_or_default();
         let e = Self::error_of(status, &body);
         if e.error == "invalid_token" {
             // Already revoked or expired: nothing left to end.

@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::auth::{AuthorizeUrl, Exchanged, OAuth, RefreshError, Revocation, TokenResponse};
+use crate::auth::{AuthorizeUrl, Exchanged, OAuth, RefreshError, Revocation, TokenResponse, post_form};
 use crate::config::{Dataset, WithingsSettings};
 use crate::onboarding::OnboardError;
 use crate::sources::json_position;
@@ -81,15 +81,8 @@ impl WithingsOAuth {
             ("client_secret", self.settings.client_secret.as_ref().unwrap_or(&empty).expose_secret()),
             ("refresh_token", refresh_token.expose_secret()),
         ];
-        let response = self
-            .http
-            .post(self.token_url())
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| RefreshError::Transport(e.without_url().to_string()))?;
-        let http_status = response.status().as_u16();
-        let bytes = response.bytes().await.map_err(|e| RefreshError::Transport(e.without_url().to_string()))?;
+        let (http_status, bytes) =
+            post_form(&self.http, &self.token_url(), &form).await.map_err(RefreshError::Transport)?;
         if !(200..300).contains(&http_status) {
             return Err(RefreshError::Server { status: http_status });
         }
@@ -142,14 +135,7 @@ impl WithingsOAuth {
             ("code", code),
             ("redirect_uri", redirect_uri),
         ];
-        let response = self
-            .http
-            .post(self.token_url())
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| OnboardError::Transport(e.without_url().to_string()))?;
-        let body = response.bytes().await.map_err(|e| OnboardError::Transport(e.without_url().to_string()))?;
+        let (_, body) = post_form(&self.http, &self.token_url(), &form).await.map_err(OnboardError::Transport)?;
         let malformed =
             |e: serde_json::Error| OnboardError::Exchange(format!("malformed answer: {}", json_position(&e)));
         let head: Envelope<serde::de::IgnoredAny> = serde_json::from_slice(&body).map_err(malformed)?;
