@@ -17,13 +17,18 @@ pub(crate) struct Timing {
     pub top_code_kg: Option<f64>,
 }
 
+/// A time the shift or coarsening cannot represent (the edge of the calendar): dropped,
+/// never published unshifted.
+const TIME_OUT_OF_RANGE: Dropped = Dropped::OutOfRange { field: "time" };
+
 impl Timing {
-    fn instant(&self, at: DateTime<Utc>) -> DateTime<Utc> {
-        coarsen(at + self.shift, self.granularity)
+    fn instant(&self, at: DateTime<Utc>) -> Result<DateTime<Utc>, Dropped> {
+        let shifted = at.checked_add_signed(self.shift).ok_or(TIME_OUT_OF_RANGE)?;
+        coarsen(shifted, self.granularity).ok_or(TIME_OUT_OF_RANGE)
     }
 
-    fn day(&self, day: NaiveDate) -> NaiveDate {
-        day.checked_add_signed(self.shift).unwrap_or(day)
+    fn day(&self, day: NaiveDate) -> Result<NaiveDate, Dropped> {
+        day.checked_add_signed(self.shift).ok_or(TIME_OUT_OF_RANGE)
     }
 }
 
@@ -60,7 +65,7 @@ pub(crate) fn body(observation: &Observation, t: &Timing) -> Result<(Body, DateT
     Ok(match observation {
         Observation::HeartRate { beats_per_minute, at, .. } => {
             let bpm = check("heart_rate", *beats_per_minute, 1.0, 400.0)?;
-            let at = t.instant(*at);
+            let at = t.instant(*at)?;
             (
                 Body::HeartRate {
                     heart_rate: UnitValue::new(bpm.round(), "beats/min"),
@@ -71,7 +76,7 @@ pub(crate) fn body(observation: &Observation, t: &Timing) -> Result<(Body, DateT
         }
         Observation::RestingHeartRate { beats_per_minute, day } => {
             let bpm = check("heart_rate", *beats_per_minute, 10.0, 250.0)?;
-            let day = t.day(*day);
+            let day = t.day(*day)?;
             (
                 Body::RestingHeartRate {
                     heart_rate: UnitValue::new(bpm.round(), "beats/min"),
@@ -81,7 +86,7 @@ pub(crate) fn body(observation: &Observation, t: &Timing) -> Result<(Body, DateT
             )
         }
         Observation::DailyActivity { day, steps, distance_m, active_minutes, kcal } => {
-            let day = t.day(*day);
+            let day = t.day(*day)?;
             let steps = steps.map(|s| check("step_count", s as f64, 0.0, 300_000.0)).transpose()?;
             let distance = distance_m.map(|m| check("distance", m, 0.0, 1_000_000.0)).transpose()?;
             let kcal = kcal.map(|k| check("kcal_burned", k, 0.0, 20_000.0)).transpose()?;
@@ -100,7 +105,7 @@ pub(crate) fn body(observation: &Observation, t: &Timing) -> Result<(Body, DateT
             if end <= start || *end - *start > TimeDelta::hours(24) {
                 return Err(Dropped::OutOfRange { field: "effective_time_frame" });
             }
-            let (start, end) = (t.instant(*start), t.instant(*end));
+            let (start, end) = (t.instant(*start)?, t.instant(*end)?);
             (
                 Body::SleepEpisode {
                     is_main_sleep: *main_sleep,
@@ -118,7 +123,7 @@ pub(crate) fn body(observation: &Observation, t: &Timing) -> Result<(Body, DateT
         Observation::BodyWeight { kg, at, .. } => {
             let kg = check("body_weight", *kg, 1.0, 700.0)?;
             let kg = t.top_code_kg.map_or(kg, |top| kg.min(top));
-            let at = t.instant(*at);
+            let at = t.instant(*at)?;
             (
                 Body::BodyWeight {
                     body_weight: UnitValue::new(round_to(kg, t.mass_step), "kg"),
@@ -129,7 +134,7 @@ pub(crate) fn body(observation: &Observation, t: &Timing) -> Result<(Body, DateT
         }
         Observation::BodyFat { percent, at, .. } => {
             let p = check("body_fat_percentage", *percent, 0.5, 80.0)?;
-            let at = t.instant(*at);
+            let at = t.instant(*at)?;
             (
                 Body::BodyFatPercentage {
                     body_fat_percentage: UnitValue::new(round_to(p, 0.1), "%"),
@@ -142,7 +147,7 @@ pub(crate) fn body(observation: &Observation, t: &Timing) -> Result<(Body, DateT
             let (_, field, unit, low, high, step) = kind.spec();
             let step = if unit == "kg" { t.mass_step } else { step };
             let v = check(field, *value, low, high)?;
-            let at = t.instant(*at);
+            let at = t.instant(*at)?;
             (
                 Body::Measurement(Measurement {
                     field,
@@ -155,7 +160,7 @@ pub(crate) fn body(observation: &Observation, t: &Timing) -> Result<(Body, DateT
         Observation::BloodPressure { systolic, diastolic, at, .. } => {
             let sys = check("systolic_blood_pressure", *systolic, 40.0, 300.0)?;
             let dia = check("diastolic_blood_pressure", *diastolic, 20.0, 200.0)?;
-            let at = t.instant(*at);
+            let at = t.instant(*at)?;
             (
                 Body::BloodPressure {
                     systolic_blood_pressure: UnitValue::new(sys.round(), "mmHg"),
@@ -170,7 +175,7 @@ pub(crate) fn body(observation: &Observation, t: &Timing) -> Result<(Body, DateT
                 .map(|b| check("battery_level", f64::from(b), 0.0, 100.0))
                 .transpose()?
                 .map(|b| UnitValue::new(round_to(b, 10.0), "%"));
-            let last_sync = last_sync.map(|s| t.instant(s));
+            let last_sync = last_sync.map(|s| t.instant(s)).transpose()?;
             (
                 Body::DeviceStatus { device_family: *family, battery_level: battery, last_sync_date_time: last_sync },
                 last_sync.unwrap_or_default(),

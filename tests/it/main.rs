@@ -10,6 +10,7 @@ mod cli;
 mod deploy_config;
 mod deploy_manifests;
 mod fitbit;
+mod hostile;
 mod onboarding;
 mod pipeline;
 mod postgres;
