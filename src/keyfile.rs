@@ -30,10 +30,44 @@ pub fn random_key() -> Result<[u8; 32], KeyFileError> {
 /// Reads the key at `path`, or creates it (mode 0600) when absent and logs where.
 /// `purpose` names the setting in messages (e.g. `store.key_file`).
 pub fn load_or_create(path: &Path, purpose: &'static str) -> Result<[u8; 32], KeyFileError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text).ok_or_else(|| KeyFileError::Malformed { path: path.to_owned(), purpose }),
+    match read_small(path) {
+        Ok(text) => {
+            if let Some(mode) = readable_by_others(path) {
+                tracing::warn!(
+                    path = %path.display(),
+                    setting = purpose,
+                    mode = format!("{mode:o}"),
+                    "key file is readable by other users; chmod 600 it (a mounted secret: defaultMode 0400)"
+                );
+            }
+            parse(&text).ok_or_else(|| KeyFileError::Malformed { path: path.to_owned(), purpose })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(path, purpose),
         Err(source) => Err(KeyFileError::Read { path: path.to_owned(), purpose, source }),
+    }
+}
+
+/// A key file's text, refusing files larger than any key file (a wrong path to a big
+/// file must not be read whole).
+fn read_small(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?.take(4096).read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// The file's permission bits when group or others may read or write it.
+pub fn readable_by_others(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o066 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
     }
 }
 
@@ -91,5 +125,20 @@ mod tests {
         let err = load_or_create(&path, "anonymizer.key_file").unwrap_err().to_string();
         assert!(err.contains("anonymizer.key_file") && err.contains("64 hexadecimal"), "{err}");
         assert!(!err.contains("not hex"));
+        // A big file at the key's path is not read whole, and is refused.
+        std::fs::write(&path, "a".repeat(1 << 20)).unwrap();
+        assert!(load_or_create(&path, "anonymizer.key_file").is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn loose_permissions_are_seen() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        load_or_create(&path, "store.key_file").unwrap();
+        assert_eq!(readable_by_others(&path), None);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(readable_by_others(&path), Some(0o644));
     }
 }

@@ -193,6 +193,8 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             } else if e.chain().any(|c| c.is::<commands::run::Undelivered>()) {
                 ExitCode::from(commands::run::UNDELIVERED_EXIT)
+            } else if e.chain().any(|c| c.is::<commands::run::FailedAccounts>()) {
+                ExitCode::from(commands::run::FAILED_ACCOUNTS_EXIT)
             } else {
                 ExitCode::FAILURE
             }

@@ -1,10 +1,12 @@
 //! `wearbridge run [--once] [--dry-run]`: sync passes, once or every `sync.interval`.
 //!
-//! `run --once` exits 0 when no message waits in the outbox afterwards (or with
-//! `--dry-run`; messages the node refused for good, or that failed their schema, are
+//! `run --once` exits 0 when every account synced and no message waits in the outbox
+//! afterwards (messages the node refused for good, or that failed their schema, are
 //! quarantined and counted in the log, not waited for), [`UNDELIVERED_EXIT`] when
-//! messages remain in the outbox, 2 on a configuration error and 1 on any other error,
-//! so cron jobs and Kubernetes CronJobs see a failure.
+//! messages remain in the outbox, [`FAILED_ACCOUNTS_EXIT`] when one or more accounts
+//! failed to sync (accounts waiting for new consent are logged, not failures), 2 on a
+//! configuration error and 1 on any other error, so cron jobs and Kubernetes CronJobs
+//! see a failure. When messages wait and accounts failed, 3 wins.
 
 use std::sync::Arc;
 
@@ -19,6 +21,24 @@ use crate::worker::Worker;
 
 /// The exit status of `run --once` when messages remain in the outbox.
 pub const UNDELIVERED_EXIT: u8 = 3;
+
+/// The exit status of `run --once` when one or more accounts failed to sync.
+pub const FAILED_ACCOUNTS_EXIT: u8 = 4;
+
+/// `run --once`: accounts failed to sync in the pass.
+#[derive(Debug, thiserror::Error)]
+#[error("{failed} of {accounts} accounts failed to sync (see the log for each)")]
+pub struct FailedAccounts {
+    pub failed: u64,
+    pub accounts: u64,
+}
+
+fn failures(summary: &crate::pipeline::PassSummary) -> anyhow::Result<()> {
+    if summary.failed > 0 {
+        return Err(FailedAccounts { failed: summary.failed, accounts: summary.accounts }.into());
+    }
+    Ok(())
+}
 
 /// `run --once` left messages in the outbox.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +98,7 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
             let reason = drained.reason.unwrap_or_else(|| "another worker holds them, or the drain was stopped".into());
             return Err(Undelivered { waiting, reason }.into());
         }
-        return Ok(());
+        return failures(&summary);
     }
 
     // The daemon: HTTP server, worker loop, and a clean stop on a signal.
@@ -159,9 +179,10 @@ async fn dry_run_passes(
 ) -> anyhow::Result<()> {
     let output = Output::DryRun(Arc::new(StdoutSink::stdout()));
     loop {
-        log_pass(&pipeline.run_pass(&output).await?);
+        let summary = pipeline.run_pass(&output).await?;
+        log_pass(&summary);
         if once {
-            return Ok(());
+            return failures(&summary);
         }
         tokio::select! {
             _ = tokio::time::sleep(loaded.settings.sync.interval) => {}

@@ -16,16 +16,21 @@ pub enum TokenSource<'a> {
     Stdin,
 }
 
+/// Longer than any provider's refresh token (Google's are ~100 characters, Withings' 40).
+const MAX_TOKEN_BYTES: u64 = 4096;
+
 fn read_token(source: TokenSource<'_>) -> anyhow::Result<SecretString> {
-    let text = match source {
-        TokenSource::File(path) => std::fs::read_to_string(path)
+    let mut text = String::new();
+    // One byte over the limit tells a too-long token from one that fits.
+    let read = match source {
+        TokenSource::File(path) => std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_TOKEN_BYTES + 1).read_to_string(&mut text))
             .map_err(|e| anyhow::anyhow!("cannot read the refresh token file {}: {e}", path.display()))?,
-        TokenSource::Stdin => {
-            let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text)?;
-            text
-        }
+        TokenSource::Stdin => std::io::stdin().lock().take(MAX_TOKEN_BYTES + 1).read_to_string(&mut text)?,
     };
+    if read as u64 > MAX_TOKEN_BYTES {
+        anyhow::bail!("the refresh token is longer than {MAX_TOKEN_BYTES} bytes; is this the right file?");
+    }
     let token = text.trim();
     if token.is_empty() || token.contains(char::is_whitespace) {
         anyhow::bail!("the refresh token is empty or contains whitespace");

@@ -94,7 +94,10 @@ impl SyncStart {
     pub fn resolve(self, now: DateTime<Utc>) -> DateTime<Utc> {
         match self {
             SyncStart::Date(d) => d.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or(now),
-            SyncStart::Ago(d) => now - TimeDelta::from_std(d).unwrap_or(TimeDelta::zero()),
+            // Validated to at most 100 years; saturate rather than overflow regardless.
+            SyncStart::Ago(d) => {
+                TimeDelta::from_std(d).ok().and_then(|d| now.checked_sub_signed(d)).unwrap_or(DateTime::<Utc>::MIN_UTC)
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat, Value, ValueKind};
 use secrecy::SecretString;
@@ -283,6 +284,65 @@ pub(crate) fn read_secret_file(path: &Path) -> Result<SecretString, String> {
     Ok(SecretString::from(trimmed.to_owned()))
 }
 
+const DAY: u64 = 86_400;
+
+/// Numbers and durations within what the code can compute with and what makes sense;
+/// each error names the key and its allowed range.
+fn validate_ranges(loaded: &Loaded) -> Result<(), ConfigError> {
+    let s = &loaded.settings;
+    let durations: [(&str, Duration, Duration, Duration, &str); 7] = [
+        ("sync.interval", s.sync.interval, Duration::from_secs(1), Duration::from_secs(7 * DAY), "1s to 7d"),
+        ("sync.jitter", s.sync.jitter, Duration::ZERO, Duration::from_secs(DAY), "0s to 1d"),
+        ("sync.lease", s.sync.lease, Duration::from_secs(1), Duration::from_secs(DAY), "1s to 1d"),
+        ("sync.shutdown_grace", s.sync.shutdown_grace, Duration::ZERO, Duration::from_secs(3600), "0s to 1h"),
+        ("sync.lookback", s.sync.lookback, Duration::ZERO, Duration::from_secs(90 * DAY), "0s to 90d"),
+        (
+            "streamr.confirm_timeout",
+            s.streamr.confirm_timeout,
+            Duration::from_millis(1),
+            Duration::from_secs(3600),
+            "a positive duration up to 1h",
+        ),
+        (
+            "sync.start",
+            match s.sync.start {
+                super::SyncStart::Ago(d) => d,
+                super::SyncStart::Date(_) => Duration::ZERO,
+            },
+            Duration::ZERO,
+            Duration::from_secs(36_500 * DAY),
+            "a date, or up to 36500d back",
+        ),
+    ];
+    for (key, value, low, high, range) in durations {
+        if !(low..=high).contains(&value) {
+            return Err(loaded.invalid(key, format!("expected {range}")));
+        }
+    }
+    if let super::SyncStart::Date(d) = s.sync.start
+        && !(chrono::NaiveDate::from_ymd_opt(2000, 1, 1)..=chrono::NaiveDate::from_ymd_opt(2100, 1, 1))
+            .contains(&Some(d))
+    {
+        return Err(
+            loaded.invalid("sync.start", "expected a date from 2000-01-01 to 2100-01-01, or a duration back from now")
+        );
+    }
+    let counts: [(&str, u64, u64, u64); 6] = [
+        ("streamr.messages_per_second", s.streamr.messages_per_second.into(), 1, 1_000_000),
+        ("streamr.stream_messages_per_second", s.streamr.stream_messages_per_second.into(), 1, 1_000_000),
+        ("streamr.burst", s.streamr.burst.into(), 1, 1_000_000),
+        ("fitbit.requests_per_minute", s.fitbit.requests_per_minute.into(), 1, 1_000_000),
+        ("fitbit.project_requests_per_minute", s.fitbit.project_requests_per_minute.into(), 1, 100_000_000),
+        ("withings.requests_per_minute", s.withings.requests_per_minute.into(), 1, 1_000_000),
+    ];
+    for (key, value, low, high) in counts {
+        if !(low..=high).contains(&value) {
+            return Err(loaded.invalid(key, format!("expected {low} to {high}")));
+        }
+    }
+    Ok(())
+}
+
 fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
     let s = &loaded.settings;
     let store_ok = if s.store.url.starts_with("sqlite://") {
@@ -346,20 +406,21 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
             ));
         }
     }
-    if s.streamr.confirm_timeout.is_zero() {
-        return Err(loaded.invalid("streamr.confirm_timeout", "expected a positive duration such as \"10s\""));
-    }
     if s.sync.datasets.is_empty() {
         return Err(loaded.invalid("sync.datasets", "at least one dataset is needed"));
     }
     if anonymizer::PseudonymKey::new(s.anonymizer.epoch.clone(), [0; 32]).is_err() {
         return Err(loaded.invalid("anonymizer.epoch", "expected 1 to 32 characters of letters, digits, '-' or '_'"));
     }
+    validate_ranges(loaded)?;
     let a = &s.anonymizer;
-    for key in a.granularity.keys() {
+    for (key, step) in &a.granularity {
         if !anonymizer::Policy::is_known_type(key) {
             return Err(loaded
                 .invalid(&format!("anonymizer.granularity.{key}"), "not a message type (see `wearbridge schemas`)"));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(DAY)).contains(step) {
+            return Err(loaded.invalid(&format!("anonymizer.granularity.{key}"), "expected 1s to 1d, such as \"1m\""));
         }
     }
     for t in a.message_types.iter().flatten() {

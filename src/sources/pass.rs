@@ -43,7 +43,7 @@ impl<'p> AccountPass<'p> {
         let lookback = TimeDelta::from_std(self.sync.lookback).unwrap_or(TimeDelta::zero());
         let cursor = self.cursor(cursor_key).await?;
         Ok(match cursor.and_then(|c| DateTime::parse_from_rfc3339(&c).ok()) {
-            Some(c) => (c.with_timezone(&Utc) - lookback).max(start),
+            Some(c) => c.with_timezone(&Utc).checked_sub_signed(lookback).unwrap_or(start).max(start),
             None => start,
         })
     }
@@ -55,7 +55,7 @@ impl<'p> AccountPass<'p> {
         let start = zone.date_of(self.sync.start.resolve(self.now));
         let cursor = self.cursor(cursor_key).await?;
         Ok(match cursor.and_then(|c| c.parse::<NaiveDate>().ok()) {
-            Some(c) => (c - Days::new(lookback_days)).max(start),
+            Some(c) => c.checked_sub_days(Days::new(lookback_days)).unwrap_or(start).max(start),
             None => start,
         })
     }

@@ -204,6 +204,21 @@ fn json_list<T: serde::Serialize>(values: &[T]) -> String {
     serde_json::to_string(values).unwrap_or_else(|_| "[]".into())
 }
 
+/// Creates the SQLite file with mode 0600 when it does not exist yet: it holds encrypted
+/// tokens and personal ids, and SQLite gives its `-wal` and `-shm` files the same mode.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        // A missing directory or a read-only place: let SQLite say what is wrong.
+        Err(_) => Ok(()),
+    }
+}
+
 impl SqlStore {
     /// Opens the store `url` names — `postgres://…` (or `postgresql://…`), else
     /// `sqlite://PATH` or a plain path, created if needed — and migrates it.
@@ -224,6 +239,7 @@ impl SqlStore {
 
     /// Opens (creating if needed) the SQLite file at `path` and migrates it.
     pub async fn open_sqlite(path: &Path, cipher: TokenCipher) -> Result<Self, StoreError> {
+        create_private(path)?;
         let options = SqliteConnectOptions::from_str("sqlite:")?
             .filename(path)
             .create_if_missing(true)

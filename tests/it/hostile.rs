@@ -2,9 +2,12 @@
 //! the node, the disk, the settings or a second process do — no panic, no stall, no lost
 //! message, no leaked name.
 
+use crate::common;
+
 use anonymizer::{Anonymizer, Modality, Observation, Policy, PseudonymKey, Record};
 use chrono::{DateTime, NaiveDate, Utc};
 use proptest::prelude::*;
+use wearbridge::simulator;
 use wearbridge::sources::fitbit::PROVIDER as FITBIT;
 
 /// Case 2: with a date shift, an upstream time at the edge of the calendar is dropped
@@ -67,4 +70,72 @@ proptest! {
             let _ = a.anonymize(&record);
         }
     }
+}
+
+/// Case 10: absurd settings fail with the key's name (in `check-config` too), never a
+/// panic; a refresh token of a megabyte is refused.
+#[tokio::test]
+async fn case_10_absurd_settings_name_their_key() {
+    let sim = common::simulator(1, 1510).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = crate::streamr::write_config_for(&sim, d, "http", "");
+    for (set, key) in [
+        ("sync.start=97000000d", "sync.start"),
+        ("sync.lookback=99999999d", "sync.lookback"),
+        ("streamr.messages_per_second=0", "streamr.messages_per_second"),
+        ("anonymizer.granularity.heart-rate=0s", "anonymizer.granularity.heart-rate"),
+        ("sync.interval=0s", "sync.interval"),
+    ] {
+        for command in [&["check-config"][..], &["run", "--once", "--dry-run"][..]] {
+            let mut args = vec!["--set", set];
+            args.extend_from_slice(command);
+            let out = crate::streamr::run(d, &config, &args, None).await;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{set} {command:?}: {stderr}");
+            assert!(stderr.contains(key) && !stderr.contains("panicked"), "{set}: {stderr}");
+        }
+    }
+    let big = d.join("big-token");
+    std::fs::write(&big, "a".repeat(1 << 20)).unwrap();
+    let out = crate::streamr::run(
+        d,
+        &config,
+        &["users", "add", "fitbit", "x", "--refresh-token-file", big.to_str().unwrap()],
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("longer than 4096 bytes"));
+}
+
+/// Case 10: `run --once` exits 4 when an account failed to sync (and 0 once it syncs).
+#[tokio::test]
+async fn case_10_run_once_exits_4_when_an_account_failed() {
+    let sim = common::simulator(2, 1511).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = crate::streamr::write_config_for(&sim, d, "http", "");
+    for p in sim.people() {
+        let token = d.join(format!("{}.token", p.name));
+        std::fs::write(&token, &p.refresh_token).unwrap();
+        let out = crate::streamr::run(
+            d,
+            &config,
+            &["users", "add", "fitbit", &p.name, "--refresh-token-file", token.to_str().unwrap()],
+            None,
+        )
+        .await;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    sim.faults().inject_for_person("google.dataPoints.heart-rate", 0, simulator::Fault::Status(500), 1000);
+    for args in [&["run", "--once", "--dry-run"][..], &["run", "--once"][..]] {
+        let out = crate::streamr::run(d, &config, args, None).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {stderr}");
+        assert!(stderr.contains("1 of 2 accounts failed to sync"), "{stderr}");
+    }
+    sim.faults().clear();
+    let out = crate::streamr::run(d, &config, &["run", "--once"], None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }

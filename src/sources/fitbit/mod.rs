@@ -237,7 +237,7 @@ impl FitbitSource {
         let mut out = Vec::new();
         let mut start = from;
         while start < to {
-            let end = (start + Days::new(max_days)).min(to);
+            let end = start.checked_add_days(Days::new(max_days)).unwrap_or(to).min(to);
             let page = self
                 .call(account, |t| async move { self.client.daily_roll_up(&t, data_type, start, end).await })
                 .await?;

@@ -210,3 +210,16 @@ async fn rebuilding_accounts_keeps_every_row_and_key() {
     let listed: Vec<String> = store.accounts().await.unwrap().into_iter().map(|a| a.name).collect();
     assert_eq!(listed, ["a", "b", "c"]);
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_store_file_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    store.add_account("a", crate::sources::fitbit::PROVIDER, &SecretString::from("r")).await.unwrap();
+    for name in ["t.db", "t.db-wal"] {
+        let mode = std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name}");
+    }
+}
