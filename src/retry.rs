@@ -27,11 +27,22 @@ pub struct Backoff {
     pub base: Duration,
     /// The longest back-off pause.
     pub max: Duration,
+    /// The longest pause one call waits when a server asks for one (`Retry-After`, a
+    /// token endpoint's `wait_seconds`), however long it asks for.
+    pub max_server_pause: Duration,
+    /// The longest application-wide throttle (Withings' 601 pauses every account).
+    pub max_throttle: Duration,
 }
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self { attempts: 4, base: Duration::from_millis(250), max: Duration::from_secs(30) }
+        Self {
+            attempts: 4,
+            base: Duration::from_millis(250),
+            max: Duration::from_secs(30),
+            max_server_pause: MAX_RETRY_AFTER,
+            max_throttle: MAX_THROTTLE,
+        }
     }
 }
 
@@ -113,7 +124,7 @@ impl Retry {
             let pause = match error.verdict() {
                 Verdict::GiveUp => return Err(error),
                 Verdict::Retry => self.backoff.delay(retry),
-                Verdict::RetryAfter(asked) => asked.min(MAX_RETRY_AFTER),
+                Verdict::RetryAfter(asked) => asked.min(self.backoff.max_server_pause),
             };
             if retry + 1 >= self.backoff.attempts {
                 return Err(error);
@@ -149,7 +160,13 @@ mod tests {
 
     fn fast() -> Retry {
         Retry::new(
-            Backoff { attempts: 3, base: Duration::from_millis(1), max: Duration::from_millis(2) },
+            Backoff {
+                attempts: 3,
+                base: Duration::from_millis(1),
+                max: Duration::from_millis(2),
+                max_server_pause: Duration::from_millis(5),
+                ..Backoff::default()
+            },
             Default::default(),
         )
     }
@@ -174,6 +191,24 @@ mod tests {
             })
             .await;
         assert_eq!(result.ok(), Some(2));
+    }
+
+    /// Issue 15 case 1: a server asking for a pause of decades is waited the policy's
+    /// cap, then the call gives up like any other.
+    #[tokio::test(start_paused = true)]
+    async fn a_server_pause_is_capped() {
+        let retry = Retry::new(Backoff::default(), Default::default());
+        let started = tokio::time::Instant::now();
+        let mut calls = 0;
+        let result = retry
+            .run("test", async || -> Result<(), Fails> {
+                calls += 1;
+                Err(Fails(Verdict::RetryAfter(Duration::from_secs(1_000_000_000))))
+            })
+            .await;
+        assert!(result.is_err());
+        assert_eq!(calls, 4);
+        assert_eq!(started.elapsed(), MAX_RETRY_AFTER * 3, "three capped pauses between four attempts");
     }
 
     #[tokio::test]

@@ -122,7 +122,13 @@ pub fn entry(n: usize) -> wearbridge::store::OutboxEntry {
 /// Fast retries for tests.
 pub fn fast_retry() -> Retry {
     Retry::new(
-        Backoff { attempts: 4, base: Duration::from_millis(5), max: Duration::from_millis(50) },
+        Backoff {
+            attempts: 4,
+            base: Duration::from_millis(5),
+            max: Duration::from_millis(50),
+            max_server_pause: Duration::from_millis(50),
+            max_throttle: Duration::from_millis(200),
+        },
         Default::default(),
     )
 }

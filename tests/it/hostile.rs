@@ -9,6 +9,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use proptest::prelude::*;
 use wearbridge::simulator;
 use wearbridge::sources::fitbit::PROVIDER as FITBIT;
+use wearbridge::store::Store;
 
 /// Case 2: with a date shift, an upstream time at the edge of the calendar is dropped
 /// (counted), never a panic and never published unshifted.
@@ -138,4 +139,25 @@ async fn case_10_run_once_exits_4_when_an_account_failed() {
     sim.faults().clear();
     let out = crate::streamr::run(d, &config, &["run", "--once"], None).await;
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Case 1: a token endpoint asking for a pause of decades (Withings 601 `wait_seconds`)
+/// is waited the capped back-off, then that account fails this pass — the pass ends, the
+/// account keeps its consent, and the next pass syncs it.
+#[tokio::test]
+async fn case_01_a_huge_token_wait_is_capped_and_the_pass_ends() {
+    let sim = common::simulator(2, 1501).await;
+    let dir = tempfile::tempdir().unwrap();
+    let h = common::harness_withings(&sim, &dir, "6h", |_| {}).await;
+    let forever = simulator::Fault::Envelope { status: 601, wait_seconds: Some(1_000_000_000) };
+    sim.faults().inject("withings.requesttoken", forever, 1000);
+    let summary = h.pipeline.run_pass(&wearbridge::pipeline::Output::Outbox).await.unwrap();
+    assert_eq!((summary.synced, summary.failed, summary.needs_reconsent), (0, 2, 0), "{summary:?}");
+    assert_eq!(sim.request_count("withings.requesttoken"), 8, "four capped attempts per account");
+    for account in h.store.accounts().await.unwrap() {
+        assert_eq!(account.status, wearbridge::store::AccountStatus::Active);
+    }
+    sim.faults().clear();
+    let summary = h.pipeline.run_pass(&wearbridge::pipeline::Output::Outbox).await.unwrap();
+    assert_eq!((summary.synced, summary.failed), (2, 0), "{summary:?}");
 }

@@ -30,7 +30,7 @@ use super::registry::Registration;
 use super::{AccountPass, Attempt, Batch, Source, SourceError};
 use crate::auth::TokenManager;
 use crate::config::{Dataset, Settings};
-use crate::retry::{MAX_THROTTLE, Retry};
+use crate::retry::Retry;
 use crate::sources::quota::Quotas;
 use crate::store::Account;
 
@@ -95,7 +95,7 @@ impl WithingsSource {
     }
 
     async fn throttle_everyone(&self, wait: Duration) {
-        let until = Instant::now() + wait.min(MAX_THROTTLE);
+        let until = Instant::now() + wait.min(self.retry.backoff().max_throttle);
         let mut slot = self.throttled_until.lock().await;
         if slot.is_none_or(|t| t < until) {
             *slot = Some(until);
