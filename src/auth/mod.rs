@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use anonymizer::Provider;
 use chrono::TimeDelta;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
 
 use crate::clock::Clock;
@@ -102,11 +102,41 @@ impl TokenManager {
     }
 
     async fn refresh_locked(&self, account: &Account, tokens: Tokens) -> Result<SecretString, AuthError> {
-        let oauth = self.oauth.get(&account.provider).ok_or(AuthError::UnknownProvider(account.provider))?;
-        let attempt = self
-            .retry
+        let oauth = self.oauth.get(&account.provider).ok_or(AuthError::UnknownProvider(account.provider))?.as_ref();
+        let response = match self.refresh_with(oauth, account, &tokens.refresh_token).await {
+            Err(RefreshError::InvalidGrant) => {
+                // Another process (a dry run, a second worker) may have rotated the refresh
+                // token after this one read it: read the store again before giving up.
+                let Some(stored) = self.store.tokens(account.id).await? else { return Err(AuthError::NoTokens) };
+                if stored.refresh_token.expose_secret() == tokens.refresh_token.expose_secret() {
+                    return self.needs_reconsent(account).await;
+                }
+                tracing::info!("refresh token rotated by another process; using the stored one");
+                if let (Some(access), Some(expires)) = (&stored.access_token, stored.access_expires_at)
+                    && expires - EXPIRY_MARGIN > self.clock.now()
+                {
+                    return Ok(access.clone());
+                }
+                match self.refresh_with(oauth, account, &stored.refresh_token).await {
+                    Err(RefreshError::InvalidGrant) => return self.needs_reconsent(account).await,
+                    other => return self.store_refreshed(account, stored, other?).await,
+                }
+            }
+            other => other?,
+        };
+        self.store_refreshed(account, tokens, response).await
+    }
+
+    /// One refresh grant, retried on transient failures, counted by outcome.
+    async fn refresh_with(
+        &self,
+        oauth: &dyn OAuth,
+        account: &Account,
+        refresh_token: &SecretString,
+    ) -> Result<TokenResponse, RefreshError> {
+        self.retry
             .run("token refresh", async || {
-                let attempt = oauth.refresh(&tokens.refresh_token).await;
+                let attempt = oauth.refresh(refresh_token).await;
                 let provider = account.provider.as_str();
                 match &attempt {
                     Ok(_) => crate::telemetry::token_refresh(provider, "ok"),
@@ -115,16 +145,22 @@ impl TokenManager {
                 }
                 attempt
             })
-            .await;
-        let response = match attempt {
-            Ok(r) => r,
-            Err(RefreshError::InvalidGrant) => {
-                self.store.set_status(account.id, AccountStatus::NeedsReconsent).await?;
-                tracing::warn!(account = %account.name, "refresh token rejected (invalid_grant): account set to needs_reconsent");
-                return Err(AuthError::NeedsReconsent);
-            }
-            Err(e) => return Err(e.into()),
-        };
+            .await
+    }
+
+    async fn needs_reconsent(&self, account: &Account) -> Result<SecretString, AuthError> {
+        self.store.set_status(account.id, AccountStatus::NeedsReconsent).await?;
+        tracing::warn!(account = %account.name, "refresh token rejected (invalid_grant): account set to needs_reconsent");
+        Err(AuthError::NeedsReconsent)
+    }
+
+    /// Stores what a refresh returned (before it is used) and hands out the access token.
+    async fn store_refreshed(
+        &self,
+        account: &Account,
+        tokens: Tokens,
+        response: TokenResponse,
+    ) -> Result<SecretString, AuthError> {
         let rotated = response.refresh_token.is_some();
         let new = Tokens {
             refresh_token: response.refresh_token.unwrap_or(tokens.refresh_token),

@@ -161,3 +161,30 @@ async fn case_01_a_huge_token_wait_is_capped_and_the_pass_ends() {
     let summary = h.pipeline.run_pass(&wearbridge::pipeline::Output::Outbox).await.unwrap();
     assert_eq!((summary.synced, summary.failed), (2, 0), "{summary:?}");
 }
+
+/// Case 3: two processes on one store (here two pipelines, as a publishing run and a dry
+/// run would be). B reads the refresh token, A rotates it and uses the new access token
+/// (which kills the old refresh token at Withings), then B's refresh arrives with the old
+/// one: `invalid_grant`. B reads the store again and uses A's tokens; the person is not
+/// locked out.
+#[tokio::test]
+async fn case_03_a_token_rotated_by_another_process_is_reread_not_a_lockout() {
+    let sim = common::simulator(1, 1503).await;
+    let dir = tempfile::tempdir().unwrap();
+    let h = common::harness_withings(&sim, &dir, "6h", |_| {}).await;
+    let (a, b) = (h.reopen(), h.reopen());
+    let account = h.store.accounts().await.unwrap().remove(0);
+    // B's refresh request is held 600 ms at the server; A's goes through meanwhile.
+    sim.faults().inject("withings.requesttoken", simulator::Fault::Delay(std::time::Duration::from_millis(600)), 1);
+    let b_refresh = b.tokens().force_refresh(&account);
+    let a_pass = async {
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        a.run_pass(&wearbridge::pipeline::Output::Outbox).await.unwrap()
+    };
+    let (b_token, a_summary) = tokio::join!(b_refresh, a_pass);
+    assert_eq!(a_summary.synced, 1, "{a_summary:?}");
+    assert!(b_token.is_ok(), "{b_token:?}");
+    assert_eq!(h.store.account(&account.name).await.unwrap().unwrap().status, wearbridge::store::AccountStatus::Active);
+    let summary = b.run_pass(&wearbridge::pipeline::Output::Outbox).await.unwrap();
+    assert_eq!((summary.synced, summary.needs_reconsent), (1, 0), "{summary:?}");
+}
