@@ -108,13 +108,18 @@ impl StreamrHttpSink {
         match status {
             200..=299 => Ok(()),
             401 | 403 => Err(SendError::Unauthorized(status)),
-            // Too many requests, or the request timed out: not the message's fault.
-            408 | 429 => Err(SendError::Transient(format!("the node answered HTTP {status}"))),
-            400..=499 => {
+            // Only an answer that says the message itself is bad quarantines it.
+            400 | 413 | 415 | 422 => {
                 let text = response.text().await.unwrap_or_default();
                 let text: String = text.chars().take(300).collect();
                 Err(SendError::Rejected(format!("HTTP {status}: {text}")))
             }
+            404 => Err(SendError::Refused(format!(
+                "the node answered 404 for stream {}: check streamr.url (the HTTP plugin's base) and the stream id",
+                entry.stream
+            ))),
+            // Too many requests, a timeout, anything else: not the message's fault.
+            _ if status < 500 => Err(SendError::Transient(format!("the node answered HTTP {status}"))),
             500 => Err(SendError::Transient(SERVER_ERROR.to_owned())),
             _ => Err(SendError::Transient(format!("the node answered HTTP {status}"))),
         }

@@ -188,3 +188,31 @@ async fn case_03_a_token_rotated_by_another_process_is_reread_not_a_lockout() {
     let summary = b.run_pass(&wearbridge::pipeline::Output::Outbox).await.unwrap();
     assert_eq!((summary.synced, summary.needs_reconsent), (1, 0), "{summary:?}");
 }
+
+/// Case 4: a node answering 429 (then recovering) is waited out: nothing is quarantined,
+/// the messages wait in the outbox (exit 3) and go out once the node takes them.
+#[tokio::test]
+async fn case_04_a_429_from_the_node_is_transient_never_a_quarantine() {
+    let sim = common::simulator(1, 1504).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = crate::streamr::write_config_for(&sim, d, "http", "");
+    crate::streamr::enrol(&sim, d, &config, 1).await;
+    sim.faults().inject("streamr.publish", simulator::Fault::RateLimited { retry_after: Some(1) }, 100_000);
+    let out = crate::streamr::run(d, &config, &["run", "--once"], None).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("quarantined=0"), "{stderr}");
+    assert!(sim.streamr_received().is_empty());
+    let waiting: usize = stderr
+        .split("messages wait in the outbox")
+        .next()
+        .and_then(|s| s.rsplit("error: ").next())
+        .and_then(|n| n.trim().parse().ok())
+        .expect("the count of waiting messages");
+    assert!(waiting > 100, "{waiting}");
+    sim.faults().clear();
+    let out = crate::streamr::run(d, &config, &["run", "--once"], None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(sim.streamr_received().len(), waiting, "every message, once the node takes them");
+}
