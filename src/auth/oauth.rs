@@ -54,6 +54,9 @@ pub enum RefreshError {
     Throttled(Option<std::time::Duration>),
     #[error("the token endpoint answered HTTP {status}")]
     Server { status: u16 },
+    /// An HTTP-200 envelope with a provider status that may pass (Withings 5xx, 522).
+    #[error("the token endpoint answered Withings status {0}")]
+    ProviderStatus(i64),
     #[error("cannot reach the token endpoint: {0}")]
     Transport(String),
     #[error("the token endpoint's answer is malformed: {0}")]
@@ -77,6 +80,7 @@ impl RefreshError {
         matches!(
             self,
             RefreshError::Server { .. }
+                | RefreshError::ProviderStatus(_)
                 | RefreshError::Transport(_)
                 | RefreshError::Malformed(_)
                 | RefreshError::Throttled(_)

@@ -31,6 +31,9 @@ pub enum Fault {
     /// Withings: HTTP 200 with this envelope status (e.g. 601 with `wait_seconds`, 522,
     /// 503, 401).
     Envelope { status: i64, wait_seconds: Option<u64> },
+    /// An error whose free text is hostile (a name, an e-mail, markup): Google's error
+    /// `message` with this HTTP status, or Withings' envelope `error` with this status.
+    ErrorText { status: u16, text: String },
 }
 
 /// One queued fault: which endpoint (and optionally whose requests) it hits, how often.
@@ -130,6 +133,7 @@ pub(crate) async fn apply(State(state): State<Arc<SimState>>, request: Request, 
             Fault::Envelope { status, .. } => return super::withings::status(status, "Simulated failure"),
             Fault::RateLimited { retry_after } => return super::withings::throttled(retry_after),
             Fault::InvalidGrant => return super::withings::status(503, "Invalid Params: invalid refresh_token"),
+            Fault::ErrorText { status, text } => return super::withings::status(i64::from(status), &text),
             Fault::Status(code) => {
                 let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 return (status, "upstream failure").into_response();
@@ -139,6 +143,10 @@ pub(crate) async fn apply(State(state): State<Arc<SimState>>, request: Request, 
     }
     match fault {
         Fault::Envelope { .. } => google::error_for_status(StatusCode::INTERNAL_SERVER_ERROR),
+        Fault::ErrorText { status, text } => {
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            google::error(code, &text, &text)
+        }
         Fault::Status(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             google::error_for_status(status)

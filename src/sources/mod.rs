@@ -130,3 +130,26 @@ pub(crate) type Attempt<T> = Result<Result<T, SourceError>, SourceError>;
 pub(crate) fn json_position(e: &serde_json::Error) -> String {
     format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column())
 }
+
+/// An upstream's error code or status name (`INTERNAL`, `invalid_grant`) as it may be
+/// logged: a short token of letters, digits, `_`, `-` and `.`. Anything else — free text
+/// that may name the person, carry an e-mail or echo a token — becomes `(withheld)`.
+pub(crate) fn code_name(text: &str) -> String {
+    let text = text.trim();
+    let plain = !text.is_empty()
+        && text.len() <= 64
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if plain { text.to_owned() } else if text.is_empty() { "-".to_owned() } else { "(withheld)".to_owned() }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_codes_are_kept() {
+        assert_eq!(super::code_name("INTERNAL"), "INTERNAL");
+        assert_eq!(super::code_name("invalid_grant"), "invalid_grant");
+        assert_eq!(super::code_name("user Jane Doe jane@example.com failed"), "(withheld)");
+        assert_eq!(super::code_name(""), "-");
+        assert_eq!(super::code_name(&"A".repeat(65)), "(withheld)");
+    }
+}

@@ -216,3 +216,31 @@ async fn case_04_a_429_from_the_node_is_transient_never_a_quarantine() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(sim.streamr_received().len(), waiting, "every message, once the node takes them");
 }
+
+/// Case 6: upstream error text (which can name the person) is reduced to codes and
+/// status names before it reaches a log line or an error.
+#[tokio::test]
+async fn case_06_upstream_error_text_never_reaches_the_log() {
+    let sim = common::simulator(1, 1506).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = crate::streamr::write_config_for(&sim, d, "http", "");
+    crate::streamr::enrol(&sim, d, &config, 1).await;
+    let hostile = "user Jane Q. Public jane.public@example.com <b>failed</b>";
+    let fault = || simulator::Fault::ErrorText { status: 500, text: hostile.into() };
+    sim.faults().inject("google.dataPoints.heart-rate", fault(), 1000);
+    sim.faults().inject("google.token", fault(), 1);
+    let withings = || simulator::Fault::ErrorText { status: 2555, text: hostile.into() };
+    sim.faults().inject("withings.requesttoken", withings(), 1);
+    sim.faults().inject("withings.getmeas", withings(), 1000);
+    for args in [&["-v", "run", "--once", "--dry-run"][..], &["--log-format", "json", "-v", "run", "--once"][..]] {
+        let out = crate::streamr::run(d, &config, args, None).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{stderr}");
+        for needle in ["Jane", "jane.public", "example.com", "<b>"] {
+            assert!(!stderr.contains(needle), "{needle} leaked: {stderr}");
+        }
+        assert!(stderr.contains("getmeas: Withings status 2555"), "the status is kept: {stderr}");
+        assert!(stderr.contains("HTTP 500 INTERNAL") || stderr.contains("(withheld)"), "{stderr}");
+    }
+}

@@ -13,20 +13,23 @@ use serde_json::json;
 use super::api::{
     DailyRollUpResponse, ErrorBody, Identity, ListDataPointsResponse, ListPairedDevicesResponse, Settings,
 };
-use crate::sources::json_position;
+use crate::sources::{code_name, json_position};
 
 /// One failed API call. Messages carry the endpoint and Google's status, never tokens
 /// or response values.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("{endpoint}: HTTP {status} {google_status}: {message}")]
+    /// Google's free-text `message` is never kept (it can name the person); its status
+    /// and reason are, reduced to code names.
+    #[error("{endpoint}: HTTP {status} {google_status} {reason}")]
     Status {
         endpoint: &'static str,
         status: u16,
         google_status: String,
         /// `details[].reason` of Google's error (e.g. `ACCESS_TOKEN_SCOPE_INSUFFICIENT`).
         reason: String,
-        message: String,
+        /// Google's message said the token lacks a scope (its only use of the text).
+        scope_hint: bool,
         retry_after: Option<Duration>,
     },
     #[error("{endpoint}: cannot reach the API: {message}")]
@@ -50,8 +53,8 @@ impl ApiError {
 
     /// 403 because the person did not grant the scope this data needs.
     pub fn is_scope_insufficient(&self) -> bool {
-        matches!(self, ApiError::Status { status: 403, reason, message, .. }
-            if reason == "ACCESS_TOKEN_SCOPE_INSUFFICIENT" || message.contains("insufficient authentication scopes"))
+        matches!(self, ApiError::Status { status: 403, reason, scope_hint, .. }
+            if reason == "ACCESS_TOKEN_SCOPE_INSUFFICIENT" || *scope_hint)
     }
 
     /// The server's requested pause (`Retry-After`), if any.
@@ -177,13 +180,14 @@ impl GoogleHealthClient {
             return serde_json::from_slice(&body)
                 .map_err(|e| ApiError::Decode { endpoint, message: json_position(&e) });
         }
-        let (google_status, reason, message) = match serde_json::from_slice::<ErrorBody>(&body) {
+        let (google_status, reason, scope_hint) = match serde_json::from_slice::<ErrorBody>(&body) {
             Ok(b) => {
-                let reason = b.error.details.iter().find_map(|d| d.reason.clone()).unwrap_or_default();
-                (b.error.status, reason, b.error.message)
+                let reason = b.error.details.iter().find_map(|d| d.reason.as_deref()).unwrap_or_default();
+                let scope_hint = b.error.message.contains("insufficient authentication scopes");
+                (code_name(&b.error.status), code_name(reason), scope_hint)
             }
-            Err(_) => (String::new(), String::new(), format!("non-JSON error body of {} bytes", body.len())),
+            Err(_) => ("-".to_owned(), format!("(a non-JSON body of {} bytes)", body.len()), false),
         };
-        Err(ApiError::Status { endpoint, status, google_status, reason, message, retry_after })
+        Err(ApiError::Status { endpoint, status, google_status, reason, scope_hint, retry_after })
     }
 }

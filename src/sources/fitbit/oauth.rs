@@ -16,7 +16,7 @@ use super::GoogleHealthClient;
 use crate::auth::{AuthorizeUrl, Exchanged, OAuth, RefreshError, Revocation, TokenResponse, post_form};
 use crate::config::{Dataset, FitbitSettings};
 use crate::onboarding::{OnboardError, random};
-use crate::sources::json_position;
+use crate::sources::{code_name, json_position};
 
 /// The Google scope each dataset needs (named in the log when it is missing).
 pub fn scope_for(dataset: Dataset) -> &'static str {
@@ -39,12 +39,11 @@ pub fn google_scopes(datasets: &[Dataset]) -> Vec<&'static str> {
     scopes
 }
 
+/// An OAuth error answer; only its `error` code is kept (the description is free text).
 #[derive(Deserialize)]
 struct OAuthErrorBody {
     #[serde(default)]
     error: String,
-    #[serde(default)]
-    error_description: String,
 }
 
 #[derive(Deserialize)]
@@ -87,7 +86,8 @@ impl GoogleOAuth {
 
     fn error_of(status: u16, body: &[u8]) -> OAuthErrorBody {
         serde_json::from_slice(body)
-            .unwrap_or(OAuthErrorBody { error: format!("HTTP {status}"), error_description: String::new() })
+            .map(|b: OAuthErrorBody| OAuthErrorBody { error: code_name(&b.error) })
+            .unwrap_or(OAuthErrorBody { error: format!("HTTP-{status}") })
     }
 
     /// `grant_type=refresh_token`.
@@ -108,8 +108,7 @@ impl GoogleOAuth {
         if status >= 500 || status == 429 {
             return Err(RefreshError::Server { status });
         }
-        let error =
-            serde_json::from_slice::<OAuthErrorBody>(&body).map(|b| b.error).unwrap_or_else(|_| "unknown".into());
+        let error = Self::error_of(status, &body).error;
         if error == "invalid_grant" {
             return Err(RefreshError::InvalidGrant);
         }
@@ -135,7 +134,7 @@ impl GoogleOAuth {
             post_form(&self.http, &self.settings.token_url, &form).await.map_err(OnboardError::Transport)?;
         if !(200..300).contains(&status) {
             let e = Self::error_of(status, &body);
-            return Err(OnboardError::Exchange(format!("{}: {}", e.error, e.error_description)));
+            return Err(OnboardError::Exchange(format!("Google answered {}", e.error)));
         }
         let t: CodeTokens = serde_json::from_slice(&body)
             .map_err(|e| OnboardError::Exchange(format!("malformed answer: {}", json_position(&e))))?;
@@ -163,7 +162,7 @@ impl GoogleOAuth {
             // Already revoked or expired: nothing left to end.
             return Ok(Revocation::NothingToRevoke);
         }
-        Err(OnboardError::Exchange(format!("revocation refused: {}: {}", e.error, e.error_description)))
+        Err(OnboardError::Exchange(format!("revocation refused: {}", e.error)))
     }
 }
 

@@ -13,8 +13,9 @@ use crate::sources::json_position;
 /// One failed Withings call, typed by what the caller should do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum WithingsError {
-    #[error("{action}: Withings status {status}: {error}")]
-    Status { action: &'static str, status: i64, error: String },
+    /// Withings' free-text `error` is never kept (it can name the person).
+    #[error("{action}: Withings status {status}")]
+    Status { action: &'static str, status: i64 },
     #[error("{action}: too many requests (601)")]
     Throttled { action: &'static str, wait: Option<Duration> },
     #[error("{action}: HTTP {status}")]
@@ -108,7 +109,7 @@ impl WithingsClient {
                     .map(Duration::from_secs);
                 Err(WithingsError::Throttled { action, wait })
             }
-            status => Err(WithingsError::Status { action, status, error: head.error.unwrap_or_default() }),
+            status => Err(WithingsError::Status { action, status }),
         }
     }
 }

@@ -113,11 +113,11 @@ impl WithingsOAuth {
                 if lower.contains("refresh_token") || lower.contains("invalid_grant") {
                     Err(RefreshError::InvalidGrant)
                 } else if lower.contains("client") {
-                    Err(RefreshError::Client { status: 200, error: format!("status {status}: {error}") })
+                    Err(RefreshError::Client { status: 200, error: format!("Withings status {status}") })
                 } else if status == 522 || status >= 500 && !lower.contains("invalid params") {
-                    Err(RefreshError::Server { status: 200 })
+                    Err(RefreshError::ProviderStatus(status))
                 } else {
-                    Err(RefreshError::Client { status: 200, error: format!("status {status}: {error}") })
+                    Err(RefreshError::Client { status: 200, error: format!("Withings status {status}") })
                 }
             }
         }
@@ -141,9 +141,8 @@ impl WithingsOAuth {
         let head: Envelope<serde::de::IgnoredAny> = serde_json::from_slice(&body).map_err(malformed)?;
         if head.status != 0 {
             return Err(OnboardError::Exchange(format!(
-                "Withings status {}: {} (Withings codes are valid for 30 seconds; connect again)",
-                head.status,
-                head.error.unwrap_or_default()
+                "Withings status {} (Withings codes are valid for 30 seconds; connect again)",
+                head.status
             )));
         }
         let envelope: Envelope<TokenBody> = serde_json::from_slice(&body).map_err(malformed)?;
