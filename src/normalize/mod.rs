@@ -26,3 +26,31 @@ impl Skipped {
         Self { reason, by_policy: true }
     }
 }
+
+/// One element of an upstream list, parsed on its own: a malformed element (a value of
+/// the wrong type, `"NaN"`, an integer beyond 64 bits) becomes `Bad` and is skipped and
+/// counted, never fatal to its page.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Lenient<T> {
+    Good(T),
+    Bad(serde::de::IgnoredAny),
+}
+
+impl<T> Lenient<T> {
+    /// Normalises a good element with `f`; a bad one is a skipped point.
+    pub fn then<R>(&self, f: impl FnOnce(&T) -> Result<R, Skipped>) -> Result<R, Skipped> {
+        match self {
+            Lenient::Good(t) => f(t),
+            Lenient::Bad(_) => Err(Skipped::bad("a malformed data point")),
+        }
+    }
+
+    /// The element, when it parsed.
+    pub fn good(&self) -> Option<&T> {
+        match self {
+            Lenient::Good(t) => Some(t),
+            Lenient::Bad(_) => None,
+        }
+    }
+}

@@ -31,6 +31,10 @@ pub enum Fault {
     /// Withings: HTTP 200 with this envelope status (e.g. 601 with `wait_seconds`, 522,
     /// 503, 401).
     Envelope { status: i64, wait_seconds: Option<u64> },
+    /// The real answer with the first occurrence of `from` replaced by `to` (hostile
+    /// values inside an otherwise good page: `"beatsPerMinute":"` →
+    /// `"beatsPerMinute":"NaN","x":"`).
+    Rewrite { from: String, to: String },
     /// An error whose free text is hostile (a name, an e-mail, markup): Google's error
     /// `message` with this HTTP status, or Withings' envelope `error` with this status.
     ErrorText { status: u16, text: String },
@@ -162,6 +166,14 @@ pub(crate) async fn apply(State(state): State<Arc<SimState>>, request: Request, 
         Fault::Malformed => {
             ([(header::CONTENT_TYPE, "application/json; charset=UTF-8")], "{\"dataPoints\": [{\"heartRate\": <html>")
                 .into_response()
+        }
+        Fault::Rewrite { from, to } => {
+            let response = next.run(request).await;
+            let (mut parts, body) = response.into_parts();
+            let bytes = to_bytes(body, usize::MAX).await.unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes).replacen(&from, &to, 1);
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(text))
         }
         Fault::Truncated => {
             let response = next.run(request).await;

@@ -139,7 +139,13 @@ pub(crate) fn code_name(text: &str) -> String {
     let plain = !text.is_empty()
         && text.len() <= 64
         && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if plain { text.to_owned() } else if text.is_empty() { "-".to_owned() } else { "(withheld)".to_owned() }
+    if plain {
+        text.to_owned()
+    } else if text.is_empty() {
+        "-".to_owned()
+    } else {
+        "(withheld)".to_owned()
+    }
 }
 
 #[cfg(test)]

@@ -101,7 +101,7 @@ fn per_message_path() {
         let parsed: wearbridge::sources::fitbit::api::ListDataPointsResponse = serde_json::from_str(&page).unwrap();
         let mut out = 0;
         for p in &parsed.data_points {
-            let record = wearbridge::sources::fitbit::normalize::heart_rate("user-1", p).unwrap();
+            let record = p.then(|p| wearbridge::sources::fitbit::normalize::heart_rate("user-1", p)).unwrap();
             let message = anonymizer.anonymize(&record).unwrap();
             let value = serde_json::to_value(&message).unwrap();
             schemas.validate(&value).unwrap();

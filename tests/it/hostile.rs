@@ -244,3 +244,48 @@ async fn case_06_upstream_error_text_never_reaches_the_log() {
         assert!(stderr.contains("HTTP 500 INTERNAL") || stderr.contains("(withheld)"), "{stderr}");
     }
 }
+
+/// Case 5: one bad value inside a good page skips and counts that one point; the rest of
+/// the page is published and the dataset's cursor moves on.
+#[tokio::test]
+async fn case_05_one_bad_value_skips_one_point_not_the_page() {
+    use std::sync::Arc;
+    use wearbridge::pipeline::Output;
+    let hostile = [
+        r#""beatsPerMinute":"NaN","x":""#,
+        r#""beatsPerMinute":1e308,"x":""#,
+        r#""beatsPerMinute":"99999999999999999999999","x":""#,
+        r#""beatsPerMinute":{"nested":[1,2]},"x":""#,
+    ];
+    for (n, to) in hostile.into_iter().enumerate() {
+        let sim = common::simulator(1, 1505 + n as u64).await;
+        let dir = tempfile::tempdir().unwrap();
+        let h =
+            common::harness_with(&sim, &dir, "6h", |s| s.sync.datasets = vec![wearbridge::config::Dataset::HeartRate])
+                .await;
+        let rewrite = simulator::Fault::Rewrite { from: r#""beatsPerMinute":""#.into(), to: to.into() };
+        sim.faults().inject("google.dataPoints.heart-rate", rewrite, 1);
+        let out = Arc::new(common::Collect::default());
+        let summary = h.pipeline.run_pass(&Output::DryRun(out.clone())).await.unwrap();
+        let served = sim.request_count("points.heart-rate") as usize;
+        assert_eq!((summary.synced, summary.failed, summary.skipped_points), (1, 0, 1), "{to}: {summary:?}");
+        assert_eq!(out.of("heart-rate").len(), served - 1, "{to}: every other sample of the page");
+    }
+
+    // Withings: a measure value that is not a number skips its group only.
+    let sim = common::simulator(1, 1509).await;
+    let dir = tempfile::tempdir().unwrap();
+    let h =
+        common::harness_withings(&sim, &dir, "3d", |s| s.sync.datasets = vec![wearbridge::config::Dataset::Body]).await;
+    let clean = Arc::new(common::Collect::default());
+    h.pipeline.run_pass(&Output::DryRun(clean.clone())).await.unwrap();
+    sim.faults().inject(
+        "withings.getmeas",
+        simulator::Fault::Rewrite { from: r#""value":"#.into(), to: r#""value":"seventy","x":"#.into() },
+        1,
+    );
+    let out = Arc::new(common::Collect::default());
+    let summary = h.pipeline.run_pass(&Output::DryRun(out.clone())).await.unwrap();
+    assert_eq!((summary.synced, summary.failed, summary.skipped_points), (1, 0, 1), "{summary:?}");
+    assert!(out.len() >= 1 && out.len() < clean.len(), "{} of {}", out.len(), clean.len());
+}

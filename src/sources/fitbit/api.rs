@@ -7,6 +7,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer};
 
+use crate::normalize::Lenient;
+
 /// `GET v4/users/me/identity`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -29,7 +31,7 @@ pub struct Settings {
 #[serde(rename_all = "camelCase")]
 pub struct ListDataPointsResponse {
     #[serde(default)]
-    pub data_points: Vec<DataPoint>,
+    pub data_points: Vec<Lenient<DataPoint>>,
     #[serde(default)]
     pub next_page_token: Option<String>,
 }
@@ -145,7 +147,7 @@ pub struct BodyFat {
 #[serde(rename_all = "camelCase")]
 pub struct DailyRollUpResponse {
     #[serde(default)]
-    pub rollup_data_points: Vec<DailyRollupDataPoint>,
+    pub rollup_data_points: Vec<Lenient<DailyRollupDataPoint>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -204,7 +206,7 @@ pub struct TotalCaloriesRollup {
 #[serde(rename_all = "camelCase")]
 pub struct ListPairedDevicesResponse {
     #[serde(default)]
-    pub paired_devices: Vec<PairedDevice>,
+    pub paired_devices: Vec<Lenient<PairedDevice>>,
     #[serde(default)]
     pub next_page_token: Option<String>,
 }

@@ -24,6 +24,7 @@ use super::registry::Registration;
 use super::{AccountPass, Attempt, Batch, Source, SourceError};
 use crate::auth::TokenManager;
 use crate::config::{Dataset, Settings};
+use crate::normalize::Lenient;
 use crate::retry::Retry;
 use crate::sources::quota::Quotas;
 use crate::store::Account;
@@ -131,7 +132,7 @@ impl FitbitSource {
     }
 
     /// Every paired device, all pages.
-    pub async fn paired_devices(&self, account: &Account) -> Result<Vec<api::PairedDevice>, SourceError> {
+    pub async fn paired_devices(&self, account: &Account) -> Result<Vec<Lenient<api::PairedDevice>>, SourceError> {
         let mut devices = Vec::new();
         let mut page_token: Option<String> = None;
         for _ in 0..MAX_PAGES {
@@ -157,7 +158,7 @@ impl FitbitSource {
         data_type: &str,
         filter: &str,
         page_size: u32,
-    ) -> Result<Vec<api::DataPoint>, SourceError> {
+    ) -> Result<Vec<Lenient<api::DataPoint>>, SourceError> {
         let mut points = Vec::new();
         let mut page_token: Option<String> = None;
         for _ in 0..MAX_PAGES {
@@ -183,7 +184,7 @@ impl FitbitSource {
         data_type: &str,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<Vec<api::DataPoint>, SourceError> {
+    ) -> Result<Vec<Lenient<api::DataPoint>>, SourceError> {
         let field = format!("{}.sample_time.physical_time", data_type.replace('-', "_"));
         let filter = range_filter(&field, &rfc3339(from), &rfc3339(to));
         self.data_points(account, data_type, &filter, self.page_size).await
@@ -195,7 +196,7 @@ impl FitbitSource {
         account: &Account,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<Vec<api::DataPoint>, SourceError> {
+    ) -> Result<Vec<Lenient<api::DataPoint>>, SourceError> {
         self.samples(account, "heart-rate", from, to).await
     }
 
@@ -205,7 +206,7 @@ impl FitbitSource {
         account: &Account,
         from: NaiveDate,
         to: NaiveDate,
-    ) -> Result<Vec<api::DataPoint>, SourceError> {
+    ) -> Result<Vec<Lenient<api::DataPoint>>, SourceError> {
         let filter = range_filter("daily_resting_heart_rate.date", &from.to_string(), &to.to_string());
         self.data_points(account, "daily-resting-heart-rate", &filter, self.page_size).await
     }
@@ -216,7 +217,7 @@ impl FitbitSource {
         account: &Account,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<Vec<api::DataPoint>, SourceError> {
+    ) -> Result<Vec<Lenient<api::DataPoint>>, SourceError> {
         let filter = range_filter("sleep.interval.end_time", &rfc3339(from), &rfc3339(to));
         self.data_points(account, "sleep", &filter, SESSION_PAGE_SIZE.min(self.page_size)).await
     }
@@ -229,7 +230,7 @@ impl FitbitSource {
         data_type: &str,
         from: NaiveDate,
         to: NaiveDate,
-    ) -> Result<Vec<api::DailyRollupDataPoint>, SourceError> {
+    ) -> Result<Vec<Lenient<api::DailyRollupDataPoint>>, SourceError> {
         let max_days = match data_type {
             "active-minutes" | "total-calories" | "heart-rate" => 14,
             _ => 90,

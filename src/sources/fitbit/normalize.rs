@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use anonymizer::{DeviceFamily, Modality, Observation, Record, SleepStages};
 use chrono::{NaiveDate, SecondsFormat};
 
-use crate::normalize::Skipped;
+use crate::normalize::{Lenient, Skipped};
 use crate::sources::fitbit::api::{DailyRollupDataPoint, DataPoint, PairedDevice};
 
 fn record(account_id: &str, source_key: String, observation: Observation) -> Record {
@@ -40,7 +40,7 @@ pub fn resting_heart_rate(account_id: &str, point: &DataPoint) -> Result<Record,
 /// Steps, distance, active minutes and calories roll-ups → one record per civil day.
 /// Google omits days with zero steps; a day that has other totals gets zero steps.
 /// The values are part of the source key: a corrected day is a new message.
-pub fn daily_activity(account_id: &str, points: &[DailyRollupDataPoint]) -> Vec<Result<Record, Skipped>> {
+pub fn daily_activity(account_id: &str, points: &[Lenient<DailyRollupDataPoint>]) -> Vec<Result<Record, Skipped>> {
     #[derive(Default)]
     struct Day {
         steps: Option<u64>,
@@ -51,6 +51,10 @@ pub fn daily_activity(account_id: &str, points: &[DailyRollupDataPoint]) -> Vec<
     let mut days: BTreeMap<NaiveDate, Day> = BTreeMap::new();
     let mut out = Vec::new();
     for p in points {
+        let Some(p) = p.good() else {
+            out.push(Err(Skipped::bad("a malformed roll-up")));
+            continue;
+        };
         let Some(day) = p.civil_start_time.date.to_naive() else {
             out.push(Err(Skipped::bad("invalid roll-up date")));
             continue;
@@ -227,7 +231,7 @@ mod tests {
 
     #[test]
     fn activity_roll_ups_merge_by_day_and_zero_step_days_get_zero() {
-        let points: Vec<DailyRollupDataPoint> = serde_json::from_str(
+        let points: Vec<Lenient<DailyRollupDataPoint>> = serde_json::from_str(
             r#"[{"civilStartTime":{"date":{"year":2026,"month":11,"day":1}},"steps":{"countSum":"3822"}},
                 {"civilStartTime":{"date":{"year":2026,"month":11,"day":1}},"distance":{"millimetersSum":"2900000"}},
                 {"civilStartTime":{"date":{"year":2026,"month":11,"day":2}},"totalCalories":{"kcalSum":1650.5}},

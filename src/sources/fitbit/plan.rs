@@ -28,17 +28,17 @@ impl FitbitSource {
         Ok(match dataset {
             Dataset::Devices => {
                 let devices = self.paired_devices(account).await?;
-                let records = devices.iter().map(|d| normalize::device_status(id, d)).collect();
+                let records = devices.iter().map(|d| d.then(|d| normalize::device_status(id, d))).collect();
                 vec![Batch { cursor_key: "devices", cursor: instant(now), records }]
             }
             Dataset::HeartRate => {
                 let from = pass.since("heart_rate").await.map_err(SourceError::transient)?;
                 let points = self.heart_rate(account, from, now).await?;
-                let samples = points.iter().map(|p| normalize::heart_rate(id, p)).collect();
+                let samples = points.iter().map(|p| p.then(|p| normalize::heart_rate(id, p))).collect();
                 let mut batches = vec![Batch { cursor_key: "heart_rate", cursor: instant(now), records: samples }];
                 if let Some((from, to)) = self.day_window(pass, "heart_rate.resting").await? {
                     let points = self.resting_heart_rate(account, from, to).await?;
-                    let records = points.iter().map(|p| normalize::resting_heart_rate(id, p)).collect();
+                    let records = points.iter().map(|p| p.then(|p| normalize::resting_heart_rate(id, p))).collect();
                     batches.push(Batch { cursor_key: "heart_rate.resting", cursor: to.to_string(), records });
                 }
                 batches
@@ -55,18 +55,18 @@ impl FitbitSource {
             Dataset::Sleep => {
                 let from = pass.since("sleep").await.map_err(SourceError::transient)?;
                 let points = self.sleep(account, from, now).await?;
-                let records = points.iter().map(|p| normalize::sleep(id, p)).collect();
+                let records = points.iter().map(|p| p.then(|p| normalize::sleep(id, p))).collect();
                 vec![Batch { cursor_key: "sleep", cursor: instant(now), records }]
             }
             Dataset::Body => {
                 let mut batches = Vec::new();
                 let from = pass.since("body.weight").await.map_err(SourceError::transient)?;
                 let points = self.samples(account, "weight", from, now).await?;
-                let records = points.iter().map(|p| normalize::weight(id, p)).collect();
+                let records = points.iter().map(|p| p.then(|p| normalize::weight(id, p))).collect();
                 batches.push(Batch { cursor_key: "body.weight", cursor: instant(now), records });
                 let from = pass.since("body.fat").await.map_err(SourceError::transient)?;
                 let points = self.samples(account, "body-fat", from, now).await?;
-                let records = points.iter().map(|p| normalize::body_fat(id, p)).collect();
+                let records = points.iter().map(|p| p.then(|p| normalize::body_fat(id, p))).collect();
                 batches.push(Batch { cursor_key: "body.fat", cursor: instant(now), records });
                 batches
             }

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Deserializer};
 
+use crate::normalize::Lenient;
+
 /// The envelope of every answer: `{"status": 0, "body": {...}}`, errors included.
 #[derive(Debug, Deserialize)]
 pub struct Envelope<T> {
@@ -58,7 +60,7 @@ pub struct Throttle {
 #[derive(Debug, Deserialize)]
 pub struct MeasureBody {
     #[serde(default)]
-    pub measuregrps: Vec<MeasureGroup>,
+    pub measuregrps: Vec<Lenient<MeasureGroup>>,
     #[serde(default, deserialize_with = "flag")]
     pub more: bool,
     #[serde(default)]
@@ -107,7 +109,7 @@ impl Measure {
 #[derive(Debug, Deserialize)]
 pub struct ActivityBody {
     #[serde(default)]
-    pub activities: Vec<Activity>,
+    pub activities: Vec<Lenient<Activity>>,
     #[serde(default, deserialize_with = "flag")]
     pub more: bool,
     #[serde(default)]
@@ -134,7 +136,7 @@ pub struct Activity {
 #[derive(Debug, Deserialize)]
 pub struct IntradayBody {
     #[serde(default)]
-    pub series: std::collections::BTreeMap<String, IntradaySample>,
+    pub series: std::collections::BTreeMap<String, Lenient<IntradaySample>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -147,7 +149,7 @@ pub struct IntradaySample {
 #[derive(Debug, Deserialize)]
 pub struct SleepBody {
     #[serde(default)]
-    pub series: Vec<SleepSummary>,
+    pub series: Vec<Lenient<SleepSummary>>,
     #[serde(default, deserialize_with = "flag")]
     pub more: bool,
     #[serde(default)]
@@ -184,7 +186,7 @@ pub struct SleepData {
 #[derive(Debug, Deserialize)]
 pub struct DeviceBody {
     #[serde(default)]
-    pub devices: Vec<Device>,
+    pub devices: Vec<Lenient<Device>>,
 }
 
 /// Only the device's kind and last session are read; its id is used, keyed, for the
@@ -210,12 +212,13 @@ mod tests {
         let meas: MeasureBody =
             serde_json::from_str(include_str!("../../../tests/fixtures/withings/get_meas.json")).unwrap();
         assert!(!meas.measuregrps.is_empty());
+        assert!(meas.measuregrps.iter().all(|g| g.good().is_some()), "every captured group parses");
         let sleep: SleepBody =
             serde_json::from_str(include_str!("../../../tests/fixtures/withings/get_sleep.json")).unwrap();
-        assert!(!sleep.series.is_empty());
+        assert!(!sleep.series.is_empty() && sleep.series.iter().all(|s| s.good().is_some()));
         let devices: DeviceBody =
             serde_json::from_str(include_str!("../../../tests/fixtures/withings/get_device.json")).unwrap();
-        assert_eq!(devices.devices[0].kind.as_deref(), Some("Scale"));
+        assert_eq!(devices.devices[0].good().and_then(|d| d.kind.as_deref()), Some("Scale"));
         let activities: Vec<Activity> =
             serde_json::from_str(include_str!("../../../tests/fixtures/withings/activity.json")).unwrap();
         assert!(activities[0].steps.is_some());

@@ -30,6 +30,7 @@ use super::registry::Registration;
 use super::{AccountPass, Attempt, Batch, Source, SourceError};
 use crate::auth::TokenManager;
 use crate::config::{Dataset, Settings};
+use crate::normalize::{Lenient, Skipped};
 use crate::retry::Retry;
 use crate::sources::quota::Quotas;
 use crate::store::Account;
@@ -176,14 +177,18 @@ impl WithingsSource {
     }
 
     /// Paired devices.
-    pub async fn devices(&self, account: &Account) -> Result<Vec<api::Device>, SourceError> {
+    pub async fn devices(&self, account: &Account) -> Result<Vec<Lenient<api::Device>>, SourceError> {
         let body: api::DeviceBody =
             self.call(account, |t| async move { self.client.call("/v2/user", "getdevice", &[], &t).await }).await?;
         Ok(body.devices)
     }
 
     /// Measure groups modified since `lastupdate` (unix seconds).
-    pub async fn measures(&self, account: &Account, lastupdate: i64) -> Result<Vec<api::MeasureGroup>, SourceError> {
+    pub async fn measures(
+        &self,
+        account: &Account,
+        lastupdate: i64,
+    ) -> Result<Vec<Lenient<api::MeasureGroup>>, SourceError> {
         let params = [
             ("meastypes", MEASURE_TYPES.to_owned()),
             ("category", "1".to_owned()),
@@ -199,7 +204,7 @@ impl WithingsSource {
         account: &Account,
         from: NaiveDate,
         to: NaiveDate,
-    ) -> Result<Vec<api::Activity>, SourceError> {
+    ) -> Result<Vec<Lenient<api::Activity>>, SourceError> {
         let params = [
             ("startdateymd", from.to_string()),
             ("enddateymd", to.to_string()),
@@ -217,7 +222,7 @@ impl WithingsSource {
         account: &Account,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<Vec<(DateTime<Utc>, f64)>, SourceError> {
+    ) -> Result<Vec<Result<(DateTime<Utc>, f64), Skipped>>, SourceError> {
         let mut out = Vec::new();
         let mut start = from;
         while start < to {
@@ -234,9 +239,13 @@ impl WithingsSource {
                 })
                 .await?;
             for (ts, sample) in body.series {
+                let Some(sample) = sample.good() else {
+                    out.push(Err(Skipped::bad("a malformed heart-rate sample")));
+                    continue;
+                };
                 let (Ok(secs), Some(bpm)) = (ts.parse::<i64>(), sample.heart_rate) else { continue };
                 if let Some(at) = DateTime::from_timestamp(secs, 0).filter(|at| *at >= start && *at < end) {
-                    out.push((at, bpm));
+                    out.push(Ok((at, bpm)));
                 }
             }
             start = end;
@@ -245,7 +254,11 @@ impl WithingsSource {
     }
 
     /// Sleep summaries modified since `lastupdate`.
-    pub async fn sleep(&self, account: &Account, lastupdate: i64) -> Result<Vec<api::SleepSummary>, SourceError> {
+    pub async fn sleep(
+        &self,
+        account: &Account,
+        lastupdate: i64,
+    ) -> Result<Vec<Lenient<api::SleepSummary>>, SourceError> {
         let params = [
             ("lastupdate", lastupdate.to_string()),
             (

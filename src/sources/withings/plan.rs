@@ -7,6 +7,7 @@ use chrono_tz::Tz;
 
 use super::{WithingsSource, normalize};
 use crate::config::Dataset;
+use crate::normalize::Skipped;
 use crate::normalize::civil::Zone;
 use crate::sources::{AccountPass, Batch, SourceError};
 
@@ -26,22 +27,29 @@ impl WithingsSource {
         Ok(match dataset {
             Dataset::Devices => {
                 let devices = self.devices(account).await?;
-                let records = devices.iter().map(|d| normalize::device_status(user_id, d)).collect();
+                let records = devices.iter().map(|d| d.then(|d| normalize::device_status(user_id, d))).collect();
                 vec![Batch { cursor_key: "devices", cursor: instant(now), records }]
             }
             Dataset::Body => {
                 let groups = self.measures(account, since("body").await?.timestamp()).await?;
-                let records = groups.iter().flat_map(|g| normalize::measure_group(user_id, g)).collect();
+                let records = groups
+                    .iter()
+                    .flat_map(|g| match g.good() {
+                        Some(g) => normalize::measure_group(user_id, g),
+                        None => vec![Err(Skipped::bad("a malformed measure group"))],
+                    })
+                    .collect();
                 vec![Batch { cursor_key: "body", cursor: instant(now), records }]
             }
             Dataset::Sleep => {
                 let series = self.sleep(account, since("sleep").await?.timestamp()).await?;
-                let records = series.iter().map(|s| normalize::sleep(user_id, s)).collect();
+                let records = series.iter().map(|s| s.then(|s| normalize::sleep(user_id, s))).collect();
                 vec![Batch { cursor_key: "sleep", cursor: instant(now), records }]
             }
             Dataset::HeartRate => {
                 let samples = self.intraday_heart_rate(account, since("heart_rate").await?, now).await?;
-                let records = samples.iter().map(|(t, bpm)| Ok(normalize::heart_rate(user_id, *t, *bpm))).collect();
+                let records =
+                    samples.iter().map(|s| s.clone().map(|(t, bpm)| normalize::heart_rate(user_id, t, bpm))).collect();
                 vec![Batch { cursor_key: "heart_rate", cursor: instant(now), records }]
             }
             Dataset::Activity => {
@@ -55,8 +63,8 @@ impl WithingsSource {
                 };
                 let records = days
                     .iter()
-                    .filter(|a| over(&a.date, a.timezone.as_deref()))
-                    .map(|a| normalize::activity(user_id, a))
+                    .filter(|a| a.good().is_none_or(|a| over(&a.date, a.timezone.as_deref())))
+                    .map(|a| a.then(|a| normalize::activity(user_id, a)))
                     .collect();
                 // The earliest "today" on Earth is yesterday in UTC: start there next time.
                 let cursor = (now.date_naive() - Days::new(1)).to_string();
