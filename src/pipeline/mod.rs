@@ -77,6 +77,20 @@ struct Counters {
 /// A message that failed its schema, with the reasons.
 type Quarantined = (Delivery, String);
 
+/// No wearable reading predates this (the first consumer heart-rate trackers came later).
+const EARLIEST_PLAUSIBLE: DateTime<Utc> = DateTime::from_timestamp(946_684_800, 0).expect("2000-01-01T00:00:00Z");
+
+/// A record whose time no device could have produced (before 2000, or more than a day
+/// after now: a clock at 9999-12-31, a garbled date) is a skipped point, not a message.
+fn plausible(record: Record, now: DateTime<Utc>) -> Result<Record, crate::normalize::Skipped> {
+    let at = record.observation.source_time();
+    let latest = now + chrono::TimeDelta::days(1);
+    if at < EARLIEST_PLAUSIBLE || at > latest {
+        return Err(crate::normalize::Skipped::bad("an implausible time (before 2000 or after tomorrow)"));
+    }
+    Ok(record)
+}
+
 /// Why one account's sync failed.
 #[derive(Debug, thiserror::Error)]
 enum AccountError {
@@ -231,7 +245,7 @@ impl Pipeline {
                 }
             };
             for batch in batches {
-                self.deliver(account, &subject, batch, output, counters).await?;
+                self.deliver(account, &subject, batch, now, output, counters).await?;
             }
         }
         first_error.map_or(Ok(()), Err)
@@ -244,12 +258,13 @@ impl Pipeline {
         account: &Account,
         subject: &str,
         batch: Batch,
+        now: DateTime<Utc>,
         output: &Output,
         counters: &Counters,
     ) -> Result<(), AccountError> {
         let mut records = Vec::with_capacity(batch.records.len());
         for r in batch.records {
-            match r {
+            match r.and_then(|r| plausible(r, now)) {
                 Ok(r) => records.push(r),
                 Err(skipped) if skipped.by_policy => {
                     tracing::debug!(cursor = batch.cursor_key, reason = skipped.reason, "not published by policy");

@@ -3,7 +3,10 @@
 
 use chrono::{DateTime, Days, NaiveDate, TimeDelta, Utc};
 
+use anonymizer::Record;
+
 use crate::config::SyncSettings;
+use crate::normalize::Skipped;
 use crate::normalize::civil::Zone;
 use crate::store::{Account, SqlStore, Store, StoreError};
 
@@ -46,6 +49,16 @@ impl<'p> AccountPass<'p> {
             Some(c) => c.with_timezone(&Utc).checked_sub_signed(lookback).unwrap_or(start).max(start),
             None => start,
         })
+    }
+
+    /// A sample read for `[from, now)` must lie in it: one outside is an upstream that
+    /// ignored the query (or lies), skipped and counted.
+    pub fn within(&self, record: Record, from: DateTime<Utc>) -> Result<Record, Skipped> {
+        let at = record.observation.source_time();
+        if at < from || at >= self.now {
+            return Err(Skipped::bad("a sample outside the requested window"));
+        }
+        Ok(record)
     }
 
     /// The first civil day (in `zone`) to read for a daily cursor: the cursor's day less

@@ -127,7 +127,7 @@ pub fn fast_retry() -> Retry {
             base: Duration::from_millis(5),
             max: Duration::from_millis(50),
             max_server_pause: Duration::from_millis(50),
-            max_throttle: Duration::from_millis(200),
+            max_throttle: Duration::from_secs(10),
         },
         Default::default(),
     )

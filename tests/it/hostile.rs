@@ -289,3 +289,48 @@ async fn case_05_one_bad_value_skips_one_point_not_the_page() {
     assert_eq!((summary.synced, summary.failed, summary.skipped_points), (1, 0, 1), "{summary:?}");
     assert!(out.len() >= 1 && out.len() < clean.len(), "{} of {}", out.len(), clean.len());
 }
+
+/// Case 7: implausible times are skipped and counted, never published: heart rate at
+/// 9999-12-31, 1900-01-01, 0001-01-01 or outside the window asked for; daily activity
+/// dated 9999-12-31.
+#[tokio::test]
+async fn case_07_implausible_times_are_skipped_not_published() {
+    use std::sync::Arc;
+    use wearbridge::config::Dataset;
+    use wearbridge::pipeline::Output;
+    for (n, when) in ["9999-12-31T00:00:00Z", "1900-01-01T00:00:00Z", "0001-01-01T00:00:00Z", "2020-01-01T00:00:00Z"]
+        .into_iter()
+        .enumerate()
+    {
+        let sim = common::simulator(1, 1570 + n as u64).await;
+        let dir = tempfile::tempdir().unwrap();
+        let h = common::harness_with(&sim, &dir, "6h", |s| s.sync.datasets = vec![Dataset::HeartRate]).await;
+        let to = format!(r#""physicalTime":"{when}","x":""#);
+        sim.faults().inject(
+            "google.dataPoints.heart-rate",
+            simulator::Fault::Rewrite { from: r#""physicalTime":""#.into(), to },
+            1,
+        );
+        let out = Arc::new(common::Collect::default());
+        let summary = h.pipeline.run_pass(&Output::DryRun(out.clone())).await.unwrap();
+        let served = sim.request_count("points.heart-rate") as usize;
+        assert_eq!((summary.synced, summary.skipped_points), (1, 1), "{when}: {summary:?}");
+        assert_eq!(out.of("heart-rate").len(), served - 1, "{when}");
+        let year = &when[..4];
+        assert!(out.of("heart-rate").iter().all(|m| !m.to_string().contains(year)), "{when} was published");
+    }
+
+    let sim = common::simulator(1, 1579).await;
+    let dir = tempfile::tempdir().unwrap();
+    let h = common::harness_withings(&sim, &dir, "3d", |s| s.sync.datasets = vec![Dataset::Activity]).await;
+    sim.faults().inject(
+        "withings.getactivity",
+        simulator::Fault::Rewrite { from: r#""date":""#.into(), to: r#""date":"9999-12-31","x":""#.into() },
+        1,
+    );
+    let out = Arc::new(common::Collect::default());
+    let summary = h.pipeline.run_pass(&Output::DryRun(out.clone())).await.unwrap();
+    assert_eq!((summary.synced, summary.skipped_points), (1, 1), "{summary:?}");
+    assert!(!out.of("daily-activity").is_empty());
+    assert!(out.of("daily-activity").iter().all(|m| !m.to_string().contains("9999")));
+}

@@ -34,7 +34,10 @@ impl FitbitSource {
             Dataset::HeartRate => {
                 let from = pass.since("heart_rate").await.map_err(SourceError::transient)?;
                 let points = self.heart_rate(account, from, now).await?;
-                let samples = points.iter().map(|p| p.then(|p| normalize::heart_rate(id, p))).collect();
+                let samples = points
+                    .iter()
+                    .map(|p| p.then(|p| normalize::heart_rate(id, p)).and_then(|r| pass.within(r, from)))
+                    .collect();
                 let mut batches = vec![Batch { cursor_key: "heart_rate", cursor: instant(now), records: samples }];
                 if let Some((from, to)) = self.day_window(pass, "heart_rate.resting").await? {
                     let points = self.resting_heart_rate(account, from, to).await?;
@@ -62,11 +65,17 @@ impl FitbitSource {
                 let mut batches = Vec::new();
                 let from = pass.since("body.weight").await.map_err(SourceError::transient)?;
                 let points = self.samples(account, "weight", from, now).await?;
-                let records = points.iter().map(|p| p.then(|p| normalize::weight(id, p))).collect();
+                let records = points
+                    .iter()
+                    .map(|p| p.then(|p| normalize::weight(id, p)).and_then(|r| pass.within(r, from)))
+                    .collect();
                 batches.push(Batch { cursor_key: "body.weight", cursor: instant(now), records });
                 let from = pass.since("body.fat").await.map_err(SourceError::transient)?;
                 let points = self.samples(account, "body-fat", from, now).await?;
-                let records = points.iter().map(|p| p.then(|p| normalize::body_fat(id, p))).collect();
+                let records = points
+                    .iter()
+                    .map(|p| p.then(|p| normalize::body_fat(id, p)).and_then(|r| pass.within(r, from)))
+                    .collect();
                 batches.push(Batch { cursor_key: "body.fat", cursor: instant(now), records });
                 batches
             }

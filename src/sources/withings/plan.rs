@@ -56,10 +56,13 @@ impl WithingsSource {
                 let first = pass.first_day(Zone::UTC, "activity").await.map_err(SourceError::transient)?;
                 let last = now.date_naive() + Days::new(1);
                 let days = self.activity(account, first, last).await?;
-                // A day is published once it is over where the person is.
+                // A day is published once it is over where the person is. A day beyond
+                // tomorrow is no day in progress but a garbled date: it goes on, to be
+                // counted as implausible.
                 let over = |date: &str, zone: Option<&str>| {
                     let tz = zone.and_then(|z| z.parse::<Tz>().ok()).unwrap_or(Tz::UTC);
-                    date.parse::<NaiveDate>().is_ok_and(|d| d < now.with_timezone(&tz).date_naive())
+                    let today = now.with_timezone(&tz).date_naive();
+                    date.parse::<NaiveDate>().is_ok_and(|d| d < today || d > today + Days::new(1))
                 };
                 let records = days
                     .iter()
