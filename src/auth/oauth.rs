@@ -97,8 +97,9 @@ pub(crate) async fn post_form(
 ) -> Result<(u16, Vec<u8>), String> {
     let response = http.post(url).form(form).send().await.map_err(|e| e.without_url().to_string())?;
     let status = response.status().as_u16();
-    let body = response.bytes().await.map_err(|e| e.without_url().to_string())?;
-    Ok((status, body.to_vec()))
+    // A token answer is a few hundred bytes.
+    let body = crate::http::read_body(response, 1 << 20).await.map_err(|e| e.to_string())?;
+    Ok((status, body))
 }
 
 /// The provider's authorisation page for one enrolment.

@@ -195,6 +195,8 @@ pub struct SyncSettings {
     #[serde(with = "duration::serde_text")]
     pub lookback: Duration,
     pub datasets: Vec<Dataset>,
+    /// The largest upstream answer read (bytes); a larger one fails that call.
+    pub max_response_bytes: u64,
 }
 
 impl Default for SyncSettings {
@@ -207,6 +209,7 @@ impl Default for SyncSettings {
             shutdown_grace: Duration::from_secs(30),
             lookback: Duration::from_secs(3 * 3600),
             datasets: Dataset::ALL.to_vec(),
+            max_response_bytes: crate::http::DEFAULT_MAX_BODY,
         }
     }
 }

@@ -35,6 +35,9 @@ pub enum Fault {
     /// values inside an otherwise good page: `"beatsPerMinute":"` →
     /// `"beatsPerMinute":"NaN","x":"`).
     Rewrite { from: String, to: String },
+    /// HTTP 200 with a JSON body of this many bytes, streamed without `Content-Length`
+    /// (an upstream that never stops talking).
+    Huge(u64),
     /// An error whose free text is hostile (a name, an e-mail, markup): Google's error
     /// `message` with this HTTP status, or Withings' envelope `error` with this status.
     ErrorText { status: u16, text: String },
@@ -174,6 +177,16 @@ pub(crate) async fn apply(State(state): State<Arc<SimState>>, request: Request, 
             let text = String::from_utf8_lossy(&bytes).replacen(&from, &to, 1);
             parts.headers.remove(header::CONTENT_LENGTH);
             Response::from_parts(parts, Body::from(text))
+        }
+        Fault::Huge(bytes) => {
+            const CHUNK: usize = 64 * 1024;
+            let head = axum::body::Bytes::from_static(b"{\"dataPoints\":[");
+            let pad = axum::body::Bytes::from(vec![b' '; CHUNK]);
+            let chunks = (bytes as usize).div_ceil(CHUNK);
+            let stream = futures::stream::iter(
+                std::iter::once(head).chain(std::iter::repeat_n(pad, chunks)).map(Ok::<_, std::io::Error>),
+            );
+            ([(header::CONTENT_TYPE, "application/json")], Body::from_stream(stream)).into_response()
         }
         Fault::Truncated => {
             let response = next.run(request).await;

@@ -334,3 +334,21 @@ async fn case_07_implausible_times_are_skipped_not_published() {
     assert!(!out.of("daily-activity").is_empty());
     assert!(out.of("daily-activity").iter().all(|m| !m.to_string().contains("9999")));
 }
+
+/// Case 11: an answer larger than `sync.max_response_bytes` is refused as it streams in
+/// (here 1 GiB against a 1 MiB cap, without Content-Length): that call fails, is logged,
+/// and the account's other datasets and the other accounts go on.
+#[tokio::test]
+async fn case_11_an_endless_answer_is_cut_at_the_cap() {
+    use std::sync::Arc;
+    use wearbridge::pipeline::Output;
+    let sim = common::simulator(2, 1511).await;
+    let dir = tempfile::tempdir().unwrap();
+    let h = common::harness_with(&sim, &dir, "6h", |s| s.sync.max_response_bytes = 1 << 20).await;
+    sim.faults().inject_for_person("google.dataPoints.heart-rate", 0, simulator::Fault::Huge(1 << 30), 1);
+    let out = Arc::new(common::Collect::default());
+    let summary = h.pipeline.run_pass(&Output::DryRun(out.clone())).await.unwrap();
+    assert_eq!((summary.synced, summary.failed), (1, 1), "{summary:?}");
+    assert!(!out.of("device-status").is_empty() && !out.of("heart-rate").is_empty(), "the rest went on");
+    assert_eq!(sim.request_count("google.dataPoints.heart-rate"), 2, "not retried: the same answer would come");
+}

@@ -36,6 +36,8 @@ pub enum ApiError {
     Transport { endpoint: &'static str, message: String },
     #[error("{endpoint}: malformed answer ({message})")]
     Decode { endpoint: &'static str, message: String },
+    #[error("{endpoint}: the answer is larger than {limit} bytes (sync.max_response_bytes); not read")]
+    TooLarge { endpoint: &'static str, limit: u64 },
 }
 
 impl ApiError {
@@ -44,6 +46,7 @@ impl ApiError {
         match self {
             ApiError::Status { status, .. } => *status == 429 || *status >= 500,
             ApiError::Transport { .. } | ApiError::Decode { .. } => true,
+            ApiError::TooLarge { .. } => false,
         }
     }
 
@@ -82,12 +85,19 @@ impl crate::retry::Retryable for ApiError {
 pub struct GoogleHealthClient {
     http: reqwest::Client,
     base: String,
+    max_body: u64,
 }
 
 impl GoogleHealthClient {
     /// `base` is `fitbit.api_base_url` (e.g. `https://health.googleapis.com`).
     pub fn new(http: reqwest::Client, base: &str) -> Self {
-        Self { http, base: base.trim_end_matches('/').to_owned() }
+        Self { http, base: base.trim_end_matches('/').to_owned(), max_body: crate::http::DEFAULT_MAX_BODY }
+    }
+
+    /// Refuses answers larger than `bytes` (`sync.max_response_bytes`).
+    pub fn with_max_body(mut self, bytes: u64) -> Self {
+        self.max_body = bytes;
+        self
     }
 
     pub async fn identity(&self, token: &SecretString) -> Result<Identity, ApiError> {
@@ -175,7 +185,13 @@ impl GoogleHealthClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = response.bytes().await.map_err(transport)?;
+        let body = crate::http::read_body(response, self.max_body).await.map_err(|e| match e {
+            crate::http::BodyError::TooLarge { limit } => {
+                crate::telemetry::upstream_request("fitbit", "too_large");
+                ApiError::TooLarge { endpoint, limit }
+            }
+            crate::http::BodyError::Transport(message) => ApiError::Transport { endpoint, message },
+        })?;
         if (200..300).contains(&status) {
             return serde_json::from_slice(&body)
                 .map_err(|e| ApiError::Decode { endpoint, message: json_position(&e) });

@@ -86,7 +86,8 @@ impl FitbitSource {
     pub fn from_settings(settings: &Settings, http: &reqwest::Client, tokens: Arc<TokenManager>, retry: Retry) -> Self {
         let f = &settings.fitbit;
         Self {
-            client: GoogleHealthClient::new(http.clone(), &f.api_base_url),
+            client: GoogleHealthClient::new(http.clone(), &f.api_base_url)
+                .with_max_body(settings.sync.max_response_bytes),
             tokens,
             quotas: Quotas::per_minute(f.requests_per_minute, f.project_requests_per_minute),
             retry,

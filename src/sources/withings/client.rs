@@ -24,6 +24,8 @@ pub enum WithingsError {
     Transport { action: &'static str, message: String },
     #[error("{action}: malformed answer ({message})")]
     Decode { action: &'static str, message: String },
+    #[error("{action}: the answer is larger than {limit} bytes (sync.max_response_bytes); not read")]
+    TooLarge { action: &'static str, limit: u64 },
 }
 
 impl crate::retry::Retryable for WithingsError {
@@ -49,6 +51,7 @@ impl WithingsError {
             WithingsError::Status { status, .. } => *status == 522,
             WithingsError::Throttled { .. } | WithingsError::Transport { .. } | WithingsError::Decode { .. } => true,
             WithingsError::Http { status, .. } => *status >= 500 || *status == 429,
+            WithingsError::TooLarge { .. } => false,
         }
     }
 }
@@ -58,12 +61,19 @@ impl WithingsError {
 pub struct WithingsClient {
     http: reqwest::Client,
     base: String,
+    max_body: u64,
 }
 
 impl WithingsClient {
     /// `base` is `withings.api_base_url` (e.g. `https://wbsapi.withings.net`).
     pub fn new(http: reqwest::Client, base: &str) -> Self {
-        Self { http, base: base.trim_end_matches('/').to_owned() }
+        Self { http, base: base.trim_end_matches('/').to_owned(), max_body: crate::http::DEFAULT_MAX_BODY }
+    }
+
+    /// Refuses answers larger than `bytes` (`sync.max_response_bytes`).
+    pub fn with_max_body(mut self, bytes: u64) -> Self {
+        self.max_body = bytes;
+        self
     }
 
     /// `POST {base}{path}` with `action` and `params`; the envelope's body on status 0.
@@ -87,7 +97,13 @@ impl WithingsClient {
             .inspect_err(|_| crate::telemetry::upstream_request("withings", "error"))
             .map_err(transport)?;
         let status = response.status().as_u16();
-        let bytes = response.bytes().await.map_err(transport)?;
+        let bytes = crate::http::read_body(response, self.max_body).await.map_err(|e| match e {
+            crate::http::BodyError::TooLarge { limit } => {
+                crate::telemetry::upstream_request("withings", "too_large");
+                WithingsError::TooLarge { action, limit }
+            }
+            crate::http::BodyError::Transport(message) => WithingsError::Transport { action, message },
+        })?;
         if !(200..300).contains(&status) {
             crate::telemetry::upstream_request("withings", &status.to_string());
             return Err(WithingsError::Http { action, status });

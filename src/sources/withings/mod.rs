@@ -79,7 +79,7 @@ impl WithingsSource {
     pub fn from_settings(settings: &Settings, http: &reqwest::Client, tokens: Arc<TokenManager>, retry: Retry) -> Self {
         let w = &settings.withings;
         Self {
-            client: WithingsClient::new(http.clone(), &w.api_base_url),
+            client: WithingsClient::new(http.clone(), &w.api_base_url).with_max_body(settings.sync.max_response_bytes),
             tokens,
             quotas: Quotas::per_minute(w.requests_per_minute, w.requests_per_minute),
             retry,
