@@ -1,5 +1,6 @@
 //! The worker's HTTP server on `server.listen`: `/healthz` (the process answers),
-//! `/readyz` (the store answers and the sink was reachable at the last drain),
+//! `/readyz` (the store answers and takes a write, and the sink was reachable at the
+//! last drain),
 //! `/metrics` (Prometheus text), and the consent pages (`consent.rs`).
 //!
 //! Gauges that describe the store (outbox depth and age, accounts by status) are read
@@ -74,6 +75,16 @@ async fn ready(State(state): State<Arc<ServerState>>) -> impl IntoResponse {
             return (StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n".to_owned());
         }
         Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "store did not answer in time\n".to_owned()),
+    }
+    // Reads alone can succeed while every commit fails (a full disk, a lock held by
+    // another process, a read-only replica).
+    match tokio::time::timeout(STORE_TIMEOUT, state.store.probe_write()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: the store refuses writes");
+            return (StatusCode::SERVICE_UNAVAILABLE, "store refuses writes\n".to_owned());
+        }
+        Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "store did not take a write in time\n".to_owned()),
     }
     if state.publisher.as_ref().is_some_and(|p| !p.sink_reachable()) {
         return (StatusCode::SERVICE_UNAVAILABLE, "the sink was unreachable at the last drain\n".to_owned());

@@ -271,6 +271,10 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the database answers (for readiness).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Whether the database takes a write now: a committed no-op update, which fails on
+    /// a full disk, a read-only file system or replica, or a lock another process holds.
+    fn probe_write(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Moves confirmed messages out of the outbox, remembering their ids so a re-read of
     /// the same upstream data does not publish them again.
     fn outbox_ack(&self, seqs: &[i64]) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -768,6 +768,18 @@ impl Store for SqlStore {
         })
     }
 
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        on_pool!(self, |pool, _d| {
+            sqlx::query(
+                "UPDATE schema_migrations SET applied_at = applied_at
+                 WHERE version = (SELECT min(version) FROM schema_migrations)",
+            )
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
     async fn outbox_ack(&self, seqs: &[i64]) -> Result<(), StoreError> {
         if seqs.is_empty() {
             return Ok(());

@@ -352,3 +352,45 @@ async fn case_11_an_endless_answer_is_cut_at_the_cap() {
     assert!(!out.of("device-status").is_empty() && !out.of("heart-rate").is_empty(), "the rest went on");
     assert_eq!(sim.request_count("google.dataPoints.heart-rate"), 2, "not retried: the same answer would come");
 }
+
+/// Case 9: `/readyz` says 503 while the store refuses writes (here another process holds
+/// SQLite's write lock), and 200 again once it takes them.
+#[tokio::test]
+async fn case_09_readyz_reflects_writes() {
+    use sqlx::Connection;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wb.db");
+    let store = Arc::new(
+        wearbridge::store::SqlStore::open(
+            &format!("sqlite://{}", path.display()),
+            wearbridge::store::TokenCipher::new([4; 32]),
+        )
+        .await
+        .unwrap(),
+    );
+    let state = wearbridge::server::ServerState {
+        store,
+        publisher: None,
+        metrics: None,
+        enrolment: None,
+        clock: wearbridge::clock::Clock::pinned(common::now()),
+    };
+    let port = common::free_port();
+    let shutdown = wearbridge::retry::CancellationToken::new();
+    let server = wearbridge::server::serve(([127, 0, 0, 1], port).into(), state, shutdown.clone()).await.unwrap();
+    let ready = || async move {
+        let r = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    assert_eq!(ready().await.0, 200);
+    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    sqlx::raw_sql("BEGIN EXCLUSIVE").execute(&mut other).await.unwrap();
+    let (status, text) = ready().await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("write"), "{text}");
+    sqlx::raw_sql("ROLLBACK").execute(&mut other).await.unwrap();
+    assert_eq!(ready().await.0, 200);
+    shutdown.cancel();
+    let _ = server.await;
+}
