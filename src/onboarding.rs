@@ -99,13 +99,28 @@ pub async fn check_name_free(store: &SqlStore, name: &str) -> Result<(), Onboard
 /// The OAuth endpoints of `provider`.
 fn oauth(settings: &Settings, provider: Provider) -> Result<Arc<dyn OAuth>, OnboardError> {
     let http = crate::http::client().map_err(|e| OnboardError::Transport(e.to_string()))?;
-    registry::oauth(settings, &http, provider).ok_or(OnboardError::UnknownProvider(provider))
+    oauth_with(&http, settings, provider)
+}
+
+fn oauth_with(http: &reqwest::Client, settings: &Settings, provider: Provider) -> Result<Arc<dyn OAuth>, OnboardError> {
+    registry::oauth(settings, http, provider).ok_or(OnboardError::UnknownProvider(provider))
 }
 
 /// Starts an authorisation for `provider` returning to `redirect_uri`.
 pub fn authorize(settings: &Settings, provider: Provider, redirect_uri: &str) -> Result<Authorization, OnboardError> {
+    let http = crate::http::client().map_err(|e| OnboardError::Transport(e.to_string()))?;
+    authorize_with(&http, settings, provider, redirect_uri)
+}
+
+/// [`authorize`] on a client the caller keeps (the consent pages build one per process).
+pub fn authorize_with(
+    http: &reqwest::Client,
+    settings: &Settings,
+    provider: Provider,
+    redirect_uri: &str,
+) -> Result<Authorization, OnboardError> {
     let state = random(16)?;
-    let started = oauth(settings, provider)?.authorize(redirect_uri, &state, &settings.sync.datasets)?;
+    let started = oauth_with(http, settings, provider)?.authorize(redirect_uri, &state, &settings.sync.datasets)?;
     Ok(Authorization {
         provider,
         url: started.url,

@@ -1,7 +1,7 @@
 //! The consent pages for enrolling many people: `/connect` explains in plain words what
 //! is collected, how it is pseudonymised and how to leave, then offers every
 //! configured source; `/connect/callback` completes enrolment and shows the pseudonymous
-//! reference and a personal leave link; `/leave` withdraws. Server-rendered HTML, no
+//! reference and a personal leave code; `/leave` withdraws with it. Server-rendered HTML, no
 //! external assets, no JavaScript.
 //!
 //! Pending authorisations live in this process's memory for 10 minutes: with several
@@ -28,6 +28,28 @@ use crate::store::Store;
 
 /// How long a started enrolment waits for its callback.
 const PENDING_FOR: Duration = Duration::from_secs(600);
+/// At most this many enrolments wait for their callback at once: anonymous posts to
+/// `/connect/start` cannot grow the memory without bound.
+const MAX_PENDING: usize = 1000;
+
+/// Headers every consent page carries: no scripts, frames, outside assets or referrers,
+/// and nothing cached (one page shows the leave code).
+pub(super) async fn security_headers(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::http::{HeaderValue, header};
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
 
 /// What the consent pages need besides the store.
 pub struct Enrolment {
@@ -36,21 +58,28 @@ pub struct Enrolment {
     /// Consent and token times.
     pub clock: Clock,
     pending: Mutex<HashMap<String, (Authorization, Instant)>>,
+    /// The providers whose client id is configured: `(name, label)`.
+    offered: Vec<(&'static str, &'static str)>,
+    /// One client for every page's calls (building one loads the TLS roots).
+    http: Option<reqwest::Client>,
 }
 
 impl Enrolment {
     pub fn new(settings: Settings, key: PseudonymKey, clock: Clock) -> Self {
-        Self { settings, key, clock, pending: Mutex::new(HashMap::new()) }
+        let http = crate::http::client().ok();
+        let offered = match &http {
+            Some(http) => registry::SOURCES
+                .iter()
+                .filter(|r| (r.oauth)(&settings, http).credentials().0)
+                .map(|r| (r.provider.as_str(), r.label))
+                .collect(),
+            None => Vec::new(),
+        };
+        Self { settings, key, clock, pending: Mutex::new(HashMap::new()), offered, http }
     }
 
-    /// The providers whose client id is configured: `(name, label)`.
     fn offered(&self) -> Vec<(&'static str, &'static str)> {
-        let Ok(http) = crate::http::client() else { return Vec::new() };
-        registry::SOURCES
-            .iter()
-            .filter(|r| (r.oauth)(&self.settings, &http).credentials().0)
-            .map(|r| (r.provider.as_str(), r.label))
-            .collect()
+        self.offered.clone()
     }
 
     fn callback_url(&self) -> String {
@@ -110,7 +139,7 @@ device names are removed; you appear only under a random-looking code that canno
 account without a secret key held by the operators. Times are coarsened and weights rounded. This is
 pseudonymised data, not anonymous data: read <a href="/privacy">what each protection does and does not
 do</a>.</p>
-<p><strong>How to leave.</strong> After connecting you get a personal leave link. Using it (or asking the operators)
+<p><strong>How to leave.</strong> After connecting you get a personal leave code. Entering it at the leave page (or asking the operators)
 ends our access at the provider and deletes everything we hold about you. Data already published cannot be
 recalled.</p>
 {offers}"#
@@ -140,15 +169,28 @@ pub(super) async fn start(
     let Some(provider) = registry::provider(provider) else {
         return error_page(StatusCode::BAD_REQUEST, "Unknown provider.");
     };
-    let authorization = match onboarding::authorize(&enrolment.settings, provider, &enrolment.callback_url()) {
+    let Some(http) = &enrolment.http else {
+        return error_page(StatusCode::INTERNAL_SERVER_ERROR, "Enrolment is not available on this server.");
+    };
+    let authorization = match onboarding::authorize_with(http, &enrolment.settings, provider, &enrolment.callback_url())
+    {
         Ok(a) => a,
         Err(e) => return error_page(StatusCode::BAD_REQUEST, &e.to_string()),
     };
     let url = authorization.url.clone();
-    if let Ok(mut pending) = enrolment.pending.lock() {
-        pending.retain(|_, (_, at)| at.elapsed() < PENDING_FOR);
-        pending.insert(authorization.state.clone(), (authorization, Instant::now()));
+    let Ok(mut pending) = enrolment.pending.lock() else {
+        return error_page(StatusCode::INTERNAL_SERVER_ERROR, "Please try again.");
+    };
+    pending.retain(|_, (_, at)| at.elapsed() < PENDING_FOR);
+    if pending.len() >= MAX_PENDING {
+        tracing::warn!(pending = pending.len(), "enrolment refused: too many enrolments wait for their callback");
+        return error_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many people are connecting right now. Please try again in a few minutes.",
+        );
     }
+    pending.insert(authorization.state.clone(), (authorization, Instant::now()));
+    drop(pending);
     Redirect::to(&url).into_response()
 }
 
@@ -180,8 +222,8 @@ pub(super) async fn callback(
     {
         Ok(enrolled) => {
             tracing::info!(provider = %authorization.provider, account = %enrolled.account.name, "enrolled through /connect");
-            let leave =
-                format!("/leave?account={}&secret={}", enrolled.account.name, enrolled.leave_secret.expose_secret());
+            // The leave code is shown, never put in a URL (history, logs, referrers).
+            let code = format!("{}.{}", enrolled.account.name, enrolled.leave_secret.expose_secret());
             let missing = if enrolled.missing_scopes.is_empty() {
                 String::new()
             } else {
@@ -196,10 +238,11 @@ pub(super) async fn callback(
                 &format!(
                     r#"<p id="enrolled">Thank you. Your {provider} data will be shared under the pseudonymous reference
 <code id="subject">{subject}</code>.</p>{missing}
-<p>Keep this personal link to leave at any time: <a id="leave" href="{leave}">leave this project</a>.</p>"#,
+<p>Keep this personal leave code somewhere safe: <code id="leave-code">{code}</code>. To leave at any time,
+open <a id="leave" href="/leave">the leave page</a> and enter it.</p>"#,
                     provider = authorization.provider,
                     subject = escape(&enrolled.subject),
-                    leave = escape(&leave),
+                    code = escape(&code),
                 ),
             )
         }
@@ -213,19 +256,15 @@ pub(super) async fn callback(
     }
 }
 
-pub(super) async fn leave_form(Query(q): Query<HashMap<String, String>>) -> Response {
-    let field = |k: &str| escape(q.get(k).map(String::as_str).unwrap_or_default());
+pub(super) async fn leave_form() -> Response {
     page(
         StatusCode::OK,
         "Leave this project",
-        &format!(
-            r#"<p>Leaving ends our access to your account at the provider and deletes everything we hold about you.
+        r#"<p>Leaving ends our access to your account at the provider and deletes everything we hold about you.
 Data already published cannot be recalled.</p>
-<form method="post" action="/leave"><input type="hidden" name="account" value="{}"><input type="hidden" name="secret" value="{}">
+<form method="post" action="/leave"><p><label>Your leave code (shown when you connected)<br>
+<input name="code" autocomplete="off" required size="60"></label></p>
 <button id="confirm-leave" type="submit">Leave and delete my data</button></form>"#,
-            field("account"),
-            field("secret")
-        ),
     )
 }
 
@@ -234,10 +273,16 @@ pub(super) async fn leave(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let Some(enrolment) = &state.enrolment else { return error_page(StatusCode::NOT_FOUND, "enrolment is off here") };
-    let (Some(name), Some(secret)) = (form.get("account"), form.get("secret")) else {
-        return error_page(StatusCode::BAD_REQUEST, "This leave link is incomplete.");
+    // The leave code is `<account>.<secret>`; the secret (base64url) holds no '.', so
+    // the last '.' splits them.
+    let from_code = form.get("code").and_then(|c| c.trim().rsplit_once('.'));
+    let (name, secret) = match (from_code, form.get("account"), form.get("secret")) {
+        (Some((name, secret)), _, _) => (name.to_owned(), secret.to_owned()),
+        (None, Some(name), Some(secret)) => (name.clone(), secret.clone()),
+        _ => return error_page(StatusCode::BAD_REQUEST, "Enter your leave code."),
     };
-    let refused = || error_page(StatusCode::FORBIDDEN, "This leave link is not valid (or you already left).");
+    let (name, secret) = (&name, &secret);
+    let refused = || error_page(StatusCode::FORBIDDEN, "This leave code is not valid (or you already left).");
     let Ok(Some(account)) = state.store.account(name).await else { return refused() };
     let Ok(Some(consent)) = state.store.consent(account.id).await else { return refused() };
     if !token_ok(Some(&consent.leave_hash), Some(&onboarding::leave_hash(secret))) {

@@ -394,3 +394,35 @@ async fn case_09_readyz_reflects_writes() {
     shutdown.cancel();
     let _ = server.await;
 }
+
+/// Case 8: the consent pages send security headers; the leave code never travels in a
+/// URL; anonymous starts of enrolment are capped with a clear 429 page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_08_consent_pages_are_hardened() {
+    let sim = common::simulator(1, 1508).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (base, _store, _stop) = crate::onboarding::consent_server(&sim, &dir, None).await;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    for path in ["/connect", "/leave", "/privacy", "/connect/callback?state=x"] {
+        let r = http.get(format!("{base}{path}")).send().await.unwrap();
+        let h = r.headers();
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'none'") && csp.contains("form-action 'self'"), "{path}: {csp}");
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+        assert_eq!(h["cache-control"], "no-store", "{path}");
+    }
+    let leave = http.get(format!("{base}/leave?account=a&secret=s")).send().await.unwrap().text().await.unwrap();
+    assert!(!leave.contains("value=\"s\""), "a secret in the URL is not echoed into the page");
+    let mut last = 0;
+    for _ in 0..1001 {
+        let r = http.post(format!("{base}/connect/start")).form(&[("provider", "fitbit")]).send().await.unwrap();
+        last = r.status().as_u16();
+        if last == 429 {
+            break;
+        }
+        assert_eq!(last, 303, "a redirect to the provider");
+    }
+    assert_eq!(last, 429, "the 1001st waiting enrolment is refused");
+}

@@ -269,7 +269,7 @@ async fn users_remove_revokes_upstream_and_leaves_only_the_marker() {
 }
 
 /// The worker's server with the consent pages, in process.
-async fn consent_server(
+pub(crate) async fn consent_server(
     sim: &Simulator,
     dir: &tempfile::TempDir,
     enroll_token: Option<&str>,
@@ -322,30 +322,24 @@ async fn the_consent_page_enrols_with_the_code_and_the_leave_link_withdraws() {
     let subject = confirmation.split("<code id=\"subject\">").nth(1).unwrap().split('<').next().unwrap();
     assert_eq!(subject.len(), 32);
 
-    let leave =
-        confirmation.split("id=\"leave\" href=\"").nth(1).unwrap().split('"').next().unwrap().replace("&amp;", "&");
-    let link = url::Url::parse(&format!("{base}{leave}")).unwrap();
-    let q: HashMap<String, String> = link.query_pairs().into_owned().collect();
+    // The leave code is shown on the page, never carried in a URL.
+    let code = confirmation.split("<code id=\"leave-code\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    let (account_name, secret) = code.rsplit_once('.').unwrap();
+    assert!(confirmation.contains("id=\"leave\" href=\"/leave\""), "{confirmation}");
+    assert!(!confirmation.contains(&format!("secret={secret}")));
     let forged = http
         .post(format!("{base}/leave"))
-        .form(&[("account", q["account"].as_str()), ("secret", "guess")])
+        .form(&[("code", format!("{account_name}.guess").as_str())])
         .send()
         .await
         .unwrap();
     assert_eq!(forged.status(), 403);
-    let form = http.get(link.as_str()).send().await.unwrap().text().await.unwrap();
-    assert!(form.contains("confirm-leave"));
-    let left = http
-        .post(format!("{base}/leave"))
-        .form(&[("account", q["account"].as_str()), ("secret", q["secret"].as_str())])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let form = http.get(format!("{base}/leave")).send().await.unwrap().text().await.unwrap();
+    assert!(form.contains("confirm-leave") && form.contains("name=\"code\""));
+    let left =
+        http.post(format!("{base}/leave")).form(&[("code", code.as_str())]).send().await.unwrap().text().await.unwrap();
     assert!(left.contains("You have left"), "{left}");
-    let account = store.account(&q["account"]).await.unwrap().unwrap();
+    let account = store.account(account_name).await.unwrap().unwrap();
     assert_eq!(account.status, AccountStatus::Removed);
     assert!(store.tokens(account.id).await.unwrap().is_none());
 }
