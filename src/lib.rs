@@ -12,6 +12,8 @@ pub mod commands;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+#[cfg(test)]
+mod fuzz;
 pub mod http;
 pub mod keyfile;
 pub mod normalize;

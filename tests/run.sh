@@ -13,6 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Each fuzz target (src/fuzz.rs) mutates parser input for this long; a plain
+# `cargo test` gives each 3 s. WEARBRIDGE_FUZZ_SEED=N replays a run.
+export WEARBRIDGE_FUZZ_SECONDS="${WEARBRIDGE_FUZZ_SECONDS:-30}"
 
 apt_install() {
     local sudo=""

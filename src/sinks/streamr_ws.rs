@@ -72,17 +72,23 @@ impl Shared {
 
     /// A message came back on a subscription.
     fn saw(&self, frame: &str) {
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(frame) else { return };
-        // With `payloadMetadata: true` the node wraps the message in `content`.
-        let message = value.get("content").unwrap_or(&value);
-        let Some(id) = message.pointer("/header/uuid").and_then(|v| v.as_str()) else { return };
+        let Some(id) = confirmed_id(frame) else { return };
         let mut c = self.lock();
-        if c.awaiting.contains_key(id) {
-            c.seen.insert(id.to_owned());
+        if c.awaiting.contains_key(&id) {
+            c.seen.insert(id);
             drop(c);
             self.arrived.notify_waiters();
         }
     }
+}
+
+/// The message id a frame on the confirming subscription carries, if it is one of ours.
+/// Pure, so it is fuzzed with any text.
+pub(crate) fn confirmed_id(frame: &str) -> Option<String> {
+    let value = serde_json::from_str::<serde_json::Value>(frame).ok()?;
+    // With `payloadMetadata: true` the node wraps the message in `content`.
+    let message = value.get("content").unwrap_or(&value);
+    message.pointer("/header/uuid").and_then(|v| v.as_str()).map(str::to_owned)
 }
 
 /// The sockets of one stream.

@@ -192,18 +192,28 @@ impl GoogleHealthClient {
             }
             crate::http::BodyError::Transport(message) => ApiError::Transport { endpoint, message },
         })?;
-        if (200..300).contains(&status) {
-            return serde_json::from_slice(&body)
-                .map_err(|e| ApiError::Decode { endpoint, message: json_position(&e) });
-        }
-        let (google_status, reason, scope_hint) = match serde_json::from_slice::<ErrorBody>(&body) {
-            Ok(b) => {
-                let reason = b.error.details.iter().find_map(|d| d.reason.as_deref()).unwrap_or_default();
-                let scope_hint = b.error.message.contains("insufficient authentication scopes");
-                (code_name(&b.error.status), code_name(reason), scope_hint)
-            }
-            Err(_) => ("-".to_owned(), format!("(a non-JSON body of {} bytes)", body.len()), false),
-        };
-        Err(ApiError::Status { endpoint, status, google_status, reason, scope_hint, retry_after })
+        parse_answer(endpoint, status, retry_after, &body)
     }
+}
+
+/// An answer's body as `T` (2xx) or as the typed error Google's error body describes.
+/// Pure, so it is fuzzed with any bytes.
+pub(crate) fn parse_answer<T: DeserializeOwned>(
+    endpoint: &'static str,
+    status: u16,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    if (200..300).contains(&status) {
+        return serde_json::from_slice(body).map_err(|e| ApiError::Decode { endpoint, message: json_position(&e) });
+    }
+    let (google_status, reason, scope_hint) = match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(b) => {
+            let reason = b.error.details.iter().find_map(|d| d.reason.as_deref()).unwrap_or_default();
+            let scope_hint = b.error.message.contains("insufficient authentication scopes");
+            (code_name(&b.error.status), code_name(reason), scope_hint)
+        }
+        Err(_) => ("-".to_owned(), format!("(a non-JSON body of {} bytes)", body.len()), false),
+    };
+    Err(ApiError::Status { endpoint, status, google_status, reason, scope_hint, retry_after })
 }

@@ -3,7 +3,7 @@
 //! with tokens, quotas and retries (here), normalisation and the sync plan.
 
 pub mod api;
-mod client;
+pub(crate) mod client;
 pub mod normalize;
 pub mod oauth;
 mod plan;

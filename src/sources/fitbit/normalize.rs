@@ -70,8 +70,12 @@ pub fn daily_activity(account_id: &str, points: &[Lenient<DailyRollupDataPoint>]
             d.distance_m = Some(m.millimeters_sum as f64 / 1000.0);
         }
         if let Some(a) = &p.active_minutes {
-            let sum: i64 = a.active_minutes_rollup_by_activity_level.iter().map(|l| l.active_minutes_sum).sum();
-            match non_negative(sum, "negative active minutes") {
+            let sum = a
+                .active_minutes_rollup_by_activity_level
+                .iter()
+                .try_fold(0i64, |acc, l| acc.checked_add(l.active_minutes_sum))
+                .ok_or(Skipped::bad("active minutes beyond 64 bits"));
+            match sum.and_then(|s| non_negative(s, "negative active minutes")) {
                 Ok(v) => d.active_minutes = Some(v),
                 Err(e) => out.push(Err(e)),
             }
@@ -115,7 +119,7 @@ pub fn sleep(account_id: &str, point: &DataPoint) -> Result<Record, Skipped> {
             "REM" => &mut stages.rem,
             _ => continue,
         };
-        *slot = Some(slot.unwrap_or(0) + minutes);
+        *slot = Some(slot.unwrap_or(0).saturating_add(minutes));
     }
     let asleep = summary.minutes_asleep.map(|m| non_negative(m, "negative minutesAsleep")).transpose()?;
     let awake = summary.minutes_awake.map(|m| non_negative(m, "negative minutesAwake")).transpose()?;

@@ -56,6 +56,22 @@ struct CodeTokens {
     scope: String,
 }
 
+/// A token endpoint's answer to the refresh grant. Pure, so it is fuzzed with any bytes.
+pub(crate) fn parse_refresh(status: u16, body: &[u8]) -> Result<TokenResponse, RefreshError> {
+    if (200..300).contains(&status) {
+        // The position only: serde's messages can quote values, and this body holds tokens.
+        return serde_json::from_slice(body).map_err(|e| RefreshError::Malformed(json_position(&e)));
+    }
+    if status >= 500 || status == 429 {
+        return Err(RefreshError::Server { status });
+    }
+    let error = GoogleOAuth::error_of(status, body).error;
+    if error == "invalid_grant" {
+        return Err(RefreshError::InvalidGrant);
+    }
+    Err(RefreshError::Client { status, error })
+}
+
 /// Client for Google's OAuth endpoints.
 #[derive(Clone)]
 pub struct GoogleOAuth {
@@ -101,18 +117,7 @@ impl GoogleOAuth {
         ];
         let (status, body) =
             post_form(&self.http, &self.settings.token_url, &form).await.map_err(RefreshError::Transport)?;
-        if (200..300).contains(&status) {
-            // The position only: serde's messages can quote values, and this body holds tokens.
-            return serde_json::from_slice(&body).map_err(|e| RefreshError::Malformed(json_position(&e)));
-        }
-        if status >= 500 || status == 429 {
-            return Err(RefreshError::Server { status });
-        }
-        let error = Self::error_of(status, &body).error;
-        if error == "invalid_grant" {
-            return Err(RefreshError::InvalidGrant);
-        }
-        Err(RefreshError::Client { status, error })
+        parse_refresh(status, &body)
     }
 
     async fn exchange_code(

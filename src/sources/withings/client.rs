@@ -108,24 +108,30 @@ impl WithingsClient {
             crate::telemetry::upstream_request("withings", &status.to_string());
             return Err(WithingsError::Http { action, status });
         }
-        let decode = |e: serde_json::Error| WithingsError::Decode { action, message: json_position(&e) };
-        let head: Envelope<serde::de::IgnoredAny> = serde_json::from_slice(&bytes).map_err(decode)?;
-        // Withings answers HTTP 200 with its own status in the body: count that one.
-        crate::telemetry::upstream_request("withings", &format!("{status}/{}", head.status));
-        match head.status {
-            0 => {
-                let env: Envelope<T> = serde_json::from_slice(&bytes).map_err(decode)?;
-                env.body.ok_or(WithingsError::Decode { action, message: "status 0 without a body".into() })
-            }
-            601 => {
-                let wait = serde_json::from_slice::<Envelope<Throttle>>(&bytes)
-                    .ok()
-                    .and_then(|e| e.body)
-                    .and_then(|b| b.wait_seconds)
-                    .map(Duration::from_secs);
-                Err(WithingsError::Throttled { action, wait })
-            }
-            status => Err(WithingsError::Status { action, status }),
+        parse_envelope(action, &bytes)
+    }
+}
+
+/// The body of a Withings envelope as `T` (status 0), or the typed error its status
+/// says. Pure, so it is fuzzed with any bytes.
+pub(crate) fn parse_envelope<T: DeserializeOwned>(action: &'static str, bytes: &[u8]) -> Result<T, WithingsError> {
+    let decode = |e: serde_json::Error| WithingsError::Decode { action, message: json_position(&e) };
+    let head: Envelope<serde::de::IgnoredAny> = serde_json::from_slice(bytes).map_err(decode)?;
+    // Withings answers HTTP 200 with its own status in the body: count that one.
+    crate::telemetry::upstream_request("withings", &format!("200/{}", head.status));
+    match head.status {
+        0 => {
+            let env: Envelope<T> = serde_json::from_slice(bytes).map_err(decode)?;
+            env.body.ok_or(WithingsError::Decode { action, message: "status 0 without a body".into() })
         }
+        601 => {
+            let wait = serde_json::from_slice::<Envelope<Throttle>>(bytes)
+                .ok()
+                .and_then(|e| e.body)
+                .and_then(|b| b.wait_seconds)
+                .map(Duration::from_secs);
+            Err(WithingsError::Throttled { action, wait })
+        }
+        status => Err(WithingsError::Status { action, status }),
     }
 }

@@ -6,7 +6,7 @@
 //! shares one limiter, and a 601 pauses every account (honouring `wait_seconds`).
 
 pub mod api;
-mod client;
+pub(crate) mod client;
 pub mod normalize;
 pub mod oauth;
 mod plan;

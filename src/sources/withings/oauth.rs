@@ -46,6 +46,49 @@ struct ThrottleBody {
     wait_seconds: Option<u64>,
 }
 
+/// The token endpoint's answer to the refresh grant (an HTTP-200 envelope). Pure, so it
+/// is fuzzed with any bytes.
+pub(crate) fn parse_refresh(http_status: u16, bytes: &[u8]) -> Result<TokenResponse, RefreshError> {
+    if !(200..300).contains(&http_status) {
+        return Err(RefreshError::Server { status: http_status });
+    }
+    let head: Envelope<serde::de::IgnoredAny> =
+        serde_json::from_slice(bytes).map_err(|e| RefreshError::Malformed(json_position(&e)))?;
+    match head.status {
+        0 => {
+            let env: Envelope<TokenBody> =
+                serde_json::from_slice(bytes).map_err(|e| RefreshError::Malformed(json_position(&e)))?;
+            let body = env.body.ok_or_else(|| RefreshError::Malformed("status 0 without a body".into()))?;
+            Ok(TokenResponse {
+                access_token: body.access_token,
+                expires_in: body.expires_in.unwrap_or(10_800),
+                refresh_token: Some(body.refresh_token),
+                scope: body.scope,
+                user_id: body.userid,
+            })
+        }
+        601 => {
+            let env: Envelope<ThrottleBody> =
+                serde_json::from_slice(bytes).unwrap_or(Envelope { status: 601, body: None, error: None });
+            Err(RefreshError::Throttled(env.body.and_then(|b| b.wait_seconds).map(Duration::from_secs)))
+        }
+        100..=102 | 200 | 401 => Err(RefreshError::InvalidGrant),
+        status => {
+            let error = head.error.unwrap_or_default();
+            let lower = error.to_ascii_lowercase();
+            if lower.contains("refresh_token") || lower.contains("invalid_grant") {
+                Err(RefreshError::InvalidGrant)
+            } else if lower.contains("client") {
+                Err(RefreshError::Client { status: 200, error: format!("Withings status {status}") })
+            } else if status == 522 || status >= 500 && !lower.contains("invalid params") {
+                Err(RefreshError::ProviderStatus(status))
+            } else {
+                Err(RefreshError::Client { status: 200, error: format!("Withings status {status}") })
+            }
+        }
+    }
+}
+
 /// Client for the Withings OAuth endpoints.
 #[derive(Clone)]
 pub struct WithingsOAuth {
@@ -83,44 +126,7 @@ impl WithingsOAuth {
         ];
         let (http_status, bytes) =
             post_form(&self.http, &self.token_url(), &form).await.map_err(RefreshError::Transport)?;
-        if !(200..300).contains(&http_status) {
-            return Err(RefreshError::Server { status: http_status });
-        }
-        let head: Envelope<serde::de::IgnoredAny> =
-            serde_json::from_slice(&bytes).map_err(|e| RefreshError::Malformed(json_position(&e)))?;
-        match head.status {
-            0 => {
-                let env: Envelope<TokenBody> =
-                    serde_json::from_slice(&bytes).map_err(|e| RefreshError::Malformed(json_position(&e)))?;
-                let body = env.body.ok_or_else(|| RefreshError::Malformed("status 0 without a body".into()))?;
-                Ok(TokenResponse {
-                    access_token: body.access_token,
-                    expires_in: body.expires_in.unwrap_or(10_800),
-                    refresh_token: Some(body.refresh_token),
-                    scope: body.scope,
-                    user_id: body.userid,
-                })
-            }
-            601 => {
-                let env: Envelope<ThrottleBody> =
-                    serde_json::from_slice(&bytes).unwrap_or(Envelope { status: 601, body: None, error: None });
-                Err(RefreshError::Throttled(env.body.and_then(|b| b.wait_seconds).map(Duration::from_secs)))
-            }
-            100..=102 | 200 | 401 => Err(RefreshError::InvalidGrant),
-            status => {
-                let error = head.error.unwrap_or_default();
-                let lower = error.to_ascii_lowercase();
-                if lower.contains("refresh_token") || lower.contains("invalid_grant") {
-                    Err(RefreshError::InvalidGrant)
-                } else if lower.contains("client") {
-                    Err(RefreshError::Client { status: 200, error: format!("Withings status {status}") })
-                } else if status == 522 || status >= 500 && !lower.contains("invalid params") {
-                    Err(RefreshError::ProviderStatus(status))
-                } else {
-                    Err(RefreshError::Client { status: 200, error: format!("Withings status {status}") })
-                }
-            }
-        }
+        parse_refresh(http_status, &bytes)
     }
 
     async fn exchange_code(&self, code: &str, redirect_uri: &str) -> Result<Exchanged, OnboardError> {
