@@ -73,6 +73,13 @@ enum Command {
         /// publishes to any other stream fail as on a real node.
         #[arg(long = "stream", value_name = "ID[:PARTITIONS]", default_value = "wearbridge-demo.eth/health", value_parser = parse_stream)]
         streams: Vec<(String, u32)>,
+        /// A fault to serve (repeatable), `ENDPOINT=FAULT[*TIMES]`, e.g.
+        /// `google.dataPoints.heart-rate=status:500*3` or
+        /// `withings.requesttoken=envelope:601:1000000000`. FAULT: status:CODE,
+        /// rate-limit[:SECS], invalid-grant, malformed, truncated, delay:MILLIS,
+        /// envelope:STATUS[:WAIT], huge:BYTES, error-text:CODE:TEXT, rewrite:FROM=>TO.
+        #[arg(long = "fault", value_name = "ENDPOINT=FAULT[*TIMES]", value_parser = wearbridge::simulator::parse_fault)]
+        faults: Vec<(String, wearbridge::simulator::Fault, u32)>,
     },
     /// Enrol a person by consent: prints the provider's authorisation URL and waits for
     /// the redirect on oauth.redirect_uri (or reads the pasted address with --manual).
@@ -167,8 +174,8 @@ fn main() -> ExitCode {
                 wearbridge::demo::main(&wearbridge::demo::DemoOptions { people, seed, history, now: globals.now }).await
             }
             #[cfg(feature = "demo")]
-            Command::Simulate { listen, people, seed, streams } => {
-                commands::simulate::main(listen, people, seed, &streams, globals.clock()).await
+            Command::Simulate { listen, people, seed, streams, faults } => {
+                commands::simulate::main(listen, people, seed, &streams, &faults, globals.clock()).await
             }
             Command::Users { command } => match command {
                 UsersCommand::Add { provider, name, refresh_token_file, refresh_token_stdin: _ } => {

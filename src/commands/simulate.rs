@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use crate::clock::Clock;
-use crate::simulator::{self, Simulator, SimulatorConfig};
+use crate::simulator::{self, Fault, Simulator, SimulatorConfig};
 
 /// Serves until Ctrl-C; readings are generated relative to `clock` (`--now`); the
 /// simulated node knows `streams` (id, partitions).
@@ -12,9 +12,15 @@ pub async fn main(
     people: usize,
     seed: u64,
     streams: &[(String, u32)],
+    faults: &[(String, Fault, u32)],
     clock: Clock,
 ) -> anyhow::Result<()> {
     let sim = Simulator::start(SimulatorConfig { listen, people, seed, canary: false, clock }).await?;
+    for (endpoint, fault, times) in faults {
+        sim.faults().inject(endpoint, fault.clone(), *times);
+        let times = if *times == u32::MAX { "every".to_owned() } else { times.to_string() };
+        println!("fault:                                   {endpoint}: {fault:?} ({times} requests)");
+    }
     for (stream, partitions) in streams {
         sim.register_stream(stream, *partitions);
         println!("streamr stream (streamr.streams):         {stream} ({partitions} partitions)");

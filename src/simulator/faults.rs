@@ -202,3 +202,85 @@ pub(crate) async fn apply(State(state): State<Arc<SimState>>, request: Request, 
         }
     }
 }
+
+/// One `simulate --fault` flag: `ENDPOINT=FAULT[*TIMES]`, so the hostile cases can be
+/// reproduced by hand. `FAULT` is one of `status:CODE`, `rate-limit[:SECS]`,
+/// `invalid-grant`, `malformed`, `truncated`, `delay:MILLIS`, `envelope:STATUS[:WAIT]`,
+/// `huge:BYTES`, `error-text:CODE:TEXT` or `rewrite:FROM=>TO`; without `*TIMES` it
+/// applies to every request. Endpoints are the simulator's labels
+/// (`google.dataPoints.heart-rate`, `google.token`, `withings.getmeas`,
+/// `withings.requesttoken`, `streamr.publish`, ...).
+pub fn parse_fault(text: &str) -> Result<(String, Fault, u32), String> {
+    let (endpoint, rest) = text.split_once('=').ok_or("expected ENDPOINT=FAULT[*TIMES]")?;
+    if endpoint.is_empty() {
+        return Err("expected ENDPOINT=FAULT[*TIMES]".into());
+    }
+    let (spec, times) = match rest.rsplit_once('*') {
+        Some((spec, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            (spec, n.parse::<u32>().map_err(|_| format!("times out of range: {n}"))?)
+        }
+        _ => (rest, u32::MAX),
+    };
+    let (kind, arg) = spec.split_once(':').unwrap_or((spec, ""));
+    let number = |s: &str, what: &str| s.parse::<u64>().map_err(|_| format!("{kind}: expected {what}, got {s:?}"));
+    let fault = match kind {
+        "status" => Fault::Status(u16::try_from(number(arg, "an HTTP status")?).map_err(|_| "status out of range")?),
+        "rate-limit" => {
+            Fault::RateLimited { retry_after: (!arg.is_empty()).then(|| number(arg, "seconds")).transpose()? }
+        }
+        "invalid-grant" => Fault::InvalidGrant,
+        "malformed" => Fault::Malformed,
+        "truncated" => Fault::Truncated,
+        "delay" => Fault::Delay(Duration::from_millis(number(arg, "milliseconds")?)),
+        "envelope" => {
+            let (status, wait) = arg.split_once(':').map_or((arg, None), |(s, w)| (s, Some(w)));
+            let status = status.parse::<i64>().map_err(|_| format!("envelope: expected a status, got {status:?}"))?;
+            Fault::Envelope { status, wait_seconds: wait.map(|w| number(w, "seconds")).transpose()? }
+        }
+        "huge" => Fault::Huge(number(arg, "a size in bytes")?),
+        "error-text" => {
+            let (code, text) = arg.split_once(':').ok_or("error-text: expected CODE:TEXT")?;
+            Fault::ErrorText {
+                status: u16::try_from(number(code, "a status")?).map_err(|_| "status out of range")?,
+                text: text.to_owned(),
+            }
+        }
+        "rewrite" => {
+            let (from, to) = arg.split_once("=>").ok_or("rewrite: expected FROM=>TO")?;
+            Fault::Rewrite { from: from.to_owned(), to: to.to_owned() }
+        }
+        other => return Err(format!("unknown fault {other:?}")),
+    };
+    Ok((endpoint.to_owned(), fault, times))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_flags_parse() {
+        assert_eq!(
+            parse_fault("google.dataPoints.heart-rate=status:500*3").unwrap(),
+            ("google.dataPoints.heart-rate".into(), Fault::Status(500), 3)
+        );
+        assert_eq!(
+            parse_fault("withings.requesttoken=envelope:601:1000000000").unwrap().1,
+            Fault::Envelope { status: 601, wait_seconds: Some(1_000_000_000) }
+        );
+        assert_eq!(
+            parse_fault(r#"google.dataPoints.heart-rate=rewrite:"beatsPerMinute":"=>"beatsPerMinute":"NaN","x":"*1"#)
+                .unwrap(),
+            (
+                "google.dataPoints.heart-rate".into(),
+                Fault::Rewrite { from: r#""beatsPerMinute":""#.into(), to: r#""beatsPerMinute":"NaN","x":""#.into() },
+                1
+            )
+        );
+        assert_eq!(parse_fault("streamr.publish=rate-limit").unwrap().1, Fault::RateLimited { retry_after: None });
+        assert_eq!(parse_fault("x=huge:1048576").unwrap().2, u32::MAX);
+        for bad in ["", "=status:500", "x", "x=status:abc", "x=nonsense", "x=rewrite:no-arrow", "x=status:70000"] {
+            assert!(parse_fault(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -14,7 +14,7 @@ mod streamr;
 mod streamr_ws;
 mod withings;
 
-pub use faults::{Fault, Faults};
+pub use faults::{Fault, Faults, parse_fault};
 pub use people::{CANARY_ID_BASE, CANARY_USER_ID_BASE, Person, generate_people};
 pub use streamr::{API_KEY as STREAMR_API_KEY, Received};
 

@@ -426,3 +426,44 @@ async fn case_08_consent_pages_are_hardened() {
     }
     assert_eq!(last, 429, "the 1001st waiting enrolment is refused");
 }
+
+/// The hostile cases by hand: `simulate --fault` serves a fault from the command line.
+#[tokio::test]
+async fn simulate_serves_faults_from_the_command_line() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let mut child = common::command(
+        dir.path(),
+        "none.toml",
+        &[
+            "simulate",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--people",
+            "1",
+            "--fault",
+            "google.dataPoints.heart-rate=error-text:503:down for maintenance*2",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut base = None;
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(url) = line.strip_prefix("google health api (fitbit.api_base_url): ") {
+            base = Some(url.trim().to_owned());
+        }
+        if line.starts_with("serving until") {
+            break;
+        }
+    }
+    let url = format!("{}/v4/users/me/dataTypes/heart-rate/dataPoints", base.expect("the API's address is printed"));
+    for _ in 0..2 {
+        let r = reqwest::get(&url).await.unwrap();
+        assert_eq!(r.status(), 503);
+        assert!(r.text().await.unwrap().contains("down for maintenance"));
+    }
+    assert_eq!(reqwest::get(&url).await.unwrap().status(), 401, "two faults, then the real answer (no token)");
+    let _ = child.kill().await;
+}
