@@ -1,5 +1,5 @@
-//! The daemon: claims due accounts, syncs their due datasets, drains the outbox, and
-//! stops cleanly on a signal.
+//! The daemon: claims due accounts and syncs their due datasets in one loop, drains the
+//! outbox in another beside it, and stops cleanly on a signal.
 //!
 //! Each (account, dataset) has its own next-due time (`sync.interval` plus up to
 //! `sync.jitter`). The account is the unit of claiming, because one account's tokens must
@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::Notify;
 
 use crate::config::{Dataset, SyncSettings};
 use crate::pipeline::{Output, Pipeline};
@@ -20,8 +22,8 @@ use crate::publisher::{PublishError, Publisher};
 use crate::retry::CancellationToken;
 use crate::store::{Lease, Store, StoreError};
 
-/// Accounts claimed, and synced at once, by one worker: no claimed account waits for a
-/// slot while its lease runs.
+/// Accounts one worker syncs at once; a claimed account never waits for a slot while
+/// its lease runs (the worker claims only as many as it has free slots).
 const CONCURRENCY: u32 = 8;
 
 /// Why the daemon stopped with an error.
@@ -64,75 +66,126 @@ impl Worker {
     }
 
     /// Runs until `shutdown`; returns once in-flight work is done (or gave up: back-off
-    /// pauses end on the same token). A store that does not answer is waited out (and
-    /// `/readyz` says so); only a sink that refuses the configuration ends the loop with
-    /// an error.
+    /// pauses end on the same token). Syncing and publishing are two loops side by side:
+    /// accounts are claimed as slots free up, whatever the outbox holds, and the outbox
+    /// drains at its own rate. A store that does not answer is waited out (and `/readyz`
+    /// says so); only a sink that refuses the configuration ends the loop with an error.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        // A sink that refuses the configuration stops the sync loop too.
+        let stop = shutdown.child_token();
+        let synced = Notify::new();
+        let publish = async {
+            let result = self.publish_loop(&stop, &synced).await;
+            stop.cancel();
+            result
+        };
+        let ((), published) = tokio::join!(self.sync_loop(&stop, &synced), publish);
+        published
+    }
+
+    /// Keeps up to [`CONCURRENCY`] accounts syncing: a slot freed by one account is
+    /// filled by the next due one at once, so no account waits on a slow one (a long
+    /// `Retry-After`, a throttled token endpoint).
+    async fn sync_loop(&self, stop: &CancellationToken, synced: &Notify) {
+        let datasets: Vec<&str> = self.sync.datasets.iter().map(|d| d.as_str()).collect();
+        let mut in_flight = FuturesUnordered::new();
         let mut failures = 0u32;
         loop {
-            if shutdown.is_cancelled() {
-                return Ok(());
+            if stop.is_cancelled() {
+                // In-flight syncs hear the same token; let them end.
+                while in_flight.next().await.is_some() {}
+                return;
             }
-            let pause = match self.round(&shutdown).await {
-                Ok(0) => {
-                    failures = 0;
-                    self.poll()
+            let free = CONCURRENCY.saturating_sub(in_flight.len() as u32);
+            let mut pause = self.poll();
+            let mut more = false;
+            if free > 0 {
+                let lease = Lease::new(&self.id, self.sync.lease, self.pipeline.clock.now());
+                match self.pipeline.store.claim_accounts(&lease, &datasets, free).await {
+                    Ok(accounts) => {
+                        failures = 0;
+                        // A full claim: more may be due.
+                        more = accounts.len() as u32 == free;
+                        for account in accounts {
+                            in_flight.push(self.sync_claimed(lease.clone(), account, stop, synced));
+                        }
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        pause = (self.poll() * failures.min(10)).min(Duration::from_secs(30));
+                        tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "the store failed; retrying");
+                    }
                 }
-                Ok(_) => {
-                    failures = 0;
-                    continue;
-                }
-                Err(WorkerError::Store(e) | WorkerError::Publish(PublishError::Store(e))) => {
-                    failures += 1;
-                    let pause = (self.poll() * failures.min(10)).min(Duration::from_secs(30));
-                    tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "the store failed; retrying");
-                    pause
-                }
-                Err(e) => return Err(e),
-            };
+            }
+            if more && in_flight.len() < CONCURRENCY as usize {
+                continue;
+            }
             tokio::select! {
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
                 _ = tokio::time::sleep(pause) => {}
-                _ = shutdown.cancelled() => {}
+                _ = stop.cancelled() => {}
             }
         }
     }
 
-    /// Claims, syncs and drains once; returns how many accounts it claimed.
-    async fn round(&self, shutdown: &CancellationToken) -> Result<usize, WorkerError> {
-        let datasets: Vec<&str> = self.sync.datasets.iter().map(|d| d.as_str()).collect();
-        let lease = Lease::new(&self.id, self.sync.lease, self.pipeline.clock.now());
-        let accounts = self.pipeline.store.claim_accounts(&lease, &datasets, CONCURRENCY).await?;
-        let claimed = accounts.len();
-        futures::stream::iter(accounts)
-            .for_each_concurrent(CONCURRENCY as usize, |account| {
-                let lease = &lease;
-                async move {
-                    if let Err(e) = self.sync_account(lease, &account, shutdown).await {
-                        tracing::warn!(error = %e, "could not record the sync of an account; its lease will expire");
+    async fn sync_claimed(
+        &self,
+        lease: Lease,
+        account: crate::store::Account,
+        stop: &CancellationToken,
+        synced: &Notify,
+    ) {
+        if let Err(e) = self.sync_account(&lease, &account, stop).await {
+            tracing::warn!(error = %e, "could not record the sync of an account; its lease will expire");
+        }
+        synced.notify_one();
+    }
+
+    /// Drains the outbox whenever a sync committed something, or every poll interval.
+    async fn publish_loop(&self, stop: &CancellationToken, synced: &Notify) -> Result<(), WorkerError> {
+        let Some(publisher) = &self.publisher else {
+            stop.cancelled().await;
+            return Ok(());
+        };
+        let mut failures = 0u32;
+        loop {
+            if stop.is_cancelled() {
+                return Ok(());
+            }
+            let mut pause = self.poll();
+            match publisher.drain().await {
+                Ok(drained) => {
+                    failures = 0;
+                    if let Some(reason) = &drained.reason {
+                        tracing::warn!(
+                            published = drained.published,
+                            quarantined = drained.quarantined,
+                            resent = drained.resent,
+                            %reason,
+                            "publishing stopped; the rest waits in the outbox"
+                        );
+                    } else if drained.published + drained.quarantined > 0 {
+                        tracing::info!(
+                            published = drained.published,
+                            quarantined = drained.quarantined,
+                            resent = drained.resent,
+                            "outbox drained"
+                        );
                     }
                 }
-            })
-            .await;
-        if let Some(publisher) = &self.publisher {
-            let drained = publisher.drain().await?;
-            if let Some(reason) = &drained.reason {
-                tracing::warn!(
-                    published = drained.published,
-                    quarantined = drained.quarantined,
-                    resent = drained.resent,
-                    %reason,
-                    "publishing stopped; the rest waits in the outbox for the next round"
-                );
-            } else if drained.published + drained.quarantined > 0 {
-                tracing::info!(
-                    published = drained.published,
-                    quarantined = drained.quarantined,
-                    resent = drained.resent,
-                    "outbox drained"
-                );
+                Err(PublishError::Store(e)) => {
+                    failures += 1;
+                    pause = (self.poll() * failures.min(10)).min(Duration::from_secs(30));
+                    tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "the store failed; retrying");
+                }
+                Err(e) => return Err(e.into()),
+            }
+            tokio::select! {
+                _ = synced.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.cancelled() => {}
             }
         }
-        Ok(claimed)
     }
 
     /// Syncs the account's due datasets and schedules each one's next sync; a sync cut

@@ -135,6 +135,8 @@ pub enum Revocation {
 pub trait OAuth: Send + Sync {
     /// Whether `client_id` and `client_secret` are set.
     fn credentials(&self) -> (bool, bool);
+    /// The authorisation page's URL (its origin is where consent forms may lead).
+    fn auth_url(&self) -> &str;
     /// The authorisation URL asking for what `datasets` need.
     fn authorize(&self, redirect_uri: &str, state: &str, datasets: &[Dataset]) -> Result<AuthorizeUrl, OnboardError>;
     /// Exchanges an authorisation code, at once (Withings codes live 30 seconds).

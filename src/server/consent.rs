@@ -28,21 +28,29 @@ use crate::store::Store;
 
 /// How long a started enrolment waits for its callback.
 const PENDING_FOR: Duration = Duration::from_secs(600);
+/// The policy when no enrolment is served.
+const NO_FORMS_CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
 /// At most this many enrolments wait for their callback at once: anonymous posts to
 /// `/connect/start` cannot grow the memory without bound.
 const MAX_PENDING: usize = 1000;
 
 /// Headers every consent page carries: no scripts, frames, outside assets or referrers,
-/// and nothing cached (one page shows the leave code).
-pub(super) async fn security_headers(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// and nothing cached (one page shows the leave code). Forms may lead only here and, by
+/// the redirect that starts an enrolment, to the configured providers' consent pages.
+pub(super) async fn security_headers(
+    State(state): State<Arc<ServerState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     use axum::http::{HeaderValue, header};
     let mut response = next.run(request).await;
+    let csp = state.enrolment.as_ref().map_or(NO_FORMS_CSP, |e| e.csp.as_str());
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
+        HeaderValue::from_str(csp).unwrap_or(HeaderValue::from_static(NO_FORMS_CSP)),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
@@ -62,20 +70,30 @@ pub struct Enrolment {
     offered: Vec<(&'static str, &'static str)>,
     /// One client for every page's calls (building one loads the TLS roots).
     http: Option<reqwest::Client>,
+    /// The Content-Security-Policy of every page.
+    csp: String,
 }
 
 impl Enrolment {
     pub fn new(settings: Settings, key: PseudonymKey, clock: Clock) -> Self {
         let http = crate::http::client().ok();
-        let offered = match &http {
-            Some(http) => registry::SOURCES
-                .iter()
-                .filter(|r| (r.oauth)(&settings, http).credentials().0)
-                .map(|r| (r.provider.as_str(), r.label))
-                .collect(),
-            None => Vec::new(),
-        };
-        Self { settings, key, clock, pending: Mutex::new(HashMap::new()), offered, http }
+        let mut offered = Vec::new();
+        let mut form_targets = vec!["'self'".to_owned()];
+        for r in registry::SOURCES {
+            let Some(http) = &http else { break };
+            let oauth = (r.oauth)(&settings, http);
+            if oauth.credentials().0 {
+                offered.push((r.provider.as_str(), r.label));
+                if let Ok(url) = url::Url::parse(oauth.auth_url()) {
+                    form_targets.push(url.origin().ascii_serialization());
+                }
+            }
+        }
+        let csp = format!(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action {}; frame-ancestors 'none'; base-uri 'none'",
+            form_targets.join(" ")
+        );
+        Self { settings, key, clock, pending: Mutex::new(HashMap::new()), offered, http, csp }
     }
 
     fn offered(&self) -> Vec<(&'static str, &'static str)> {

@@ -50,19 +50,20 @@ pub async fn serve(
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {listen} (server.listen): {e}")))?;
     tracing::info!(address = %listener.local_addr()?, "serving /healthz, /readyz, /metrics and /connect");
+    let state = Arc::new(state);
     let pages = Router::new()
         .route("/connect", get(consent::connect))
         .route("/connect/start", axum::routing::post(consent::start))
         .route("/connect/callback", get(consent::callback))
         .route("/leave", get(consent::leave_form).post(consent::leave))
         .route("/privacy", get(consent::privacy))
-        .layer(axum::middleware::from_fn(consent::security_headers));
+        .layer(axum::middleware::from_fn_with_state(state.clone(), consent::security_headers));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(render))
         .merge(pages)
-        .with_state(Arc::new(state));
+        .with_state(state);
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
             tracing::error!(error = %e, "HTTP server failed");

@@ -83,13 +83,16 @@ const SQLITE_DIALECT: Dialect = Dialect {
          SELECT message_id, $2 FROM outbox WHERE seq IN (SELECT value FROM json_each($1))
          ON CONFLICT (message_id) DO NOTHING",
     delete_acked: "DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each($1))",
-    // Leases recorded, not honoured: one worker per file.
+    // Other workers' leases are recorded, not honoured (one worker per file, so a killed
+    // worker's leases do not hold its restart up); this worker's own are, so an account
+    // it is syncing is not claimed twice.
     claim_outbox: "UPDATE outbox SET lease_owner = $1, lease_until = $2 WHERE seq IN (
              SELECT seq FROM outbox WHERE status = 'pending' ORDER BY seq LIMIT $4)
          RETURNING seq, message_id, stream, partition_key, payload, attempts",
     claim_accounts: "UPDATE accounts SET lease_owner = $1, lease_until = $2 WHERE id IN (
              SELECT a.id FROM accounts a
              WHERE a.status = 'active'
+               AND (a.lease_owner IS NULL OR a.lease_owner <> $1 OR a.lease_until < $3)
                AND EXISTS (SELECT 1 FROM json_each($4) d
                            LEFT JOIN schedule s ON s.account_id = a.id AND s.dataset = d.value
                            WHERE s.next_due IS NULL OR s.next_due <= $3)
@@ -118,7 +121,7 @@ const POSTGRES_DIALECT: Dialect = Dialect {
          RETURNING o.seq, o.message_id, o.stream, o.partition_key, o.payload, o.attempts",
     claim_accounts: "WITH claimable AS (
              SELECT a.id FROM accounts a
-             WHERE a.status = 'active' AND (a.lease_until IS NULL OR a.lease_until < $3 OR a.lease_owner = $1)
+             WHERE a.status = 'active' AND (a.lease_until IS NULL OR a.lease_until < $3)
                AND EXISTS (SELECT 1 FROM json_array_elements_text($4::json) AS d(name)
                            LEFT JOIN schedule s ON s.account_id = a.id AND s.dataset = d.name
                            WHERE s.next_due IS NULL OR s.next_due <= $3)

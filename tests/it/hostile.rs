@@ -467,3 +467,58 @@ async fn simulate_serves_faults_from_the_command_line() {
     assert_eq!(reqwest::get(&url).await.unwrap().status(), 401, "two faults, then the real answer (no token)");
     let _ = child.kill().await;
 }
+
+/// Case 1, the daemon: one account stuck in a long wait (its heart-rate call answers
+/// after a minute) holds its own sync slot only; the other account is synced again and
+/// again on its schedule meanwhile; shutdown (with `run`'s grace period) ends it all.
+#[tokio::test]
+async fn case_01_one_slow_account_never_holds_the_others() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    let sim = common::simulator(2, 1512).await;
+    let dir = tempfile::tempdir().unwrap();
+    let h = common::harness_with(&sim, &dir, "1h", |s| {
+        s.sync.interval = Duration::from_millis(300);
+        s.sync.jitter = Duration::ZERO;
+        s.sync.datasets = vec![wearbridge::config::Dataset::Devices, wearbridge::config::Dataset::HeartRate];
+    })
+    .await;
+    sim.faults().inject_for_person(
+        "google.dataPoints.heart-rate",
+        0,
+        simulator::Fault::Delay(Duration::from_secs(60)),
+        1,
+    );
+    let out = Arc::new(common::Collect::default());
+    let worker = wearbridge::worker::Worker {
+        id: "w1".into(),
+        pipeline: Arc::new(h.reopen()),
+        publisher: None,
+        output: wearbridge::pipeline::Output::DryRun(out.clone()),
+        sync: h.loaded.settings.sync.clone(),
+    };
+    let shutdown = wearbridge::retry::CancellationToken::new();
+    let stop = async {
+        // Real time: the schedule is 300 ms; the pinned clock is moved along with it.
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            h.clock.advance(chrono::TimeDelta::milliseconds(100));
+        }
+        shutdown.cancel();
+    };
+    // As `run` does: after the signal, in-flight work gets `sync.shutdown_grace`.
+    let run = worker.run(shutdown.clone());
+    tokio::pin!(run);
+    tokio::select! {
+        result = &mut run => panic!("the worker stopped on its own: {result:?}"),
+        () = stop => {}
+    }
+    let graced = tokio::time::timeout(Duration::from_secs(2), &mut run).await;
+    assert!(graced.is_err(), "the stuck call is still in flight: the grace period ends it, as in `run`");
+    // One heart-rate call is the stuck one; every other is a sync of the healthy account.
+    let healthy = sim.request_count("google.dataPoints.heart-rate") - 1;
+    assert!(healthy >= 3, "the healthy account kept syncing on its 300 ms schedule: {healthy} syncs in 2 s");
+    let subjects: std::collections::BTreeSet<String> =
+        out.of("device-status").iter().map(|m| m["subject"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(subjects.len(), 2, "both accounts were claimed");
+}

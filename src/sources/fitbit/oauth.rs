@@ -176,6 +176,10 @@ impl OAuth for GoogleOAuth {
         (self.settings.client_id.is_some(), self.settings.client_secret.is_some())
     }
 
+    fn auth_url(&self) -> &str {
+        &self.settings.auth_url
+    }
+
     fn authorize(&self, redirect_uri: &str, state: &str, datasets: &[Dataset]) -> Result<AuthorizeUrl, OnboardError> {
         let client_id = self.settings.client_id.as_deref().ok_or(OnboardError::NotConfigured("fitbit"))?;
         let mut url = url::Url::parse(&self.settings.auth_url)
