@@ -34,6 +34,11 @@ impl<'p> AccountPass<'p> {
         Self { account, user_id, now, sync, store, zone: None }
     }
 
+    /// The cursor an instant dataset advances to once read up to `now` (RFC 3339).
+    pub fn now_cursor(&self) -> String {
+        self.now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    }
+
     /// The stored cursor `key` of this account.
     pub async fn cursor(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.store.cursor(self.account.id, key).await

@@ -6,16 +6,12 @@
 //! `[cursor - lookback days, today)`, so a day is published once it is over and a late
 //! upload re-publishes only if its values changed.
 
-use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use chrono::NaiveDate;
 
 use super::{FitbitSource, normalize};
 use crate::config::Dataset;
 use crate::normalize::civil::Zone;
 use crate::sources::{AccountPass, Batch, SourceError};
-
-fn instant(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
 
 impl FitbitSource {
     /// Reads one dataset into batches (each with the cursor it advances).
@@ -29,7 +25,7 @@ impl FitbitSource {
             Dataset::Devices => {
                 let devices = self.paired_devices(account).await?;
                 let records = devices.iter().map(|d| d.then(|d| normalize::device_status(id, d))).collect();
-                vec![Batch { cursor_key: "devices", cursor: instant(now), records }]
+                vec![Batch { cursor_key: "devices", cursor: pass.now_cursor(), records }]
             }
             Dataset::HeartRate => {
                 let from = pass.since("heart_rate").await.map_err(SourceError::transient)?;
@@ -38,7 +34,7 @@ impl FitbitSource {
                     .iter()
                     .map(|p| p.then(|p| normalize::heart_rate(id, p)).and_then(|r| pass.within(r, from)))
                     .collect();
-                let mut batches = vec![Batch { cursor_key: "heart_rate", cursor: instant(now), records: samples }];
+                let mut batches = vec![Batch { cursor_key: "heart_rate", cursor: pass.now_cursor(), records: samples }];
                 if let Some((from, to)) = self.day_window(pass, "heart_rate.resting").await? {
                     let points = self.resting_heart_rate(account, from, to).await?;
                     let records = points.iter().map(|p| p.then(|p| normalize::resting_heart_rate(id, p))).collect();
@@ -59,7 +55,7 @@ impl FitbitSource {
                 let from = pass.since("sleep").await.map_err(SourceError::transient)?;
                 let points = self.sleep(account, from, now).await?;
                 let records = points.iter().map(|p| p.then(|p| normalize::sleep(id, p))).collect();
-                vec![Batch { cursor_key: "sleep", cursor: instant(now), records }]
+                vec![Batch { cursor_key: "sleep", cursor: pass.now_cursor(), records }]
             }
             Dataset::Body => {
                 let mut batches = Vec::new();
@@ -69,14 +65,14 @@ impl FitbitSource {
                     .iter()
                     .map(|p| p.then(|p| normalize::weight(id, p)).and_then(|r| pass.within(r, from)))
                     .collect();
-                batches.push(Batch { cursor_key: "body.weight", cursor: instant(now), records });
+                batches.push(Batch { cursor_key: "body.weight", cursor: pass.now_cursor(), records });
                 let from = pass.since("body.fat").await.map_err(SourceError::transient)?;
                 let points = self.samples(account, "body-fat", from, now).await?;
                 let records = points
                     .iter()
                     .map(|p| p.then(|p| normalize::body_fat(id, p)).and_then(|r| pass.within(r, from)))
                     .collect();
-                batches.push(Batch { cursor_key: "body.fat", cursor: instant(now), records });
+                batches.push(Batch { cursor_key: "body.fat", cursor: pass.now_cursor(), records });
                 batches
             }
         })

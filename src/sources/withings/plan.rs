@@ -2,7 +2,7 @@
 //! own change cursor, so edits come back), heart rate in windows of at most 24 hours,
 //! activity by date, published only for days that are over in the entry's time zone.
 
-use chrono::{DateTime, Days, NaiveDate, SecondsFormat, Utc};
+use chrono::{Days, NaiveDate};
 use chrono_tz::Tz;
 
 use super::{WithingsSource, normalize};
@@ -10,10 +10,6 @@ use crate::config::Dataset;
 use crate::normalize::Skipped;
 use crate::normalize::civil::Zone;
 use crate::sources::{AccountPass, Batch, SourceError};
-
-fn instant(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
 
 impl WithingsSource {
     /// Reads one Withings dataset into batches.
@@ -28,7 +24,7 @@ impl WithingsSource {
             Dataset::Devices => {
                 let devices = self.devices(account).await?;
                 let records = devices.iter().map(|d| d.then(|d| normalize::device_status(user_id, d))).collect();
-                vec![Batch { cursor_key: "devices", cursor: instant(now), records }]
+                vec![Batch { cursor_key: "devices", cursor: pass.now_cursor(), records }]
             }
             Dataset::Body => {
                 let groups = self.measures(account, since("body").await?.timestamp()).await?;
@@ -39,18 +35,18 @@ impl WithingsSource {
                         None => vec![Err(Skipped::bad("a malformed measure group"))],
                     })
                     .collect();
-                vec![Batch { cursor_key: "body", cursor: instant(now), records }]
+                vec![Batch { cursor_key: "body", cursor: pass.now_cursor(), records }]
             }
             Dataset::Sleep => {
                 let series = self.sleep(account, since("sleep").await?.timestamp()).await?;
                 let records = series.iter().map(|s| s.then(|s| normalize::sleep(user_id, s))).collect();
-                vec![Batch { cursor_key: "sleep", cursor: instant(now), records }]
+                vec![Batch { cursor_key: "sleep", cursor: pass.now_cursor(), records }]
             }
             Dataset::HeartRate => {
                 let samples = self.intraday_heart_rate(account, since("heart_rate").await?, now).await?;
                 let records =
                     samples.iter().map(|s| s.clone().map(|(t, bpm)| normalize::heart_rate(user_id, t, bpm))).collect();
-                vec![Batch { cursor_key: "heart_rate", cursor: instant(now), records }]
+                vec![Batch { cursor_key: "heart_rate", cursor: pass.now_cursor(), records }]
             }
             Dataset::Activity => {
                 let first = pass.first_day(Zone::UTC, "activity").await.map_err(SourceError::transient)?;
