@@ -30,11 +30,19 @@ pub struct DemoOptions {
     /// The instant the demo runs at (`--now`); the real now when absent. A given instant
     /// is held for the whole pass, so the same options print the same readings.
     pub now: Option<DateTime<Utc>>,
+    /// Heart rate while worn, one sample this often.
+    pub hr_interval: Duration,
 }
 
 impl Default for DemoOptions {
     fn default() -> Self {
-        Self { people: 3, seed: 42, history: Duration::from_secs(2 * 86_400), now: None }
+        Self {
+            people: 3,
+            seed: 42,
+            history: Duration::from_secs(2 * 86_400),
+            now: None,
+            hr_interval: SimulatorConfig::default().hr_interval,
+        }
     }
 }
 
@@ -49,6 +57,7 @@ pub async fn run(
         people: options.people,
         seed: options.seed,
         clock: clock.clone(),
+        hr_interval: options.hr_interval,
         ..Default::default()
     })
     .await?;

@@ -59,6 +59,10 @@ enum Command {
         /// How much history to read (e.g. 2d, 12h).
         #[arg(long, default_value = "2d", value_parser = parse_duration)]
         history: std::time::Duration,
+        /// Heart rate while worn, one sample this often (a real Fitbit: 5s; the demo's
+        /// default, 10m, is ~1 % of that and quick).
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        hr_interval: std::time::Duration,
     },
     /// Serve the simulator (Google Health API and OAuth) in the foreground.
     #[cfg(feature = "demo")]
@@ -80,6 +84,10 @@ enum Command {
         /// envelope:STATUS[:WAIT], huge:BYTES, error-text:CODE:TEXT, rewrite:FROM=>TO.
         #[arg(long = "fault", value_name = "ENDPOINT=FAULT[*TIMES]", value_parser = wearbridge::simulator::parse_fault)]
         faults: Vec<(String, wearbridge::simulator::Fault, u32)>,
+        /// Heart rate while worn, one sample this often, as a real Fitbit (5s; below a
+        /// minute also 1 s samples in exercise bouts and an evening off-wrist gap).
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        hr_interval: std::time::Duration,
     },
     /// Enrol a person by consent: prints the provider's authorisation URL and waits for
     /// the redirect on oauth.redirect_uri (or reads the pasted address with --manual).
@@ -170,12 +178,13 @@ fn main() -> ExitCode {
                 commands::connect::main(&globals, provider, &name, manual, timeout).await
             }
             #[cfg(feature = "demo")]
-            Command::Demo { people, seed, history } => {
-                wearbridge::demo::main(&wearbridge::demo::DemoOptions { people, seed, history, now: globals.now }).await
+            Command::Demo { people, seed, history, hr_interval } => {
+                let options = wearbridge::demo::DemoOptions { people, seed, history, now: globals.now, hr_interval };
+                wearbridge::demo::main(&options).await
             }
             #[cfg(feature = "demo")]
-            Command::Simulate { listen, people, seed, streams, faults } => {
-                commands::simulate::main(listen, people, seed, &streams, &faults, globals.clock()).await
+            Command::Simulate { listen, people, seed, streams, faults, hr_interval } => {
+                commands::simulate::main(listen, people, seed, &streams, &faults, hr_interval, globals.clock()).await
             }
             Command::Users { command } => match command {
                 UsersCommand::Add { provider, name, refresh_token_file, refresh_token_stdin: _ } => {

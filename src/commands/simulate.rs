@@ -13,9 +13,10 @@ pub async fn main(
     seed: u64,
     streams: &[(String, u32)],
     faults: &[(String, Fault, u32)],
+    hr_interval: std::time::Duration,
     clock: Clock,
 ) -> anyhow::Result<()> {
-    let sim = Simulator::start(SimulatorConfig { listen, people, seed, canary: false, clock }).await?;
+    let sim = Simulator::start(SimulatorConfig { listen, people, seed, canary: false, clock, hr_interval }).await?;
     for (endpoint, fault, times) in faults {
         sim.faults().inject(endpoint, fault.clone(), *times);
         let times = if *times == u32::MAX { "every".to_owned() } else { times.to_string() };
@@ -26,6 +27,7 @@ pub async fn main(
         println!("streamr stream (streamr.streams):         {stream} ({partitions} partitions)");
     }
     println!("simulated now:                           {}", sim.clock().now().to_rfc3339());
+    println!("heart rate while worn:                   every {} s", hr_interval.as_secs());
     println!("google health api (fitbit.api_base_url): {}", sim.google_api_base());
     println!("google oauth token (fitbit.token_url):   {}", sim.google_token_url());
     println!("google consent (fitbit.auth_url):        {}", sim.google_auth_url());

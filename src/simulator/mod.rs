@@ -47,7 +47,15 @@ pub struct SimulatorConfig {
     /// "Now" for the readings, token lifetimes and sync times the fakes serve: share one
     /// with the pipeline (pinned in tests) and both agree on the time of day.
     pub clock: Clock,
+    /// Google Health heart rate: one sample this often while the device is worn. A real
+    /// Fitbit reports every few seconds ([`REALISTIC_HEART_RATE`], with 1 s during
+    /// exercise bouts and off-wrist gaps, about 17,000 samples a day); the default, ten
+    /// minutes, is ~1 % of that and keeps tests and the demo light.
+    pub hr_interval: std::time::Duration,
 }
+
+/// A real device's heart-rate cadence while worn.
+pub const REALISTIC_HEART_RATE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Default for SimulatorConfig {
     fn default() -> Self {
@@ -57,6 +65,7 @@ impl Default for SimulatorConfig {
             seed: 42,
             canary: false,
             clock: Clock::system(),
+            hr_interval: std::time::Duration::from_secs(google::series::HEART_RATE_STEP_SECS as u64),
         }
     }
 }
@@ -66,6 +75,8 @@ pub(crate) struct SimState {
     pub people: Vec<Person>,
     pub seed: u64,
     pub clock: Clock,
+    /// Seconds between heart-rate samples while worn.
+    pub hr_step: i64,
     pub faults: Faults,
     counters: Mutex<BTreeMap<String, u64>>,
     /// Every request (and every injected fault) with its arrival time, in order.
@@ -117,6 +128,7 @@ impl Simulator {
                 .collect(),
             seed: config.seed,
             clock: config.clock,
+            hr_step: i64::try_from(config.hr_interval.as_secs()).unwrap_or(600).clamp(1, 3600),
             faults: Faults::default(),
             counters: Mutex::new(BTreeMap::new()),
             log: Mutex::new(Vec::new()),
@@ -272,7 +284,7 @@ impl Simulator {
         let Some(p) = self.state.people.get(person) else { return Vec::new() };
         let (seed, now) = (self.state.seed, self.state.clock.now());
         let readings: Vec<series::Reading> = match data_type {
-            "heart-rate" => series::heart_rate(seed, p, from, before, now).collect(),
+            "heart-rate" => series::heart_rate(seed, p, self.state.hr_step, from, before, now),
             "sleep" => series::sleep(seed, p, from, before, now),
             "weight" => series::weight(seed, p, from, before, now),
             "body-fat" => series::body_fat(seed, p, from, before, now),

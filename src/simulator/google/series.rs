@@ -72,16 +72,16 @@ pub(crate) fn civil_date(person: &Person, at: DateTime<Utc>) -> NaiveDate {
     at.with_timezone(&person.time_zone).date_naive()
 }
 
-/// A heart-rate sample in slot `slot` (seconds since epoch / step), if the person wore
+/// A heart-rate sample in slot `slot` (seconds since epoch / `step`), if the person wore
 /// the device then.
-pub(crate) fn heart_rate_sample(seed: u64, person: &Person, slot: i64) -> Option<(DateTime<Utc>, u32)> {
+pub(crate) fn heart_rate_sample(seed: u64, person: &Person, step: i64, slot: i64) -> Option<(DateTime<Utc>, u32)> {
     let x = h(seed, person, &[slot as u64, 0x4852]);
     if x % 100 < 3 {
         return None; // not worn
     }
-    let jitter = (x >> 8) % 60;
-    let at = DateTime::from_timestamp(slot * HEART_RATE_STEP_SECS + jitter as i64, 0)?;
-    let hour_utc = (slot * HEART_RATE_STEP_SECS / 3600) % 24;
+    let jitter = ((x >> 8) % 60) as i64 % step;
+    let at = DateTime::from_timestamp(slot * step + jitter, 0)?;
+    let hour_utc = (slot * step / 3600) % 24;
     let activity = if (7..=21).contains(&((hour_utc + 24) % 24)) { 15 } else { 0 };
     let noise = ((x >> 16) % 25) as u32;
     Some((at, person.resting_bpm + activity + noise))
@@ -92,23 +92,70 @@ pub(crate) fn earliest(now: DateTime<Utc>) -> DateTime<Utc> {
     now - TimeDelta::days(HISTORY_DAYS)
 }
 
-/// Heart-rate samples with `from <= t < before`, newest first, within the history.
+/// Below this cadence the device is modelled as a real one: exercise bouts sampled every
+/// second and an off-wrist gap (charging) every evening.
+const DETAILED_BELOW_SECS: i64 = 60;
+
+type Period = (DateTime<Utc>, DateTime<Utc>);
+
+/// A civil day's exercise bout (two days in three, late afternoon, 20 to 60 minutes) and
+/// its charging gap (30 to 60 minutes in the evening), as UTC intervals.
+fn day_periods(seed: u64, person: &Person, day: NaiveDate) -> (Option<Period>, Period) {
+    let x = h(seed, person, &[day_number(day), 5]);
+    let at = |minutes: i64| local_to_utc(person, day.and_time(NaiveTime::MIN) + TimeDelta::minutes(minutes));
+    let bout = (x % 3 != 0).then(|| {
+        let start = 17 * 60 + ((x >> 8) % 120) as i64;
+        (at(start), at(start + 20 + ((x >> 16) % 41) as i64))
+    });
+    let charge = 20 * 60 + ((x >> 24) % 60) as i64;
+    (bout, (at(charge), at(charge + 30 + ((x >> 32) % 31) as i64)))
+}
+
+/// Heart-rate samples with `from <= t < before`, newest first, within the history: one
+/// per `step` seconds while worn; below a minute's cadence also one per second during
+/// exercise bouts (higher, as in a workout) and none while the device charges.
 pub(crate) fn heart_rate(
     seed: u64,
     person: &Person,
+    step: i64,
     from: DateTime<Utc>,
     before: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> impl Iterator<Item = Reading> + '_ {
+) -> Vec<Reading> {
+    let step = step.max(1);
     let from = from.max(earliest(now));
     let before = before.min(now);
-    let first = from.timestamp().div_euclid(HEART_RATE_STEP_SECS);
-    let last = before.timestamp().div_euclid(HEART_RATE_STEP_SECS);
-    (first..=last)
-        .rev()
-        .filter_map(move |slot| heart_rate_sample(seed, person, slot))
-        .filter(move |(t, _)| *t >= from && *t < before)
+    if from >= before {
+        return Vec::new();
+    }
+    let mut bouts = Vec::new();
+    let mut gaps = Vec::new();
+    if step < DETAILED_BELOW_SECS {
+        for day in days(person, from, before, now) {
+            let (bout, gap) = day_periods(seed, person, day);
+            bouts.extend(bout);
+            gaps.push(gap);
+        }
+    }
+    let inside = |t: DateTime<Utc>, periods: &[Period]| periods.iter().any(|(a, b)| t >= *a && t < *b);
+    let first = from.timestamp().div_euclid(step);
+    let last = before.timestamp().div_euclid(step);
+    let mut out: Vec<Reading> = (first..=last)
+        .filter_map(|slot| heart_rate_sample(seed, person, step, slot))
+        .filter(|(t, _)| *t >= from && *t < before && !inside(*t, &bouts) && !inside(*t, &gaps))
         .map(|(at, bpm)| Reading::HeartRate { at, bpm })
+        .collect();
+    for (start, end) in &bouts {
+        let mut t = (*start).max(from);
+        let stop = (*end).min(before);
+        while t < stop {
+            let x = h(seed, person, &[t.timestamp() as u64, 0x4557]);
+            out.push(Reading::HeartRate { at: t, bpm: person.resting_bpm + 50 + (x % 40) as u32 });
+            t += TimeDelta::seconds(1);
+        }
+    }
+    out.sort_by_key(|r| std::cmp::Reverse(r.key()));
+    out
 }
 
 /// Civil days of the person touching `[from, before)`, newest first, up to yesterday or
