@@ -65,6 +65,7 @@ pub fn pipeline(
         schemas: Schemas::load()?,
         routes,
         sync: settings.sync.clone(),
+        series: settings.anonymizer.series.clone(),
         clock,
     })
 }

@@ -10,6 +10,7 @@ use serde_json::Value;
 const FILES: &[(&str, &str)] = &[
     ("envelope", include_str!("../schemas/envelope.json")),
     ("heart-rate", include_str!("../schemas/heart-rate.json")),
+    ("heart-rate-series", include_str!("../schemas/heart-rate-series.json")),
     ("resting-heart-rate", include_str!("../schemas/resting-heart-rate.json")),
     ("daily-activity", include_str!("../schemas/daily-activity.json")),
     ("sleep-episode", include_str!("../schemas/sleep-episode.json")),

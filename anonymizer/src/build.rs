@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 
-use crate::message::{Body, Interval, Measurement, StageMinutes, TimeFrame, UnitValue};
+use crate::message::{Body, Interval, Measurement, SeriesPoint, SeriesValues, StageMinutes, TimeFrame, UnitValue};
 use crate::time::coarsen;
 use crate::{Dropped, Observation, SleepStages};
 
@@ -59,6 +59,39 @@ fn stages(s: &SleepStages) -> Result<Option<StageMinutes>, Dropped> {
     }))
 }
 
+/// Aggregates per step of the samples in `[start, end)` (offsets from `start`, before any
+/// shift: a shift is whole days, so steps keep their place). Values outside what a heart
+/// can do (1–400 bpm, or not a number) are left out; so are steps without samples.
+fn series_points(
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    step: i64,
+    samples: &[(DateTime<Utc>, f64)],
+) -> Vec<SeriesPoint> {
+    let mut steps: std::collections::BTreeMap<u32, (f64, f64, f64, u32)> = std::collections::BTreeMap::new();
+    for (at, bpm) in samples {
+        if *at < start || *at >= end || !(bpm.is_finite() && (1.0..=400.0).contains(bpm)) {
+            continue;
+        }
+        let Ok(offset) = u32::try_from((*at - start).num_seconds() / step) else { continue };
+        let e = steps.entry(offset).or_insert((0.0, f64::INFINITY, f64::NEG_INFINITY, 0));
+        e.0 += bpm;
+        e.1 = e.1.min(*bpm);
+        e.2 = e.2.max(*bpm);
+        e.3 += 1;
+    }
+    steps
+        .into_iter()
+        .map(|(offset, (sum, min, max, count))| SeriesPoint {
+            offset,
+            mean: (sum / f64::from(count) * 10.0).round() / 10.0,
+            min: min.round(),
+            max: max.round(),
+            count,
+        })
+        .collect()
+}
+
 /// The body of `observation` and the (transformed) time its header carries.
 pub(crate) fn body(observation: &Observation, t: &Timing) -> Result<(Body, DateTime<Utc>), Dropped> {
     let day_start = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|x| x.and_utc()).unwrap_or_default();
@@ -72,6 +105,33 @@ pub(crate) fn body(observation: &Observation, t: &Timing) -> Result<(Body, DateT
                     effective_time_frame: TimeFrame::DateTime(at),
                 },
                 at,
+            )
+        }
+        Observation::HeartRateSeries { start, end, samples, revision } => {
+            let step = t.granularity.num_seconds().max(1);
+            let window = (*end - *start).num_seconds();
+            if window <= 0 || window > 86_400 || window % step != 0 {
+                return Err(Dropped::OutOfRange { field: "effective_time_frame" });
+            }
+            let (shifted_start, shifted_end) = (t.instant(*start)?, t.instant(*end)?);
+            let points = series_points(*start, *end, step, samples);
+            if points.is_empty() {
+                return Err(Dropped::OutOfRange { field: "heart_rate" });
+            }
+            (
+                Body::HeartRateSeries {
+                    heart_rate: SeriesValues {
+                        unit: "beats/min",
+                        step_seconds: u32::try_from(step).unwrap_or(u32::MAX),
+                        points,
+                    },
+                    revision: *revision,
+                    effective_time_frame: TimeFrame::TimeInterval(Interval::Instants {
+                        start_date_time: shifted_start,
+                        end_date_time: shifted_end,
+                    }),
+                },
+                shifted_start,
             )
         }
         Observation::RestingHeartRate { beats_per_minute, day } => {

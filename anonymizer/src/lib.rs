@@ -15,7 +15,10 @@ mod record;
 mod time;
 
 pub use key::{KeyError, PseudonymKey};
-pub use message::{Body, Header, Interval, Measurement, Message, SchemaId, StageMinutes, TimeFrame, UnitValue};
+pub use message::{
+    Body, Header, Interval, Measurement, Message, SchemaId, SeriesPoint, SeriesValues, StageMinutes, TimeFrame,
+    UnitValue,
+};
 pub use policy::{KNOWN_TYPES, Policy};
 pub use record::{DeviceFamily, MeasureKind, Modality, Observation, Provider, Record, SleepStages};
 

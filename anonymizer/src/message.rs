@@ -99,6 +99,12 @@ pub enum Body {
         diastolic_blood_pressure: UnitValue,
         effective_time_frame: TimeFrame,
     },
+    /// Heart rate over a closed window: one aggregate per step with samples.
+    HeartRateSeries {
+        heart_rate: SeriesValues,
+        revision: u32,
+        effective_time_frame: TimeFrame,
+    },
     DeviceStatus {
         device_family: DeviceFamily,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -106,6 +112,27 @@ pub enum Body {
         #[serde(skip_serializing_if = "Option::is_none", serialize_with = "utc_opt")]
         last_sync_date_time: Option<DateTime<Utc>>,
     },
+}
+
+/// Per-step aggregates of a series: `points[i]` covers `[start + offset·step,
+/// start + (offset+1)·step)` of the window; steps without samples are left out.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeriesValues {
+    pub unit: &'static str,
+    /// The step, in seconds (the message type's time granularity).
+    pub step_seconds: u32,
+    pub points: Vec<SeriesPoint>,
+}
+
+/// One step's aggregate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeriesPoint {
+    /// Steps since the window's start.
+    pub offset: u32,
+    pub mean: f64,
+    pub min: f64,
+    pub max: f64,
+    pub count: u32,
 }
 
 /// A single-valued measurement whose field name depends on its kind.

@@ -10,6 +10,7 @@ use crate::{PseudonymKey, pseudonym};
 /// Every message type this crate can build. A policy can only narrow this list.
 pub const KNOWN_TYPES: &[&str] = &[
     "heart-rate",
+    "heart-rate-series",
     "resting-heart-rate",
     "daily-activity",
     "sleep-episode",
@@ -33,6 +34,7 @@ pub const KNOWN_TYPES: &[&str] = &[
 /// where exact times only identify (when someone weighed themselves, when a device synced).
 const DEFAULT_GRANULARITY_SECS: &[(&str, i64)] = &[
     ("heart-rate", 60),
+    ("heart-rate-series", 60),
     ("sleep-episode", 300),
     ("body-weight", 3600),
     ("body-fat-percentage", 3600),

@@ -194,6 +194,14 @@ pub enum Observation {
         at: DateTime<Utc>,
         modality: Modality,
     },
+    /// One subject's heart-rate samples in `[start, end)`, published as per-step
+    /// aggregates (a closed window; `revision` counts republications after late data).
+    HeartRateSeries {
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        samples: Vec<(DateTime<Utc>, f64)>,
+        revision: u32,
+    },
     /// A paired device's state.
     DeviceStatus {
         family: DeviceFamily,
@@ -207,6 +215,7 @@ impl Observation {
     pub fn schema_name(&self) -> &'static str {
         match self {
             Observation::HeartRate { .. } => "heart-rate",
+            Observation::HeartRateSeries { .. } => "heart-rate-series",
             Observation::RestingHeartRate { .. } => "resting-heart-rate",
             Observation::DailyActivity { .. } => "daily-activity",
             Observation::Sleep { .. } => "sleep-episode",
@@ -228,7 +237,7 @@ impl Observation {
             | Observation::Measurement { at, .. }
             | Observation::BloodPressure { at, .. } => *at,
             Observation::RestingHeartRate { day, .. } | Observation::DailyActivity { day, .. } => midnight(day),
-            Observation::Sleep { start, .. } => *start,
+            Observation::Sleep { start, .. } | Observation::HeartRateSeries { start, .. } => *start,
             Observation::DeviceStatus { last_sync, .. } => last_sync.unwrap_or_default(),
         }
     }

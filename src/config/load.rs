@@ -432,6 +432,28 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
             ));
         }
     }
+    for (key, series) in &a.series {
+        if !super::SERIES_TYPES.contains(&key.as_str()) {
+            return Err(loaded.invalid(
+                &format!("anonymizer.series.{key}"),
+                format!("only {} can be published as series", super::SERIES_TYPES.join(", ")),
+            ));
+        }
+        let secs = series.window.as_secs();
+        if !(60..=DAY).contains(&secs) || DAY % secs != 0 || series.window.subsec_nanos() != 0 {
+            return Err(loaded.invalid(
+                &format!("anonymizer.series.{key}.window"),
+                "expected whole seconds from 1m to 1d that divide a day (such as 15m, 1h, 6h)",
+            ));
+        }
+        let step = a.granularity.get("heart-rate-series").map_or(60, Duration::as_secs);
+        if step == 0 || secs % step != 0 {
+            return Err(loaded.invalid(
+                &format!("anonymizer.series.{key}.window"),
+                "must be a whole number of steps (anonymizer.granularity.heart-rate-series)",
+            ));
+        }
+    }
     if a.date_shift_days > 3650 {
         return Err(loaded.invalid("anonymizer.date_shift_days", "at most 3650 days"));
     }

@@ -234,6 +234,51 @@ pub struct AnonymizerSettings {
     /// Publish only these message types; unset: every type.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message_types: Option<Vec<String>>,
+    /// High-frequency sample types and how they are published (`[anonymizer.series]`):
+    /// today `heart-rate`.
+    pub series: BTreeMap<String, SeriesSettings>,
+}
+
+/// How one high-frequency sample type is published.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default)]
+pub struct SeriesSettings {
+    /// `series`: one message per subject and closed window, with per-step aggregates;
+    /// `samples`: one message per sample.
+    pub publish: Publish,
+    /// The window of one series message; it divides a day.
+    #[serde(with = "duration::serde_text")]
+    pub window: Duration,
+}
+
+impl Default for SeriesSettings {
+    fn default() -> Self {
+        Self { publish: Publish::Series, window: Duration::from_secs(3600) }
+    }
+}
+
+/// `series` or `samples`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Publish {
+    #[default]
+    Series,
+    Samples,
+}
+
+impl<'de> Deserialize<'de> for Publish {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        one_of(d, &[("series", Publish::Series), ("samples", Publish::Samples)])
+    }
+}
+
+/// The message types that have a series form.
+pub const SERIES_TYPES: &[&str] = &["heart-rate"];
+
+/// The window of `message_type` in `series` when it is published as series.
+pub fn series_window(series: &BTreeMap<String, SeriesSettings>, message_type: &str) -> Option<chrono::TimeDelta> {
+    let s = series.get(message_type)?;
+    (s.publish == Publish::Series).then(|| chrono::TimeDelta::from_std(s.window).ok()).flatten()
 }
 
 impl Default for AnonymizerSettings {
@@ -246,6 +291,7 @@ impl Default for AnonymizerSettings {
             mass_step_kg: 0.1,
             weight_top_code_kg: None,
             message_types: None,
+            series: SERIES_TYPES.iter().map(|t| ((*t).to_owned(), SeriesSettings::default())).collect(),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! error is logged and counted.
 
 mod route;
+mod series;
 
 pub use route::{BadStreamId, Routes, Unrouted, is_stream_id};
 
@@ -18,8 +19,7 @@ use tracing::Instrument;
 
 use crate::auth::TokenManager;
 use crate::clock::Clock;
-use crate::config::Dataset;
-use crate::config::SyncSettings;
+use crate::config::{Dataset, SeriesSettings, SyncSettings};
 use crate::schemas::Schemas;
 use crate::sinks::Delivery;
 use crate::sources::{AccountPass, Batch, SourceError, Sources};
@@ -115,6 +115,8 @@ pub struct Pipeline {
     pub schemas: Schemas,
     pub routes: Routes,
     pub sync: SyncSettings,
+    /// How high-frequency types are published (`[anonymizer.series]`).
+    pub series: std::collections::BTreeMap<String, SeriesSettings>,
     /// "Now" for sync windows and civil days.
     pub clock: Clock,
 }
@@ -217,7 +219,7 @@ impl Pipeline {
 
         // Each dataset on its own: a missing scope skips that dataset, any other failure
         // is reported once the other datasets had their turn.
-        let mut pass = AccountPass::new(account, &user_id, now, &self.sync, &self.store);
+        let mut pass = AccountPass::new(account, &user_id, now, &self.sync, &self.series, &self.store);
         let mut first_error = None;
         for &dataset in datasets {
             let batches = match source.read(&mut pass, dataset).await {
@@ -275,8 +277,20 @@ impl Pipeline {
                 }
             }
         }
+        let read = records.len();
+        let mut cursor = batch.cursor;
+        let mut windows = Vec::new();
+        let series_window = batch.series.and_then(|t| crate::config::series_window(&self.series, t));
+        if let Some(window) = series_window {
+            let lookback = chrono::TimeDelta::from_std(self.sync.lookback).unwrap_or_default();
+            let closed_end = series::closed_end(now, window, lookback);
+            let keys = series::keys(&records, window, closed_end);
+            let published = self.store.series_windows(account.id, &keys).await?;
+            let folded = series::fold(records, window, closed_end, &published);
+            (records, windows, cursor) = (folded.records, folded.windows, folded.cursor);
+        }
         let (deliveries, quarantined) = self.to_deliveries(&records, subject, counters)?;
-        tracing::info!(cursor = batch.cursor_key, records = records.len(), messages = deliveries.len(), "read");
+        tracing::info!(cursor = batch.cursor_key, records = read, messages = deliveries.len(), "read");
         metrics::counter!("wearbridge_records_total", "dataset" => batch.cursor_key).increment(records.len() as u64);
         counters.messages.fetch_add(deliveries.len() as u64, Ordering::Relaxed);
         match output {
@@ -285,7 +299,9 @@ impl Pipeline {
                 let entries: Vec<OutboxEntry> = deliveries.iter().map(Delivery::outbox_entry).collect();
                 let quarantined: Vec<(OutboxEntry, String)> =
                     quarantined.iter().map(|(d, why)| (d.outbox_entry(), why.clone())).collect();
-                self.store.commit_batch(account.id, batch.cursor_key, &batch.cursor, &entries, &quarantined).await?;
+                self.store
+                    .commit_series_batch(account.id, batch.cursor_key, &cursor, &entries, &quarantined, &windows)
+                    .await?;
             }
         }
         Ok(())

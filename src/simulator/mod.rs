@@ -70,6 +70,9 @@ impl Default for SimulatorConfig {
     }
 }
 
+/// Heart-rate samples a device has not uploaded yet: (person, from, before).
+pub(crate) type HeldBack = (usize, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>);
+
 /// Shared state of all fakes.
 pub(crate) struct SimState {
     pub people: Vec<Person>,
@@ -77,6 +80,8 @@ pub(crate) struct SimState {
     pub clock: Clock,
     /// Seconds between heart-rate samples while worn.
     pub hr_step: i64,
+    /// Heart-rate samples not uploaded yet: (person, from, before).
+    pub held_back: Mutex<Vec<HeldBack>>,
     pub faults: Faults,
     counters: Mutex<BTreeMap<String, u64>>,
     /// Every request (and every injected fault) with its arrival time, in order.
@@ -88,6 +93,13 @@ pub(crate) struct SimState {
 }
 
 impl SimState {
+    /// Whether person `person`'s heart-rate sample at `at` is still held back.
+    pub(crate) fn is_held_back(&self, person: usize, at: chrono::DateTime<chrono::Utc>) -> bool {
+        self.held_back
+            .lock()
+            .is_ok_and(|h| h.iter().any(|(p, from, before)| *p == person && at >= *from && at < *before))
+    }
+
     fn count(&self, endpoint: &str) {
         self.count_n(endpoint, 1);
         self.note(endpoint.to_owned());
@@ -129,6 +141,7 @@ impl Simulator {
             seed: config.seed,
             clock: config.clock,
             hr_step: i64::try_from(config.hr_interval.as_secs()).unwrap_or(600).clamp(1, 3600),
+            held_back: Mutex::new(Vec::new()),
             faults: Faults::default(),
             counters: Mutex::new(BTreeMap::new()),
             log: Mutex::new(Vec::new()),
@@ -354,6 +367,48 @@ impl Simulator {
     /// `sleep.readonly`): data calls that need it answer 403 ACCESS_TOKEN_SCOPE_INSUFFICIENT.
     pub fn deny_scope(&self, person: usize, scope: &str) {
         self.state.google.deny_scope(person, scope);
+    }
+
+    /// The device of person `person` has not uploaded its heart rate in `[from, before)`
+    /// yet: the API leaves those samples out until [`Simulator::upload_held_back`].
+    pub fn hold_back_heart_rate(
+        &self,
+        person: usize,
+        from: chrono::DateTime<chrono::Utc>,
+        before: chrono::DateTime<chrono::Utc>,
+    ) {
+        if let Ok(mut held) = self.state.held_back.lock() {
+            held.push((person, from, before));
+        }
+    }
+
+    /// The held-back samples arrive (a late upload).
+    pub fn upload_held_back(&self) {
+        if let Ok(mut held) = self.state.held_back.lock() {
+            held.clear();
+        }
+    }
+
+    /// Ground truth: person `person`'s heart-rate samples in `[from, before)` as the API
+    /// serves them now (oldest first), with their values.
+    pub fn google_heart_rate(
+        &self,
+        person: usize,
+        from: chrono::DateTime<chrono::Utc>,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<(chrono::DateTime<chrono::Utc>, u32)> {
+        let Some(p) = self.state.people.get(person) else { return Vec::new() };
+        let mut out: Vec<_> =
+            google::series::heart_rate(self.state.seed, p, self.state.hr_step, from, before, self.state.clock.now())
+                .into_iter()
+                .filter(|r| !self.state.is_held_back(person, r.key()))
+                .filter_map(|r| match r {
+                    google::series::Reading::HeartRate { at, bpm } => Some((at, bpm)),
+                    _ => None,
+                })
+                .collect();
+        out.reverse();
+        out
     }
 
     /// Makes the token endpoint issue a new refresh token with every refresh.

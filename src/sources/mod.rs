@@ -13,7 +13,7 @@ pub mod quota;
 pub mod registry;
 pub mod withings;
 
-pub use pass::AccountPass;
+pub use pass::{AccountPass, window_start};
 pub use registry::{Registration, Sources};
 
 use std::time::Duration;
@@ -96,6 +96,10 @@ pub struct Batch {
     pub cursor_key: &'static str,
     pub cursor: String,
     pub records: Vec<Result<Record, Skipped>>,
+    /// Samples of this message type that may be published as series (`heart-rate`):
+    /// the pipeline then publishes closed windows only and moves the cursor to the end of
+    /// the last one.
+    pub series: Option<&'static str>,
 }
 
 /// One upstream source of wearable data.

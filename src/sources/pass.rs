@@ -5,10 +5,17 @@ use chrono::{DateTime, Days, NaiveDate, TimeDelta, Utc};
 
 use anonymizer::Record;
 
-use crate::config::SyncSettings;
+use crate::config::{SeriesSettings, SyncSettings};
 use crate::normalize::Skipped;
 use crate::normalize::civil::Zone;
 use crate::store::{Account, SqlStore, Store, StoreError};
+
+/// The start of the `window` (aligned to the Unix epoch, so to UTC days) holding `at`.
+pub fn window_start(at: DateTime<Utc>, window: TimeDelta) -> DateTime<Utc> {
+    let w = window.num_seconds().max(1);
+    let secs = at.timestamp();
+    DateTime::from_timestamp(secs - secs.rem_euclid(w), 0).unwrap_or(at)
+}
 
 /// What a source needs to read one account's datasets in one pass.
 pub struct AccountPass<'p> {
@@ -18,6 +25,8 @@ pub struct AccountPass<'p> {
     /// The instant the pass reads up to.
     pub now: DateTime<Utc>,
     pub sync: &'p SyncSettings,
+    /// How high-frequency types are published (`[anonymizer.series]`).
+    pub series: &'p std::collections::BTreeMap<String, SeriesSettings>,
     store: &'p SqlStore,
     /// The person's civil zone, once a source has read it in this pass.
     pub zone: Option<Zone>,
@@ -29,9 +38,20 @@ impl<'p> AccountPass<'p> {
         user_id: &'p str,
         now: DateTime<Utc>,
         sync: &'p SyncSettings,
+        series: &'p std::collections::BTreeMap<String, SeriesSettings>,
         store: &'p SqlStore,
     ) -> Self {
-        Self { account, user_id, now, sync, store, zone: None }
+        Self { account, user_id, now, sync, series, store, zone: None }
+    }
+
+    /// [`AccountPass::since`] for samples of `message_type`: when they are published as
+    /// series, moved back to the start of its window, so every window is read whole.
+    pub async fn since_for(&self, cursor_key: &str, message_type: &str) -> Result<DateTime<Utc>, StoreError> {
+        let since = self.since(cursor_key).await?;
+        Ok(match crate::config::series_window(self.series, message_type) {
+            Some(window) => window_start(since, window),
+            None => since,
+        })
     }
 
     /// The cursor an instant dataset advances to once read up to `now` (RFC 3339).

@@ -25,6 +25,7 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "provider_is_data",
         sql: include_str!("migrations/sqlite/0005_provider_is_data.sql"),
     },
+    Migration { version: 6, name: "series", sql: include_str!("migrations/sqlite/0006_series.sql") },
 ];
 
 /// The PostgreSQL migrations: the same versions, in PostgreSQL's types.
@@ -38,6 +39,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "provider_is_data",
         sql: include_str!("migrations/postgres/0005_provider_is_data.sql"),
     },
+    Migration { version: 6, name: "series", sql: include_str!("migrations/postgres/0006_series.sql") },
 ];
 
 /// Advisory lock key that serialises migrations of workers starting together.

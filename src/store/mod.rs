@@ -139,6 +139,15 @@ pub struct Removal {
     pub dropped_messages: u64,
 }
 
+/// A published window of a series: its key (`heart-rate-series/<start>`), the revision
+/// last published and a digest of the samples it held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesWindow {
+    pub key: String,
+    pub revision: u32,
+    pub digest: String,
+}
+
 /// A worker's claim: who, and until when (Unix milliseconds).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -206,7 +215,29 @@ pub trait Store: Send + Sync + 'static {
         cursor: &str,
         entries: &[OutboxEntry],
         quarantined: &[(OutboxEntry, String)],
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        self.commit_series_batch(account_id, dataset, cursor, entries, quarantined, &[])
+    }
+
+    /// [`Store::commit_batch`], also recording the series windows the entries publish
+    /// (their revision and digest) in the same transaction: a crash never leaves a window
+    /// published without its record, or recorded without its message.
+    fn commit_series_batch(
+        &self,
+        account_id: i64,
+        dataset: &str,
+        cursor: &str,
+        entries: &[OutboxEntry],
+        quarantined: &[(OutboxEntry, String)],
+        windows: &[SeriesWindow],
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The recorded windows among `keys` of an account's series.
+    fn series_windows(
+        &self,
+        account_id: i64,
+        keys: &[String],
+    ) -> impl Future<Output = Result<Vec<SeriesWindow>, StoreError>> + Send;
 
     /// Number of quarantined messages.
     fn quarantined_len(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;

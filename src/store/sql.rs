@@ -22,8 +22,8 @@ use sqlx::{PgPool, Row, SqlitePool};
 
 use super::migrations::{self, POSTGRES, SQLITE};
 use super::{
-    Account, AccountStatus, Consent, Lease, OutboxEntry, Pending, Removal, Store, StoreError, TokenCipher, Tokens,
-    parse_provider, validate_account_name,
+    Account, AccountStatus, Consent, Lease, OutboxEntry, Pending, Removal, SeriesWindow, Store, StoreError,
+    TokenCipher, Tokens, parse_provider, validate_account_name,
 };
 use crate::clock::Clock;
 
@@ -68,6 +68,7 @@ struct Dialect {
     claim_outbox: &'static str,
     /// `$1` worker, `$2` lease until, `$3` now, `$4` JSON list of datasets, `$5` limit.
     claim_accounts: &'static str,
+    series_windows: &'static str,
 }
 
 const SQLITE_DIALECT: Dialect = Dialect {
@@ -98,6 +99,8 @@ const SQLITE_DIALECT: Dialect = Dialect {
                            WHERE s.next_due IS NULL OR s.next_due <= $3)
              ORDER BY a.id LIMIT $5)
          RETURNING id, name, provider, status, provider_user_id, created_at",
+    series_windows: "SELECT series_key, revision, digest FROM series_windows
+         WHERE account_id = $1 AND series_key IN (SELECT value FROM json_each($2))",
 };
 
 const POSTGRES_DIALECT: Dialect = Dialect {
@@ -130,6 +133,8 @@ const POSTGRES_DIALECT: Dialect = Dialect {
          UPDATE accounts SET lease_owner = $1, lease_until = $2 FROM claimable c WHERE accounts.id = c.id
          RETURNING accounts.id, accounts.name, accounts.provider, accounts.status,
                    accounts.provider_user_id, accounts.created_at",
+    series_windows: "SELECT series_key, revision, digest FROM series_windows
+         WHERE account_id = $1 AND series_key IN (SELECT json_array_elements_text($2::json))",
 };
 
 /// Runs `$body` on the store's pool, whichever it is: `$pool` names the pool and `$d`
@@ -397,6 +402,7 @@ impl Store for SqlStore {
                 "DELETE FROM cursors WHERE account_id = $1",
                 "DELETE FROM schedule WHERE account_id = $1",
                 "DELETE FROM consents WHERE account_id = $1",
+                "DELETE FROM series_windows WHERE account_id = $1",
             ] {
                 sqlx::query(statement).bind(id).execute(&mut *tx).await?;
             }
@@ -509,13 +515,14 @@ impl Store for SqlStore {
         })
     }
 
-    async fn commit_batch(
+    async fn commit_series_batch(
         &self,
         account_id: i64,
         dataset: &str,
         cursor: &str,
         entries: &[OutboxEntry],
         quarantined: &[(OutboxEntry, String)],
+        windows: &[SeriesWindow],
     ) -> Result<u64, StoreError> {
         let now = self.now();
         let list: Vec<serde_json::Value> = entries
@@ -572,8 +579,40 @@ impl Store for SqlStore {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            for w in windows {
+                sqlx::query(
+                    "INSERT INTO series_windows (account_id, series_key, revision, digest) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (account_id, series_key) DO UPDATE SET revision = excluded.revision, digest = excluded.digest",
+                )
+                .bind(account_id)
+                .bind(&w.key)
+                .bind(i64::from(w.revision))
+                .bind(&w.digest)
+                .execute(&mut *tx)
+                .await?;
+            }
             tx.commit().await?;
             Ok(inserted)
+        })
+    }
+
+    async fn series_windows(&self, account_id: i64, keys: &[String]) -> Result<Vec<SeriesWindow>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = json_list(keys);
+        on_pool!(self, |pool, d| {
+            let rows = sqlx::query(d.series_windows).bind(account_id).bind(&list).fetch_all(pool).await?;
+            rows.iter()
+                .map(|r| {
+                    let revision: i64 = r.try_get("revision")?;
+                    Ok(SeriesWindow {
+                        key: r.try_get("series_key")?,
+                        revision: u32::try_from(revision).unwrap_or(u32::MAX),
+                        digest: r.try_get("digest")?,
+                    })
+                })
+                .collect()
         })
     }
 

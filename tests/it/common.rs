@@ -84,9 +84,12 @@ pub async fn simulator(people: usize, seed: u64) -> Simulator {
 
 /// A simulator on `clock`; its Streamr node knows [`STREAM`] (one partition).
 pub async fn simulator_at(people: usize, seed: u64, clock: Clock) -> Simulator {
-    let sim = Simulator::start(SimulatorConfig { people, seed, clock, ..Default::default() })
-        .await
-        .expect("simulator starts");
+    simulator_with(SimulatorConfig { people, seed, clock, ..Default::default() }).await
+}
+
+/// A simulator as `config` says; its Streamr node knows [`STREAM`] (one partition).
+pub async fn simulator_with(config: SimulatorConfig) -> Simulator {
+    let sim = Simulator::start(config).await.expect("simulator starts");
     sim.register_stream(STREAM, 1);
     sim
 }
@@ -106,7 +109,20 @@ pub fn settings(sim: &Simulator, dir: &tempfile::TempDir, history: &str) -> Sett
     sim.configure(&mut s);
     s.sync.start = history.parse::<SyncStart>().expect("history");
     s.streamr.streams.insert("default".into(), STREAM.into());
+    // Most tests count per-sample messages (written before series existed); the series
+    // tests opt in with `series_mode`.
+    samples_mode(&mut s);
     s
+}
+
+/// Heart rate published one message per sample.
+pub fn samples_mode(s: &mut Settings) {
+    s.anonymizer.series.entry("heart-rate".into()).or_default().publish = wearbridge::config::Publish::Samples;
+}
+
+/// Heart rate published as series (the production default).
+pub fn series_mode(s: &mut Settings) {
+    s.anonymizer.series.entry("heart-rate".into()).or_default().publish = wearbridge::config::Publish::Series;
 }
 
 /// The `n`-th of a series of outbox entries for store tests (three subjects).

@@ -16,6 +16,7 @@ mod pipeline;
 mod postgres;
 mod privacy;
 mod real_node;
+mod series;
 mod simulator_contract;
 mod store_contract;
 mod streamr;

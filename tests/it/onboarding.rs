@@ -46,6 +46,9 @@ start = "1d"
 [anonymizer]
 key_file = "{d}/anonymizer.key"
 
+[anonymizer.series.heart-rate]
+publish = "samples"
+
 [oauth]
 redirect_uri = "http://127.0.0.1:{callback_port}/oauth/callback"
 

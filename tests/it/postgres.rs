@@ -126,6 +126,9 @@ datasets = ["devices", "heart_rate", "sleep"]
 [anonymizer]
 key_file = "{d}/anonymizer.key"
 
+[anonymizer.series.heart-rate]
+publish = "samples"
+
 [streamr]
 transport = "http"
 url = "{node}"

@@ -47,6 +47,9 @@ start = "1d"
 [anonymizer]
 key_file = "{d}/anonymizer.key"
 
+[anonymizer.series.heart-rate]
+publish = "samples"
+
 [streamr]
 transport = "{transport}"
 url = "{node}"

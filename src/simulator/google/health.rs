@@ -356,7 +356,11 @@ pub(crate) async fn list_data_points(
     }
     let seed = state.seed;
     let readings: Box<dyn Iterator<Item = Reading>> = match data_type.as_str() {
-        "heart-rate" => Box::new(series::heart_rate(seed, person, state.hr_step, from, before, now).into_iter()),
+        "heart-rate" => Box::new(
+            series::heart_rate(seed, person, state.hr_step, from, before, now)
+                .into_iter()
+                .filter(|r| !state.is_held_back(person.index, r.key())),
+        ),
         "daily-resting-heart-rate" => Box::new(series::resting(seed, person, from, before, now).into_iter()),
         "sleep" => Box::new(series::sleep(seed, person, from, before, now).into_iter()),
         "weight" => Box::new(series::weight(seed, person, from, before, now).into_iter().rev()),

@@ -25,20 +25,30 @@ impl FitbitSource {
             Dataset::Devices => {
                 let devices = self.paired_devices(account).await?;
                 let records = devices.iter().map(|d| d.then(|d| normalize::device_status(id, d))).collect();
-                vec![Batch { cursor_key: "devices", cursor: pass.now_cursor(), records }]
+                vec![Batch { cursor_key: "devices", cursor: pass.now_cursor(), records, series: None }]
             }
             Dataset::HeartRate => {
-                let from = pass.since("heart_rate").await.map_err(SourceError::transient)?;
+                let from = pass.since_for("heart_rate", "heart-rate").await.map_err(SourceError::transient)?;
                 let points = self.heart_rate(account, from, now).await?;
                 let samples = points
                     .iter()
                     .map(|p| p.then(|p| normalize::heart_rate(id, p)).and_then(|r| pass.within(r, from)))
                     .collect();
-                let mut batches = vec![Batch { cursor_key: "heart_rate", cursor: pass.now_cursor(), records: samples }];
+                let mut batches = vec![Batch {
+                    cursor_key: "heart_rate",
+                    cursor: pass.now_cursor(),
+                    records: samples,
+                    series: Some("heart-rate"),
+                }];
                 if let Some((from, to)) = self.day_window(pass, "heart_rate.resting").await? {
                     let points = self.resting_heart_rate(account, from, to).await?;
                     let records = points.iter().map(|p| p.then(|p| normalize::resting_heart_rate(id, p))).collect();
-                    batches.push(Batch { cursor_key: "heart_rate.resting", cursor: to.to_string(), records });
+                    batches.push(Batch {
+                        cursor_key: "heart_rate.resting",
+                        cursor: to.to_string(),
+                        records,
+                        series: None,
+                    });
                 }
                 batches
             }
@@ -49,13 +59,13 @@ impl FitbitSource {
                     points.extend(self.daily_roll_up(account, data_type, from, to).await?);
                 }
                 let records = normalize::daily_activity(id, &points);
-                vec![Batch { cursor_key: "activity", cursor: to.to_string(), records }]
+                vec![Batch { cursor_key: "activity", cursor: to.to_string(), records, series: None }]
             }
             Dataset::Sleep => {
                 let from = pass.since("sleep").await.map_err(SourceError::transient)?;
                 let points = self.sleep(account, from, now).await?;
                 let records = points.iter().map(|p| p.then(|p| normalize::sleep(id, p))).collect();
-                vec![Batch { cursor_key: "sleep", cursor: pass.now_cursor(), records }]
+                vec![Batch { cursor_key: "sleep", cursor: pass.now_cursor(), records, series: None }]
             }
             Dataset::Body => {
                 let mut batches = Vec::new();
@@ -65,14 +75,14 @@ impl FitbitSource {
                     .iter()
                     .map(|p| p.then(|p| normalize::weight(id, p)).and_then(|r| pass.within(r, from)))
                     .collect();
-                batches.push(Batch { cursor_key: "body.weight", cursor: pass.now_cursor(), records });
+                batches.push(Batch { cursor_key: "body.weight", cursor: pass.now_cursor(), records, series: None });
                 let from = pass.since("body.fat").await.map_err(SourceError::transient)?;
                 let points = self.samples(account, "body-fat", from, now).await?;
                 let records = points
                     .iter()
                     .map(|p| p.then(|p| normalize::body_fat(id, p)).and_then(|r| pass.within(r, from)))
                     .collect();
-                batches.push(Batch { cursor_key: "body.fat", cursor: pass.now_cursor(), records });
+                batches.push(Batch { cursor_key: "body.fat", cursor: pass.now_cursor(), records, series: None });
                 batches
             }
         })

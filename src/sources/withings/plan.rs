@@ -20,11 +20,14 @@ impl WithingsSource {
     ) -> Result<Vec<Batch>, SourceError> {
         let (account, user_id, now) = (pass.account, pass.user_id, pass.now);
         let since = async |key: &str| pass.since(key).await.map_err(SourceError::transient);
+        let since_series = async |key: &str, message_type: &str| {
+            pass.since_for(key, message_type).await.map_err(SourceError::transient)
+        };
         Ok(match dataset {
             Dataset::Devices => {
                 let devices = self.devices(account).await?;
                 let records = devices.iter().map(|d| d.then(|d| normalize::device_status(user_id, d))).collect();
-                vec![Batch { cursor_key: "devices", cursor: pass.now_cursor(), records }]
+                vec![Batch { cursor_key: "devices", cursor: pass.now_cursor(), records, series: None }]
             }
             Dataset::Body => {
                 let groups = self.measures(account, since("body").await?.timestamp()).await?;
@@ -35,18 +38,19 @@ impl WithingsSource {
                         None => vec![Err(Skipped::bad("a malformed measure group"))],
                     })
                     .collect();
-                vec![Batch { cursor_key: "body", cursor: pass.now_cursor(), records }]
+                vec![Batch { cursor_key: "body", cursor: pass.now_cursor(), records, series: None }]
             }
             Dataset::Sleep => {
                 let series = self.sleep(account, since("sleep").await?.timestamp()).await?;
                 let records = series.iter().map(|s| s.then(|s| normalize::sleep(user_id, s))).collect();
-                vec![Batch { cursor_key: "sleep", cursor: pass.now_cursor(), records }]
+                vec![Batch { cursor_key: "sleep", cursor: pass.now_cursor(), records, series: None }]
             }
             Dataset::HeartRate => {
-                let samples = self.intraday_heart_rate(account, since("heart_rate").await?, now).await?;
+                let samples =
+                    self.intraday_heart_rate(account, since_series("heart_rate", "heart-rate").await?, now).await?;
                 let records =
                     samples.iter().map(|s| s.clone().map(|(t, bpm)| normalize::heart_rate(user_id, t, bpm))).collect();
-                vec![Batch { cursor_key: "heart_rate", cursor: pass.now_cursor(), records }]
+                vec![Batch { cursor_key: "heart_rate", cursor: pass.now_cursor(), records, series: Some("heart-rate") }]
             }
             Dataset::Activity => {
                 let first = pass.first_day(Zone::UTC, "activity").await.map_err(SourceError::transient)?;
@@ -67,7 +71,7 @@ impl WithingsSource {
                     .collect();
                 // The earliest "today" on Earth is yesterday in UTC: start there next time.
                 let cursor = (now.date_naive() - Days::new(1)).to_string();
-                vec![Batch { cursor_key: "activity", cursor, records }]
+                vec![Batch { cursor_key: "activity", cursor, records, series: None }]
             }
         })
     }
