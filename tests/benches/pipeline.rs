@@ -136,12 +136,42 @@ fn per_message_path() {
         let parsed: Page = serde_json::from_str(&page).unwrap();
         parsed.points.iter().map(|p| serde_json::to_string(p).unwrap().len() as u64).filter(|l| *l > 0).count() as u64
     });
+    // Series mode (the default): the same samples folded into hourly windows, each window
+    // anonymised (per-minute aggregates), checked and serialised; counted per sample.
+    let series = measure(7, || {
+        let parsed: wearbridge::sources::fitbit::api::ListDataPointsResponse = serde_json::from_str(&page).unwrap();
+        let mut windows: std::collections::BTreeMap<i64, Vec<(chrono::DateTime<chrono::Utc>, f64)>> =
+            std::collections::BTreeMap::new();
+        let mut samples = 0;
+        for p in &parsed.data_points {
+            let record = p.then(|p| wearbridge::sources::fitbit::normalize::heart_rate("user-1", p)).unwrap();
+            if let Observation::HeartRate { beats_per_minute, at, .. } = record.observation {
+                windows.entry(at.timestamp().div_euclid(3600)).or_default().push((at, beats_per_minute));
+                samples += 1;
+            }
+        }
+        for (hour, samples) in windows {
+            let start = chrono::DateTime::from_timestamp(hour * 3600, 0).unwrap();
+            let record = Record {
+                provider: FITBIT,
+                account_id: "user-1".into(),
+                source_key: format!("heart-rate-series/{hour}/r0"),
+                observation: Observation::HeartRateSeries { start, end: start + TimeDelta::hours(1), samples, revision: 0 },
+            };
+            let value = serde_json::to_value(anonymizer.anonymize(&record).unwrap()).unwrap();
+            schemas.validate(&value).unwrap();
+            std::hint::black_box(serde_json::to_string(&value).unwrap());
+        }
+        samples
+    });
     report("bare serde: parse page + serialize each point", bare);
     report("typed bare serde: parse page into structs + serialize each", typed);
     report("parse + normalize + anonymize + validate + serialize", full);
+    report("series: parse + normalize + fold hourly + anonymize + validate + serialize (per sample)", series);
     let rate = |(t, n): (Duration, u64)| n as f64 / t.as_secs_f64();
     println!("ratio to bare serde: {:.2}", rate(full) / rate(bare));
     println!("ratio to typed bare serde: {:.2}", rate(full) / rate(typed));
+    println!("series ratio to typed bare serde (per sample): {:.2}", rate(series) / rate(typed));
 }
 
 fn main() {
