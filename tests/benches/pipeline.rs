@@ -156,7 +156,12 @@ fn per_message_path() {
                 provider: FITBIT,
                 account_id: "user-1".into(),
                 source_key: format!("heart-rate-series/{hour}/r0"),
-                observation: Observation::HeartRateSeries { start, end: start + TimeDelta::hours(1), samples, revision: 0 },
+                observation: Observation::HeartRateSeries {
+                    start,
+                    end: start + TimeDelta::hours(1),
+                    samples,
+                    revision: 0,
+                },
             };
             let value = serde_json::to_value(anonymizer.anonymize(&record).unwrap()).unwrap();
             schemas.validate(&value).unwrap();

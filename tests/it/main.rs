@@ -7,6 +7,7 @@
 mod common;
 
 mod cli;
+mod daemon;
 mod deploy_config;
 mod deploy_manifests;
 mod fitbit;

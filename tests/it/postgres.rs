@@ -171,7 +171,7 @@ async fn enrol(sim: &Simulator, dir: &Path, config: &str) {
 }
 
 /// When each person's syncs began (the simulator's settings calls), by name.
-fn syncs(sim: &Simulator) -> BTreeMap<String, Vec<Instant>> {
+pub(crate) fn syncs(sim: &Simulator) -> BTreeMap<String, Vec<Instant>> {
     let mut by_person: BTreeMap<String, Vec<Instant>> = BTreeMap::new();
     for (at, label) in sim.request_log() {
         if let Some(name) = label.strip_prefix("settings-by/") {
@@ -181,7 +181,7 @@ fn syncs(sim: &Simulator) -> BTreeMap<String, Vec<Instant>> {
     by_person
 }
 
-async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+pub(crate) async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
         assert!(start.elapsed() < timeout, "timed out waiting until {what}");
@@ -189,7 +189,7 @@ async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> boo
     }
 }
 
-fn sigterm(child: &tokio::process::Child) {
+pub(crate) fn sigterm(child: &tokio::process::Child) {
     let pid = child.id().expect("running");
     let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
     assert!(status.success());
