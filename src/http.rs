@@ -26,15 +26,24 @@ pub enum BodyError {
 }
 
 /// Reads `response`'s body, refusing (without reading on) one larger than `limit`
-/// bytes: by its `Content-Length` when it declares one, else as the chunks arrive.
-pub async fn read_body(mut response: reqwest::Response, limit: u64) -> Result<Vec<u8>, BodyError> {
+/// bytes: by its `Content-Length` when it declares one, else as the chunks arrive. A
+/// refusal is counted as an upstream answer of `provider` with status `too_large`.
+pub async fn read_body(
+    mut response: reqwest::Response,
+    limit: u64,
+    provider: &'static str,
+) -> Result<Vec<u8>, BodyError> {
+    let too_large = || {
+        crate::telemetry::upstream_request(provider, "too_large");
+        BodyError::TooLarge { limit }
+    };
     if response.content_length().is_some_and(|n| n > limit) {
-        return Err(BodyError::TooLarge { limit });
+        return Err(too_large());
     }
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| BodyError::Transport(e.without_url().to_string()))? {
         if body.len() as u64 + chunk.len() as u64 > limit {
-            return Err(BodyError::TooLarge { limit });
+            return Err(too_large());
         }
         body.extend_from_slice(&chunk);
     }

@@ -98,7 +98,7 @@ pub(crate) async fn post_form(
     let response = http.post(url).form(form).send().await.map_err(|e| e.without_url().to_string())?;
     let status = response.status().as_u16();
     // A token answer is a few hundred bytes.
-    let body = crate::http::read_body(response, 1 << 20).await.map_err(|e| e.to_string())?;
+    let body = crate::http::read_body(response, 1 << 20, "oauth").await.map_err(|e| e.to_string())?;
     Ok((status, body))
 }
 

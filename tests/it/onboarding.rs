@@ -26,28 +26,9 @@ fn write_config(sim: &Simulator, dir: &Path, callback_port: u16) -> String {
 url = "sqlite://{d}/wb.db"
 key_file = "{d}/store.key"
 
-[fitbit]
-client_id = "{id}"
-client_secret = "{secret}"
-api_base_url = "{google}"
-token_url = "{token}"
-auth_url = "{google_auth}"
-revoke_url = "{revoke}"
-
-[withings]
-client_id = "{id}"
-client_secret = "{secret}"
-api_base_url = "{withings}"
-auth_url = "{withings_auth}"
-
+{upstream}
 [sync]
 start = "1d"
-
-[anonymizer]
-key_file = "{d}/anonymizer.key"
-
-[anonymizer.series.heart-rate]
-publish = "samples"
 
 [oauth]
 redirect_uri = "http://127.0.0.1:{callback_port}/oauth/callback"
@@ -56,14 +37,7 @@ redirect_uri = "http://127.0.0.1:{callback_port}/oauth/callback"
 default = "{stream}"
 "#,
         d = dir.display(),
-        id = simulator::CLIENT_ID,
-        secret = simulator::CLIENT_SECRET,
-        google = sim.google_api_base(),
-        token = sim.google_token_url(),
-        google_auth = sim.google_auth_url(),
-        revoke = sim.google_revoke_url(),
-        withings = sim.withings_api_base(),
-        withings_auth = sim.withings_auth_url(),
+        upstream = common::upstream_toml(sim, dir),
         stream = common::STREAM,
     );
     let path = dir.join("wearbridge.toml");

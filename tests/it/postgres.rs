@@ -112,22 +112,11 @@ fn write_config(sim: &Simulator, dir: &Path, store_url: &str, extra_sync: &str) 
 url = "{store_url}"
 key_file = "{d}/store.key"
 
-[fitbit]
-client_id = "{id}"
-client_secret = "{secret}"
-api_base_url = "{google}"
-token_url = "{token}"
-
+{upstream}
 [sync]
 start = "1d"
 datasets = ["devices", "heart_rate", "sleep"]
 {extra_sync}
-
-[anonymizer]
-key_file = "{d}/anonymizer.key"
-
-[anonymizer.series.heart-rate]
-publish = "samples"
 
 [streamr]
 transport = "http"
@@ -141,10 +130,7 @@ burst = 500
 default = "{stream}"
 "#,
         d = dir.display(),
-        id = simulator::CLIENT_ID,
-        secret = simulator::CLIENT_SECRET,
-        google = sim.google_api_base(),
-        token = sim.google_token_url(),
+        upstream = common::upstream_toml(sim, dir),
         node = sim.streamr_http_url(),
         key = simulator::STREAMR_API_KEY,
         stream = common::STREAM,

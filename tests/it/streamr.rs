@@ -30,25 +30,9 @@ pub(crate) fn write_config_for(sim: &Simulator, dir: &Path, transport: &str, ext
 url = "sqlite://{d}/wb.db"
 key_file = "{d}/store.key"
 
-[fitbit]
-client_id = "{id}"
-client_secret = "{secret}"
-api_base_url = "{google}"
-token_url = "{token}"
-
-[withings]
-client_id = "{id}"
-client_secret = "{secret}"
-api_base_url = "{withings}"
-
+{upstream}
 [sync]
 start = "1d"
-
-[anonymizer]
-key_file = "{d}/anonymizer.key"
-
-[anonymizer.series.heart-rate]
-publish = "samples"
 
 [streamr]
 transport = "{transport}"
@@ -60,11 +44,7 @@ api_key = "{key}"
 default = "{stream}"
 "#,
         d = dir.display(),
-        id = simulator::CLIENT_ID,
-        secret = simulator::CLIENT_SECRET,
-        google = sim.google_api_base(),
-        token = sim.google_token_url(),
-        withings = sim.withings_api_base(),
+        upstream = common::upstream_toml(sim, dir),
         key = simulator::STREAMR_API_KEY,
         stream = common::STREAM,
     );

@@ -185,11 +185,8 @@ impl GoogleHealthClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = crate::http::read_body(response, self.max_body).await.map_err(|e| match e {
-            crate::http::BodyError::TooLarge { limit } => {
-                crate::telemetry::upstream_request("fitbit", "too_large");
-                ApiError::TooLarge { endpoint, limit }
-            }
+        let body = crate::http::read_body(response, self.max_body, "fitbit").await.map_err(|e| match e {
+            crate::http::BodyError::TooLarge { limit } => ApiError::TooLarge { endpoint, limit },
             crate::http::BodyError::Transport(message) => ApiError::Transport { endpoint, message },
         })?;
         parse_answer(endpoint, status, retry_after, &body)

@@ -97,11 +97,8 @@ impl WithingsClient {
             .inspect_err(|_| crate::telemetry::upstream_request("withings", "error"))
             .map_err(transport)?;
         let status = response.status().as_u16();
-        let bytes = crate::http::read_body(response, self.max_body).await.map_err(|e| match e {
-            crate::http::BodyError::TooLarge { limit } => {
-                crate::telemetry::upstream_request("withings", "too_large");
-                WithingsError::TooLarge { action, limit }
-            }
+        let bytes = crate::http::read_body(response, self.max_body, "withings").await.map_err(|e| match e {
+            crate::http::BodyError::TooLarge { limit } => WithingsError::TooLarge { action, limit },
             crate::http::BodyError::Transport(message) => WithingsError::Transport { action, message },
         })?;
         if !(200..300).contains(&status) {
