@@ -142,8 +142,12 @@ impl Publisher {
         self.store.outbox_ack(&acked).await?;
         self.store.outbox_release(&self.worker).await?;
         self.store.prune_published(PUBLISHED_MEMORY).await?;
-        let reachable = result.is_ok() && !summary.stopped_early;
-        self.sink_ok.store(reachable, std::sync::atomic::Ordering::Relaxed);
+        // A store that failed says nothing about the sink: readiness reports the store
+        // on its own, and the sink keeps what the last drain that reached it found.
+        if !matches!(result, Err(PublishError::Store(_))) {
+            let reachable = result.is_ok() && !summary.stopped_early;
+            self.sink_ok.store(reachable, std::sync::atomic::Ordering::Relaxed);
+        }
         result.map(|()| summary)
     }
 
