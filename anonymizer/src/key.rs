@@ -5,14 +5,20 @@
 #[derive(Clone)]
 pub struct PseudonymKey {
     epoch: String,
-    key: [u8; 32],
+    /// HMAC-SHA256 already keyed: each derivation clones it instead of hashing the key's
+    /// pads again (two of the four compressions of a short message).
+    mac: HmacSha256,
 }
+
+pub(crate) type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 /// Why a key or epoch is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
     #[error("the key epoch must be 1 to 32 characters of letters, digits, '-' or '_'")]
     BadEpoch,
+    #[error("the key is not a valid HMAC-SHA256 key")]
+    BadKey,
 }
 
 impl PseudonymKey {
@@ -24,15 +30,19 @@ impl PseudonymKey {
         if !ok {
             return Err(KeyError::BadEpoch);
         }
-        Ok(Self { epoch, key })
+        use hmac::KeyInit;
+        // A 32-byte key is always a valid HMAC key.
+        let mac = HmacSha256::new_from_slice(&key).map_err(|_| KeyError::BadKey)?;
+        Ok(Self { epoch, mac })
     }
 
     pub fn epoch(&self) -> &str {
         &self.epoch
     }
 
-    pub(crate) fn bytes(&self) -> &[u8; 32] {
-        &self.key
+    /// A fresh keyed HMAC to derive one value with.
+    pub(crate) fn mac(&self) -> HmacSha256 {
+        self.mac.clone()
     }
 }
 

@@ -205,13 +205,63 @@ pub enum Interval {
     },
 }
 
+/// `YYYY-MM-DDTHH:MM:SSZ`, as `to_rfc3339_opts(Secs, true)` writes it, without allocating
+/// for the years 0 to 9999 (every message has two or three of these).
 fn utc<S: Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Secs, true))
+    use chrono::{Datelike, Timelike};
+    let at = at.naive_utc();
+    let year = at.year();
+    if !(0..=9999).contains(&year) || at.nanosecond() >= 1_000_000_000 {
+        return s.serialize_str(&at.and_utc().to_rfc3339_opts(SecondsFormat::Secs, true));
+    }
+    let mut text = *b"0000-00-00T00:00:00Z";
+    let mut put = |at: usize, value: u32, width: usize| {
+        let mut value = value;
+        for i in (0..width).rev() {
+            text[at + i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, year.unsigned_abs(), 4);
+    put(5, at.month(), 2);
+    put(8, at.day(), 2);
+    put(11, at.hour(), 2);
+    put(14, at.minute(), 2);
+    put(17, at.second(), 2);
+    match std::str::from_utf8(&text) {
+        Ok(text) => s.serialize_str(text),
+        Err(_) => s.serialize_str(&at.and_utc().to_rfc3339_opts(SecondsFormat::Secs, true)),
+    }
 }
 
 fn utc_opt<S: Serializer>(at: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
     match at {
         Some(at) => utc(at, s),
         None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, SecondsFormat, Utc};
+
+    /// The allocation-free writer gives chrono's text for every instant, in and out of
+    /// the years it writes itself (a stride through all of them, and the edges).
+    #[test]
+    fn utc_text_is_chronos() {
+        #[derive(serde::Serialize)]
+        struct At(#[serde(serialize_with = "super::utc")] DateTime<Utc>);
+        let mut seconds = -62_200_000_000_i64; // before year 0
+        let mut checked = 0;
+        while seconds < 254_000_000_000 {
+            for nanos in [0, 999_999_999, 1_000_000_000] {
+                let Some(at) = DateTime::from_timestamp(seconds, nanos) else { continue };
+                let ours = serde_json::to_string(&At(at)).unwrap();
+                assert_eq!(ours, format!("\"{}\"", at.to_rfc3339_opts(SecondsFormat::Secs, true)), "{seconds}");
+                checked += 1;
+            }
+            seconds += 7_777_777; // about 90 days, landing on every hour, minute and second
+        }
+        assert!(checked > 80_000, "{checked}");
     }
 }

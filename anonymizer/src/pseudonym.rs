@@ -6,18 +6,12 @@
 //! reversed by brute force (ENISA 2019); a keyed hash cannot without the key.
 
 use chrono::{DateTime, Utc};
-use hmac::{KeyInit, Mac};
+use hmac::Mac;
 
 use crate::{Provider, PseudonymKey};
 
-type HmacSha256 = hmac::Hmac<sha2::Sha256>;
-
 fn keyed(key: &PseudonymKey, domain: &str, fields: &[&[u8]]) -> [u8; 32] {
-    // A 32-byte key is always a valid HMAC key, so this cannot fail.
-    let mut mac = match HmacSha256::new_from_slice(key.bytes()) {
-        Ok(mac) => mac,
-        Err(_) => unreachable!("HMAC accepts keys of any length"),
-    };
+    let mut mac = key.mac();
     for part in std::iter::once(domain.as_bytes()).chain(fields.iter().copied()) {
         mac.update(&(part.len() as u64).to_be_bytes());
         mac.update(part);

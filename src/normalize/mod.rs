@@ -30,11 +30,21 @@ impl Skipped {
 /// One element of an upstream list, parsed on its own: a malformed element (a value of
 /// the wrong type, `"NaN"`, an integer beyond 64 bits) becomes `Bad` and is skipped and
 /// counted, never fatal to its page.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(untagged)]
+///
+/// The element's text is cut out first (`RawValue`: one copy of its bytes) and then parsed
+/// into `T`; an untagged enum would buffer every element into a tree of allocations before
+/// trying `T`, which cost more than the rest of the per-message path.
+#[derive(Debug, Clone)]
 pub enum Lenient<T> {
     Good(T),
-    Bad(serde::de::IgnoredAny),
+    Bad,
+}
+
+impl<'de, T: serde::de::DeserializeOwned> serde::Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = <Box<serde_json::value::RawValue>>::deserialize(deserializer)?;
+        Ok(serde_json::from_str(raw.get()).map_or(Lenient::Bad, Lenient::Good))
+    }
 }
 
 impl<T> Lenient<T> {
@@ -42,7 +52,7 @@ impl<T> Lenient<T> {
     pub fn then<R>(&self, f: impl FnOnce(&T) -> Result<R, Skipped>) -> Result<R, Skipped> {
         match self {
             Lenient::Good(t) => f(t),
-            Lenient::Bad(_) => Err(Skipped::bad("a malformed data point")),
+            Lenient::Bad => Err(Skipped::bad("a malformed data point")),
         }
     }
 
@@ -50,7 +60,7 @@ impl<T> Lenient<T> {
     pub fn good(&self) -> Option<&T> {
         match self {
             Lenient::Good(t) => Some(t),
-            Lenient::Bad(_) => None,
+            Lenient::Bad => None,
         }
     }
 }

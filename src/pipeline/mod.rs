@@ -20,7 +20,7 @@ use tracing::Instrument;
 use crate::auth::TokenManager;
 use crate::clock::Clock;
 use crate::config::{Dataset, SeriesSettings, SyncSettings};
-use crate::schemas::Schemas;
+use crate::schemas::{Refused, Schemas};
 use crate::sinks::Delivery;
 use crate::sources::{AccountPass, Batch, SourceError, Sources};
 use crate::store::{Account, AccountStatus, OutboxEntry, SqlStore, Store, StoreError};
@@ -318,6 +318,7 @@ impl Pipeline {
     ) -> Result<(Vec<Delivery>, Vec<Quarantined>), Unrouted> {
         let mut out = Vec::with_capacity(records.len());
         let mut quarantined = Vec::new();
+        let mut check = self.schemas.batch();
         for record in records {
             let message = match self.anonymizer.anonymize(record) {
                 Ok(m) => m,
@@ -328,22 +329,20 @@ impl Pipeline {
                 }
             };
             let stream = self.routes.stream_for(message.message_type())?.to_owned();
-            let value = match serde_json::to_value(&message) {
-                Ok(v) => v,
-                Err(e) => {
-                    counters.invalid.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(message_id = %message.header.uuid, error = %e, "message could not be serialised");
-                    continue;
+            let message_id = message.header.uuid.clone();
+            match check.check(&message) {
+                Ok(payload) => {
+                    out.push(Delivery { stream, partition_key: subject.to_owned(), message: payload, message_id });
                 }
-            };
-            let delivery = Delivery { stream, partition_key: subject.to_owned(), message: value };
-            if let Err(violation) = self.schemas.validate(&delivery.message) {
-                counters.invalid.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(message_id = %violation.message_id, error = %violation, "message failed its schema; quarantined, not published");
-                quarantined.push((delivery, violation.errors.join("; ")));
-                continue;
+                Err(Refused { violation, payload }) => {
+                    counters.invalid.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(message_id = %violation.message_id, error = %violation, "message failed its schema; quarantined, not published");
+                    if let Some(message) = payload {
+                        let delivery = Delivery { stream, partition_key: subject.to_owned(), message, message_id };
+                        quarantined.push((delivery, violation.errors.join("; ")));
+                    }
+                }
             }
-            out.push(delivery);
         }
         Ok((out, quarantined))
     }

@@ -115,10 +115,14 @@ fn io_error(dir: &Path, what: &str, e: &std::io::Error) -> SendError {
 }
 
 fn line(entry: &OutboxEntry) -> Result<Vec<u8>, SendError> {
-    let message: serde_json::Value = serde_json::from_str(&entry.payload)
+    let message = serde_json::value::RawValue::from_string(entry.payload.clone())
         .map_err(|e| SendError::Rejected(format!("the outbox payload is not JSON: {e}")))?;
-    let delivery =
-        super::Delivery { stream: entry.stream.clone(), partition_key: entry.partition_key.clone(), message };
+    let delivery = super::Delivery {
+        stream: entry.stream.clone(),
+        partition_key: entry.partition_key.clone(),
+        message,
+        message_id: entry.message_id.clone(),
+    };
     let mut line = serde_json::to_vec(&delivery).map_err(|e| SendError::Rejected(e.to_string()))?;
     line.push(b'\n');
     Ok(line)

@@ -21,17 +21,21 @@ use serde::Serialize;
 pub struct Delivery {
     pub stream: String,
     pub partition_key: String,
-    pub message: serde_json::Value,
+    /// The message's JSON text exactly as it was checked and will be published.
+    pub message: Box<serde_json::value::RawValue>,
+    /// `header.uuid` of the message.
+    #[serde(skip)]
+    pub message_id: String,
 }
 
 impl Delivery {
     /// The outbox row of this delivery: the payload exactly as it will be published.
     pub fn outbox_entry(&self) -> crate::store::OutboxEntry {
         crate::store::OutboxEntry {
-            message_id: self.message.pointer("/header/uuid").and_then(|v| v.as_str()).unwrap_or_default().to_owned(),
+            message_id: self.message_id.clone(),
             stream: self.stream.clone(),
             partition_key: self.partition_key.clone(),
-            payload: self.message.to_string(),
+            payload: self.message.get().to_owned(),
         }
     }
 }

@@ -29,13 +29,26 @@ pub fn now() -> DateTime<Utc> {
     wearbridge::clock::parse_instant(NOW).expect("NOW is an RFC 3339 instant")
 }
 
-/// Collects dry-run deliveries in memory.
+/// Collects dry-run deliveries in memory, each message parsed from its published text.
 #[derive(Default)]
-pub struct Collect(pub std::sync::Mutex<Vec<wearbridge::sinks::Delivery>>);
+pub struct Collect(pub std::sync::Mutex<Vec<Collected>>);
+
+/// One dry-run delivery.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Collected {
+    pub stream: String,
+    pub partition_key: String,
+    pub message: serde_json::Value,
+}
 
 impl wearbridge::pipeline::DeliveryWriter for Collect {
     fn write_batch(&self, batch: &[wearbridge::sinks::Delivery]) -> std::io::Result<()> {
-        self.0.lock().expect("collector lock").extend_from_slice(batch);
+        let parsed = batch.iter().map(|d| {
+            let message = serde_json::from_str(d.message.get())?;
+            Ok(Collected { stream: d.stream.clone(), partition_key: d.partition_key.clone(), message })
+        });
+        let parsed = parsed.collect::<Result<Vec<_>, serde_json::Error>>()?;
+        self.0.lock().expect("collector lock").extend(parsed);
         Ok(())
     }
 }
