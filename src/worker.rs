@@ -101,7 +101,18 @@ impl Worker {
             let mut more = false;
             if free > 0 {
                 let lease = Lease::new(&self.id, self.sync.lease, self.pipeline.clock.now());
-                match self.pipeline.store.claim_accounts(&lease, &datasets, free).await {
+                // The syncs in flight keep being polled while the claim waits for the
+                // store: one of them may hold its writer (a commit in progress), and not
+                // polling it would leave the claim waiting for it for ever.
+                let claim = self.pipeline.store.claim_accounts(&lease, &datasets, free);
+                tokio::pin!(claim);
+                let claimed = loop {
+                    tokio::select! {
+                        claimed = &mut claim => break claimed,
+                        Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                    }
+                };
+                match claimed {
                     Ok(accounts) => {
                         failures = 0;
                         // A full claim: more may be due.
@@ -206,21 +217,27 @@ impl Worker {
             .filter(|d| schedule.iter().find(|(name, _)| name == d.as_str()).is_none_or(|(_, at)| *at <= lease.now_ms))
             .collect();
         // Renew the lease while the sync runs (a long Retry-After must not let another
-        // worker claim the account and refresh its tokens at the same time).
+        // worker claim the account and refresh its tokens at the same time). The renewal
+        // is a future of its own polled beside the sync, never an await inside a `select!`
+        // arm: that would stop polling the sync while it may hold the store's writer
+        // (a transaction in progress), and the renewal would wait for it for ever.
         let sync = self.pipeline.sync_one(account, &due, &self.output);
-        tokio::pin!(sync);
-        let mut renew = tokio::time::interval((self.sync.lease / 3).max(Duration::from_millis(100)));
-        renew.tick().await;
-        let summary = loop {
-            tokio::select! {
-                summary = &mut sync => break summary,
-                _ = renew.tick() => {
-                    let extended = Lease::new(&lease.worker, self.sync.lease, self.pipeline.clock.now());
-                    if !store.renew_account_lease(&extended, account.id).await.unwrap_or(false) {
-                        tracing::warn!("lost the lease on an account during its sync; stopping that sync");
-                        return Ok(());
-                    }
+        let renewing = async {
+            let mut renew = tokio::time::interval((self.sync.lease / 3).max(Duration::from_millis(100)));
+            renew.tick().await;
+            loop {
+                renew.tick().await;
+                let extended = Lease::new(&lease.worker, self.sync.lease, self.pipeline.clock.now());
+                if !store.renew_account_lease(&extended, account.id).await.unwrap_or(false) {
+                    return;
                 }
+            }
+        };
+        let summary = tokio::select! {
+            summary = sync => summary,
+            () = renewing => {
+                tracing::warn!("lost the lease on an account during its sync; stopping that sync");
+                return Ok(());
             }
         };
         if shutdown.is_cancelled() && summary.synced == 0 {

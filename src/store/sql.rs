@@ -37,6 +37,11 @@ macro_rules! account_columns {
     };
 }
 
+/// SQLite reader connections (WAL readers do not block the writer or each other).
+const READERS: u32 = 4;
+/// How long a write may queue for the SQLite writer connection before it is an error.
+const WRITE_QUEUE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The store named by `store.url`.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
@@ -48,12 +53,24 @@ pub struct SqlStore {
 
 #[derive(Debug, Clone)]
 enum Pool {
-    Sqlite(SqlitePool),
+    /// Reads use `read`; every write goes through the single connection of `write`, so
+    /// the process's writers queue in the pool (in order, without holding a connection)
+    /// instead of sleeping in SQLite's busy handler against each other, and a write
+    /// transaction begins `IMMEDIATE`, so a writer in another process (the CLI beside a
+    /// daemon) waits out its busy timeout instead of failing on a stale snapshot.
+    Sqlite {
+        read: SqlitePool,
+        write: SqlitePool,
+    },
     Postgres(PgPool),
 }
 
 /// The statements whose text differs by backend; everything else is shared.
 struct Dialect {
+    /// Begins a transaction that will write: `BEGIN IMMEDIATE` takes SQLite's write lock
+    /// up front (waiting its busy timeout), so no statement in it can fail on a snapshot
+    /// another writer made stale.
+    begin: &'static str,
     /// Locks the row read for the rest of the transaction (PostgreSQL), or nothing
     /// (SQLite: one writer at a time anyway).
     lock_account_by_name: &'static str,
@@ -72,6 +89,7 @@ struct Dialect {
 }
 
 const SQLITE_DIALECT: Dialect = Dialect {
+    begin: "BEGIN IMMEDIATE",
     lock_account_by_name: "SELECT id, status FROM accounts WHERE name = $1",
     insert_outbox: "INSERT INTO outbox (message_id, account_id, stream, partition_key, payload, created_at)
          SELECT json_extract(m.value, '$.id'), $1, json_extract(m.value, '$.stream'),
@@ -104,6 +122,7 @@ const SQLITE_DIALECT: Dialect = Dialect {
 };
 
 const POSTGRES_DIALECT: Dialect = Dialect {
+    begin: "BEGIN",
     lock_account_by_name: "SELECT id, status FROM accounts WHERE name = $1 FOR UPDATE",
     insert_outbox: "INSERT INTO outbox (message_id, account_id, stream, partition_key, payload, created_at)
          SELECT m.v->>'id', $1, m.v->>'stream', m.v->>'key', m.v->>'payload', $3
@@ -139,11 +158,15 @@ const POSTGRES_DIALECT: Dialect = Dialect {
 
 /// Runs `$body` on the store's pool, whichever it is: `$pool` names the pool and `$d`
 /// the backend's [`Dialect`] inside. The body is written once and compiled for each
-/// backend.
+/// backend. `on_pool!` is for reads; `on_writer!` for anything that writes (on SQLite,
+/// the one writer connection).
 macro_rules! on_pool {
     ($self:expr, |$pool:ident, $d:ident| $body:expr) => {
+        on_pool!(@ $self, read, |$pool, $d| $body)
+    };
+    (@ $self:expr, $which:ident, |$pool:ident, $d:ident| $body:expr) => {
         match &$self.pool {
-            Pool::Sqlite($pool) => {
+            Pool::Sqlite { $which: $pool, .. } => {
                 let $d = &SQLITE_DIALECT;
                 let _ = $d;
                 $body
@@ -154,6 +177,12 @@ macro_rules! on_pool {
                 $body
             }
         }
+    };
+}
+
+macro_rules! on_writer {
+    ($self:expr, |$pool:ident, $d:ident| $body:expr) => {
+        on_pool!(@ $self, write, |$pool, $d| $body)
     };
 }
 
@@ -260,8 +289,13 @@ impl SqlStore {
         let migrator = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
         migrations::run_sqlite(&migrator, SQLITE).await?;
         migrator.close().await;
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        Ok(Self { pool: Pool::Sqlite(pool), cipher, clock: Clock::system() })
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(WRITE_QUEUE_TIMEOUT)
+            .connect_with(options.clone())
+            .await?;
+        let read = SqlitePoolOptions::new().max_connections(READERS).connect_with(options).await?;
+        Ok(Self { pool: Pool::Sqlite { read, write }, cipher, clock: Clock::system() })
     }
 
     /// Uses `clock` for the times the store writes (tests that pin the time of day).
@@ -270,17 +304,23 @@ impl SqlStore {
         self
     }
 
-    /// The SQLite pool, for tests and diagnostics; `None` on PostgreSQL.
+    /// The SQLite writer pool, for tests and diagnostics; `None` on PostgreSQL.
     pub fn sqlite_pool(&self) -> Option<&SqlitePool> {
         match &self.pool {
-            Pool::Sqlite(pool) => Some(pool),
+            Pool::Sqlite { write, .. } => Some(write),
             Pool::Postgres(_) => None,
         }
     }
 
     /// Closes every connection (a SQLite file can then be read whole).
     pub async fn close(&self) {
-        on_pool!(self, |pool, _d| pool.close().await)
+        match &self.pool {
+            Pool::Sqlite { read, write } => {
+                read.close().await;
+                write.close().await;
+            }
+            Pool::Postgres(pool) => pool.close().await,
+        }
     }
 
     fn now(&self) -> DateTime<Utc> {
@@ -298,8 +338,8 @@ impl Store for SqlStore {
         validate_account_name(name)?;
         parse_provider(provider.as_str())?;
         let now = self.now();
-        on_pool!(self, |pool, d| {
-            let mut tx = pool.begin().await?;
+        on_writer!(self, |pool, d| {
+            let mut tx = pool.begin_with(d.begin).await?;
             let existing = sqlx::query(d.lock_account_by_name).bind(name).fetch_optional(&mut *tx).await?;
             let id: i64 = match existing {
                 Some(row) => {
@@ -390,8 +430,8 @@ impl Store for SqlStore {
 
     async fn remove_account(&self, name: &str) -> Result<Removal, StoreError> {
         let now = self.now();
-        on_pool!(self, |pool, d| {
-            let mut tx = pool.begin().await?;
+        on_writer!(self, |pool, d| {
+            let mut tx = pool.begin_with(d.begin).await?;
             let row = sqlx::query(d.lock_account_by_name).bind(name).fetch_optional(&mut *tx).await?;
             let Some(row) = row else {
                 return Err(StoreError::NoSuchAccount(name.into()));
@@ -426,7 +466,7 @@ impl Store for SqlStore {
 
     async fn set_status(&self, account_id: i64, status: AccountStatus) -> Result<(), StoreError> {
         let now = self.now();
-        on_pool!(self, |pool, _d| {
+        on_writer!(self, |pool, _d| {
             sqlx::query("UPDATE accounts SET status = $1, updated_at = $2 WHERE id = $3")
                 .bind(status.as_str())
                 .bind(now)
@@ -440,7 +480,7 @@ impl Store for SqlStore {
     async fn set_provider_user_id(&self, account_id: i64, user_id: &str) -> Result<(), StoreError> {
         let sealed = self.cipher.seal(account_id, USER_ID, user_id)?;
         let now = self.now();
-        on_pool!(self, |pool, _d| {
+        on_writer!(self, |pool, _d| {
             sqlx::query(
                 "UPDATE accounts SET provider_user_id = $1, updated_at = $2 WHERE id = $3 AND status <> 'removed'",
             )
@@ -485,7 +525,7 @@ impl Store for SqlStore {
         let access =
             tokens.access_token.as_ref().map(|t| self.cipher.seal_secret(account_id, ACCESS, t)).transpose()?;
         let now = self.now();
-        on_pool!(self, |pool, _d| {
+        on_writer!(self, |pool, _d| {
             sqlx::query(
                 "INSERT INTO tokens (account_id, refresh_token, access_token, access_expires_at, updated_at)
                  SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM accounts WHERE id = $1 AND status <> 'removed')
@@ -532,8 +572,8 @@ impl Store for SqlStore {
             })
             .collect();
         let list = json_list(&list);
-        on_pool!(self, |pool, d| {
-            let mut tx = pool.begin().await?;
+        on_writer!(self, |pool, d| {
+            let mut tx = pool.begin_with(d.begin).await?;
             // A withdrawn account takes nothing more: a sync that was running when the
             // person left writes nothing. The check is a write, so it waits for a
             // concurrent removal (and takes SQLite's write lock first instead of failing
@@ -650,7 +690,7 @@ impl Store for SqlStore {
     }
 
     async fn outbox_claim(&self, lease: &Lease, limit: u32) -> Result<Vec<Pending>, StoreError> {
-        let mut pending: Vec<Pending> = on_pool!(self, |pool, d| {
+        let mut pending: Vec<Pending> = on_writer!(self, |pool, d| {
             let rows = sqlx::query(d.claim_outbox)
                 .bind(&lease.worker)
                 .bind(lease.until_ms)
@@ -666,7 +706,7 @@ impl Store for SqlStore {
 
     async fn claim_accounts(&self, lease: &Lease, datasets: &[&str], limit: u32) -> Result<Vec<Account>, StoreError> {
         let list = json_list(datasets);
-        let mut accounts: Vec<Account> = on_pool!(self, |pool, d| {
+        let mut accounts: Vec<Account> = on_writer!(self, |pool, d| {
             let rows = sqlx::query(d.claim_accounts)
                 .bind(&lease.worker)
                 .bind(lease.until_ms)
@@ -682,7 +722,7 @@ impl Store for SqlStore {
     }
 
     async fn renew_account_lease(&self, lease: &Lease, account_id: i64) -> Result<bool, StoreError> {
-        on_pool!(self, |pool, _d| {
+        on_writer!(self, |pool, _d| {
             let done = sqlx::query("UPDATE accounts SET lease_until = $1 WHERE id = $2 AND lease_owner = $3")
                 .bind(lease.until_ms)
                 .bind(account_id)
@@ -694,8 +734,8 @@ impl Store for SqlStore {
     }
 
     async fn release_worker(&self, worker: &str) -> Result<(), StoreError> {
-        on_pool!(self, |pool, _d| {
-            let mut tx = pool.begin().await?;
+        on_writer!(self, |pool, d| {
+            let mut tx = pool.begin_with(d.begin).await?;
             for statement in [
                 "UPDATE accounts SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1",
                 "UPDATE outbox SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1",
@@ -723,8 +763,8 @@ impl Store for SqlStore {
         account_id: i64,
         next_due: &[(String, i64)],
     ) -> Result<(), StoreError> {
-        on_pool!(self, |pool, _d| {
-            let mut tx = pool.begin().await?;
+        on_writer!(self, |pool, d| {
+            let mut tx = pool.begin_with(d.begin).await?;
             for (dataset, due) in next_due {
                 sqlx::query(
                     "INSERT INTO schedule (account_id, dataset, next_due)
@@ -759,7 +799,7 @@ impl Store for SqlStore {
     }
 
     async fn outbox_release(&self, worker: &str) -> Result<(), StoreError> {
-        on_pool!(self, |pool, _d| {
+        on_writer!(self, |pool, _d| {
             sqlx::query("UPDATE outbox SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1")
                 .bind(worker)
                 .execute(pool)
@@ -769,7 +809,7 @@ impl Store for SqlStore {
     }
 
     async fn record_consent(&self, account_id: i64, consent: &Consent) -> Result<(), StoreError> {
-        on_pool!(self, |pool, _d| {
+        on_writer!(self, |pool, _d| {
             sqlx::query(
                 "INSERT INTO consents (account_id, provider, scopes, granted_at, leave_hash) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (account_id) DO UPDATE SET provider = excluded.provider, scopes = excluded.scopes,
@@ -811,7 +851,7 @@ impl Store for SqlStore {
     }
 
     async fn probe_write(&self) -> Result<(), StoreError> {
-        on_pool!(self, |pool, _d| {
+        on_writer!(self, |pool, _d| {
             sqlx::query(
                 "UPDATE schema_migrations SET applied_at = applied_at
                  WHERE version = (SELECT min(version) FROM schema_migrations)",
@@ -829,8 +869,8 @@ impl Store for SqlStore {
         let now = self.now();
         let list = json_list(seqs);
         // Two set-based statements, whatever the number of messages.
-        on_pool!(self, |pool, d| {
-            let mut tx = pool.begin().await?;
+        on_writer!(self, |pool, d| {
+            let mut tx = pool.begin_with(d.begin).await?;
             sqlx::query(d.publish_acked).bind(&list).bind(now).execute(&mut *tx).await?;
             sqlx::query(d.delete_acked).bind(&list).execute(&mut *tx).await?;
             tx.commit().await?;
@@ -843,7 +883,7 @@ impl Store for SqlStore {
             .ok()
             .and_then(|age| self.now().checked_sub_signed(age))
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
-        on_pool!(self, |pool, _d| {
+        on_writer!(self, |pool, _d| {
             let done =
                 sqlx::query("DELETE FROM published WHERE published_at < $1").bind(older_than).execute(pool).await?;
             Ok(done.rows_affected())
@@ -851,7 +891,7 @@ impl Store for SqlStore {
     }
 
     async fn outbox_attempt_failed(&self, seq: i64, error: &str) -> Result<(), StoreError> {
-        on_pool!(self, |pool, _d| {
+        on_writer!(self, |pool, _d| {
             sqlx::query(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = $1, lease_owner = NULL, lease_until = NULL
                  WHERE seq = $2",
@@ -865,7 +905,7 @@ impl Store for SqlStore {
     }
 
     async fn outbox_quarantine(&self, seq: i64, error: &str) -> Result<(), StoreError> {
-        on_pool!(self, |pool, _d| {
+        on_writer!(self, |pool, _d| {
             sqlx::query(
                 "UPDATE outbox SET status = 'quarantined', attempts = attempts + 1, last_error = $1 WHERE seq = $2",
             )

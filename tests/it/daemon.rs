@@ -1,11 +1,11 @@
 //! The daemon at cohort scale on SQLite (issue 17): syncing never waits on publishing,
 //! and the CLI works beside a busy daemon.
 //!
-//! Both tests fail today and are ignored until issue 17 is done: under a busy daemon
-//! the SQLite pool (4 connections) is exhausted by 8 sync slots and the publish loop
-//! ("pool timed out while waiting for an open connection"), write transactions then
-//! report "database is locked", and `users add` in another process waits out its busy
-//! timeout. Run them with `cargo test --test it daemon:: -- --ignored`.
+//! Both failed before issue 17: the worker awaited the store (a lease renewal, the next
+//! claim) while not polling syncs that held a connection in a transaction, so the pool
+//! ran dry ("pool timed out while waiting for an open connection"); and `users add` in
+//! another process failed at once with "database is locked" when its deferred
+//! transaction found its snapshot made stale by the daemon's writes.
 
 use crate::common;
 use crate::postgres::{sigterm, syncs, wait_until};
@@ -36,6 +36,22 @@ async fn enrol(sim: &Simulator, dir: &Path, people: std::ops::Range<usize>) {
     store.close().await;
 }
 
+/// Prints the end of the daemon's log when the test fails, so a red run says why.
+struct LogOnFailure(std::path::PathBuf);
+
+impl Drop for LogOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.0).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("--- last lines of {} ---", self.0.display());
+            for line in &lines[lines.len().saturating_sub(60)..] {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
 fn daemon(dir: &Path, config: &str, interval: &str) -> tokio::process::Child {
     let port = common::free_port();
     common::command_on_system_clock(
@@ -61,7 +77,6 @@ fn daemon(dir: &Path, config: &str, interval: &str) -> tokio::process::Child {
 /// With a publish limit of 10 msg/s and a backlog far beyond it (50 accounts, a day each),
 /// every account is synced within two intervals while the outbox drains behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 17: the SQLite pool is exhausted under a busy daemon"]
 async fn syncing_never_waits_on_publishing() {
     let sim = common::simulator_on_system_clock(50, 1701).await;
     let dir = tempfile::tempdir().unwrap();
@@ -69,6 +84,7 @@ async fn syncing_never_waits_on_publishing() {
     let config = config(&sim, d, 10);
     enrol(&sim, d, 0..50).await;
     let started = Instant::now();
+    let _log = LogOnFailure(d.join("daemon.log"));
     let mut worker = daemon(d, &config, "5s");
     let people: Vec<String> = sim.people().iter().map(|p| p.name.clone()).collect();
     wait_until("every account synced once", Duration::from_secs(60), || {
@@ -77,6 +93,7 @@ async fn syncing_never_waits_on_publishing() {
     })
     .await;
     let all_synced = started.elapsed();
+    eprintln!("all 50 accounts synced after {all_synced:?}");
     assert!(all_synced < Duration::from_secs(10), "all 50 accounts synced within two intervals: {all_synced:?}");
     // Meanwhile the outbox drains at its own pace: some out, far from all.
     wait_until("publishing started", Duration::from_secs(20), || !sim.streamr_received().is_empty()).await;
@@ -96,13 +113,13 @@ async fn syncing_never_waits_on_publishing() {
 /// `users add` 20 times out of 20 while the daemon syncs and publishes on the same SQLite
 /// file; the daemon picks every new account up within an interval.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 17: `users add` times out on the lock of a busy daemon"]
 async fn users_add_works_beside_a_busy_daemon() {
     let sim = common::simulator_on_system_clock(30, 1702).await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let config = config(&sim, d, 50);
     enrol(&sim, d, 0..10).await;
+    let _log = LogOnFailure(d.join("daemon.log"));
     let mut worker = daemon(d, &config, "3s");
     wait_until("the daemon is busy", Duration::from_secs(30), || !syncs(&sim).is_empty()).await;
     let mut failures = Vec::new();
