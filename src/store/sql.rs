@@ -84,6 +84,8 @@ struct Dialect {
     /// `$1` worker, `$2` lease until, `$3` now, `$4` limit.
     claim_outbox: &'static str,
     /// `$1` worker, `$2` lease until, `$3` now, `$4` JSON list of datasets, `$5` limit.
+    /// Oldest due first (a dataset never synced counts as due since forever), so a
+    /// new enrolment or a starved account is not left behind the ones that keep coming due.
     claim_accounts: &'static str,
     series_windows: &'static str,
 }
@@ -109,13 +111,15 @@ const SQLITE_DIALECT: Dialect = Dialect {
              SELECT seq FROM outbox WHERE status = 'pending' ORDER BY seq LIMIT $4)
          RETURNING seq, message_id, stream, partition_key, payload, attempts",
     claim_accounts: "UPDATE accounts SET lease_owner = $1, lease_until = $2 WHERE id IN (
-             SELECT a.id FROM accounts a
-             WHERE a.status = 'active'
-               AND (a.lease_owner IS NULL OR a.lease_owner <> $1 OR a.lease_until < $3)
-               AND EXISTS (SELECT 1 FROM json_each($4) d
-                           LEFT JOIN schedule s ON s.account_id = a.id AND s.dataset = d.value
-                           WHERE s.next_due IS NULL OR s.next_due <= $3)
-             ORDER BY a.id LIMIT $5)
+             SELECT id FROM (
+                 SELECT a.id,
+                        (SELECT MIN(COALESCE(s.next_due, 0)) FROM json_each($4) d
+                         LEFT JOIN schedule s ON s.account_id = a.id AND s.dataset = d.value) AS due
+                 FROM accounts a
+                 WHERE a.status = 'active'
+                   AND (a.lease_owner IS NULL OR a.lease_owner <> $1 OR a.lease_until < $3))
+             WHERE due <= $3
+             ORDER BY due, id LIMIT $5)
          RETURNING id, name, provider, status, provider_user_id, created_at",
     series_windows: "SELECT series_key, revision, digest FROM series_windows
          WHERE account_id = $1 AND series_key IN (SELECT value FROM json_each($2))",
@@ -143,11 +147,13 @@ const POSTGRES_DIALECT: Dialect = Dialect {
          RETURNING o.seq, o.message_id, o.stream, o.partition_key, o.payload, o.attempts",
     claim_accounts: "WITH claimable AS (
              SELECT a.id FROM accounts a
+             CROSS JOIN LATERAL (
+                 SELECT MIN(COALESCE(s.next_due, 0)) AS due
+                 FROM json_array_elements_text($4::json) AS d(name)
+                 LEFT JOIN schedule s ON s.account_id = a.id AND s.dataset = d.name) AS oldest
              WHERE a.status = 'active' AND (a.lease_until IS NULL OR a.lease_until < $3)
-               AND EXISTS (SELECT 1 FROM json_array_elements_text($4::json) AS d(name)
-                           LEFT JOIN schedule s ON s.account_id = a.id AND s.dataset = d.name
-                           WHERE s.next_due IS NULL OR s.next_due <= $3)
-             ORDER BY a.id LIMIT $5
+               AND oldest.due <= $3
+             ORDER BY oldest.due, a.id LIMIT $5
              FOR UPDATE OF a SKIP LOCKED)
          UPDATE accounts SET lease_owner = $1, lease_until = $2 FROM claimable c WHERE accounts.id = c.id
          RETURNING accounts.id, accounts.name, accounts.provider, accounts.status,

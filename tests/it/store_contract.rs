@@ -67,8 +67,38 @@ async fn contract<S: Store>(reopen: impl AsyncFn() -> S) {
     store.outbox_quarantine(pending[5].seq, "HTTP 400").await.unwrap();
     assert_eq!((store.outbox_len().await.unwrap(), store.quarantined_len().await.unwrap()), (5, 2));
 
-    // Removal drops everything of the account and takes no more writes.
+    // Due accounts are claimed oldest due first; a dataset never synced is the oldest.
     let b = store.add_account("bob", WITHINGS, &SecretString::from("rb")).await.unwrap();
+    let c = store.add_account("carol", FITBIT, &SecretString::from("rc")).await.unwrap();
+    let now = common::now();
+    let ago = |minutes: i64| (now - chrono::TimeDelta::minutes(minutes)).timestamp_millis();
+    // (account, minutes since sleep was due, minutes since heart rate was due)
+    let schedules = [(a.id, 5, -60), (b.id, 10, 10), (c.id, 1, 30)];
+    let reschedule = async || {
+        for (id, sleep, hr) in schedules {
+            let next = [("sleep".to_owned(), ago(sleep)), ("heart_rate".to_owned(), ago(hr))];
+            store.release_account("w1", id, &next).await.unwrap();
+        }
+    };
+    let lease = wearbridge::store::Lease::new("w1", Duration::from_secs(60), now);
+    let datasets = ["sleep", "heart_rate"];
+    reschedule().await;
+    let mut all: Vec<String> =
+        store.claim_accounts(&lease, &datasets, 10).await.unwrap().into_iter().map(|a| a.name).collect();
+    all.sort();
+    assert_eq!(all, ["alice", "bob", "carol"], "each is due on one dataset at least");
+    reschedule().await;
+    let first = store.claim_accounts(&lease, &datasets, 1).await.unwrap();
+    assert_eq!(first[0].name, "carol", "due 30 minutes ago: before bob (10) and alice (5)");
+    reschedule().await;
+    let dave = store.add_account("dave", FITBIT, &SecretString::from("rd")).await.unwrap();
+    let first = store.claim_accounts(&lease, &datasets, 1).await.unwrap();
+    assert_eq!(first[0].id, dave.id, "never synced: the oldest due of all");
+    store.remove_account("dave").await.unwrap();
+    store.remove_account("carol").await.unwrap();
+    reschedule().await;
+
+    // Removal drops everything of the account and takes no more writes.
     assert!(matches!(store.remove_account("nobody").await, Err(StoreError::NoSuchAccount(_))));
     let removal = store.remove_account("alice").await.unwrap();
     assert_eq!(removal.dropped_messages, 7, "five pending and two quarantined");
