@@ -46,3 +46,26 @@ pub fn upstream_request(provider: &'static str, status: &str) {
 pub fn token_refresh(provider: &'static str, result: &'static str) {
     metrics::counter!("wearbridge_token_refreshes_total", "provider" => provider, "result" => result).increment(1);
 }
+
+/// The newest reading committed per dataset (cursor name) by this process, in Unix
+/// milliseconds: what the freshness gauge is computed from at scrape time.
+static NEWEST_DATA: std::sync::Mutex<std::collections::BTreeMap<&'static str, i64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Notes that readings up to `at` of `dataset` were committed for publication.
+pub fn newest_data(dataset: &'static str, at: chrono::DateTime<chrono::Utc>) {
+    if let Ok(mut newest) = NEWEST_DATA.lock() {
+        let entry = newest.entry(dataset).or_insert(i64::MIN);
+        *entry = (*entry).max(at.timestamp_millis());
+    }
+}
+
+/// Sets `wearbridge_dataset_freshness_seconds{dataset}`: now minus the newest reading of
+/// each dataset this process committed (the gauge is absent until it committed one).
+pub fn export_freshness(now: chrono::DateTime<chrono::Utc>) {
+    let Ok(newest) = NEWEST_DATA.lock() else { return };
+    for (dataset, at) in newest.iter() {
+        let age = (now.timestamp_millis() - at).max(0) as f64 / 1000.0;
+        metrics::gauge!("wearbridge_dataset_freshness_seconds", "dataset" => *dataset).set(age);
+    }
+}

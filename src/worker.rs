@@ -44,6 +44,55 @@ pub struct Worker {
     pub sync: SyncSettings,
 }
 
+/// Awaits `work` while the syncs in flight keep being polled. Awaiting the store with
+/// them unpolled could wait for ever: one of them may hold a connection (the writer, in a
+/// commit) that it gives back only when it is polled again.
+async fn beside<F: Future, S: futures::Stream + Unpin>(in_flight: &mut S, work: F) -> F::Output {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            Some(_) = in_flight.next() => {}
+        }
+    }
+}
+
+/// Back pressure on syncing: above `sync.outbox_high_water` pending messages no account
+/// is claimed until the drain (oldest first) has brought the outbox below nine tenths of
+/// the mark. Looked at before every claim, counting no further than the mark.
+struct HighWater {
+    mark: u64,
+    paused: bool,
+}
+
+impl HighWater {
+    fn new(mark: u64) -> Self {
+        Self { mark, paused: false }
+    }
+
+    /// Whether syncing is paused now.
+    async fn holds(&mut self, store: &crate::store::SqlStore) -> bool {
+        let depth = match store.outbox_len_up_to(self.mark).await {
+            Ok(depth) => depth,
+            // The claim that follows meets the same store and says so.
+            Err(_) => return self.paused,
+        };
+        let resume_below = self.mark - self.mark / 10;
+        if !self.paused && depth >= self.mark {
+            self.paused = true;
+            tracing::warn!(
+                high_water = self.mark,
+                "the outbox is at its high-water mark (sync.outbox_high_water); syncing paused while it drains"
+            );
+        } else if self.paused && depth < resume_below {
+            self.paused = false;
+            tracing::info!(outbox = depth, high_water = self.mark, "the outbox drained; syncing resumed");
+        }
+        metrics::gauge!("wearbridge_sync_paused").set(if self.paused { 1.0 } else { 0.0 });
+        self.paused
+    }
+}
+
 /// A random duration in `[0, max]`.
 fn jitter(max: Duration) -> Duration {
     let mut bytes = [0u8; 4];
@@ -90,6 +139,7 @@ impl Worker {
         let datasets: Vec<&str> = self.sync.datasets.iter().map(|d| d.as_str()).collect();
         let mut in_flight = FuturesUnordered::new();
         let mut failures = 0u32;
+        let mut high_water = HighWater::new(self.sync.outbox_high_water);
         loop {
             if stop.is_cancelled() {
                 // In-flight syncs hear the same token; let them end.
@@ -99,20 +149,11 @@ impl Worker {
             let free = CONCURRENCY.saturating_sub(in_flight.len() as u32);
             let mut pause = self.poll();
             let mut more = false;
-            if free > 0 {
+            let paused = free > 0 && beside(&mut in_flight, high_water.holds(&self.pipeline.store)).await;
+            if free > 0 && !paused {
                 let lease = Lease::new(&self.id, self.sync.lease, self.pipeline.clock.now());
-                // The syncs in flight keep being polled while the claim waits for the
-                // store: one of them may hold its writer (a commit in progress), and not
-                // polling it would leave the claim waiting for it for ever.
                 let claim = self.pipeline.store.claim_accounts(&lease, &datasets, free);
-                tokio::pin!(claim);
-                let claimed = loop {
-                    tokio::select! {
-                        claimed = &mut claim => break claimed,
-                        Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-                    }
-                };
-                match claimed {
+                match beside(&mut in_flight, claim).await {
                     Ok(accounts) => {
                         failures = 0;
                         // A full claim: more may be due.

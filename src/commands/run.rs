@@ -117,6 +117,7 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
         metrics,
         enrolment,
         clock: clock.clone(),
+        datasets: loaded.settings.sync.datasets.iter().map(|d| d.as_str()).collect(),
     };
     let server = crate::server::serve(loaded.settings.server.listen, state, shutdown.clone()).await?;
     let worker = Worker {

@@ -327,8 +327,9 @@ fn validate_ranges(loaded: &Loaded) -> Result<(), ConfigError> {
             loaded.invalid("sync.start", "expected a date from 2000-01-01 to 2100-01-01, or a duration back from now")
         );
     }
-    let counts: [(&str, u64, u64, u64); 7] = [
+    let counts: [(&str, u64, u64, u64); 8] = [
         ("sync.max_response_bytes", s.sync.max_response_bytes, 1 << 16, 1 << 30),
+        ("sync.outbox_high_water", s.sync.outbox_high_water, 100, 1_000_000_000),
         ("streamr.messages_per_second", s.streamr.messages_per_second.into(), 1, 1_000_000),
         ("streamr.stream_messages_per_second", s.streamr.stream_messages_per_second.into(), 1, 1_000_000),
         ("streamr.burst", s.streamr.burst.into(), 1, 1_000_000),

@@ -197,6 +197,10 @@ pub struct SyncSettings {
     pub datasets: Vec<Dataset>,
     /// The largest upstream answer read (bytes); a larger one fails that call.
     pub max_response_bytes: u64,
+    /// Pending outbox messages above which the daemon stops claiming accounts until the
+    /// drain has brought the outbox below nine tenths of it (disk is finite; a node that
+    /// is down for days must not fill it).
+    pub outbox_high_water: u64,
 }
 
 impl Default for SyncSettings {
@@ -210,6 +214,7 @@ impl Default for SyncSettings {
             lookback: Duration::from_secs(3 * 3600),
             datasets: Dataset::ALL.to_vec(),
             max_response_bytes: crate::http::DEFAULT_MAX_BODY,
+            outbox_high_water: 1_000_000,
         }
     }
 }

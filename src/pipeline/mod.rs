@@ -82,6 +82,16 @@ const EARLIEST_PLAUSIBLE: DateTime<Utc> = DateTime::from_timestamp(946_684_800, 
 
 /// A record whose time no device could have produced (before 2000, or more than a day
 /// after now: a clock at 9999-12-31, a garbled date) is a skipped point, not a message.
+/// The time of the newest reading a record carries (a series window: its last sample).
+fn newest_reading(record: &Record) -> DateTime<Utc> {
+    match &record.observation {
+        anonymizer::Observation::HeartRateSeries { samples, start, .. } => {
+            samples.iter().map(|(at, _)| *at).max().unwrap_or(*start)
+        }
+        other => other.source_time(),
+    }
+}
+
 fn plausible(record: Record, now: DateTime<Utc>) -> Result<Record, crate::normalize::Skipped> {
     let at = record.observation.source_time();
     let latest = now + chrono::TimeDelta::days(1);
@@ -289,6 +299,7 @@ impl Pipeline {
             let folded = series::fold(records, window, closed_end, &published);
             (records, windows, cursor) = (folded.records, folded.windows, folded.cursor);
         }
+        let newest = records.iter().map(newest_reading).max();
         let (deliveries, quarantined) = self.to_deliveries(&records, subject, counters)?;
         tracing::info!(cursor = batch.cursor_key, records = read, messages = deliveries.len(), "read");
         metrics::counter!("wearbridge_records_total", "dataset" => batch.cursor_key).increment(records.len() as u64);
@@ -303,6 +314,9 @@ impl Pipeline {
                     .commit_series_batch(account.id, batch.cursor_key, &cursor, &entries, &quarantined, &windows)
                     .await?;
             }
+        }
+        if let Some(newest) = newest {
+            crate::telemetry::newest_data(batch.cursor_key, newest);
         }
         Ok(())
     }

@@ -33,8 +33,10 @@ pub struct ServerState {
     pub metrics: Option<PrometheusHandle>,
     /// The consent pages (`/connect`, `/leave`); `None` turns them off.
     pub enrolment: Option<Enrolment>,
-    /// For the age of the oldest outbox message.
+    /// For the age of the oldest outbox message and the schedule lag.
     pub clock: Clock,
+    /// The datasets the worker syncs (`sync.datasets`), for the schedule lag.
+    pub datasets: Vec<&'static str>,
 }
 
 /// The store must answer within this for the worker to be ready.
@@ -111,6 +113,11 @@ async fn render(State(state): State<Arc<ServerState>>) -> impl IntoResponse {
         let age = oldest.map_or(0.0, |t| (state.clock.now() - t).num_milliseconds().max(0) as f64 / 1000.0);
         metrics::gauge!("wearbridge_outbox_oldest_age_seconds").set(age);
     }
+    if let Ok(Ok(due)) = tokio::time::timeout(STORE_TIMEOUT, state.store.oldest_due(&state.datasets)).await {
+        let lag = due.map_or(0.0, |t| (state.clock.now() - t).num_milliseconds().max(0) as f64 / 1000.0);
+        metrics::gauge!("wearbridge_schedule_lag_seconds").set(lag);
+    }
+    crate::telemetry::export_freshness(state.clock.now());
     if let Ok(Ok(accounts)) = tokio::time::timeout(STORE_TIMEOUT, state.store.accounts()).await {
         for status in [AccountStatus::Active, AccountStatus::NeedsReconsent, AccountStatus::Removed] {
             let n = accounts.iter().filter(|a| a.status == status).count();

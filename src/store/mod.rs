@@ -288,6 +288,15 @@ pub trait Store: Send + Sync + 'static {
         next_due: &[(String, i64)],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// When the longest-waiting due work of an active account fell due, over `datasets`:
+    /// the earliest scheduled time, or the enrolment of an account with a dataset never
+    /// synced, whichever is older (for the schedule-lag metric; it may lie in the future).
+    fn oldest_due(&self, datasets: &[&str]) -> impl Future<Output = Result<Option<DateTime<Utc>>, StoreError>> + Send;
+
+    /// Pending messages, counted up to `limit` only: what the high-water check needs,
+    /// at a cost bounded by the mark rather than by the outbox.
+    fn outbox_len_up_to(&self, limit: u64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
     /// The creation time of the oldest pending message (for the outbox-age metric).
     fn outbox_oldest(&self) -> impl Future<Output = Result<Option<DateTime<Utc>>, StoreError>> + Send;
 

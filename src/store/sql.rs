@@ -88,6 +88,11 @@ struct Dialect {
     /// new enrolment or a starved account is not left behind the ones that keep coming due.
     claim_accounts: &'static str,
     series_windows: &'static str,
+    /// `$1` JSON list of datasets: the earliest `next_due` of active accounts.
+    earliest_scheduled: &'static str,
+    /// `$1` JSON list of datasets: the earliest enrolment of an active account with one
+    /// of them never scheduled.
+    earliest_unscheduled: &'static str,
 }
 
 const SQLITE_DIALECT: Dialect = Dialect {
@@ -123,6 +128,12 @@ const SQLITE_DIALECT: Dialect = Dialect {
          RETURNING id, name, provider, status, provider_user_id, created_at",
     series_windows: "SELECT series_key, revision, digest FROM series_windows
          WHERE account_id = $1 AND series_key IN (SELECT value FROM json_each($2))",
+    earliest_scheduled: "SELECT MIN(s.next_due) AS due FROM schedule s JOIN accounts a ON a.id = s.account_id
+         WHERE a.status = 'active' AND s.dataset IN (SELECT value FROM json_each($1))",
+    earliest_unscheduled: "SELECT created_at FROM accounts a WHERE a.status = 'active'
+           AND EXISTS (SELECT 1 FROM json_each($1) d WHERE NOT EXISTS
+                       (SELECT 1 FROM schedule s WHERE s.account_id = a.id AND s.dataset = d.value))
+         ORDER BY a.id LIMIT 1",
 };
 
 const POSTGRES_DIALECT: Dialect = Dialect {
@@ -160,6 +171,12 @@ const POSTGRES_DIALECT: Dialect = Dialect {
                    accounts.provider_user_id, accounts.created_at",
     series_windows: "SELECT series_key, revision, digest FROM series_windows
          WHERE account_id = $1 AND series_key IN (SELECT json_array_elements_text($2::json))",
+    earliest_scheduled: "SELECT MIN(s.next_due) AS due FROM schedule s JOIN accounts a ON a.id = s.account_id
+         WHERE a.status = 'active' AND s.dataset IN (SELECT json_array_elements_text($1::json))",
+    earliest_unscheduled: "SELECT created_at FROM accounts a WHERE a.status = 'active'
+           AND EXISTS (SELECT 1 FROM json_array_elements_text($1::json) AS d(name) WHERE NOT EXISTS
+                       (SELECT 1 FROM schedule s WHERE s.account_id = a.id AND s.dataset = d.name))
+         ORDER BY a.id LIMIT 1",
 };
 
 /// Runs `$body` on the store's pool, whichever it is: `$pool` names the pool and `$d`
@@ -672,6 +689,19 @@ impl Store for SqlStore {
         })
     }
 
+    async fn outbox_len_up_to(&self, limit: u64) -> Result<u64, StoreError> {
+        on_pool!(self, |pool, _d| {
+            let n: i64 = sqlx::query(
+                "SELECT COUNT(*) AS n FROM (SELECT 1 FROM outbox WHERE status = 'pending' LIMIT $1) AS pending",
+            )
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_one(pool)
+            .await?
+            .try_get("n")?;
+            Ok(count(n))
+        })
+    }
+
     async fn outbox_len(&self) -> Result<u64, StoreError> {
         on_pool!(self, |pool, _d| {
             let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE status = 'pending'")
@@ -792,6 +822,18 @@ impl Store for SqlStore {
             .await?;
             tx.commit().await?;
             Ok(())
+        })
+    }
+
+    async fn oldest_due(&self, datasets: &[&str]) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let list = json_list(datasets);
+        on_pool!(self, |pool, d| {
+            let scheduled: Option<i64> =
+                sqlx::query(d.earliest_scheduled).bind(&list).fetch_one(pool).await?.try_get("due")?;
+            let unscheduled = sqlx::query(d.earliest_unscheduled).bind(&list).fetch_optional(pool).await?;
+            let enrolled: Option<DateTime<Utc>> = unscheduled.map(|r| r.try_get("created_at")).transpose()?;
+            let scheduled = scheduled.and_then(DateTime::from_timestamp_millis);
+            Ok(scheduled.into_iter().chain(enrolled).min())
         })
     }
 

@@ -53,25 +53,24 @@ impl Drop for LogOnFailure {
 }
 
 fn daemon(dir: &Path, config: &str, interval: &str) -> tokio::process::Child {
+    daemon_with(dir, config, interval, &[])
+}
+
+fn daemon_with(dir: &Path, config: &str, interval: &str, settings: &[&str]) -> tokio::process::Child {
     let port = common::free_port();
-    common::command_on_system_clock(
-        dir,
-        config,
-        &[
-            "--set",
-            &format!("server.listen=127.0.0.1:{port}"),
-            "--set",
-            &format!("sync.interval={interval}"),
-            "--set",
-            "sync.jitter=0s",
-            "run",
-        ],
-    )
-    // Nobody reads its log here: a full pipe would stop the daemon mid-write.
-    .stdout(std::process::Stdio::null())
-    .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
-    .spawn()
-    .unwrap()
+    let listen = format!("server.listen=127.0.0.1:{port}");
+    let interval = format!("sync.interval={interval}");
+    let mut args = vec!["--set", &listen, "--set", &interval, "--set", "sync.jitter=0s"];
+    for s in settings {
+        args.extend(["--set", s]);
+    }
+    args.push("run");
+    common::command_on_system_clock(dir, config, &args)
+        // Nobody reads its log here: a full pipe would stop the daemon mid-write.
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
+        .spawn()
+        .unwrap()
 }
 
 /// With a publish limit of 10 msg/s and a backlog far beyond it (50 accounts, a day each),
@@ -147,4 +146,40 @@ async fn users_add_works_beside_a_busy_daemon() {
     .await;
     sigterm(&worker);
     let _ = tokio::time::timeout(Duration::from_secs(40), worker.wait()).await;
+}
+
+/// Above `sync.outbox_high_water` the daemon claims no more accounts, says so, and
+/// resumes once the drain has brought the outbox below nine tenths of the mark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_high_water_mark_pauses_syncing_until_it_drains() {
+    let sim = common::simulator_on_system_clock(24, 1703).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = config(&sim, d, 500);
+    enrol(&sim, d, 0..24).await;
+    let log = d.join("daemon.log");
+    let _log = LogOnFailure(log.clone());
+    // The node is down: the outbox only fills.
+    sim.set_streamr_down(true);
+    let mut worker = daemon_with(d, &config, "1h", &["sync.outbox_high_water=100"]);
+    let logged = |what: &str| std::fs::read_to_string(&log).unwrap_or_default().contains(what);
+    wait_until("syncing paused", Duration::from_secs(30), || logged("syncing paused")).await;
+    let paused_at = syncs(&sim).len();
+    assert!(paused_at < 24, "the mark held accounts back: {paused_at} of 24 synced");
+    // Nothing new is claimed while the outbox stays above the mark.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(syncs(&sim).len(), paused_at, "no account was claimed while paused");
+    assert!(!logged("syncing resumed"));
+    // The node comes back: the outbox drains, syncing resumes, everyone is synced.
+    sim.set_streamr_down(false);
+    let people: Vec<String> = sim.people().iter().map(|p| p.name.clone()).collect();
+    wait_until("every account synced once", Duration::from_secs(90), || {
+        let s = syncs(&sim);
+        people.iter().all(|p| s.contains_key(p))
+    })
+    .await;
+    assert!(logged("syncing resumed"));
+    sigterm(&worker);
+    let status = tokio::time::timeout(Duration::from_secs(40), worker.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
 }

@@ -375,6 +375,7 @@ async fn case_09_readyz_reflects_writes() {
         metrics: None,
         enrolment: None,
         clock: wearbridge::clock::Clock::pinned(common::now()),
+        datasets: Vec::new(),
     };
     let port = common::free_port();
     let shutdown = wearbridge::retry::CancellationToken::new();

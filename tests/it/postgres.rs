@@ -235,6 +235,9 @@ async fn three_workers_share_one_database_and_take_over_a_killed_one() {
         "wearbridge_messages_confirmed_total",
         "wearbridge_outbox_depth",
         "wearbridge_outbox_oldest_age_seconds",
+        "wearbridge_schedule_lag_seconds",
+        "wearbridge_dataset_freshness_seconds{dataset=\"heart_rate\"}",
+        "wearbridge_sync_paused 0",
         "wearbridge_accounts{status=\"active\"} 6",
     ] {
         assert!(metrics.contains(series), "/metrics lacks {series}:\n{metrics}");

@@ -91,6 +91,13 @@ async fn contract<S: Store>(reopen: impl AsyncFn() -> S) {
     let first = store.claim_accounts(&lease, &datasets, 1).await.unwrap();
     assert_eq!(first[0].name, "carol", "due 30 minutes ago: before bob (10) and alice (5)");
     reschedule().await;
+    // The schedule lag is measured from the oldest due time, or from the enrolment of an
+    // account with a dataset never synced.
+    let thirty_ago = chrono::DateTime::from_timestamp_millis(ago(30));
+    assert_eq!(store.oldest_due(&datasets).await.unwrap(), thirty_ago);
+    let with_devices = ["sleep", "heart_rate", "devices"];
+    assert_eq!(store.oldest_due(&with_devices).await.unwrap(), thirty_ago.min(Some(a.created_at)));
+    assert_eq!(store.oldest_due(&["devices"]).await.unwrap(), Some(a.created_at), "alice enrolled first");
     let dave = store.add_account("dave", FITBIT, &SecretString::from("rd")).await.unwrap();
     let first = store.claim_accounts(&lease, &datasets, 1).await.unwrap();
     assert_eq!(first[0].id, dave.id, "never synced: the oldest due of all");
