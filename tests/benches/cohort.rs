@@ -3,57 +3,24 @@
 //! --once` in another, measured with `/usr/bin/time` (CPU seconds and max RSS of the
 //! wearbridge process only).
 //!
-//! Run: `cargo bench --bench cohort` (environment: `COHORT_PEOPLE`, default 50;
+//! Run: `cargo bench --bench cohort` (environment: `WEARBRIDGE_BIN`; `COHORT_PEOPLE`, default 50;
 //! `COHORT_RUNS`, default 3; `COHORT_HR_INTERVAL`, default 5s; `COHORT_MODES`, default
 //! `series,samples`). Each person has a Fitbit and a Withings account; a pass
 //! reads 27 hours (the day before, plus three hours of windows not closed yet). The
 //! client-side quotas are lifted (Withings allows 120 requests a minute per application,
 //! which would make this a measure of waiting): CPU and memory are what is measured.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use secrecy::SecretString;
-use wearbridge::simulator::generate_people;
-use wearbridge::store::{SqlStore, Store, TokenCipher};
+#[path = "shared.rs"]
+mod shared;
 
-const NOW: &str = "2026-11-30T03:05:00Z";
-const SEED: u64 = 42;
+use shared::{NOW, base_config, enrol, env_or, measured_bin, simulator};
+
 /// Hours of data one pass reads per account.
 const HOURS_READ: f64 = 27.0;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// Starts `wearbridge simulate`; returns the child and its printed settings by label.
-fn simulator(bin: &str, people: usize, hr_interval: &str) -> (std::process::Child, Vec<(String, String)>) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0);
-    let mut child = Command::new(bin)
-        .args(["--now", NOW, "simulate", "--listen", &format!("127.0.0.1:{port}"), "--people", &people.to_string()])
-        .args(["--seed", &SEED.to_string(), "--hr-interval", hr_interval, "--stream", "bench.eth/health"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the simulator");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut printed = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.expect("a line");
-        if line.starts_with("serving until") {
-            break;
-        }
-        if let Some((label, value)) = line.split_once(": ") {
-            printed.push((label.trim().to_owned(), value.trim().to_owned()));
-        }
-    }
-    (child, printed)
-}
-
-fn printed<'a>(all: &'a [(String, String)], label: &str) -> &'a str {
-    all.iter().find(|(l, _)| l.starts_with(label)).map(|(_, v)| v.as_str()).unwrap_or_else(|| panic!("{label}"))
-}
 
 /// `wearbridge run --once` under `/usr/bin/time`: (wall s, CPU s, max RSS KiB, stdout).
 fn measured(bin: &str, config: &Path, args: &[&str]) -> (f64, f64, u64, Vec<u8>) {
@@ -83,7 +50,9 @@ fn measured(bin: &str, config: &Path, args: &[&str]) -> (f64, f64, u64, Vec<u8>)
 }
 
 fn main() {
-    let bin = env!("CARGO_BIN_EXE_wearbridge");
+    let sim_bin = env!("CARGO_BIN_EXE_wearbridge");
+    let measured_path = measured_bin();
+    let bin = measured_path.as_str();
     let people = env_or("COHORT_PEOPLE", 50);
     let runs = env_or("COHORT_RUNS", 3);
     let hr_interval = std::env::var("COHORT_HR_INTERVAL").unwrap_or_else(|_| "5s".into());
@@ -94,45 +63,16 @@ fn main() {
         let mut rows = Vec::new();
         for run in 0..runs {
             // A fresh simulator per run: Withings rotates refresh tokens on every refresh.
-            let (mut sim, urls) = simulator(bin, people, &hr_interval);
+            let (mut sim, urls) = simulator(sim_bin, people, &hr_interval);
             let dir = tempfile::tempdir().expect("dir");
             let d = dir.path();
-            let key = wearbridge::keyfile::load_or_create(&d.join("store.key"), "store.key_file").expect("key");
-            runtime.block_on(async {
-                let store = SqlStore::open(&format!("sqlite://{}", d.join("wb.db").display()), TokenCipher::new(key))
-                    .await
-                    .expect("store");
-                for p in generate_people(SEED, people) {
-                    for (provider, token) in p.accounts() {
-                        let name = format!("{}-{provider}", p.name);
-                        store.add_account(&name, provider, &SecretString::from(token.to_owned())).await.expect("enrol");
-                    }
-                }
-                store.close().await;
-            });
+            enrol(&runtime, d, people);
             let config = d.join("wearbridge.toml");
             std::fs::write(
                 &config,
                 format!(
-                    r#"[store]
-url = "sqlite://{d}/wb.db"
-key_file = "{d}/store.key"
-[fitbit]
-client_id = "{id}"
-client_secret = "{secret}"
-api_base_url = "{google}"
-token_url = "{token}"
-requests_per_minute = 1000000
-project_requests_per_minute = 100000000
-[withings]
-client_id = "{id}"
-client_secret = "{secret}"
-api_base_url = "{withings}"
-requests_per_minute = 1000000
-[sync]
+                    r#"{base}[sync]
 start = "2026-11-29"
-[anonymizer]
-key_file = "{d}/anonymizer.key"
 [anonymizer.series.heart-rate]
 publish = "{mode}"
 [streamr]
@@ -144,12 +84,8 @@ burst = 1000000
 [streamr.streams]
 default = "bench.eth/health"
 "#,
+                    base = base_config(d, &urls, true),
                     d = d.display(),
-                    id = printed(&urls, "client id"),
-                    secret = printed(&urls, "client secret"),
-                    google = printed(&urls, "google health api"),
-                    token = printed(&urls, "google oauth token"),
-                    withings = printed(&urls, "withings api"),
                 ),
             )
             .expect("config");

@@ -589,11 +589,9 @@ fn dockerfile_builds_in_two_stages_and_runs_unprivileged() {
     assert!(instructions.iter().any(|(k, a)| k == "EXPOSE" && a.split_whitespace().any(|p| p == "8080")));
     assert!(instructions.iter().any(|(k, a)| k == "ENTRYPOINT" && a.contains("wearbridge")));
     assert!(
-        instructions
-            .iter()
-            .any(|(k, a)| k == "RUN"
-                && a.contains("cargo build --release --locked --no-default-features --bin wearbridge")),
-        "builds the locked release binary without the simulator"
+        instructions.iter().any(|(k, a)| k == "RUN"
+            && a.contains("cargo build --profile production --locked --no-default-features --bin wearbridge")),
+        "builds the locked production binary without the simulator"
     );
     for target in ["tests/benches", "tests/it"] {
         assert!(
