@@ -10,6 +10,7 @@
 //! `sync.shutdown_grace`; work cut off later was never committed and is claimed again.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -59,24 +60,42 @@ async fn beside<F: Future, S: futures::Stream + Unpin>(in_flight: &mut S, work: 
 
 /// Back pressure on syncing: above `sync.outbox_high_water` pending messages no account
 /// is claimed until the drain (oldest first) has brought the outbox below nine tenths of
-/// the mark. Looked at before every claim, counting no further than the mark.
+/// the mark. The outbox is counted (no further than the mark) before a claim when the
+/// last count plus what this worker committed since could reach half the mark, while
+/// paused, and at least every [`HighWater::RECOUNT`]; far below the mark a claim costs
+/// no count.
 struct HighWater {
     mark: u64,
     paused: bool,
+    last_depth: u64,
+    counted: Option<tokio::time::Instant>,
 }
 
 impl HighWater {
+    const RECOUNT: Duration = Duration::from_secs(5);
+
     fn new(mark: u64) -> Self {
-        Self { mark, paused: false }
+        Self { mark, paused: false, last_depth: 0, counted: None }
     }
 
-    /// Whether syncing is paused now.
-    async fn holds(&mut self, store: &crate::store::SqlStore) -> bool {
+    /// Whether syncing is paused now; `committed` is what syncs committed since the last
+    /// count (taken and reset here).
+    async fn holds(&mut self, store: &crate::store::SqlStore, committed: &AtomicU64) -> bool {
+        let recent = self.counted.is_some_and(|at| at.elapsed() < Self::RECOUNT);
+        let estimate = self.last_depth.saturating_add(committed.load(Ordering::Relaxed));
+        if recent && !self.paused && estimate < self.mark / 2 {
+            return false;
+        }
+        let since = committed.swap(0, Ordering::Relaxed);
         let depth = match store.outbox_len_up_to(self.mark).await {
             Ok(depth) => depth,
-            // The claim that follows meets the same store and says so.
-            Err(_) => return self.paused,
+            Err(_) => {
+                // The claim that follows meets the same store and says so.
+                committed.fetch_add(since, Ordering::Relaxed);
+                return self.paused;
+            }
         };
+        (self.last_depth, self.counted) = (depth, Some(tokio::time::Instant::now()));
         let resume_below = self.mark - self.mark / 10;
         if !self.paused && depth >= self.mark {
             self.paused = true;
@@ -137,6 +156,8 @@ impl Worker {
     /// `Retry-After`, a throttled token endpoint).
     async fn sync_loop(&self, stop: &CancellationToken, synced: &Notify) {
         let datasets: Vec<&str> = self.sync.datasets.iter().map(|d| d.as_str()).collect();
+        // Declared before the syncs that add to it, so it outlives them.
+        let committed = AtomicU64::new(0);
         let mut in_flight = FuturesUnordered::new();
         let mut failures = 0u32;
         let mut high_water = HighWater::new(self.sync.outbox_high_water);
@@ -149,8 +170,8 @@ impl Worker {
             let free = CONCURRENCY.saturating_sub(in_flight.len() as u32);
             let mut pause = self.poll();
             let mut more = false;
-            let paused = free > 0 && beside(&mut in_flight, high_water.holds(&self.pipeline.store)).await;
-            if free > 0 && !paused {
+            let paused = free > 0 && beside(&mut in_flight, high_water.holds(&self.pipeline.store, &committed)).await;
+            if free > 0 && !paused && !stop.is_cancelled() {
                 let lease = Lease::new(&self.id, self.sync.lease, self.pipeline.clock.now());
                 let claim = self.pipeline.store.claim_accounts(&lease, &datasets, free);
                 match beside(&mut in_flight, claim).await {
@@ -159,7 +180,7 @@ impl Worker {
                         // A full claim: more may be due.
                         more = accounts.len() as u32 == free;
                         for account in accounts {
-                            in_flight.push(self.sync_claimed(lease.clone(), account, stop, synced));
+                            in_flight.push(self.sync_claimed(lease.clone(), account, stop, synced, &committed));
                         }
                     }
                     Err(e) => {
@@ -186,9 +207,13 @@ impl Worker {
         account: crate::store::Account,
         stop: &CancellationToken,
         synced: &Notify,
+        committed: &AtomicU64,
     ) {
-        if let Err(e) = self.sync_account(&lease, &account, stop).await {
-            tracing::warn!(error = %e, "could not record the sync of an account; its lease will expire");
+        match self.sync_account(&lease, &account, stop).await {
+            Ok(messages) => {
+                committed.fetch_add(messages, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(error = %e, "could not record the sync of an account; its lease will expire"),
         }
         synced.notify_one();
     }
@@ -241,13 +266,14 @@ impl Worker {
     }
 
     /// Syncs the account's due datasets and schedules each one's next sync; a sync cut
-    /// short by shutdown schedules nothing, so the account is due again at once.
+    /// short by shutdown schedules nothing, so the account is due again at once. Returns
+    /// the messages the sync put in the outbox.
     async fn sync_account(
         &self,
         lease: &Lease,
         account: &crate::store::Account,
         shutdown: &CancellationToken,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let store = &self.pipeline.store;
         let schedule = store.schedule(account.id).await?;
         let due: Vec<Dataset> = self
@@ -278,13 +304,14 @@ impl Worker {
             summary = sync => summary,
             () = renewing => {
                 tracing::warn!("lost the lease on an account during its sync; stopping that sync");
-                return Ok(());
+                return Ok(0);
             }
         };
         if shutdown.is_cancelled() && summary.synced == 0 {
             // Waits were cut short: whatever was not committed is done again by the next
             // claim, which need not wait a whole interval for it.
-            return store.release_account(&lease.worker, account.id, &[]).await;
+            store.release_account(&lease.worker, account.id, &[]).await?;
+            return Ok(summary.messages);
         }
         metrics::counter!("wearbridge_account_syncs_total", "result" => if summary.synced > 0 { "ok" } else { "failed" })
             .increment(1);
@@ -293,6 +320,7 @@ impl Worker {
             .iter()
             .map(|d| (d.as_str().to_owned(), now + ms(self.sync.interval) + ms(jitter(self.sync.jitter))))
             .collect();
-        store.release_account(&lease.worker, account.id, &next).await
+        store.release_account(&lease.worker, account.id, &next).await?;
+        Ok(summary.messages)
     }
 }

@@ -128,8 +128,7 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
         sync: loaded.settings.sync.clone(),
     };
     tracing::info!(worker = %worker_id, "worker started");
-    let run = worker.run(shutdown.clone());
-    tokio::pin!(run);
+    let mut run = Box::pin(worker.run(shutdown.clone()));
     let result = tokio::select! {
         result = &mut run => result,
         signal = signal => {
@@ -148,6 +147,9 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
         }
     };
     shutdown.cancel();
+    // Work cut off by the grace period goes now: left pending, unpolled, it could hold
+    // (or be queued for) the store's writer that the release below needs.
+    drop(run);
     // Whatever this worker still holds is free for the others at once.
     if let Err(e) = store.release_worker(&worker_id).await {
         tracing::warn!(error = %e, "could not release this worker's leases; they expire after sync.lease");

@@ -33,7 +33,8 @@ impl Skipped {
 ///
 /// The element's text is cut out first (`RawValue`: one copy of its bytes) and then parsed
 /// into `T`; an untagged enum would buffer every element into a tree of allocations before
-/// trying `T`, which cost more than the rest of the per-message path.
+/// trying `T`, which cost more than the rest of the per-message path. Pages are read from
+/// their JSON text (`serde_json::from_slice`), as every client here does.
 #[derive(Debug, Clone)]
 pub enum Lenient<T> {
     Good(T),

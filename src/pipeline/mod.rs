@@ -80,8 +80,6 @@ type Quarantined = (Delivery, String);
 /// No wearable reading predates this (the first consumer heart-rate trackers came later).
 const EARLIEST_PLAUSIBLE: DateTime<Utc> = DateTime::from_timestamp(946_684_800, 0).expect("2000-01-01T00:00:00Z");
 
-/// A record whose time no device could have produced (before 2000, or more than a day
-/// after now: a clock at 9999-12-31, a garbled date) is a skipped point, not a message.
 /// The time of the newest reading a record carries (a series window: its last sample).
 fn newest_reading(record: &Record) -> DateTime<Utc> {
     match &record.observation {
@@ -92,6 +90,8 @@ fn newest_reading(record: &Record) -> DateTime<Utc> {
     }
 }
 
+/// A record whose time no device could have produced (before 2000, or more than a day
+/// after now: a clock at 9999-12-31, a garbled date) is a skipped point, not a message.
 fn plausible(record: Record, now: DateTime<Utc>) -> Result<Record, crate::normalize::Skipped> {
     let at = record.observation.source_time();
     let latest = now + chrono::TimeDelta::days(1);
@@ -310,13 +310,16 @@ impl Pipeline {
                 let entries: Vec<OutboxEntry> = deliveries.iter().map(Delivery::outbox_entry).collect();
                 let quarantined: Vec<(OutboxEntry, String)> =
                     quarantined.iter().map(|(d, why)| (d.outbox_entry(), why.clone())).collect();
-                self.store
+                let inserted = self
+                    .store
                     .commit_series_batch(account.id, batch.cursor_key, &cursor, &entries, &quarantined, &windows)
                     .await?;
+                // Freshness counts what will be published: not a batch whose messages were
+                // all published before, quarantined, or refused for a withdrawn account.
+                if let Some(newest) = newest.filter(|_| inserted > 0) {
+                    crate::telemetry::newest_data(batch.cursor_key, newest);
+                }
             }
-        }
-        if let Some(newest) = newest {
-            crate::telemetry::newest_data(batch.cursor_key, newest);
         }
         Ok(())
     }

@@ -93,9 +93,22 @@ impl Matcher {
         let shape = match (Self::suffix(pattern), Self::class(pattern)) {
             (Some(suffix), _) => Shape::Suffix(suffix.to_owned()),
             (None, Some((allowed, min, max))) => Shape::Class { allowed, min, max },
-            (None, None) => Shape::Regex(Regex::new(pattern).map_err(|e| format!("pattern {pattern:?}: {e}"))?),
+            (None, None) if Self::same_in_both_dialects(pattern) => {
+                Shape::Regex(Regex::new(pattern).map_err(|e| format!("pattern {pattern:?}: {e}"))?)
+            }
+            (None, None) => {
+                return Err(format!("pattern {pattern:?} may read differently as ECMA-262 and as Rust regex"));
+            }
         };
         Ok(Self { pattern: pattern.to_owned(), shape })
+    }
+
+    /// Whether the Rust regex engine reads `pattern` as JSON Schema's ECMA-262 does: no
+    /// escape but `\.` (`\d`, `\w`, `\s` are Unicode-aware in Rust, ASCII in ECMA) and
+    /// no class-set operators (`&&`, `--`, `~~` are literal in ECMA).
+    fn same_in_both_dialects(pattern: &str) -> bool {
+        let without_dots = pattern.replace("\\.", "");
+        !without_dots.contains('\\') && !["&&", "--", "~~"].iter().any(|op| pattern.contains(op))
     }
 
     /// `abc$`: letters, digits and spaces, then the end.
@@ -216,7 +229,11 @@ impl Plan {
             Value::Bool(true) => return Ok(()),
             _ => return Err(format!("{}: a schema that is not an object", self.nodes[at].path)),
         };
-        let number = |v: &Value| v.as_f64().ok_or_else(|| format!("{v} is not a number"));
+        // Instances are compared as f64; a bound beyond 2^53 could then miss by one.
+        let number = |v: &Value| match v.as_f64() {
+            Some(x) if x.abs() < EXACT => Ok(x),
+            _ => Err(format!("{v} is not a number below 2^53")),
+        };
         let count =
             |v: &Value| v.as_u64().and_then(|n| usize::try_from(n).ok()).ok_or_else(|| format!("{v} is not a count"));
         for (key, v) in map {
@@ -345,9 +362,15 @@ fn kind(v: &Value) -> Result<Kind, String> {
 fn scalar(v: &Value) -> Result<&Value, String> {
     match v {
         Value::Array(_) | Value::Object(_) => Err("const or enum of an array or object is not implemented".into()),
+        Value::Number(n) if n.as_f64().is_none_or(|x| x.abs() >= EXACT) => {
+            Err(format!("const or enum {n} is beyond 2^53"))
+        }
         v => Ok(v),
     }
 }
+
+/// Integers up to this are exact as f64.
+const EXACT: f64 = 9_007_199_254_740_992.0;
 
 /// A value the checker has no model for; the full validator decides instead.
 #[derive(Debug)]
@@ -511,7 +534,7 @@ fn describe(rule: &Rule) -> String {
 /// `Z` or numeric offset; `T` and `Z` in either case; a leap second only at 23:59:60 UTC.
 fn is_date_time(s: &str) -> bool {
     let b = s.as_bytes();
-    if b.len() < 20 || !is_date(&s[..10]) || !matches!(b[10], b'T' | b't') {
+    if b.len() < 20 || !is_date_bytes(&b[..10]) || !matches!(b[10], b'T' | b't') {
         return false;
     }
     let rest = &b[11..];
@@ -555,7 +578,10 @@ fn is_date_time(s: &str) -> bool {
 
 /// RFC 3339 `full-date`: `YYYY-MM-DD`, a real calendar date.
 fn is_date(s: &str) -> bool {
-    let b = s.as_bytes();
+    is_date_bytes(s.as_bytes())
+}
+
+fn is_date_bytes(b: &[u8]) -> bool {
     if b.len() != 10 || b[4] != b'-' || b[7] != b'-' || !digits(&b[0..4]) || !digits(&b[5..7]) || !digits(&b[8..10]) {
         return false;
     }
@@ -988,5 +1014,10 @@ mod tests {
         }
         assert!(matches!(Matcher::new("^[0-9]+\\.[0-9]+$").unwrap().shape, Shape::Regex(_)));
         assert!(matches!(Matcher::new("^[^a]+$").unwrap().shape, Shape::Regex(_)));
+        // Escapes that ECMA-262 and Rust read differently send the type to the full validator.
+        assert!(Matcher::new("^\\d+$").is_err());
+        assert!(Matcher::new("^(x&&y)+$").is_err());
+        // In the direct class, `&` is a character, as in ECMA-262.
+        assert!(Matcher::new("^[a&&b]+$").unwrap().is_match("a&b"));
     }
 }

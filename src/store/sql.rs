@@ -133,7 +133,7 @@ const SQLITE_DIALECT: Dialect = Dialect {
     earliest_unscheduled: "SELECT created_at FROM accounts a WHERE a.status = 'active'
            AND EXISTS (SELECT 1 FROM json_each($1) d WHERE NOT EXISTS
                        (SELECT 1 FROM schedule s WHERE s.account_id = a.id AND s.dataset = d.value))
-         ORDER BY a.id LIMIT 1",
+         ORDER BY a.created_at, a.id LIMIT 1",
 };
 
 const POSTGRES_DIALECT: Dialect = Dialect {
@@ -176,7 +176,7 @@ const POSTGRES_DIALECT: Dialect = Dialect {
     earliest_unscheduled: "SELECT created_at FROM accounts a WHERE a.status = 'active'
            AND EXISTS (SELECT 1 FROM json_array_elements_text($1::json) AS d(name) WHERE NOT EXISTS
                        (SELECT 1 FROM schedule s WHERE s.account_id = a.id AND s.dataset = d.name))
-         ORDER BY a.id LIMIT 1",
+         ORDER BY a.created_at, a.id LIMIT 1",
 };
 
 /// Runs `$body` on the store's pool, whichever it is: `$pool` names the pool and `$d`
@@ -372,7 +372,9 @@ impl Store for SqlStore {
                     }
                     let id: i64 = row.try_get("id")?;
                     sqlx::query(
-                        "UPDATE accounts SET provider = $1, status = 'active', provider_user_id = NULL, updated_at = $2
+                        // Enrolled afresh: as new, its enrolment time included.
+                        "UPDATE accounts SET provider = $1, status = 'active', provider_user_id = NULL,
+                                created_at = $2, updated_at = $2
                          WHERE id = $3",
                     )
                     .bind(provider.as_str())

@@ -110,7 +110,8 @@ async fn syncing_never_waits_on_publishing() {
 }
 
 /// `users add` 20 times out of 20 while the daemon syncs and publishes on the same SQLite
-/// file; the daemon picks every new account up within an interval.
+/// file (and `users remove`, `users list`, `check-config`); the daemon picks every new
+/// account up within an interval.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_add_works_beside_a_busy_daemon() {
     let sim = common::simulator_on_system_clock(30, 1702).await;
@@ -138,6 +139,16 @@ async fn users_add_works_beside_a_busy_daemon() {
         }
     }
     assert!(failures.is_empty(), "{} of 20 failed: {failures:?}", failures.len());
+    // The rest of the CLI that touches the store works beside it too.
+    for args in [
+        vec!["users", "remove", sim.people()[0].name.as_str()],
+        vec!["users", "remove", sim.people()[1].name.as_str()],
+        vec!["users", "list"],
+        vec!["check-config"],
+    ] {
+        let out = common::command_on_system_clock(d, &config, &args).output().await.unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
     let added: Vec<String> = sim.people()[10..30].iter().map(|p| p.name.clone()).collect();
     wait_until("the daemon synced every new account", Duration::from_secs(10), || {
         let s = syncs(&sim);
