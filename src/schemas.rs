@@ -386,6 +386,11 @@ mod agreement {
         (words.into_iter().map(|w| &*Box::leak(w.into_boxed_str())).collect(), numbers)
     }
 
+    thread_local! {
+        static SCHEMAS: Schemas = Schemas::load().unwrap();
+        static POOLS: (Vec<&'static str>, Vec<f64>) = pools();
+    }
+
     /// Builds a message that is valid except, perhaps, at one place (`fault`, counted in
     /// the order values are drawn), where the value comes from the pools instead: so a
     /// checker that gets any single rule wrong gives a different verdict.
@@ -398,6 +403,12 @@ mod agreement {
     }
 
     impl Gen {
+        /// `fault`: the place that gets a wild value (0: none).
+        fn new(seed: u64, fault: u64) -> Self {
+            let (words, numbers) = POOLS.with(Clone::clone);
+            Self { state: seed, words, numbers, site: 0, fault }
+        }
+
         fn next(&mut self) -> u64 {
             // SplitMix64.
             self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -716,12 +727,7 @@ mod agreement {
         /// plan walks a `Value` exactly as it walks a typed message.
         #[test]
         fn the_compiled_check_agrees_on_changed_json(seed in any::<u64>()) {
-            thread_local! {
-                static SCHEMAS: Schemas = Schemas::load().unwrap();
-                static POOLS: (Vec<&'static str>, Vec<f64>) = pools();
-            }
-            let (words, numbers) = POOLS.with(Clone::clone);
-            let mut g = Gen { state: seed, words, numbers, site: 0, fault: 0 };
+            let mut g = Gen::new(seed, 0);
             let message = g.message();
             let mut value = serde_json::to_value(&message).unwrap();
             mutate(&mut value, &mut g);
@@ -733,20 +739,12 @@ mod agreement {
                 Ok(())
             })?;
         }
-    }
 
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(20_000))]
         /// The compiled check and the `jsonschema` validator give the same verdict.
         #[test]
         fn the_compiled_check_agrees_with_the_full_validator(seed in any::<u64>()) {
-            thread_local! {
-                static SCHEMAS: Schemas = Schemas::load().unwrap();
-                static POOLS: (Vec<&'static str>, Vec<f64>) = pools();
-            }
-            let (words, numbers) = POOLS.with(Clone::clone);
             // About a third of the messages are left whole.
-            let mut g = Gen { state: seed, words, numbers, site: 0, fault: 1 + seed % 48 };
+            let mut g = Gen::new(seed, 1 + seed % 48);
             let message = g.message();
             SCHEMAS.with(|schemas| {
                 let value = serde_json::to_value(&message).unwrap();

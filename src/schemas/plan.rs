@@ -852,6 +852,15 @@ macro_rules! array_impl {
 }
 array_impl!(SerializeSeq::serialize_element, SerializeTuple::serialize_element, SerializeTupleStruct::serialize_field);
 
+/// Serializer methods of [`KeyName`] for values that cannot be a key.
+macro_rules! refuse_keys {
+    ($($method:ident($ty:ty)),* $(,)?) => {$(
+        fn $method(self, _: $ty) -> Result<Self::Ok, Unsupported> {
+            Err(not_a_key())
+        }
+    )*};
+}
+
 /// Map keys: strings only (as `serde_json` requires of our types).
 struct KeyName;
 
@@ -875,44 +884,10 @@ impl ser::Serializer for KeyName {
     fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, v: &T) -> Result<Self::Ok, Unsupported> {
         v.serialize(self)
     }
-    fn serialize_bool(self, _: bool) -> Result<Self::Ok, Unsupported> {
-        Err(not_a_key())
-    }
-    fn serialize_i8(self, _: i8) -> Result<Self::Ok, Unsupported> {
-        Err(not_a_key())
-    }
-    fn serialize_i16(self, _: i16) -> Result<Self::Ok, Unsupported> {
-        Err(not_a_key())
-    }
-    fn serialize_i32(self, _: i32) -> Result<Self::Ok, Unsupported> {
-        Err(not_a_key())
-    }
-    fn serialize_i64(self, _: i64) -> Result<Self::Ok, Unsupported> {
-        Err(not_a_key())
-    }
-    fn serialize_u8(self, _: u8) -> Result<Self::Ok, Unsupported> {
-        Err(not_a_key())
-    }
-    fn serialize_u16(self, _: u16) -> Result<Self::Ok, Unsupported> {
-        Err(not_a_key())
-    }
-    fn serialize_u32(self, _: u32) -> Result<Self::Ok, Unsupported> {
-        Err(not_a_key())
-    }
-    fn serialize_u64(self, _: u64) -> Result<Self::Ok, Unsupported> {
-        Err(not_a_key())
-    }
-    fn serialize_f32(self, _: f32) -> Result<Self::Ok, Unsupported> {
-        Err(not_a_key())
-    }
-    fn serialize_f64(self, _: f64) -> Result<Self::Ok, Unsupported> {
-        Err(not_a_key())
-    }
-    fn serialize_char(self, _: char) -> Result<Self::Ok, Unsupported> {
-        Err(not_a_key())
-    }
-    fn serialize_bytes(self, _: &[u8]) -> Result<Self::Ok, Unsupported> {
-        Err(not_a_key())
+    refuse_keys! {
+        serialize_bool(bool), serialize_i8(i8), serialize_i16(i16), serialize_i32(i32), serialize_i64(i64),
+        serialize_u8(u8), serialize_u16(u16), serialize_u32(u32), serialize_u64(u64), serialize_f32(f32),
+        serialize_f64(f64), serialize_char(char), serialize_bytes(&[u8])
     }
     fn serialize_none(self) -> Result<Self::Ok, Unsupported> {
         Err(not_a_key())

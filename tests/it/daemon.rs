@@ -36,6 +36,16 @@ async fn enrol(sim: &Simulator, dir: &Path, people: std::ops::Range<usize>) {
     store.close().await;
 }
 
+/// `people` simulated people, the first `enrolled` of them enrolled, and a configuration
+/// publishing at `rate` messages/s.
+async fn cohort(people: usize, seed: u64, rate: u32, enrolled: usize) -> (Simulator, tempfile::TempDir, String) {
+    let sim = common::simulator_on_system_clock(people, seed).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&sim, dir.path(), rate);
+    enrol(&sim, dir.path(), 0..enrolled).await;
+    (sim, dir, config)
+}
+
 /// Prints the end of the daemon's log when the test fails, so a red run says why.
 struct LogOnFailure(std::path::PathBuf);
 
@@ -77,11 +87,8 @@ fn daemon_with(dir: &Path, config: &str, interval: &str, settings: &[&str]) -> t
 /// every account is synced within two intervals while the outbox drains behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn syncing_never_waits_on_publishing() {
-    let sim = common::simulator_on_system_clock(50, 1701).await;
-    let dir = tempfile::tempdir().unwrap();
+    let (sim, dir, config) = cohort(50, 1701, 10, 50).await;
     let d = dir.path();
-    let config = config(&sim, d, 10);
-    enrol(&sim, d, 0..50).await;
     let started = Instant::now();
     let _log = LogOnFailure(d.join("daemon.log"));
     let mut worker = daemon(d, &config, "5s");
@@ -114,11 +121,8 @@ async fn syncing_never_waits_on_publishing() {
 /// account up within an interval.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_add_works_beside_a_busy_daemon() {
-    let sim = common::simulator_on_system_clock(30, 1702).await;
-    let dir = tempfile::tempdir().unwrap();
+    let (sim, dir, config) = cohort(30, 1702, 50, 10).await;
     let d = dir.path();
-    let config = config(&sim, d, 50);
-    enrol(&sim, d, 0..10).await;
     let _log = LogOnFailure(d.join("daemon.log"));
     let mut worker = daemon(d, &config, "3s");
     wait_until("the daemon is busy", Duration::from_secs(30), || !syncs(&sim).is_empty()).await;
@@ -163,11 +167,8 @@ async fn users_add_works_beside_a_busy_daemon() {
 /// resumes once the drain has brought the outbox below nine tenths of the mark.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outbox_high_water_mark_pauses_syncing_until_it_drains() {
-    let sim = common::simulator_on_system_clock(24, 1703).await;
-    let dir = tempfile::tempdir().unwrap();
+    let (sim, dir, config) = cohort(24, 1703, 500, 24).await;
     let d = dir.path();
-    let config = config(&sim, d, 500);
-    enrol(&sim, d, 0..24).await;
     let log = d.join("daemon.log");
     let _log = LogOnFailure(log.clone());
     // The node is down: the outbox only fills.
