@@ -307,9 +307,9 @@ impl Pipeline {
         match output {
             Output::DryRun(writer) => writer.write_batch(&deliveries)?,
             Output::Outbox => {
-                let entries: Vec<OutboxEntry> = deliveries.iter().map(Delivery::outbox_entry).collect();
+                let entries: Vec<OutboxEntry> = deliveries.into_iter().map(Delivery::into_outbox_entry).collect();
                 let quarantined: Vec<(OutboxEntry, String)> =
-                    quarantined.iter().map(|(d, why)| (d.outbox_entry(), why.clone())).collect();
+                    quarantined.into_iter().map(|(d, why)| (d.into_outbox_entry(), why)).collect();
                 let inserted = self
                     .store
                     .commit_series_batch(account.id, batch.cursor_key, &cursor, &entries, &quarantined, &windows)

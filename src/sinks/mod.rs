@@ -29,13 +29,14 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// The outbox row of this delivery: the payload exactly as it will be published.
-    pub fn outbox_entry(&self) -> crate::store::OutboxEntry {
+    /// The outbox row of this delivery: the payload exactly as it will be published
+    /// (moved, not copied: the text is most of a delivery).
+    pub fn into_outbox_entry(self) -> crate::store::OutboxEntry {
         crate::store::OutboxEntry {
-            message_id: self.message_id.clone(),
-            stream: self.stream.clone(),
-            partition_key: self.partition_key.clone(),
-            payload: self.message.get().to_owned(),
+            message_id: self.message_id,
+            stream: self.stream,
+            partition_key: self.partition_key,
+            payload: String::from(Box::<str>::from(self.message)),
         }
     }
 }
