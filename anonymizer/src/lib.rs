@@ -24,6 +24,8 @@ pub use record::{DeviceFamily, MeasureKind, Modality, Observation, Provider, Rec
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use chrono::TimeDelta;
+
 /// Why a record did not become a message. Dropped records are counted, never passed on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Dropped {
@@ -73,25 +75,24 @@ impl Anonymizer {
 
     /// Builds the message for one record, or says why it is dropped (and counts it).
     pub fn anonymize(&self, record: &Record) -> Result<Message, Dropped> {
-        let result = self.build(record);
-        if let Err(reason) = &result {
-            let counter = match reason {
-                Dropped::TypeNotAllowed(_) => &self.dropped.type_not_allowed,
-                Dropped::OutOfRange { .. } => &self.dropped.out_of_range,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-        result
+        self.for_account(record.provider, &record.account_id).anonymize(record)
     }
 
-    fn build(&self, record: &Record) -> Result<Message, Dropped> {
+    /// The anonymizer for one account's records: its subject and date shift are derived
+    /// once here instead of once per message (two of a message's three keyed hashes).
+    pub fn for_account(&self, provider: Provider, account_id: &str) -> ForAccount<'_> {
+        let subject = self.subject(provider, account_id);
+        let shift = self.policy.date_shift(&self.key, &subject);
+        ForAccount { anonymizer: self, provider, account_id: account_id.to_owned(), subject, shift }
+    }
+
+    fn build(&self, record: &Record, subject: &str, shift: TimeDelta) -> Result<Message, Dropped> {
         let schema = record.observation.schema_name();
         if !self.policy.allows(schema) {
             return Err(Dropped::TypeNotAllowed(schema));
         }
-        let subject = self.subject(record.provider, &record.account_id);
         let timing = build::Timing {
-            shift: self.policy.date_shift(&self.key, &subject),
+            shift,
             granularity: self.policy.granularity(schema),
             mass_step: self.policy.mass_step_kg(),
             top_code_kg: self.policy.top_code_kg(),
@@ -106,7 +107,7 @@ impl Anonymizer {
             record.observation.source_time(),
         );
         Ok(Message {
-            subject,
+            subject: subject.to_owned(),
             key_epoch: self.key.epoch().to_owned(),
             header: Header {
                 uuid,
@@ -117,6 +118,42 @@ impl Anonymizer {
             },
             body,
         })
+    }
+}
+
+/// [`Anonymizer`] scoped to one provider account (see [`Anonymizer::for_account`]).
+pub struct ForAccount<'a> {
+    anonymizer: &'a Anonymizer,
+    provider: Provider,
+    account_id: String,
+    subject: String,
+    shift: TimeDelta,
+}
+
+impl ForAccount<'_> {
+    /// The account's pseudonymous subject.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// As [`Anonymizer::anonymize`]; a record of another account gets its own derivations,
+    /// never this account's subject.
+    pub fn anonymize(&self, record: &Record) -> Result<Message, Dropped> {
+        let result = if record.provider == self.provider && record.account_id == self.account_id {
+            self.anonymizer.build(record, &self.subject, self.shift)
+        } else {
+            let other = self.anonymizer.for_account(record.provider, &record.account_id);
+            self.anonymizer.build(record, &other.subject, other.shift)
+        };
+        if let Err(reason) = &result {
+            let counters = &self.anonymizer.dropped;
+            let counter = match reason {
+                Dropped::TypeNotAllowed(_) => &counters.type_not_allowed,
+                Dropped::OutOfRange { .. } => &counters.out_of_range,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        result
     }
 }
 

@@ -50,8 +50,8 @@ pub(crate) fn message_id(
 
 /// A per-subject value in `[0, span)`, stable under one key.
 pub(crate) fn subject_offset(key: &PseudonymKey, subject: &str, span: u64) -> u64 {
-    if span == 0 {
-        return 0;
+    if span <= 1 {
+        return 0; // the only value in [0, 1): no derivation needed
     }
     let digest = keyed(key, "wearbridge/date-shift/v1", &[subject.as_bytes()]);
     let mut first = [0u8; 8];

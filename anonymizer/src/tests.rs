@@ -132,3 +132,27 @@ fn provider_names_are_checked() {
     }
     assert_eq!(serde_json::to_string(&FITBIT).unwrap(), "\"fitbit\"");
 }
+
+#[test]
+fn an_account_scope_gives_the_same_messages_and_never_lends_its_subject() {
+    let policy = Policy::default().with_date_shift_days(30);
+    let a = Anonymizer::new(key("e1", 1), policy);
+    let scope = a.for_account(FITBIT, "u1");
+    assert_eq!(scope.subject(), a.subject(FITBIT, "u1"));
+    let mine = hr("u1", 70.0, "2026-11-01T10:00:30Z");
+    assert_eq!(
+        serde_json::to_string(&scope.anonymize(&mine).unwrap()).unwrap(),
+        serde_json::to_string(&a.anonymize(&mine).unwrap()).unwrap()
+    );
+    // A record of another account through this scope is that account's, shift included.
+    let theirs = hr("u2", 70.0, "2026-11-01T10:00:30Z");
+    assert_eq!(
+        serde_json::to_string(&scope.anonymize(&theirs).unwrap()).unwrap(),
+        serde_json::to_string(&a.anonymize(&theirs).unwrap()).unwrap()
+    );
+    assert_ne!(scope.anonymize(&theirs).unwrap().subject, scope.subject());
+    // Drops through a scope are counted like any other.
+    let bad = hr("u1", f64::NAN, "2026-11-01T10:00:30Z");
+    assert!(scope.anonymize(&bad).is_err());
+    assert_eq!(a.dropped().total(), 1);
+}

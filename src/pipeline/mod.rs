@@ -224,8 +224,8 @@ impl Pipeline {
                 id
             }
         };
-        let subject = self.anonymizer.subject(account.provider, &user_id);
-        tracing::Span::current().record("subject", subject.as_str());
+        let scope = self.anonymizer.for_account(account.provider, &user_id);
+        tracing::Span::current().record("subject", scope.subject());
 
         // Each dataset on its own: a missing scope skips that dataset, any other failure
         // is reported once the other datasets had their turn.
@@ -257,7 +257,7 @@ impl Pipeline {
                 }
             };
             for batch in batches {
-                self.deliver(account, &subject, batch, now, output, counters).await?;
+                self.deliver(account, &scope, batch, now, output, counters).await?;
             }
         }
         first_error.map_or(Ok(()), Err)
@@ -268,7 +268,7 @@ impl Pipeline {
     async fn deliver(
         &self,
         account: &Account,
-        subject: &str,
+        scope: &anonymizer::ForAccount<'_>,
         batch: Batch,
         now: DateTime<Utc>,
         output: &Output,
@@ -300,7 +300,7 @@ impl Pipeline {
             (records, windows, cursor) = (folded.records, folded.windows, folded.cursor);
         }
         let newest = records.iter().map(newest_reading).max();
-        let (deliveries, quarantined) = self.to_deliveries(&records, subject, counters)?;
+        let (deliveries, quarantined) = self.to_deliveries(&records, scope, counters)?;
         tracing::info!(cursor = batch.cursor_key, records = read, messages = deliveries.len(), "read");
         metrics::counter!("wearbridge_records_total", "dataset" => batch.cursor_key).increment(records.len() as u64);
         counters.messages.fetch_add(deliveries.len() as u64, Ordering::Relaxed);
@@ -330,14 +330,14 @@ impl Pipeline {
     fn to_deliveries(
         &self,
         records: &[Record],
-        subject: &str,
+        scope: &anonymizer::ForAccount<'_>,
         counters: &Counters,
     ) -> Result<(Vec<Delivery>, Vec<Quarantined>), Unrouted> {
         let mut out = Vec::with_capacity(records.len());
         let mut quarantined = Vec::new();
         let mut check = self.schemas.batch();
         for record in records {
-            let message = match self.anonymizer.anonymize(record) {
+            let message = match scope.anonymize(record) {
                 Ok(m) => m,
                 Err(reason) => {
                     counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -349,13 +349,19 @@ impl Pipeline {
             let message_id = message.header.uuid.clone();
             match check.check(&message) {
                 Ok(payload) => {
-                    out.push(Delivery { stream, partition_key: subject.to_owned(), message: payload, message_id });
+                    out.push(Delivery {
+                        stream,
+                        partition_key: scope.subject().to_owned(),
+                        message: payload,
+                        message_id,
+                    });
                 }
                 Err(Refused { violation, payload }) => {
                     counters.invalid.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(message_id = %violation.message_id, error = %violation, "message failed its schema; quarantined, not published");
                     if let Some(message) = payload {
-                        let delivery = Delivery { stream, partition_key: subject.to_owned(), message, message_id };
+                        let delivery =
+                            Delivery { stream, partition_key: scope.subject().to_owned(), message, message_id };
                         quarantined.push((delivery, violation.errors.join("; ")));
                     }
                 }

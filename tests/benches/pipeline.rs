@@ -65,12 +65,13 @@ impl DeliveryWriter for Discard {
     }
 }
 
-/// A Google Health `dataPoints` page of `n` heart-rate samples, as the API sends it.
+/// A Google Health `dataPoints` page of `n` heart-rate samples, as the API sends it: one
+/// every 5 s, a Fitbit device's density while worn.
 fn heart_rate_page(n: usize) -> String {
     let start = bench_now() - TimeDelta::days(2);
     let points: Vec<serde_json::Value> = (0..n)
         .map(|i| {
-            let at = start + TimeDelta::seconds(i as i64 * 60);
+            let at = start + TimeDelta::seconds(i as i64 * 5);
             serde_json::json!({
                 "dataSource": {"recordingMethod": "PASSIVELY_MEASURED", "platform": "FITBIT",
                     "device": {"displayName": "Pixel Watch 3", "formFactor": "WATCH", "manufacturer": "Google"}},
@@ -98,19 +99,22 @@ fn per_message_path() {
         points.iter().map(|p| serde_json::to_string(p).unwrap().len() as u64).filter(|l| *l > 0).count() as u64
     });
     let full = measure(7, || {
-        let parsed: wearbridge::sources::fitbit::api::ListDataPointsResponse = serde_json::from_str(&page).unwrap();
+        let parsed: wearbridge::sources::fitbit::api::ListDataPointsResponse =
+            wearbridge::normalize::parse_page(page.as_bytes()).unwrap();
         let mut out = 0;
         let mut check = schemas.batch();
+        let scope = anonymizer.for_account(FITBIT, "user-1");
         for p in &parsed.data_points {
             let record = p.then(|p| wearbridge::sources::fitbit::normalize::heart_rate("user-1", p)).unwrap();
-            let message = anonymizer.anonymize(&record).unwrap();
+            let message = scope.anonymize(&record).unwrap();
             out += u64::from(!check.check(&message).unwrap().get().is_empty());
         }
         out
     });
     // The first stage alone: each point parsed on its own (lenient) and normalised.
     let parse = measure(7, || {
-        let parsed: wearbridge::sources::fitbit::api::ListDataPointsResponse = serde_json::from_str(&page).unwrap();
+        let parsed: wearbridge::sources::fitbit::api::ListDataPointsResponse =
+            wearbridge::normalize::parse_page(page.as_bytes()).unwrap();
         let records = parsed
             .data_points
             .iter()
@@ -147,7 +151,8 @@ fn per_message_path() {
     // Series mode (the default): the same samples folded into hourly windows, each window
     // anonymised (per-minute aggregates), checked and serialised; counted per sample.
     let series = measure(7, || {
-        let parsed: wearbridge::sources::fitbit::api::ListDataPointsResponse = serde_json::from_str(&page).unwrap();
+        let parsed: wearbridge::sources::fitbit::api::ListDataPointsResponse =
+            wearbridge::normalize::parse_page(page.as_bytes()).unwrap();
         let mut windows: std::collections::BTreeMap<i64, Vec<(chrono::DateTime<chrono::Utc>, f64)>> =
             std::collections::BTreeMap::new();
         let mut samples = 0;

@@ -202,7 +202,8 @@ pub(crate) fn parse_answer<T: DeserializeOwned>(
     body: &[u8],
 ) -> Result<T, ApiError> {
     if (200..300).contains(&status) {
-        return serde_json::from_slice(body).map_err(|e| ApiError::Decode { endpoint, message: json_position(&e) });
+        return crate::normalize::parse_page(body)
+            .map_err(|e| ApiError::Decode { endpoint, message: json_position(&e) });
     }
     let (google_status, reason, scope_hint) = match serde_json::from_slice::<ErrorBody>(body) {
         Ok(b) => {

@@ -118,7 +118,7 @@ pub(crate) fn parse_envelope<T: DeserializeOwned>(action: &'static str, bytes: &
     crate::telemetry::upstream_request("withings", &format!("200/{}", head.status));
     match head.status {
         0 => {
-            let env: Envelope<T> = serde_json::from_slice(bytes).map_err(decode)?;
+            let env: Envelope<T> = crate::normalize::parse_page(bytes).map_err(decode)?;
             env.body.ok_or(WithingsError::Decode { action, message: "status 0 without a body".into() })
         }
         601 => {
