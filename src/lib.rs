@@ -21,6 +21,7 @@ pub mod onboarding;
 pub mod pipeline;
 pub mod publisher;
 pub mod retry;
+pub mod schedule;
 pub mod schemas;
 pub mod server;
 #[cfg(feature = "demo")]

@@ -1,8 +1,8 @@
 //! The daemon: claims due accounts and syncs their due datasets in one loop, drains the
 //! outbox in another beside it, and stops cleanly on a signal.
 //!
-//! Each (account, dataset) has its own next-due time (`sync.interval` plus up to
-//! `sync.jitter`). The account is the unit of claiming, because one account's tokens must
+//! Each (account, dataset) has its own next-due time (its schedule, see
+//! [`crate::schedule`], plus up to `sync.jitter`). The account is the unit of claiming, because one account's tokens must
 //! be refreshed by one process at a time (Withings rotates the refresh token on every
 //! refresh). Claims are leases in the store, so several workers on one PostgreSQL
 //! database share the accounts and a killed worker's accounts are taken over when its
@@ -17,7 +17,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::Notify;
 
-use crate::config::{Dataset, SyncSettings};
+use crate::config::SyncSettings;
 use crate::pipeline::{Output, Pipeline};
 use crate::publisher::{PublishError, Publisher};
 use crate::retry::CancellationToken;
@@ -130,7 +130,7 @@ fn ms(d: Duration) -> i64 {
 impl Worker {
     /// How often to look for due work when there is none.
     fn poll(&self) -> Duration {
-        (self.sync.interval / 4).clamp(Duration::from_millis(200), Duration::from_secs(10))
+        (self.sync.shortest_interval() / 4).clamp(Duration::from_millis(200), Duration::from_secs(10))
     }
 
     /// Runs until `shutdown`; returns once in-flight work is done (or gave up: back-off
@@ -276,13 +276,7 @@ impl Worker {
     ) -> Result<u64, StoreError> {
         let store = &self.pipeline.store;
         let schedule = store.schedule(account.id).await?;
-        let due: Vec<Dataset> = self
-            .sync
-            .datasets
-            .iter()
-            .copied()
-            .filter(|d| schedule.iter().find(|(name, _)| name == d.as_str()).is_none_or(|(_, at)| *at <= lease.now_ms))
-            .collect();
+        let due = crate::schedule::due(&self.sync, &schedule, lease.now_ms);
         // Renew the lease while the sync runs (a long Retry-After must not let another
         // worker claim the account and refresh its tokens at the same time). The renewal
         // is a future of its own polled beside the sync, never an await inside a `select!`
@@ -315,10 +309,15 @@ impl Worker {
         }
         metrics::counter!("wearbridge_account_syncs_total", "result" => if summary.synced > 0 { "ok" } else { "failed" })
             .increment(1);
-        let now = self.pipeline.clock.now().timestamp_millis();
+        let now = self.pipeline.clock.now();
+        let zone = store.cursor(account.id, crate::schedule::ZONE_CURSOR).await?;
+        let zone = zone.as_deref().and_then(crate::schedule::stored_zone).map(|(_, z)| z);
         let next: Vec<(String, i64)> = due
             .iter()
-            .map(|d| (d.as_str().to_owned(), now + ms(self.sync.interval) + ms(jitter(self.sync.jitter))))
+            .map(|d| {
+                let at = crate::schedule::next_due(&self.sync, *d, now, zone).timestamp_millis();
+                (d.as_str().to_owned(), at + ms(jitter(self.sync.jitter)))
+            })
             .collect();
         store.release_account(&lease.worker, account.id, &next).await?;
         Ok(summary.messages)

@@ -188,7 +188,7 @@ async fn dry_run_passes(
             return failures(&summary);
         }
         tokio::select! {
-            _ = tokio::time::sleep(loaded.settings.sync.interval) => {}
+            _ = tokio::time::sleep(loaded.settings.sync.shortest_interval()) => {}
             signal = shutdown_signal() => {
                 tracing::info!(signal, "stopping");
                 return Ok(());

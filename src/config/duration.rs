@@ -61,6 +61,22 @@ pub(crate) mod serde_text {
     }
 }
 
+pub(crate) mod serde_text_opt {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&format_duration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text).map(Some).map_err(serde::de::Error::custom)
+    }
+}
+
 pub(crate) mod serde_text_map {
     use std::collections::BTreeMap;
 

@@ -286,16 +286,46 @@ pub(crate) fn read_secret_file(path: &Path) -> Result<SecretString, String> {
 
 const DAY: u64 = 86_400;
 
+/// `sync.interval`, `sync.lookback` and every `[sync.schedule.<dataset>]`.
+fn validate_schedule(loaded: &Loaded) -> Result<(), ConfigError> {
+    let s = &loaded.settings.sync;
+    let interval = |key: &str, d: Option<Duration>| match d {
+        Some(d) if !(Duration::from_secs(1)..=Duration::from_secs(7 * DAY)).contains(&d) => {
+            Err(loaded.invalid(key, "expected 1s to 7d"))
+        }
+        _ => Ok(()),
+    };
+    let lookback = |key: &str, d: Option<Duration>| match d {
+        Some(d) if d > Duration::from_secs(90 * DAY) => Err(loaded.invalid(key, "expected 0s to 90d")),
+        _ => Ok(()),
+    };
+    interval("sync.interval", s.interval)?;
+    lookback("sync.lookback", s.lookback)?;
+    for (name, own) in &s.schedule {
+        let key = format!("sync.schedule.{name}");
+        if !super::Dataset::ALL.iter().any(|d| d.as_str() == name) {
+            let names: Vec<&str> = super::Dataset::ALL.iter().map(|d| d.as_str()).collect();
+            return Err(loaded.invalid(&key, format!("not a dataset (expected one of {})", names.join(", "))));
+        }
+        if own.interval.is_some() && own.at.is_some() {
+            return Err(
+                loaded.invalid(&format!("{key}.at"), format!("set either {key}.interval or {key}.at, not both"))
+            );
+        }
+        interval(&format!("{key}.interval"), own.interval)?;
+        lookback(&format!("{key}.lookback"), own.lookback)?;
+    }
+    Ok(())
+}
+
 /// Numbers and durations within what the code can compute with and what makes sense;
 /// each error names the key and its allowed range.
 fn validate_ranges(loaded: &Loaded) -> Result<(), ConfigError> {
     let s = &loaded.settings;
-    let durations: [(&str, Duration, Duration, Duration, &str); 7] = [
-        ("sync.interval", s.sync.interval, Duration::from_secs(1), Duration::from_secs(7 * DAY), "1s to 7d"),
+    let durations: [(&str, Duration, Duration, Duration, &str); 5] = [
         ("sync.jitter", s.sync.jitter, Duration::ZERO, Duration::from_secs(DAY), "0s to 1d"),
         ("sync.lease", s.sync.lease, Duration::from_secs(1), Duration::from_secs(DAY), "1s to 1d"),
         ("sync.shutdown_grace", s.sync.shutdown_grace, Duration::ZERO, Duration::from_secs(3600), "0s to 1h"),
-        ("sync.lookback", s.sync.lookback, Duration::ZERO, Duration::from_secs(90 * DAY), "0s to 90d"),
         (
             "streamr.confirm_timeout",
             s.streamr.confirm_timeout,
@@ -319,6 +349,7 @@ fn validate_ranges(loaded: &Loaded) -> Result<(), ConfigError> {
             return Err(loaded.invalid(key, format!("expected {range}")));
         }
     }
+    validate_schedule(loaded)?;
     if let super::SyncStart::Date(d) = s.sync.start
         && !(chrono::NaiveDate::from_ymd_opt(2000, 1, 1)..=chrono::NaiveDate::from_ymd_opt(2100, 1, 1))
             .contains(&Some(d))

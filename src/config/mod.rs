@@ -6,9 +6,11 @@
 
 mod duration;
 mod load;
+mod schedule;
 
 pub use duration::{SyncStart, parse_duration};
 pub use load::{ConfigError, LoadOptions, Loaded, Origin, load};
+pub use schedule::{DatasetSchedule, Plan, When};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -178,9 +180,10 @@ impl<'de> Deserialize<'de> for Dataset {
 pub struct SyncSettings {
     /// Where a first backfill starts: a date (`2026-11-01`) or a duration back (`7d`).
     pub start: SyncStart,
-    /// Time between syncs of one account's dataset in `run` (daemon) mode.
-    #[serde(with = "duration::serde_text")]
-    pub interval: Duration,
+    /// When set, every dataset without its own `[sync.schedule.<dataset>]` interval or
+    /// time is read at this interval (unset: each dataset's built-in schedule).
+    #[serde(with = "duration::serde_text_opt", skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
     /// Up to this much is added at random to each interval, so accounts spread out.
     #[serde(with = "duration::serde_text")]
     pub jitter: Duration,
@@ -191,10 +194,13 @@ pub struct SyncSettings {
     /// On SIGTERM/SIGINT: stop claiming work and give in-flight work this long to finish.
     #[serde(with = "duration::serde_text")]
     pub shutdown_grace: Duration,
-    /// How far behind the cursor each pass re-reads, to catch late uploads.
-    #[serde(with = "duration::serde_text")]
-    pub lookback: Duration,
+    /// When set, how far behind the cursor every dataset without its own
+    /// `[sync.schedule.<dataset>] lookback` re-reads (unset: each dataset's own).
+    #[serde(with = "duration::serde_text_opt", skip_serializing_if = "Option::is_none")]
+    pub lookback: Option<Duration>,
     pub datasets: Vec<Dataset>,
+    /// Per-dataset schedules by dataset name (see [`SyncSettings::plan`]).
+    pub schedule: BTreeMap<String, DatasetSchedule>,
     /// The largest upstream answer read (bytes); a larger one fails that call.
     pub max_response_bytes: u64,
     /// Pending outbox messages above which the daemon stops claiming accounts until the
@@ -207,15 +213,47 @@ impl Default for SyncSettings {
     fn default() -> Self {
         Self {
             start: SyncStart::Ago(Duration::from_secs(7 * 86_400)),
-            interval: Duration::from_secs(15 * 60),
+            interval: None,
             jitter: Duration::from_secs(60),
             lease: Duration::from_secs(600),
             shutdown_grace: Duration::from_secs(30),
-            lookback: Duration::from_secs(3 * 3600),
+            lookback: None,
             datasets: Dataset::ALL.to_vec(),
+            schedule: BTreeMap::new(),
             max_response_bytes: crate::http::DEFAULT_MAX_BODY,
             outbox_high_water: 1_000_000,
         }
+    }
+}
+
+impl SyncSettings {
+    /// When `dataset` is read and how far back: `[sync.schedule.<dataset>]`, else
+    /// `sync.interval` / `sync.lookback` when set, else the built-in schedule.
+    pub fn plan(&self, dataset: Dataset) -> Plan {
+        let own = self.schedule.get(dataset.as_str());
+        let default = schedule::default_plan(dataset);
+        let when = match (own.and_then(|o| o.at), own.and_then(|o| o.interval)) {
+            (Some(at), _) => When::DailyAt(at),
+            (None, Some(every)) => When::Every(every),
+            (None, None) => self.interval.map_or(default.when, When::Every),
+        };
+        let lookback = own.and_then(|o| o.lookback).or(self.lookback).unwrap_or(default.lookback);
+        Plan { when, lookback }
+    }
+
+    /// The shortest interval of the datasets synced (a day when all are daily): how
+    /// often a loop of whole passes runs, and what the daemon's polling scales with.
+    pub fn shortest_interval(&self) -> Duration {
+        let day = Duration::from_secs(86_400);
+        self.datasets
+            .iter()
+            .filter_map(|d| match self.plan(*d).when {
+                When::Every(every) => Some(every),
+                When::DailyAt(_) => None,
+            })
+            .min()
+            .unwrap_or(day)
+            .min(day)
     }
 }
 

@@ -232,6 +232,7 @@ impl Pipeline {
         let mut pass = AccountPass::new(account, &user_id, now, &self.sync, &self.series, &self.store);
         let mut first_error = None;
         for &dataset in datasets {
+            pass.dataset = dataset;
             let batches = match source.read(&mut pass, dataset).await {
                 Ok(b) => b,
                 Err(SourceError::ScopeMissing { scope }) => {
@@ -257,7 +258,13 @@ impl Pipeline {
                 }
             };
             for batch in batches {
-                self.deliver(account, &scope, batch, now, output, counters).await?;
+                self.deliver(account, &scope, dataset, batch, now, output, counters).await?;
+            }
+            if let Some(zone) = pass.zone_read.take() {
+                let cursor = crate::schedule::zone_cursor(zone, now);
+                let batch =
+                    Batch { cursor_key: crate::schedule::ZONE_CURSOR, cursor, records: Vec::new(), series: None };
+                self.deliver(account, &scope, dataset, batch, now, output, counters).await?;
             }
         }
         first_error.map_or(Ok(()), Err)
@@ -269,6 +276,7 @@ impl Pipeline {
         &self,
         account: &Account,
         scope: &anonymizer::ForAccount<'_>,
+        dataset: Dataset,
         batch: Batch,
         now: DateTime<Utc>,
         output: &Output,
@@ -292,7 +300,7 @@ impl Pipeline {
         let mut windows = Vec::new();
         let series_window = batch.series.and_then(|t| crate::config::series_window(&self.series, t));
         if let Some(window) = series_window {
-            let lookback = chrono::TimeDelta::from_std(self.sync.lookback).unwrap_or_default();
+            let lookback = chrono::TimeDelta::from_std(self.sync.plan(dataset).lookback).unwrap_or_default();
             let closed_end = series::closed_end(now, window, lookback);
             let keys = series::keys(&records, window, closed_end);
             let published = self.store.series_windows(account.id, &keys).await?;

@@ -5,7 +5,7 @@ use chrono::{DateTime, Days, NaiveDate, TimeDelta, Utc};
 
 use anonymizer::Record;
 
-use crate::config::{SeriesSettings, SyncSettings};
+use crate::config::{Dataset, SeriesSettings, SyncSettings};
 use crate::normalize::Skipped;
 use crate::normalize::civil::Zone;
 use crate::store::{Account, SqlStore, Store, StoreError};
@@ -30,6 +30,11 @@ pub struct AccountPass<'p> {
     store: &'p SqlStore,
     /// The person's civil zone, once a source has read it in this pass.
     pub zone: Option<Zone>,
+    /// The dataset being read (whose look-back applies).
+    pub dataset: Dataset,
+    /// A zone the source asked the provider for in this pass, to be kept for later
+    /// passes and the schedule (under [`crate::schedule::ZONE_CURSOR`]).
+    pub zone_read: Option<Zone>,
 }
 
 impl<'p> AccountPass<'p> {
@@ -41,7 +46,12 @@ impl<'p> AccountPass<'p> {
         series: &'p std::collections::BTreeMap<String, SeriesSettings>,
         store: &'p SqlStore,
     ) -> Self {
-        Self { account, user_id, now, sync, series, store, zone: None }
+        Self { account, user_id, now, sync, series, store, zone: None, dataset: Dataset::Devices, zone_read: None }
+    }
+
+    /// How far before its cursor the dataset being read starts.
+    pub fn lookback(&self) -> TimeDelta {
+        TimeDelta::from_std(self.sync.plan(self.dataset).lookback).unwrap_or(TimeDelta::zero())
     }
 
     /// [`AccountPass::since`] for samples of `message_type`: when they are published as
@@ -68,7 +78,7 @@ impl<'p> AccountPass<'p> {
     /// backfill (never earlier than `sync.start`).
     pub async fn since(&self, cursor_key: &str) -> Result<DateTime<Utc>, StoreError> {
         let start = self.sync.start.resolve(self.now);
-        let lookback = TimeDelta::from_std(self.sync.lookback).unwrap_or(TimeDelta::zero());
+        let lookback = self.lookback();
         let cursor = self.cursor(cursor_key).await?;
         Ok(match cursor.and_then(|c| DateTime::parse_from_rfc3339(&c).ok()) {
             Some(c) => c.with_timezone(&Utc).checked_sub_signed(lookback).unwrap_or(start).max(start),
@@ -87,14 +97,28 @@ impl<'p> AccountPass<'p> {
     }
 
     /// The first civil day (in `zone`) to read for a daily cursor: the cursor's day less
-    /// the look-back in whole days (at least one), or the day of `sync.start`.
-    pub async fn first_day(&self, zone: Zone, cursor_key: &str) -> Result<NaiveDate, StoreError> {
-        let lookback_days = self.sync.lookback.as_secs().div_ceil(86_400).max(1);
+    /// the look-back in whole days (at least one), or the day of `sync.start`; `None`
+    /// when the cursor already reaches today (no day has ended since the last read).
+    pub async fn first_day(&self, zone: Zone, cursor_key: &str) -> Result<Option<NaiveDate>, StoreError> {
+        let lookback_days = self.sync.plan(self.dataset).lookback.as_secs().div_ceil(86_400).max(1);
         let start = zone.date_of(self.sync.start.resolve(self.now));
+        let today = zone.date_of(self.now);
         let cursor = self.cursor(cursor_key).await?;
         Ok(match cursor.and_then(|c| c.parse::<NaiveDate>().ok()) {
-            Some(c) => c.checked_sub_days(Days::new(lookback_days)).unwrap_or(start).max(start),
-            None => start,
+            Some(c) if c >= today => None,
+            Some(c) => Some(c.checked_sub_days(Days::new(lookback_days)).unwrap_or(start).max(start)),
+            None => Some(start),
         })
+    }
+
+    /// The zone a source kept in an earlier pass, if it was read on the person's
+    /// current civil day (a person who travels is followed daily).
+    pub async fn todays_zone(&self) -> Result<Option<Zone>, StoreError> {
+        let stored = self.cursor(crate::schedule::ZONE_CURSOR).await?;
+        Ok(stored
+            .as_deref()
+            .and_then(crate::schedule::stored_zone)
+            .filter(|(read_on, zone)| *read_on == zone.date_of(self.now))
+            .map(|(_, zone)| zone))
     }
 }

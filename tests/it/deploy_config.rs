@@ -34,7 +34,15 @@ fn example_documents_every_key() {
                 && t.split_once('=').is_some_and(|(k, _)| {
                     !k.trim().is_empty() && k.trim().chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
                 });
-            if is_key { t.split(" # ").next().unwrap_or(t).to_owned() } else { line.to_owned() }
+            // Commented-out tables (`# [sync.schedule.sleep]  # note`) too.
+            let is_table = line.starts_with('#') && t.starts_with("[") && !t.starts_with("[[") && t.contains(']');
+            if is_key {
+                t.split(" # ").next().unwrap_or(t).to_owned()
+            } else if is_table {
+                t.split(']').next().map(|h| format!("{h}]")).unwrap_or_default()
+            } else {
+                line.to_owned()
+            }
         })
         .collect::<Vec<_>>()
         .join("\n");

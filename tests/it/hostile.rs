@@ -479,7 +479,7 @@ async fn case_01_one_slow_account_never_holds_the_others() {
     let sim = common::simulator(2, 1512).await;
     let dir = tempfile::tempdir().unwrap();
     let h = common::harness_with(&sim, &dir, "1h", |s| {
-        s.sync.interval = Duration::from_millis(300);
+        s.sync.interval = Some(Duration::from_millis(300));
         s.sync.jitter = Duration::ZERO;
         s.sync.datasets = vec![wearbridge::config::Dataset::Devices, wearbridge::config::Dataset::HeartRate];
     })

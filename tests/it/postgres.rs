@@ -156,11 +156,11 @@ async fn enrol(sim: &Simulator, dir: &Path, config: &str) {
     }
 }
 
-/// When each person's syncs began (the simulator's settings calls), by name.
+/// When each person's syncs began (the first heart-rate page each sync reads), by name.
 pub(crate) fn syncs(sim: &Simulator) -> BTreeMap<String, Vec<Instant>> {
     let mut by_person: BTreeMap<String, Vec<Instant>> = BTreeMap::new();
     for (at, label) in sim.request_log() {
-        if let Some(name) = label.strip_prefix("settings-by/") {
+        if let Some(name) = label.strip_prefix("heart-rate-by/") {
             by_person.entry(name.to_owned()).or_default().push(at);
         }
     }

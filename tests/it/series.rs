@@ -39,6 +39,8 @@ fn series_settings(s: &mut wearbridge::config::Settings) {
     common::series_mode(s);
     s.sync.datasets = vec![Dataset::HeartRate];
     s.sync.start = "2026-11-29".parse().unwrap();
+    // A look-back longer than the built-in 15 minutes, so the window logic is seen at work.
+    s.sync.lookback = Some(std::time::Duration::from_secs(3 * 3600));
 }
 
 /// The aggregates a series message must carry for these samples (1-minute steps).

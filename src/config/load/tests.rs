@@ -45,8 +45,8 @@ fn precedence_is_default_file_env_flag() {
     let loaded = load(&opts(Some(file.clone()), &env, &["sync.interval=20m"])).unwrap();
     let s = &loaded.settings;
     assert_eq!(s.store.url, "sqlite://f.db");
-    assert_eq!(s.sync.lookback, Duration::from_secs(7200));
-    assert_eq!(s.sync.interval, Duration::from_secs(1200));
+    assert_eq!(s.sync.lookback, Some(Duration::from_secs(7200)));
+    assert_eq!(s.sync.interval, Some(Duration::from_secs(1200)));
     assert_eq!(loaded.origin("store.url"), Origin::File(file));
     assert_eq!(loaded.origin("sync.lookback"), Origin::Env("WEARBRIDGE__SYNC__LOOKBACK".into()));
     assert_eq!(loaded.origin("sync.interval"), Origin::Flag("sync.interval".into()));
@@ -188,4 +188,38 @@ fn page_size_is_bounded() {
         assert!(err.contains("fitbit.page_size") && err.contains("--set"), "{err}");
     }
     assert_eq!(load(&opts(None, &[], &["fitbit.page_size=40"])).unwrap().settings.fitbit.page_size, 40);
+}
+
+#[test]
+fn dataset_schedules_load_and_a_bad_one_names_its_key_and_file() {
+    use crate::config::When;
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(
+        &dir,
+        "good.toml",
+        "[sync.schedule.heart_rate]\ninterval = \"1h\"\nlookback = \"30m\"\n[sync.schedule.activity]\nat = \"06:30\"\n",
+    );
+    let s = load(&opts(Some(good), &[], &[])).unwrap().settings.sync;
+    let hr = s.plan(Dataset::HeartRate);
+    assert_eq!((hr.when, hr.lookback), (When::Every(Duration::from_secs(3600)), Duration::from_secs(1800)));
+    assert_eq!(s.plan(Dataset::Activity).when, When::DailyAt(chrono::NaiveTime::from_hms_opt(6, 30, 0).unwrap()));
+    // Unset members keep the built-in schedule.
+    assert_eq!(s.plan(Dataset::Activity).lookback, Duration::from_secs(86_400));
+    assert_eq!(s.plan(Dataset::Body).when, When::Every(Duration::from_secs(8 * 3600)));
+    // A flag reaches one member.
+    let s = load(&opts(None, &[], &["sync.schedule.sleep.at=07:00"])).unwrap().settings.sync;
+    assert_eq!(s.plan(Dataset::Sleep).when, When::DailyAt(chrono::NaiveTime::from_hms_opt(7, 0, 0).unwrap()));
+
+    for (text, key) in [
+        ("[sync.schedule.steps]\ninterval = \"1h\"\n", "sync.schedule.steps"),
+        ("[sync.schedule.sleep]\ninterval = \"1h\"\nat = \"10:00\"\n", "sync.schedule.sleep.at"),
+        ("[sync.schedule.sleep]\nat = \"25:00\"\n", "sync.schedule.sleep.at"),
+        ("[sync.schedule.body]\ninterval = \"0s\"\n", "sync.schedule.body.interval"),
+        ("[sync.schedule.body]\nlookback = \"91d\"\n", "sync.schedule.body.lookback"),
+        ("[sync.schedule.body]\nevery = \"1h\"\n", "sync.schedule.body.every"),
+    ] {
+        let path = write(&dir, "bad.toml", text);
+        let err = load(&opts(Some(path), &[], &[])).unwrap_err().to_string();
+        assert!(err.contains(key) && err.contains("bad.toml"), "{text}: {err}");
+    }
 }

@@ -129,7 +129,7 @@ pub(crate) async fn settings(
         Ok(p) => p,
         Err(denied) => return denied.into_response(),
     };
-    // Per person (not an endpoint label): lets tests see when each account was synced.
+    // Per person (not an endpoint label): tests see when each person's zone was read.
     state.note(format!("settings-by/{}", person.name));
     Json(json!({
         "name": "users/me/settings",
@@ -334,6 +334,10 @@ pub(crate) async fn list_data_points(
         Ok(p) => p,
         Err(denied) => return denied.into_response(),
     };
+    if data_type == "heart-rate" && !query.contains_key("pageToken") {
+        // Per person: a heart-rate read begins (tests see when each account was synced).
+        state.note(format!("heart-rate-by/{}", person.name));
+    }
     let Some((prefix, kind, default_size, max_size)) = data_type_info(&data_type) else {
         return invalid(&format!("The simulator does not serve data type '{data_type}'."));
     };

@@ -89,7 +89,8 @@ impl FitbitSource {
     }
 
     /// The person's civil days still to read, `[first, today)`; `None` when there are
-    /// none. The zone comes from the person's Google Health settings, read once a pass.
+    /// none (no request then). The zone comes from the person's Google Health settings,
+    /// read at most once a civil day and kept in the store between passes.
     async fn day_window(
         &self,
         pass: &mut AccountPass<'_>,
@@ -98,14 +99,21 @@ impl FitbitSource {
         let zone = match pass.zone {
             Some(z) => z,
             None => {
-                let settings = self.settings(pass.account).await?;
-                let z = Zone::from_settings(settings.time_zone.as_deref(), settings.utc_offset.as_deref());
+                let z = match pass.todays_zone().await.map_err(SourceError::transient)? {
+                    Some(z) => z,
+                    None => {
+                        let settings = self.settings(pass.account).await?;
+                        let z = Zone::from_settings(settings.time_zone.as_deref(), settings.utc_offset.as_deref());
+                        pass.zone_read = Some(z);
+                        z
+                    }
+                };
                 pass.zone = Some(z);
                 z
             }
         };
         let today = zone.date_of(pass.now);
         let first = pass.first_day(zone, cursor_key).await.map_err(SourceError::transient)?;
-        Ok((first < today).then_some((first, today)))
+        Ok(first.filter(|first| *first < today).map(|first| (first, today)))
     }
 }

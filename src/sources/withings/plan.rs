@@ -53,7 +53,9 @@ impl WithingsSource {
                 vec![Batch { cursor_key: "heart_rate", cursor: pass.now_cursor(), records, series: Some("heart-rate") }]
             }
             Dataset::Activity => {
-                let first = pass.first_day(Zone::UTC, "activity").await.map_err(SourceError::transient)?;
+                let Some(first) = pass.first_day(Zone::UTC, "activity").await.map_err(SourceError::transient)? else {
+                    return Ok(Vec::new());
+                };
                 let last = now.date_naive() + Days::new(1);
                 let days = self.activity(account, first, last).await?;
                 // A day is published once it is over where the person is. A day beyond
@@ -69,6 +71,12 @@ impl WithingsSource {
                     .filter(|a| a.good().is_none_or(|a| over(&a.date, a.timezone.as_deref())))
                     .map(|a| a.then(|a| normalize::activity(user_id, a)))
                     .collect();
+                // The person's zone, as their newest day names it, schedules their
+                // morning pass.
+                let newest = days.iter().filter_map(|a| a.good()).max_by(|a, b| a.date.cmp(&b.date));
+                if let Some(zone) = newest.and_then(|a| a.timezone.as_deref()).and_then(Zone::from_text) {
+                    pass.zone_read = Some(zone);
+                }
                 // The earliest "today" on Earth is yesterday in UTC: start there next time.
                 let cursor = (now.date_naive() - Days::new(1)).to_string();
                 vec![Batch { cursor_key: "activity", cursor, records, series: None }]
