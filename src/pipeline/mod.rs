@@ -258,13 +258,13 @@ impl Pipeline {
                 }
             };
             for batch in batches {
-                self.deliver(account, &scope, dataset, batch, now, output, counters).await?;
+                self.deliver(&pass, &scope, batch, output, counters).await?;
             }
             if let Some(zone) = pass.zone_read.take() {
                 let cursor = crate::schedule::zone_cursor(zone, now);
                 let batch =
                     Batch { cursor_key: crate::schedule::ZONE_CURSOR, cursor, records: Vec::new(), series: None };
-                self.deliver(account, &scope, dataset, batch, now, output, counters).await?;
+                self.deliver(&pass, &scope, batch, output, counters).await?;
             }
         }
         first_error.map_or(Ok(()), Err)
@@ -274,14 +274,13 @@ impl Pipeline {
     /// outbox together with its cursor.
     async fn deliver(
         &self,
-        account: &Account,
+        pass: &AccountPass<'_>,
         scope: &anonymizer::ForAccount<'_>,
-        dataset: Dataset,
         batch: Batch,
-        now: DateTime<Utc>,
         output: &Output,
         counters: &Counters,
     ) -> Result<(), AccountError> {
+        let (account, dataset, now) = (pass.account, pass.dataset, pass.now);
         let mut records = Vec::with_capacity(batch.records.len());
         for r in batch.records {
             match r.and_then(|r| plausible(r, now)) {
