@@ -77,7 +77,7 @@ pub fn require_for_run(loaded: &Loaded) -> Result<(), ConfigError> {
     let http = http::client().map_err(|e| loaded.invalid("store.url", format!("cannot build the HTTP client: {e}")))?;
     let mut configured = 0;
     for r in registry::SOURCES {
-        match (r.oauth)(s, &http).credentials() {
+        match r.standalone_oauth(s, &http).credentials() {
             (false, false) => {}
             (true, true) => configured += 1,
             (false, true) => {

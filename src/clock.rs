@@ -7,7 +7,9 @@
 //! demos, replays), and tests pin it, so nothing depends on the hour a test runs at.
 //!
 //! Waits and timeouts use tokio's monotonic timers, not this clock: they measure
-//! durations, not the time of day.
+//! durations, not the time of day. The one exception is [`Clock::sleep_until`], for
+//! waits that are about the time of day (an upstream quota's minute): on a pinned clock
+//! it ends when a test moves the clock past it.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -16,7 +18,14 @@ use chrono::{DateTime, TimeDelta, Utc};
 /// A shared handle on "now". Clones share their state: moving a pinned clock moves it
 /// for every holder (the pipeline and the simulator in one test, say).
 #[derive(Debug, Clone, Default)]
-pub struct Clock(Arc<Mutex<Mode>>);
+pub struct Clock(Arc<Shared>);
+
+#[derive(Debug, Default)]
+struct Shared {
+    mode: Mutex<Mode>,
+    /// Woken whenever the clock is set or advanced.
+    moved: tokio::sync::Notify,
+}
 
 #[derive(Debug, Clone, Copy, Default)]
 enum Mode {
@@ -37,13 +46,21 @@ impl Clock {
 
     /// A clock that reads `at` until [`Clock::set`] or [`Clock::advance`] moves it (tests).
     pub fn pinned(at: DateTime<Utc>) -> Self {
-        Self(Arc::new(Mutex::new(Mode::Pinned(at))))
+        Self::with(Mode::Pinned(at))
     }
 
     /// A clock that reads `at` now and then runs at real speed (`--now` for long-running
     /// commands: schedules and token lifetimes still elapse).
     pub fn starting_at(at: DateTime<Utc>) -> Self {
-        Self(Arc::new(Mutex::new(Mode::Anchored { at, since: std::time::Instant::now() })))
+        Self::with(Mode::Anchored { at, since: std::time::Instant::now() })
+    }
+
+    fn with(mode: Mode) -> Self {
+        Self(Arc::new(Shared { mode: Mutex::new(mode), moved: tokio::sync::Notify::new() }))
+    }
+
+    fn mode(&self) -> Mode {
+        *self.0.mode.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// `--now` for a command: the system clock when absent.
@@ -53,7 +70,7 @@ impl Clock {
 
     /// The current instant by this clock.
     pub fn now(&self) -> DateTime<Utc> {
-        match *self.0.lock().unwrap_or_else(PoisonError::into_inner) {
+        match self.mode() {
             Mode::System => Utc::now(),
             Mode::Pinned(at) => at,
             Mode::Anchored { at, since } => at + TimeDelta::from_std(since.elapsed()).unwrap_or(TimeDelta::zero()),
@@ -62,7 +79,8 @@ impl Clock {
 
     /// Pins the clock at `at` (whatever it was before) for every holder.
     pub fn set(&self, at: DateTime<Utc>) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Mode::Pinned(at);
+        *self.0.mode.lock().unwrap_or_else(PoisonError::into_inner) = Mode::Pinned(at);
+        self.0.moved.notify_waiters();
     }
 
     /// Pins the clock `by` later than it reads now.
@@ -72,7 +90,27 @@ impl Clock {
 
     /// Whether this is the system clock (not pinned or anchored).
     pub fn is_system(&self) -> bool {
-        matches!(*self.0.lock().unwrap_or_else(PoisonError::into_inner), Mode::System)
+        matches!(self.mode(), Mode::System)
+    }
+
+    /// Waits until this clock reads `at` or later: a timer on a running clock; on a
+    /// pinned one, until it is moved there (cancel by dropping the future).
+    pub async fn sleep_until(&self, at: DateTime<Utc>) {
+        loop {
+            let moved = self.0.moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            let now = self.now();
+            if now >= at {
+                return;
+            }
+            match self.mode() {
+                Mode::Pinned(_) => moved.await,
+                Mode::System | Mode::Anchored { .. } => {
+                    tokio::time::sleep((at - now).to_std().unwrap_or_default()).await;
+                }
+            }
+        }
     }
 }
 
@@ -107,6 +145,25 @@ mod tests {
         let read = clock.now();
         assert!(read >= at && read < at + TimeDelta::minutes(1), "{read}");
         assert!(Clock::system().is_system());
+    }
+
+    #[tokio::test]
+    async fn sleeping_on_a_pinned_clock_ends_when_it_is_moved_past() {
+        let at = Utc.with_ymd_and_hms(2028, 2, 29, 12, 0, 0).unwrap();
+        let clock = Clock::pinned(at);
+        let sleeper = clock.clone();
+        let wake = tokio::spawn(async move { sleeper.sleep_until(at + TimeDelta::seconds(60)).await });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        clock.advance(TimeDelta::seconds(30));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!wake.is_finished(), "30 s is not yet 60 s");
+        clock.advance(TimeDelta::seconds(30));
+        tokio::time::timeout(std::time::Duration::from_secs(5), wake).await.unwrap().unwrap();
+        // A running clock sleeps for real (briefly here).
+        let running = Clock::starting_at(at);
+        tokio::time::timeout(std::time::Duration::from_secs(5), running.sleep_until(at + TimeDelta::milliseconds(20)))
+            .await
+            .unwrap();
     }
 
     #[test]

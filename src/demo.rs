@@ -58,6 +58,9 @@ pub async fn run(
         seed: options.seed,
         clock: clock.clone(),
         hr_interval: options.hr_interval,
+        // Withings allows an application 120 requests a minute; a demo of many people
+        // would spend minutes waiting on it (and for ever on a clock pinned by --now).
+        withings_requests_per_minute: None,
         ..Default::default()
     })
     .await?;
@@ -66,6 +69,7 @@ pub async fn run(
     let mut settings = Settings::default();
     settings.store.url = format!("sqlite://{}", dir.path().join("demo.db").display());
     sim.configure(&mut settings);
+    settings.withings.requests_per_minute = 1_000_000;
     settings.sync.start = SyncStart::Ago(options.history);
     settings.streamr.streams.insert("default".into(), DEMO_STREAM.into());
     let loaded = Loaded::from_settings(settings);

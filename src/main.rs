@@ -88,6 +88,10 @@ enum Command {
         /// minute also 1 s samples in exercise bouts and an evening off-wrist gap).
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         hr_interval: std::time::Duration,
+        /// Withings' application-wide limit, requests a minute (601 past it); 0 turns it
+        /// off (to measure wearbridge with lifted limits).
+        #[arg(long, default_value_t = wearbridge::simulator::WITHINGS_REQUESTS_PER_MINUTE)]
+        withings_quota: u32,
     },
     /// Enrol a person by consent: prints the provider's authorisation URL and waits for
     /// the redirect on oauth.redirect_uri (or reads the pasted address with --manual).
@@ -183,8 +187,17 @@ fn main() -> ExitCode {
                 wearbridge::demo::main(&options).await
             }
             #[cfg(feature = "demo")]
-            Command::Simulate { listen, people, seed, streams, faults, hr_interval } => {
-                commands::simulate::main(listen, people, seed, &streams, &faults, hr_interval, globals.clock()).await
+            Command::Simulate { listen, people, seed, streams, faults, hr_interval, withings_quota } => {
+                let config = wearbridge::simulator::SimulatorConfig {
+                    listen,
+                    people,
+                    seed,
+                    canary: false,
+                    clock: globals.clock(),
+                    hr_interval,
+                    withings_requests_per_minute: Some(withings_quota).filter(|n| *n > 0),
+                };
+                commands::simulate::main(config, &streams, &faults).await
             }
             Command::Users { command } => match command {
                 UsersCommand::Add { provider, name, refresh_token_file, refresh_token_stdin: _ } => {

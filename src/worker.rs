@@ -161,6 +161,8 @@ impl Worker {
         let mut in_flight = FuturesUnordered::new();
         let mut failures = 0u32;
         let mut high_water = HighWater::new(self.sync.outbox_high_water);
+        // Which provider claims first this round (they take turns).
+        let mut turn = 0usize;
         loop {
             if stop.is_cancelled() {
                 // In-flight syncs hear the same token; let them end.
@@ -173,7 +175,8 @@ impl Worker {
             let paused = free > 0 && beside(&mut in_flight, high_water.holds(&self.pipeline.store, &committed)).await;
             if free > 0 && !paused && !stop.is_cancelled() {
                 let lease = Lease::new(&self.id, self.sync.lease, self.pipeline.clock.now());
-                let claim = self.pipeline.store.claim_accounts(&lease, &datasets, free);
+                turn = turn.wrapping_add(1);
+                let claim = self.claim(&lease, &datasets, free, turn);
                 match beside(&mut in_flight, claim).await {
                     Ok(accounts) => {
                         failures = 0;
@@ -201,6 +204,42 @@ impl Worker {
         }
     }
 
+    /// Claims up to `free` due accounts, per provider no more than its request budget
+    /// has room for now (each claimed account's expected requests are reserved), so an
+    /// account whose provider's quota is spent waits for a later slot in the store, not
+    /// in a sync slot that an account of another provider could use.
+    async fn claim(
+        &self,
+        lease: &Lease,
+        datasets: &[&str],
+        free: u32,
+        turn: usize,
+    ) -> Result<Vec<crate::store::Account>, StoreError> {
+        let mut sources: Vec<&dyn crate::sources::Source> = self.pipeline.sources.iter().collect();
+        sources.sort_by_key(|s| s.provider());
+        if !sources.is_empty() {
+            let n = sources.len();
+            sources.rotate_left(turn % n);
+        }
+        let mut claimed = Vec::new();
+        for source in sources {
+            let left = free.saturating_sub(claimed.len() as u32);
+            let (budget, cost) = (source.budget(), source.requests_per_sync().max(1));
+            let room = budget.room();
+            let provider = source.provider().as_str();
+            metrics::gauge!("wearbridge_upstream_budget_room", "provider" => provider).set(f64::from(room));
+            let n = left.min(room / cost);
+            if n == 0 {
+                continue;
+            }
+            for account in self.pipeline.store.claim_accounts(lease, datasets, &[provider], n).await? {
+                budget.try_reserve(account.id, cost);
+                claimed.push(account);
+            }
+        }
+        Ok(claimed)
+    }
+
     async fn sync_claimed(
         &self,
         lease: Lease,
@@ -209,7 +248,11 @@ impl Worker {
         synced: &Notify,
         committed: &AtomicU64,
     ) {
-        match self.sync_account(&lease, &account, stop).await {
+        let outcome = self.sync_account(&lease, &account, stop).await;
+        if let Some(source) = self.pipeline.sources.get(account.provider) {
+            source.budget().release(account.id);
+        }
+        match outcome {
             Ok(messages) => {
                 committed.fetch_add(messages, Ordering::Relaxed);
             }

@@ -1,22 +1,16 @@
 //! `wearbridge simulate`: run the simulator in the foreground for manual testing.
 
-use std::net::SocketAddr;
-
-use crate::clock::Clock;
 use crate::simulator::{self, Fault, Simulator, SimulatorConfig};
 
-/// Serves until Ctrl-C; readings are generated relative to `clock` (`--now`); the
+/// Serves until Ctrl-C; readings are generated relative to `config.clock` (`--now`); the
 /// simulated node knows `streams` (id, partitions).
 pub async fn main(
-    listen: SocketAddr,
-    people: usize,
-    seed: u64,
+    config: SimulatorConfig,
     streams: &[(String, u32)],
     faults: &[(String, Fault, u32)],
-    hr_interval: std::time::Duration,
-    clock: Clock,
 ) -> anyhow::Result<()> {
-    let sim = Simulator::start(SimulatorConfig { listen, people, seed, canary: false, clock, hr_interval }).await?;
+    let (hr_interval, withings_quota) = (config.hr_interval, config.withings_requests_per_minute);
+    let sim = Simulator::start(config).await?;
     for (endpoint, fault, times) in faults {
         sim.faults().inject(endpoint, fault.clone(), *times);
         let times = if *times == u32::MAX { "every".to_owned() } else { times.to_string() };
@@ -28,6 +22,10 @@ pub async fn main(
     }
     println!("simulated now:                           {}", sim.clock().now().to_rfc3339());
     println!("heart rate while worn:                   every {} s", hr_interval.as_secs());
+    match withings_quota {
+        Some(n) => println!("withings quota (601 past it):            {n} requests a minute"),
+        None => println!("withings quota:                          off"),
+    }
     println!("google health api (fitbit.api_base_url): {}", sim.google_api_base());
     println!("google oauth token (fitbit.token_url):   {}", sim.google_token_url());
     println!("google consent (fitbit.auth_url):        {}", sim.google_auth_url());

@@ -81,7 +81,7 @@ impl Enrolment {
         let mut form_targets = vec!["'self'".to_owned()];
         for r in registry::SOURCES {
             let Some(http) = &http else { break };
-            let oauth = (r.oauth)(&settings, http);
+            let oauth = r.standalone_oauth(&settings, http);
             if oauth.credentials().0 {
                 offered.push((r.provider.as_str(), r.label));
                 if let Ok(url) = url::Url::parse(oauth.auth_url()) {

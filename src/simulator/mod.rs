@@ -52,7 +52,13 @@ pub struct SimulatorConfig {
     /// exercise bouts and off-wrist gaps, about 17,000 samples a day); the default, ten
     /// minutes, is ~1 % of that and keeps tests and the demo light.
     pub hr_interval: std::time::Duration,
+    /// Withings' application-wide limit (requests a minute; past it, status 601). `None`
+    /// turns it off, for benchmarks of wearbridge's own cost with lifted limits.
+    pub withings_requests_per_minute: Option<u32>,
 }
+
+/// Withings' documented application-wide limit.
+pub const WITHINGS_REQUESTS_PER_MINUTE: u32 = 120;
 
 /// A real device's heart-rate cadence while worn.
 pub const REALISTIC_HEART_RATE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -66,6 +72,7 @@ impl Default for SimulatorConfig {
             canary: false,
             clock: Clock::system(),
             hr_interval: std::time::Duration::from_secs(google::series::HEART_RATE_STEP_SECS as u64),
+            withings_requests_per_minute: Some(WITHINGS_REQUESTS_PER_MINUTE),
         }
     }
 }
@@ -88,6 +95,8 @@ pub(crate) struct SimState {
     log: Mutex<Vec<(std::time::Instant, String)>>,
     pub google: google::OAuthState,
     pub withings: withings::OAuthState,
+    pub withings_per_minute: Option<u32>,
+    pub withings_quota: withings::AppQuota,
     pub streamr: streamr::NodeState,
     pub consent: consent::ConsentState,
 }
@@ -100,7 +109,7 @@ impl SimState {
             .is_ok_and(|h| h.iter().any(|(p, from, before)| *p == person && at >= *from && at < *before))
     }
 
-    fn count(&self, endpoint: &str) {
+    pub(crate) fn count(&self, endpoint: &str) {
         self.count_n(endpoint, 1);
         self.note(endpoint.to_owned());
     }
@@ -147,6 +156,8 @@ impl Simulator {
             log: Mutex::new(Vec::new()),
             google: google::OAuthState::new(HashMap::new()),
             withings: withings::OAuthState::default(),
+            withings_per_minute: config.withings_requests_per_minute.filter(|n| *n > 0),
+            withings_quota: withings::AppQuota::default(),
             streamr: streamr::NodeState::default(),
             consent: consent::ConsentState::default(),
         });
@@ -154,7 +165,11 @@ impl Simulator {
         state.withings.enrol(&state.people);
         let app = Router::new()
             .nest("/google", google::router())
-            .nest("/withings", withings::router())
+            .nest(
+                "/withings",
+                withings::router()
+                    .layer(axum::middleware::from_fn_with_state(state.clone(), withings::enforce_quota)),
+            )
             .nest("/streamr", streamr::router())
             .layer(axum::middleware::from_fn_with_state(state.clone(), faults::apply))
             .with_state(state.clone());

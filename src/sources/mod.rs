@@ -7,6 +7,7 @@
 //! with tokens, quotas and retries handled inside it; what reaches the pipeline is one
 //! [`SourceError`] whose variant says what to do next.
 
+pub mod budget;
 pub mod fitbit;
 mod pass;
 pub mod quota;
@@ -114,6 +115,14 @@ pub trait Source: Send + Sync {
     /// The provider's user id of an account that has none stored yet (enrolled with a
     /// bare refresh token).
     fn user_id<'a>(&'a self, account: &'a Account) -> LocalBoxFuture<'a, Result<String, SourceError>>;
+
+    /// The application's request budget with this provider (see [`budget::Budget`]).
+    fn budget(&self) -> &std::sync::Arc<budget::Budget>;
+
+    /// The most requests one account's sync is expected to make (every dataset and a
+    /// token refresh): what the worker reserves in [`Source::budget`] before claiming
+    /// an account of this provider.
+    fn requests_per_sync(&self) -> u32;
 
     /// Reads one dataset of one account into batches, each with the cursor it advances.
     /// A dataset the source does not offer yields no batch.

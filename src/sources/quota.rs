@@ -1,14 +1,17 @@
-//! Upstream quotas: a per-account and a per-application limiter (governor), awaited
-//! before every API call so wearbridge stays under the provider's published limits
-//! instead of discovering them through 429s.
+//! Upstream quotas: a per-account limiter (governor) and the application's request
+//! [`Budget`], awaited before every API call so wearbridge stays under the provider's
+//! published limits instead of discovering them through 429s and 601s.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-/// Both limiters of one provider.
+use super::budget::Budget;
+
+/// Both limits of one provider.
 pub struct Quotas {
-    application: DefaultDirectRateLimiter,
+    application: Arc<Budget>,
     per_account: DefaultKeyedRateLimiter<i64>,
 }
 
@@ -23,18 +26,21 @@ fn per_minute(n: u32) -> Quota {
 }
 
 impl Quotas {
-    /// `per_account` and `application` requests per minute (bursts up to the same count).
-    pub fn per_minute(per_account: u32, application: u32) -> Self {
-        Self {
-            application: RateLimiter::direct(per_minute(application)),
-            per_account: RateLimiter::keyed(per_minute(per_account)),
-        }
+    /// `per_account` requests per minute (bursts up to the same count) within the
+    /// application's `budget`.
+    pub fn new(per_account: u32, application: Arc<Budget>) -> Self {
+        Self { application, per_account: RateLimiter::keyed(per_minute(per_account)) }
     }
 
-    /// Waits until both limiters allow one more request for `account_id`.
+    /// Waits until both limits allow one more request for `account_id`.
     pub async fn acquire(&self, account_id: i64) {
         self.per_account.until_key_ready(&account_id).await;
-        self.application.until_ready().await;
+        self.application.acquire(Some(account_id)).await;
+    }
+
+    /// The application's budget (the worker plans claims with it).
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.application
     }
 }
 
@@ -44,7 +50,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_account_does_not_block_another() {
-        let q = Quotas::per_minute(2, 1000);
+        let q = Quotas::new(2, Arc::new(Budget::per_minute(1000, crate::clock::Clock::system())));
         q.acquire(1).await;
         q.acquire(1).await;
         // Account 1 is out of budget for a minute; account 2 is not.

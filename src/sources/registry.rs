@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anonymizer::Provider;
 
+use super::budget::Budget;
 use super::{Source, fitbit, withings};
 use crate::auth::{OAuth, TokenManager};
 use crate::clock::Clock;
@@ -21,10 +22,22 @@ pub struct Registration {
     pub label: &'static str,
     /// Its settings section (`[fitbit]`): where `client_id` and `client_secret` are set.
     pub section: &'static str,
-    /// Its OAuth endpoints.
-    pub oauth: fn(&Settings, &reqwest::Client) -> Arc<dyn OAuth>,
+    /// The application-wide requests per minute its settings allow.
+    pub application_per_minute: fn(&Settings) -> u32,
+    /// Its OAuth endpoints, within the application's request budget where the provider
+    /// counts token requests against it.
+    pub oauth: fn(&Settings, &reqwest::Client, Arc<Budget>) -> Arc<dyn OAuth>,
     /// The source itself, drawing tokens from the shared token manager.
-    pub source: fn(&Settings, &reqwest::Client, Arc<TokenManager>, Retry) -> Arc<dyn Source>,
+    pub source: fn(&Settings, &reqwest::Client, Arc<TokenManager>, Retry, Arc<Budget>) -> Arc<dyn Source>,
+}
+
+impl Registration {
+    /// Its OAuth endpoints outside a worker (onboarding, the consent pages, checks): with
+    /// a budget of their own, since they make a request or two at a person's pace.
+    pub fn standalone_oauth(&self, settings: &Settings, http: &reqwest::Client) -> Arc<dyn OAuth> {
+        let budget = Budget::per_minute((self.application_per_minute)(settings), Clock::system());
+        (self.oauth)(settings, http, Arc::new(budget))
+    }
 }
 
 /// Every source, in the order the consent page offers them.
@@ -60,16 +73,27 @@ impl Sources {
         retry: Retry,
         clock: Clock,
     ) -> Self {
-        let oauth = SOURCES.iter().map(|r| (r.provider, (r.oauth)(settings, http))).collect();
+        let parts: Vec<(&Registration, Arc<Budget>)> = SOURCES
+            .iter()
+            .map(|r| (r, Arc::new(Budget::per_minute((r.application_per_minute)(settings), clock.clone()))))
+            .collect();
+        let oauth = parts.iter().map(|(r, budget)| (r.provider, (r.oauth)(settings, http, budget.clone()))).collect();
         let tokens = Arc::new(TokenManager::new(store, oauth, retry.clone(), clock));
-        let by_provider =
-            SOURCES.iter().map(|r| (r.provider, (r.source)(settings, http, tokens.clone(), retry.clone()))).collect();
+        let by_provider = parts
+            .into_iter()
+            .map(|(r, budget)| (r.provider, (r.source)(settings, http, tokens.clone(), retry.clone(), budget)))
+            .collect();
         Self { by_provider, tokens }
     }
 
     /// The source for `provider`.
     pub fn get(&self, provider: Provider) -> Option<&dyn Source> {
         self.by_provider.get(&provider).map(|s| s.as_ref())
+    }
+
+    /// Every source.
+    pub fn iter(&self) -> impl Iterator<Item = &dyn Source> {
+        self.by_provider.values().map(|s| s.as_ref())
     }
 
     /// The token manager every source draws on.
@@ -80,5 +104,5 @@ impl Sources {
 
 /// The OAuth endpoints of `provider`, built from the settings (for onboarding).
 pub fn oauth(settings: &Settings, http: &reqwest::Client, provider: Provider) -> Option<Arc<dyn OAuth>> {
-    SOURCES.iter().find(|r| r.provider == provider).map(|r| (r.oauth)(settings, http))
+    SOURCES.iter().find(|r| r.provider == provider).map(|r| r.standalone_oauth(settings, http))
 }

@@ -254,14 +254,15 @@ pub trait Store: Send + Sync + 'static {
     /// records leases but does not honour them: a killed process never holds work back.)
     fn outbox_claim(&self, lease: &Lease, limit: u32) -> impl Future<Output = Result<Vec<Pending>, StoreError>> + Send;
 
-    /// Leases up to `limit` active accounts that no worker holds (an account this worker
-    /// is syncing is never returned again) and that have at least one of `datasets` due
-    /// (no schedule row, or `next_due` passed). SQLite does not honour other workers'
-    /// leases (one worker per file).
+    /// Leases up to `limit` active accounts of `providers` that no worker holds (an
+    /// account this worker is syncing is never returned again) and that have at least one
+    /// of `datasets` due (no schedule row, or `next_due` passed), longest due first.
+    /// SQLite does not honour other workers' leases (one worker per file).
     fn claim_accounts(
         &self,
         lease: &Lease,
         datasets: &[&str],
+        providers: &[&str],
         limit: u32,
     ) -> impl Future<Output = Result<Vec<Account>, StoreError>> + Send;
 

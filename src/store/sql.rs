@@ -121,7 +121,7 @@ const SQLITE_DIALECT: Dialect = Dialect {
                         (SELECT MIN(COALESCE(s.next_due, 0)) FROM json_each($4) d
                          LEFT JOIN schedule s ON s.account_id = a.id AND s.dataset = d.value) AS due
                  FROM accounts a
-                 WHERE a.status = 'active'
+                 WHERE a.status = 'active' AND a.provider IN (SELECT value FROM json_each($6))
                    AND (a.lease_owner IS NULL OR a.lease_owner <> $1 OR a.lease_until < $3))
              WHERE due <= $3
              ORDER BY due, id LIMIT $5)
@@ -163,6 +163,7 @@ const POSTGRES_DIALECT: Dialect = Dialect {
                  FROM json_array_elements_text($4::json) AS d(name)
                  LEFT JOIN schedule s ON s.account_id = a.id AND s.dataset = d.name) AS oldest
              WHERE a.status = 'active' AND (a.lease_until IS NULL OR a.lease_until < $3)
+               AND a.provider IN (SELECT json_array_elements_text($6::json))
                AND oldest.due <= $3
              ORDER BY oldest.due, a.id LIMIT $5
              FOR UPDATE OF a SKIP LOCKED)
@@ -742,8 +743,15 @@ impl Store for SqlStore {
         Ok(pending)
     }
 
-    async fn claim_accounts(&self, lease: &Lease, datasets: &[&str], limit: u32) -> Result<Vec<Account>, StoreError> {
+    async fn claim_accounts(
+        &self,
+        lease: &Lease,
+        datasets: &[&str],
+        providers: &[&str],
+        limit: u32,
+    ) -> Result<Vec<Account>, StoreError> {
         let list = json_list(datasets);
+        let providers = json_list(providers);
         let mut accounts: Vec<Account> = on_writer!(self, |pool, d| {
             let rows = sqlx::query(d.claim_accounts)
                 .bind(&lease.worker)
@@ -751,6 +759,7 @@ impl Store for SqlStore {
                 .bind(lease.now_ms)
                 .bind(&list)
                 .bind(i64::from(limit))
+                .bind(&providers)
                 .fetch_all(pool)
                 .await?;
             rows.iter().map(|r| account_from_row!(self, r)).collect::<Result<Vec<_>, _>>()?

@@ -16,6 +16,8 @@ use wearbridge::sources::fitbit::PROVIDER as FITBIT;
 use wearbridge::sources::withings::PROVIDER as WITHINGS;
 use wearbridge::store::{SqlStore, Store, TokenCipher};
 
+/// Every provider of this build, for claims that do not filter by provider.
+pub const PROVIDERS: &[&str] = &["fitbit", "withings"];
 pub const STREAM: &str = "test-coop.eth/health";
 
 /// The instant tests run at unless they say otherwise (the simulator, the in-process

@@ -84,11 +84,11 @@ async fn contract<S: Store>(reopen: impl AsyncFn() -> S) {
     let datasets = ["sleep", "heart_rate"];
     reschedule().await;
     let mut all: Vec<String> =
-        store.claim_accounts(&lease, &datasets, 10).await.unwrap().into_iter().map(|a| a.name).collect();
+        store.claim_accounts(&lease, &datasets, common::PROVIDERS, 10).await.unwrap().into_iter().map(|a| a.name).collect();
     all.sort();
     assert_eq!(all, ["alice", "bob", "carol"], "each is due on one dataset at least");
     reschedule().await;
-    let first = store.claim_accounts(&lease, &datasets, 1).await.unwrap();
+    let first = store.claim_accounts(&lease, &datasets, common::PROVIDERS, 1).await.unwrap();
     assert_eq!(first[0].name, "carol", "due 30 minutes ago: before bob (10) and alice (5)");
     reschedule().await;
     // The schedule lag is measured from the oldest due time, or from the enrolment of an
@@ -99,7 +99,7 @@ async fn contract<S: Store>(reopen: impl AsyncFn() -> S) {
     assert_eq!(store.oldest_due(&with_devices).await.unwrap(), thirty_ago.min(Some(a.created_at)));
     assert_eq!(store.oldest_due(&["devices"]).await.unwrap(), Some(a.created_at), "alice enrolled first");
     let dave = store.add_account("dave", FITBIT, &SecretString::from("rd")).await.unwrap();
-    let first = store.claim_accounts(&lease, &datasets, 1).await.unwrap();
+    let first = store.claim_accounts(&lease, &datasets, common::PROVIDERS, 1).await.unwrap();
     assert_eq!(first[0].id, dave.id, "never synced: the oldest due of all");
     store.remove_account("dave").await.unwrap();
     store.remove_account("carol").await.unwrap();

@@ -1,12 +1,15 @@
 //! Fake Withings API after `specs/withings-openapi.yml`: every answer is HTTP 200 with a
 //! `{"status", "body"}` envelope (errors too), refresh tokens rotate on every refresh (the
 //! old one works until the new access token is used or 8 hours pass), `userid` comes as a
-//! number or a string, lists page with `more`/`offset`, 601 carries `wait_seconds`.
+//! number or a string, lists page with `more`/`offset`, 601 carries `wait_seconds`, and
+//! the application may make 120 requests a minute ([`quota`]).
 
 mod data;
 mod oauth;
+mod quota;
 
 pub(crate) use oauth::OAuthState;
+pub(crate) use quota::{AppQuota, enforce as enforce_quota};
 
 use std::sync::Arc;
 

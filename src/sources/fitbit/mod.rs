@@ -37,8 +37,12 @@ pub const REGISTRATION: Registration = Registration {
     provider: PROVIDER,
     label: "Fitbit",
     section: "fitbit",
-    oauth: |settings, http| Arc::new(GoogleOAuth::new(http.clone(), settings.fitbit.clone())),
-    source: |settings, http, tokens, retry| Arc::new(FitbitSource::from_settings(settings, http, tokens, retry)),
+    application_per_minute: |settings| settings.fitbit.project_requests_per_minute,
+    // Google's token endpoint is not counted against the Health API's project quota.
+    oauth: |settings, http, _budget| Arc::new(GoogleOAuth::new(http.clone(), settings.fitbit.clone())),
+    source: |settings, http, tokens, retry, budget| {
+        Arc::new(FitbitSource::from_settings(settings, http, tokens, retry, budget))
+    },
 };
 
 /// The largest page Google serves for sample data types.
@@ -83,13 +87,19 @@ fn range_filter(field: &str, from: &str, to: &str) -> String {
 
 impl FitbitSource {
     /// `[fitbit]`: the API base URL, per-account and per-project quotas, page size.
-    pub fn from_settings(settings: &Settings, http: &reqwest::Client, tokens: Arc<TokenManager>, retry: Retry) -> Self {
+    pub fn from_settings(
+        settings: &Settings,
+        http: &reqwest::Client,
+        tokens: Arc<TokenManager>,
+        retry: Retry,
+        budget: Arc<crate::sources::budget::Budget>,
+    ) -> Self {
         let f = &settings.fitbit;
         Self {
             client: GoogleHealthClient::new(http.clone(), &f.api_base_url)
                 .with_max_body(settings.sync.max_response_bytes),
             tokens,
-            quotas: Quotas::per_minute(f.requests_per_minute, f.project_requests_per_minute),
+            quotas: Quotas::new(f.requests_per_minute, budget),
             retry,
             page_size: f.page_size.clamp(1, MAX_PAGE_SIZE),
         }
@@ -257,6 +267,16 @@ impl Source for FitbitSource {
 
     fn user_id<'a>(&'a self, account: &'a Account) -> LocalBoxFuture<'a, Result<String, SourceError>> {
         self.health_user_id(account).boxed_local()
+    }
+
+    fn budget(&self) -> &Arc<crate::sources::budget::Budget> {
+        self.quotas.budget()
+    }
+
+    fn requests_per_sync(&self) -> u32 {
+        // The morning pass: devices 1, activity 4, zone 1, sleep 1, heart rate 1 and
+        // resting 1, body 2 (the token endpoint is not counted by Google).
+        11
     }
 
     fn read<'a, 'p: 'a>(

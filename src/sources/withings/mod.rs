@@ -43,8 +43,12 @@ pub const REGISTRATION: Registration = Registration {
     provider: PROVIDER,
     label: "Withings",
     section: "withings",
-    oauth: |settings, http| Arc::new(WithingsOAuth::new(http.clone(), settings.withings.clone())),
-    source: |settings, http, tokens, retry| Arc::new(WithingsSource::from_settings(settings, http, tokens, retry)),
+    application_per_minute: |settings| settings.withings.requests_per_minute,
+    // Withings counts every request of the application, token requests included.
+    oauth: |settings, http, budget| Arc::new(WithingsOAuth::new(http.clone(), settings.withings.clone(), budget)),
+    source: |settings, http, tokens, retry, budget| {
+        Arc::new(WithingsSource::from_settings(settings, http, tokens, retry, budget))
+    },
 };
 
 /// Measure types requested from `getmeas` (see normalize::withings for their meaning).
@@ -76,12 +80,18 @@ pub struct WithingsSource {
 impl WithingsSource {
     /// `[withings]`: the API base URL and the application-wide limit (Withings: 120 a
     /// minute).
-    pub fn from_settings(settings: &Settings, http: &reqwest::Client, tokens: Arc<TokenManager>, retry: Retry) -> Self {
+    pub fn from_settings(
+        settings: &Settings,
+        http: &reqwest::Client,
+        tokens: Arc<TokenManager>,
+        retry: Retry,
+        budget: Arc<crate::sources::budget::Budget>,
+    ) -> Self {
         let w = &settings.withings;
         Self {
             client: WithingsClient::new(http.clone(), &w.api_base_url).with_max_body(settings.sync.max_response_bytes),
             tokens,
-            quotas: Quotas::per_minute(w.requests_per_minute, w.requests_per_minute),
+            quotas: Quotas::new(w.requests_per_minute, budget),
             retry,
             throttled_until: Mutex::new(None),
         }
@@ -285,6 +295,16 @@ impl Source for WithingsSource {
                 .ok_or_else(|| SourceError::fatal("the token answer did not name the Withings user"))
         }
         .boxed_local()
+    }
+
+    fn budget(&self) -> &Arc<crate::sources::budget::Budget> {
+        self.quotas.budget()
+    }
+
+    fn requests_per_sync(&self) -> u32 {
+        // The morning pass: devices, body, sleep, heart rate and activity, and the token
+        // refresh (Withings counts it).
+        6
     }
 
     fn read<'a, 'p: 'a>(

@@ -94,6 +94,8 @@ pub(crate) fn parse_refresh(http_status: u16, bytes: &[u8]) -> Result<TokenRespo
 pub struct WithingsOAuth {
     http: reqwest::Client,
     settings: WithingsSettings,
+    /// Withings counts token requests against the application's quota.
+    budget: std::sync::Arc<crate::sources::budget::Budget>,
 }
 
 impl std::fmt::Debug for WithingsOAuth {
@@ -106,8 +108,12 @@ impl std::fmt::Debug for WithingsOAuth {
 }
 
 impl WithingsOAuth {
-    pub fn new(http: reqwest::Client, settings: WithingsSettings) -> Self {
-        Self { http, settings }
+    pub fn new(
+        http: reqwest::Client,
+        settings: WithingsSettings,
+        budget: std::sync::Arc<crate::sources::budget::Budget>,
+    ) -> Self {
+        Self { http, settings, budget }
     }
 
     fn token_url(&self) -> String {
@@ -124,6 +130,7 @@ impl WithingsOAuth {
             ("client_secret", self.settings.client_secret.as_ref().unwrap_or(&empty).expose_secret()),
             ("refresh_token", refresh_token.expose_secret()),
         ];
+        self.budget.acquire(None).await;
         let (http_status, bytes) =
             post_form(&self.http, &self.token_url(), &form).await.map_err(RefreshError::Transport)?;
         parse_refresh(http_status, &bytes)
@@ -141,6 +148,7 @@ impl WithingsOAuth {
             ("code", code),
             ("redirect_uri", redirect_uri),
         ];
+        self.budget.acquire(None).await;
         let (_, body) = post_form(&self.http, &self.token_url(), &form).await.map_err(OnboardError::Transport)?;
         let malformed =
             |e: serde_json::Error| OnboardError::Exchange(format!("malformed answer: {}", json_position(&e)));
