@@ -25,6 +25,24 @@ struct Shared {
     mode: Mutex<Mode>,
     /// Woken whenever the clock is set or advanced.
     moved: tokio::sync::Notify,
+    /// The instants [`Clock::sleep_until`] callers wait for on a pinned clock (with how
+    /// many wait for each): a test that steps through a day moves the clock to the first.
+    sleepers: Mutex<std::collections::BTreeMap<DateTime<Utc>, usize>>,
+}
+
+/// Takes a sleeper's instant off the list when its wait ends or is dropped.
+struct Sleeper<'a>(&'a Shared, DateTime<Utc>);
+
+impl Drop for Sleeper<'_> {
+    fn drop(&mut self) {
+        let mut sleepers = self.0.sleepers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = sleepers.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                sleepers.remove(&self.1);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -56,7 +74,7 @@ impl Clock {
     }
 
     fn with(mode: Mode) -> Self {
-        Self(Arc::new(Shared { mode: Mutex::new(mode), moved: tokio::sync::Notify::new() }))
+        Self(Arc::new(Shared { mode: Mutex::new(mode), ..Shared::default() }))
     }
 
     fn mode(&self) -> Mode {
@@ -93,6 +111,35 @@ impl Clock {
         matches!(self.mode(), Mode::System)
     }
 
+    /// The earliest instant a [`Clock::sleep_until`] waits for on this pinned clock.
+    pub fn next_wake(&self) -> Option<DateTime<Utc>> {
+        self.0.sleepers.lock().unwrap_or_else(PoisonError::into_inner).keys().next().copied()
+    }
+
+    /// Runs `work` on this pinned clock as if time passed: whenever a part of it waits
+    /// for an instant ([`Clock::sleep_until`], an upstream quota's next minute), the
+    /// clock is moved there. For simulated days in tests and benchmarks; on a running
+    /// clock it just runs `work`.
+    pub async fn drive<T>(&self, work: impl Future<Output = T>) -> T {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                () = tokio::time::sleep(std::time::Duration::from_millis(5)) => {
+                    if let (Mode::Pinned(_), Some(wake)) = (self.mode(), self.next_wake()) {
+                        self.set(wake);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Resolves the next time the clock is set or advanced (never, for the system clock):
+    /// lets a loop that waits for the time of day wake when a test moves a pinned clock.
+    pub async fn moved(&self) {
+        self.0.moved.notified().await;
+    }
+
     /// Waits until this clock reads `at` or later: a timer on a running clock; on a
     /// pinned one, until it is moved there (cancel by dropping the future).
     pub async fn sleep_until(&self, at: DateTime<Utc>) {
@@ -105,7 +152,11 @@ impl Clock {
                 return;
             }
             match self.mode() {
-                Mode::Pinned(_) => moved.await,
+                Mode::Pinned(_) => {
+                    *self.0.sleepers.lock().unwrap_or_else(PoisonError::into_inner).entry(at).or_default() += 1;
+                    let _sleeper = Sleeper(&self.0, at);
+                    moved.await;
+                }
                 Mode::System | Mode::Anchored { .. } => {
                     tokio::time::sleep((at - now).to_std().unwrap_or_default()).await;
                 }
@@ -154,11 +205,13 @@ mod tests {
         let sleeper = clock.clone();
         let wake = tokio::spawn(async move { sleeper.sleep_until(at + TimeDelta::seconds(60)).await });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(clock.next_wake(), Some(at + TimeDelta::seconds(60)));
         clock.advance(TimeDelta::seconds(30));
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!wake.is_finished(), "30 s is not yet 60 s");
         clock.advance(TimeDelta::seconds(30));
         tokio::time::timeout(std::time::Duration::from_secs(5), wake).await.unwrap().unwrap();
+        assert_eq!(clock.next_wake(), None);
         // A running clock sleeps for real (briefly here).
         let running = Clock::starting_at(at);
         tokio::time::timeout(std::time::Duration::from_secs(5), running.sleep_until(at + TimeDelta::milliseconds(20)))

@@ -199,9 +199,32 @@ impl Worker {
             tokio::select! {
                 Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
                 _ = tokio::time::sleep(pause) => {}
+                // A pinned clock moved by a test: due work may have come.
+                () = self.pipeline.clock.moved() => {}
                 _ = stop.cancelled() => {}
             }
         }
+    }
+
+    /// Syncs every account that is due now, as far as the request budgets allow, and
+    /// returns how many: claims (as the daemon does) until a claim finds none. One step of
+    /// the daemon at one instant, for stepping a pinned clock through days (tests and
+    /// benchmarks of the schedule and the budgets).
+    pub async fn sync_due(&self) -> Result<u64, StoreError> {
+        let datasets: Vec<&str> = self.sync.datasets.iter().map(|d| d.as_str()).collect();
+        let (stop, synced, committed) = (CancellationToken::new(), Notify::new(), AtomicU64::new(0));
+        let mut total = 0u64;
+        for turn in 0usize.. {
+            let lease = Lease::new(&self.id, self.sync.lease, self.pipeline.clock.now());
+            let accounts = self.claim(&lease, &datasets, CONCURRENCY, turn).await?;
+            if accounts.is_empty() {
+                break;
+            }
+            total += accounts.len() as u64;
+            let syncs = accounts.into_iter().map(|a| self.sync_claimed(lease.clone(), a, &stop, &synced, &committed));
+            futures::future::join_all(syncs).await;
+        }
+        Ok(total)
     }
 
     /// Claims up to `free` due accounts, per provider no more than its request budget

@@ -136,7 +136,7 @@ impl TokenManager {
     ) -> Result<TokenResponse, RefreshError> {
         self.retry
             .run("token refresh", async || {
-                let attempt = oauth.refresh(refresh_token).await;
+                let attempt = oauth.refresh(account.id, refresh_token).await;
                 let provider = account.provider.as_str();
                 match &attempt {
                     Ok(_) => crate::telemetry::token_refresh(provider, "ok"),

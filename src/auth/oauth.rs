@@ -148,8 +148,13 @@ pub trait OAuth: Send + Sync {
     ) -> BoxFuture<'a, Result<Exchanged, OnboardError>>;
     /// The scopes `datasets` need that `granted` (as the provider wrote it) lacks.
     fn missing_scopes(&self, granted: &str, datasets: &[Dataset]) -> Vec<String>;
-    /// The refresh-token grant.
-    fn refresh<'a>(&'a self, refresh_token: &'a SecretString) -> BoxFuture<'a, Result<TokenResponse, RefreshError>>;
+    /// The refresh-token grant for the account `account_id` (whose planned requests it
+    /// may draw on, where the provider counts token requests against its quota).
+    fn refresh<'a>(
+        &'a self,
+        account_id: i64,
+        refresh_token: &'a SecretString,
+    ) -> BoxFuture<'a, Result<TokenResponse, RefreshError>>;
     /// Ends the grant at the provider, where it offers that.
     fn revoke<'a>(&'a self, refresh_token: &'a SecretString) -> BoxFuture<'a, Result<Revocation, OnboardError>>;
 }

@@ -167,8 +167,7 @@ impl Simulator {
             .nest("/google", google::router())
             .nest(
                 "/withings",
-                withings::router()
-                    .layer(axum::middleware::from_fn_with_state(state.clone(), withings::enforce_quota)),
+                withings::router().layer(axum::middleware::from_fn_with_state(state.clone(), withings::enforce_quota)),
             )
             .nest("/streamr", streamr::router())
             .layer(axum::middleware::from_fn_with_state(state.clone(), faults::apply))

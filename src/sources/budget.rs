@@ -80,6 +80,11 @@ impl Budget {
         window
     }
 
+    /// The clock the budget's minutes are counted on.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     /// Requests that may still be sent or reserved in the current minute.
     pub fn room(&self) -> u32 {
         let window = self.window();

@@ -5,14 +5,27 @@
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
 
 use super::budget::Budget;
+use crate::clock::Clock;
 
 /// Both limits of one provider.
 pub struct Quotas {
     application: Arc<Budget>,
-    per_account: DefaultKeyedRateLimiter<i64>,
+    per_account: RateLimiter<i64, DefaultKeyedStateStore<i64>, Clock, NoOpMiddleware<std::time::Duration>>,
+}
+
+/// Governor's view of the application clock: time since the Unix epoch.
+impl governor::clock::Clock for Clock {
+    type Instant = std::time::Duration;
+
+    fn now(&self) -> Self::Instant {
+        let nanos = Clock::now(self).timestamp_nanos_opt().unwrap_or_default();
+        std::time::Duration::from_nanos(u64::try_from(nanos).unwrap_or_default())
+    }
 }
 
 impl std::fmt::Debug for Quotas {
@@ -29,12 +42,19 @@ impl Quotas {
     /// `per_account` requests per minute (bursts up to the same count) within the
     /// application's `budget`.
     pub fn new(per_account: u32, application: Arc<Budget>) -> Self {
-        Self { application, per_account: RateLimiter::keyed(per_minute(per_account)) }
+        let clock = application.clock().clone();
+        Self { application, per_account: RateLimiter::dashmap_with_clock(per_minute(per_account), clock) }
     }
 
-    /// Waits until both limits allow one more request for `account_id`.
+    /// Waits until both limits allow one more request for `account_id`. Both run on
+    /// the application's clock, so a test that pins it decides when a minute has passed.
     pub async fn acquire(&self, account_id: i64) {
-        self.per_account.until_key_ready(&account_id).await;
+        let clock = self.application.clock();
+        while let Err(not_until) = self.per_account.check_key(&account_id) {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(clock));
+            let wait = chrono::TimeDelta::from_std(wait).unwrap_or(chrono::TimeDelta::seconds(1));
+            clock.sleep_until(clock.now() + wait).await;
+        }
         self.application.acquire(Some(account_id)).await;
     }
 

@@ -28,8 +28,12 @@ pub struct Registration {
     /// counts token requests against it.
     pub oauth: fn(&Settings, &reqwest::Client, Arc<Budget>) -> Arc<dyn OAuth>,
     /// The source itself, drawing tokens from the shared token manager.
-    pub source: fn(&Settings, &reqwest::Client, Arc<TokenManager>, Retry, Arc<Budget>) -> Arc<dyn Source>,
+    pub source: BuildSource,
 }
+
+/// Builds a source from the settings, the HTTP client, the shared token manager, the
+/// retry policy and the provider's application request budget.
+pub type BuildSource = fn(&Settings, &reqwest::Client, Arc<TokenManager>, Retry, Arc<Budget>) -> Arc<dyn Source>;
 
 impl Registration {
     /// Its OAuth endpoints outside a worker (onboarding, the consent pages, checks): with

@@ -63,7 +63,7 @@ fn main() {
         let mut rows = Vec::new();
         for run in 0..runs {
             // A fresh simulator per run: Withings rotates refresh tokens on every refresh.
-            let (mut sim, urls) = simulator(sim_bin, people, &hr_interval);
+            let (mut sim, urls) = simulator(sim_bin, people, &hr_interval, true);
             let dir = tempfile::tempdir().expect("dir");
             let d = dir.path();
             enrol(&runtime, d, people);

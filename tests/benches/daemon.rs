@@ -87,7 +87,7 @@ fn main() {
             "run | idle RSS MiB (no account) | s until all synced once | accounts synced at 10 min | schedule lag at 10 min s | max RSS MiB | CPU s per account-sync | RSS MiB at 1/2/5/10 min"
         );
         for run in 0..runs {
-            let (mut sim, urls) = simulator(sim_bin, people, &hr_interval);
+            let (mut sim, urls) = simulator(sim_bin, people, &hr_interval, lifted);
             let dir = tempfile::tempdir().expect("dir");
             let d = dir.path();
             let port = free_port();

@@ -24,11 +24,20 @@ pub fn env_or(name: &str, default: usize) -> usize {
 }
 
 /// Starts `wearbridge simulate`; returns the child and its printed settings by label.
-pub fn simulator(bin: &str, people: usize, hr_interval: &str) -> (std::process::Child, Vec<(String, String)>) {
+/// With `lifted`, the simulator does not enforce Withings' 120 requests a minute either
+/// (to measure wearbridge's own cost, not the quota's).
+pub fn simulator(
+    bin: &str,
+    people: usize,
+    hr_interval: &str,
+    lifted: bool,
+) -> (std::process::Child, Vec<(String, String)>) {
+    let quota = if lifted { "0".to_owned() } else { wearbridge::simulator::WITHINGS_REQUESTS_PER_MINUTE.to_string() };
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0);
     let mut child = Command::new(bin)
         .args(["--now", NOW, "simulate", "--listen", &format!("127.0.0.1:{port}"), "--people", &people.to_string()])
         .args(["--seed", &SEED.to_string(), "--hr-interval", hr_interval, "--stream", "bench.eth/health"])
+        .args(["--withings-quota", &quota])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -6,6 +6,7 @@
 
 mod common;
 
+mod budget;
 mod cli;
 mod daemon;
 mod deploy_config;

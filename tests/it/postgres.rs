@@ -98,12 +98,21 @@ async fn leases_never_hand_one_row_to_two_workers() {
     assert_ne!(got1[0].id, got2[0].id);
     store.release_account("w1", got1[0].id, &[("heart_rate".into(), w1.now_ms + 3_600_000)]).await.unwrap();
     let w4 = Lease::new("w4", Duration::from_secs(60), common::now());
-    assert!(store.claim_accounts(&w4, &["heart_rate"], common::PROVIDERS, 10).await.unwrap().is_empty(), "not due, or leased");
-    assert_eq!(store.claim_accounts(&w4, &["sleep"], common::PROVIDERS, 10).await.unwrap().len(), 1, "another dataset is due");
+    assert!(
+        store.claim_accounts(&w4, &["heart_rate"], common::PROVIDERS, 10).await.unwrap().is_empty(),
+        "not due, or leased"
+    );
+    assert_eq!(
+        store.claim_accounts(&w4, &["sleep"], common::PROVIDERS, 10).await.unwrap().len(),
+        1,
+        "another dataset is due"
+    );
     // A withdrawn account's lease goes with it.
     store.remove_account("bob").await.unwrap();
     let w5 = Lease { worker: "w5".into(), now_ms: w4.now_ms, until_ms: w4.until_ms };
-    assert!(store.claim_accounts(&w5, &["sleep"], common::PROVIDERS, 10).await.unwrap().iter().all(|a| a.name != "bob"));
+    assert!(
+        store.claim_accounts(&w5, &["sleep"], common::PROVIDERS, 10).await.unwrap().iter().all(|a| a.name != "bob")
+    );
 }
 
 fn write_config(sim: &Simulator, dir: &Path, store_url: &str, extra_sync: &str) -> String {

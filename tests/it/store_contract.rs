@@ -83,8 +83,13 @@ async fn contract<S: Store>(reopen: impl AsyncFn() -> S) {
     let lease = wearbridge::store::Lease::new("w1", Duration::from_secs(60), now);
     let datasets = ["sleep", "heart_rate"];
     reschedule().await;
-    let mut all: Vec<String> =
-        store.claim_accounts(&lease, &datasets, common::PROVIDERS, 10).await.unwrap().into_iter().map(|a| a.name).collect();
+    let mut all: Vec<String> = store
+        .claim_accounts(&lease, &datasets, common::PROVIDERS, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
     all.sort();
     assert_eq!(all, ["alice", "bob", "carol"], "each is due on one dataset at least");
     reschedule().await;

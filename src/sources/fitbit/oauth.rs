@@ -216,7 +216,11 @@ impl OAuth for GoogleOAuth {
             .collect()
     }
 
-    fn refresh<'a>(&'a self, refresh_token: &'a SecretString) -> BoxFuture<'a, Result<TokenResponse, RefreshError>> {
+    fn refresh<'a>(
+        &'a self,
+        _account_id: i64,
+        refresh_token: &'a SecretString,
+    ) -> BoxFuture<'a, Result<TokenResponse, RefreshError>> {
         self.refresh_token(refresh_token).boxed()
     }
 

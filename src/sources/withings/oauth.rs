@@ -130,7 +130,6 @@ impl WithingsOAuth {
             ("client_secret", self.settings.client_secret.as_ref().unwrap_or(&empty).expose_secret()),
             ("refresh_token", refresh_token.expose_secret()),
         ];
-        self.budget.acquire(None).await;
         let (http_status, bytes) =
             post_form(&self.http, &self.token_url(), &form).await.map_err(RefreshError::Transport)?;
         parse_refresh(http_status, &bytes)
@@ -206,8 +205,16 @@ impl OAuth for WithingsOAuth {
         SCOPES.split(',').filter(|s| !granted.split(',').any(|g| g.trim() == *s)).map(str::to_owned).collect()
     }
 
-    fn refresh<'a>(&'a self, refresh_token: &'a SecretString) -> BoxFuture<'a, Result<TokenResponse, RefreshError>> {
-        self.refresh_token(refresh_token).boxed()
+    fn refresh<'a>(
+        &'a self,
+        account_id: i64,
+        refresh_token: &'a SecretString,
+    ) -> BoxFuture<'a, Result<TokenResponse, RefreshError>> {
+        async move {
+            self.budget.acquire(Some(account_id)).await;
+            self.refresh_token(refresh_token).await
+        }
+        .boxed()
     }
 
     fn revoke<'a>(&'a self, _refresh_token: &'a SecretString) -> BoxFuture<'a, Result<Revocation, OnboardError>> {
