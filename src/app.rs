@@ -66,6 +66,7 @@ pub fn pipeline(
         routes,
         sync: settings.sync.clone(),
         series: settings.anonymizer.series.clone(),
+        link_providers: settings.anonymizer.link_providers,
         clock,
     })
 }

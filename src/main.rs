@@ -129,7 +129,9 @@ fn parse_provider(name: &str) -> Result<anonymizer::Provider, String> {
 
 #[derive(Subcommand)]
 enum UsersCommand {
-    /// Enrol an account with a refresh token read from a file or stdin (never argv).
+    /// Enrol a person's account with a provider, with a refresh token read from a file
+    /// or stdin (never argv). A person may have one account per provider; all of them
+    /// publish under one subject (anonymizer.link_providers).
     #[command(group(ArgGroup::new("token").required(true).args(["refresh_token_file", "refresh_token_stdin"])))]
     Add {
         /// The provider (fitbit, withings).
@@ -141,10 +143,16 @@ enum UsersCommand {
         #[arg(long)]
         refresh_token_stdin: bool,
     },
-    /// List accounts and their status.
+    /// List people, their accounts and their status.
     List,
-    /// Withdraw an account: delete its tokens, cursors and unpublished messages.
-    Remove { name: String },
+    /// Withdraw a person (every account, or only `--provider`'s): revoke where the
+    /// provider allows, delete tokens, cursors and unpublished messages.
+    Remove {
+        name: String,
+        /// Only this provider's account (fitbit, withings).
+        #[arg(long, value_parser = parse_provider)]
+        provider: Option<anonymizer::Provider>,
+    },
 }
 
 /// `ID` or `ID:PARTITIONS` (1 to 100).
@@ -208,7 +216,7 @@ fn main() -> ExitCode {
                     commands::users::add(&globals, provider, &name, source).await
                 }
                 UsersCommand::List => commands::users::list(&globals).await,
-                UsersCommand::Remove { name } => commands::users::remove(&globals, &name).await,
+                UsersCommand::Remove { name, provider } => commands::users::remove(&globals, &name, provider).await,
             },
             Command::Schemas { name } => commands::schemas::main(name.as_deref()),
             Command::CheckConfig => commands::check_config::main(&globals),

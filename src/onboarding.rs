@@ -175,8 +175,12 @@ pub async fn complete(
         let _ = store.remove_account(name).await;
         return Err(e.into());
     }
-    let subject = anonymizer::Anonymizer::new(key.clone(), anonymizer::Policy::default())
-        .subject(authorization.provider, &exchanged.user_id);
+    let anonymizer = anonymizer::Anonymizer::new(key.clone(), anonymizer::Policy::default());
+    let basis = if settings.anonymizer.link_providers { store.subject_id(&account.person).await? } else { None };
+    let subject = match basis {
+        Some(basis) => anonymizer.for_person(&basis, authorization.provider, &exchanged.user_id).subject().to_owned(),
+        None => anonymizer.subject(authorization.provider, &exchanged.user_id),
+    };
     let account = store.account(name).await?.unwrap_or(account);
     Ok(Enrolled { account, missing_scopes, subject, leave_secret: SecretString::from(leave_secret) })
 }

@@ -86,6 +86,16 @@ impl Anonymizer {
         ForAccount { anonymizer: self, provider, account_id: account_id.to_owned(), subject, shift }
     }
 
+    /// Like [`Anonymizer::for_account`], with the subject of the person whose subject
+    /// basis is `basis`: all of one person's accounts publish under one subject, so a
+    /// buyer can join their Fitbit heart rate with their Withings weight. Message ids stay
+    /// per account (two providers' readings never share one).
+    pub fn for_person(&self, basis: &str, provider: Provider, account_id: &str) -> ForAccount<'_> {
+        let subject = pseudonym::person_subject(&self.key, basis);
+        let shift = self.policy.date_shift(&self.key, &subject);
+        ForAccount { anonymizer: self, provider, account_id: account_id.to_owned(), subject, shift }
+    }
+
     fn build(&self, record: &Record, subject: &str, shift: TimeDelta) -> Result<Message, Dropped> {
         let schema = record.observation.schema_name();
         if !self.policy.allows(schema) {

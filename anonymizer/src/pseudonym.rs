@@ -25,6 +25,14 @@ pub(crate) fn subject(key: &PseudonymKey, provider: Provider, account_id: &str) 
     hex(&digest[..16])
 }
 
+/// A person's subject across their providers = HMAC(key, person basis), 128 bits in
+/// lowercase hex. The basis is random per person (kept by the store), so the subject
+/// reveals nothing of any provider's id.
+pub(crate) fn person_subject(key: &PseudonymKey, basis: &str) -> String {
+    let digest = keyed(key, "wearbridge/person/v1", &[basis.as_bytes()]);
+    hex(&digest[..16])
+}
+
 /// A deterministic message id shaped as an RFC 9562 version-8 UUID.
 pub(crate) fn message_id(
     key: &PseudonymKey,

@@ -43,18 +43,21 @@ pub async fn add(globals: &Globals, provider: Provider, name: &str, source: Toke
     let token = read_token(source)?;
     let store = app::open_store(&loaded.settings, &globals.clock()).await?;
     let account = store.add_account(name, provider, &token).await?;
-    println!("added {} account {} ({})", account.provider, account.name, account.status.as_str());
+    println!("added {}'s {} account ({})", account.person, account.provider, account.status.as_str());
     Ok(())
 }
 
+/// People and their accounts (removed ones included, marked so).
 pub async fn list(globals: &Globals) -> anyhow::Result<()> {
     let loaded = globals.load()?;
     let store = app::open_store(&loaded.settings, &globals.clock()).await?;
-    println!("{:<24} {:<9} {:<16} CREATED", "NAME", "PROVIDER", "STATUS");
-    for a in store.accounts().await? {
+    let mut accounts = store.accounts().await?;
+    accounts.sort_by(|a, b| (&a.person, a.provider).cmp(&(&b.person, b.provider)));
+    println!("{:<24} {:<9} {:<16} CREATED", "PERSON", "PROVIDER", "STATUS");
+    for a in accounts {
         println!(
             "{:<24} {:<9} {:<16} {}",
-            a.name,
+            a.person,
             a.provider.as_str(),
             a.status.as_str(),
             a.created_at.format("%Y-%m-%d %H:%M")
@@ -63,10 +66,24 @@ pub async fn list(globals: &Globals) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn remove(globals: &Globals, name: &str) -> anyhow::Result<()> {
+/// Withdraws a person's accounts (or only the one with `provider`): revokes where the
+/// provider allows, deletes tokens, cursors and unpublished messages.
+pub async fn remove(globals: &Globals, person: &str, provider: Option<Provider>) -> anyhow::Result<()> {
     let loaded = globals.load()?;
     let store = app::open_store(&loaded.settings, &globals.clock()).await?;
-    let account = store.account(name).await?.ok_or_else(|| crate::store::StoreError::NoSuchAccount(name.into()))?;
-    println!("{}", crate::onboarding::withdraw(&store, &loaded.settings, &account).await?);
+    let accounts: Vec<_> = store
+        .accounts()
+        .await?
+        .into_iter()
+        .filter(|a| a.person == person && a.status != crate::store::AccountStatus::Removed)
+        .filter(|a| provider.is_none_or(|p| a.provider == p))
+        .collect();
+    if accounts.is_empty() {
+        let what = provider.map_or_else(|| person.to_owned(), |p| format!("{person} ({p})"));
+        return Err(crate::store::StoreError::NoSuchAccount(what).into());
+    }
+    for account in accounts {
+        println!("{}", crate::onboarding::withdraw(&store, &loaded.settings, &account).await?);
+    }
     Ok(())
 }

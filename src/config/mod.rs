@@ -280,6 +280,9 @@ pub struct AnonymizerSettings {
     /// High-frequency sample types and how they are published (`[anonymizer.series]`):
     /// today `heart-rate`.
     pub series: BTreeMap<String, SeriesSettings>,
+    /// One subject per person across their providers (true), so buyers can join a
+    /// person's data; false keeps one subject per provider account (no linking).
+    pub link_providers: bool,
 }
 
 /// How one high-frequency sample type is published.
@@ -335,6 +338,7 @@ impl Default for AnonymizerSettings {
             weight_top_code_kg: None,
             message_types: None,
             series: SERIES_TYPES.iter().map(|t| ((*t).to_owned(), SeriesSettings::default())).collect(),
+            link_providers: true,
         }
     }
 }

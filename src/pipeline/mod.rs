@@ -127,6 +127,8 @@ pub struct Pipeline {
     pub sync: SyncSettings,
     /// How high-frequency types are published (`[anonymizer.series]`).
     pub series: std::collections::BTreeMap<String, SeriesSettings>,
+    /// One subject per person across providers (`anonymizer.link_providers`).
+    pub link_providers: bool,
     /// "Now" for sync windows and civil days.
     pub clock: Clock,
 }
@@ -224,7 +226,11 @@ impl Pipeline {
                 id
             }
         };
-        let scope = self.anonymizer.for_account(account.provider, &user_id);
+        let basis = if self.link_providers { self.store.subject_id(&account.person).await? } else { None };
+        let scope = match &basis {
+            Some(basis) => self.anonymizer.for_person(basis, account.provider, &user_id),
+            None => self.anonymizer.for_account(account.provider, &user_id),
+        };
         tracing::Span::current().record("subject", scope.subject());
 
         // Each dataset on its own: a missing scope skips that dataset, any other failure

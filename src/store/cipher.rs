@@ -15,6 +15,8 @@ const NONCE_LEN: usize = 24;
 #[derive(Clone)]
 pub struct TokenCipher {
     aead: XChaCha20Poly1305,
+    /// Keys [`TokenCipher::lookup_key`]: derived from the store key, never the key itself.
+    lookup: [u8; 32],
 }
 
 impl std::fmt::Debug for TokenCipher {
@@ -25,7 +27,23 @@ impl std::fmt::Debug for TokenCipher {
 
 impl TokenCipher {
     pub fn new(key: [u8; 32]) -> Self {
-        Self { aead: XChaCha20Poly1305::new(&Key::from(key)) }
+        use sha2::Digest;
+        let lookup = sha2::Sha256::new().chain_update(b"wearbridge/lookup-key/v1").chain_update(key).finalize();
+        Self { aead: XChaCha20Poly1305::new(&Key::from(key)), lookup: lookup.into() }
+    }
+
+    /// A keyed hash (HMAC-SHA256, hex) of a provider's user id: equal ids give equal keys,
+    /// so the store can find an upstream account enrolled twice without keeping the id
+    /// in the clear (the id itself is sealed per account).
+    pub fn lookup_key(&self, provider: &str, user_id: &str) -> Result<String, StoreError> {
+        use hmac::{KeyInit as _, Mac};
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.lookup)
+            .map_err(|e| StoreError::Crypto(format!("lookup key: {e}")))?;
+        for part in [provider.as_bytes(), user_id.as_bytes()] {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        }
+        Ok(hex::encode(mac.finalize().into_bytes()))
     }
 
     fn aad(account_id: i64, field: &str) -> Vec<u8> {

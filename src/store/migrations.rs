@@ -26,6 +26,7 @@ pub(crate) const SQLITE: &[Migration] = &[
         sql: include_str!("migrations/sqlite/0005_provider_is_data.sql"),
     },
     Migration { version: 6, name: "series", sql: include_str!("migrations/sqlite/0006_series.sql") },
+    Migration { version: 7, name: "people", sql: include_str!("migrations/sqlite/0007_people.sql") },
 ];
 
 /// The PostgreSQL migrations: the same versions, in PostgreSQL's types.
@@ -40,6 +41,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
         sql: include_str!("migrations/postgres/0005_provider_is_data.sql"),
     },
     Migration { version: 6, name: "series", sql: include_str!("migrations/postgres/0006_series.sql") },
+    Migration { version: 7, name: "people", sql: include_str!("migrations/postgres/0007_people.sql") },
 ];
 
 /// Advisory lock key that serialises migrations of workers starting together.

@@ -28,8 +28,10 @@ pub enum StoreError {
     Migration(#[from] MigrationError),
     #[error("{0}")]
     Crypto(String),
-    #[error("an account named {0:?} already exists")]
+    #[error("{0} is already enrolled")]
     AccountExists(String),
+    #[error("this upstream account is already enrolled for {person}; remove one of them (users remove)")]
+    AlreadyEnrolled { person: String },
     #[error("no account named {0:?}")]
     NoSuchAccount(String),
     #[error("invalid account name {0:?}: use 1 to 64 letters, digits, '.', '-' or '_'")]
@@ -87,8 +89,11 @@ pub fn validate_account_name(name: &str) -> Result<(), StoreError> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Account {
     pub id: i64,
-    /// The operator's local name for the account (not the provider's id).
+    /// The store's name for the account: the person's name for their first account,
+    /// `<person>/<provider>` for another provider's.
     pub name: String,
+    /// The person (operator-chosen name) whose account this is.
+    pub person: String,
     pub provider: Provider,
     pub status: AccountStatus,
     /// The provider's user id, learned on first sync. Personal data: never log it.
@@ -170,11 +175,12 @@ impl Lease {
 
 /// The storage contract shared by SQLite and PostgreSQL.
 pub trait Store: Send + Sync + 'static {
-    /// Enrols an account with its refresh token (encrypted), status `active`. A removed
-    /// account of the same name is re-enrolled.
+    /// Enrols `person`'s account with `provider` with its refresh token (encrypted),
+    /// status `active`; the person is created when new (with a random subject basis). A
+    /// person has one live account per provider; a removed one is re-enrolled.
     fn add_account(
         &self,
-        name: &str,
+        person: &str,
         provider: Provider,
         refresh_token: &SecretString,
     ) -> impl Future<Output = Result<Account, StoreError>> + Send;
@@ -191,11 +197,18 @@ pub trait Store: Send + Sync + 'static {
     fn set_status(&self, account_id: i64, status: AccountStatus)
     -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Records the provider's user id (encrypted, with a keyed hash to find duplicates).
+    /// [`StoreError::AlreadyEnrolled`] when another live account has the same upstream
+    /// account.
     fn set_provider_user_id(
         &self,
         account_id: i64,
         user_id: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The person's subject basis; `None` for a person migrated from a single account
+    /// (whose published subjects stay per account) or an unknown name.
+    fn subject_id(&self, person: &str) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
 
     fn tokens(&self, account_id: i64) -> impl Future<Output = Result<Option<Tokens>, StoreError>> + Send;
 

@@ -33,7 +33,7 @@ const USER_ID: &str = "provider_user_id";
 /// The columns an [`Account`] is read from.
 macro_rules! account_columns {
     () => {
-        "id, name, provider, status, provider_user_id, created_at"
+        "id, name, person, provider, status, provider_user_id, created_at"
     };
 }
 
@@ -74,6 +74,9 @@ struct Dialect {
     /// Locks the row read for the rest of the transaction (PostgreSQL), or nothing
     /// (SQLite: one writer at a time anyway).
     lock_account_by_name: &'static str,
+    /// `$1` person, `$2` provider: the person's account with that provider (a live one
+    /// first, else a removed one to enrol afresh), locked.
+    lock_person_account: &'static str,
     /// Inserts a JSON list of `{id, stream, key, payload}` into the outbox, in order,
     /// skipping published ids: `$1` account, `$2` list, `$3` time.
     insert_outbox: &'static str,
@@ -98,6 +101,8 @@ struct Dialect {
 const SQLITE_DIALECT: Dialect = Dialect {
     begin: "BEGIN IMMEDIATE",
     lock_account_by_name: "SELECT id, status FROM accounts WHERE name = $1",
+    lock_person_account: "SELECT id, status FROM accounts WHERE person = $1 AND provider = $2
+         ORDER BY status = 'removed', id LIMIT 1",
     insert_outbox: "INSERT INTO outbox (message_id, account_id, stream, partition_key, payload, created_at)
          SELECT json_extract(m.value, '$.id'), $1, json_extract(m.value, '$.stream'),
                 json_extract(m.value, '$.key'), json_extract(m.value, '$.payload'), $3
@@ -125,7 +130,7 @@ const SQLITE_DIALECT: Dialect = Dialect {
                    AND (a.lease_owner IS NULL OR a.lease_owner <> $1 OR a.lease_until < $3))
              WHERE due <= $3
              ORDER BY due, id LIMIT $5)
-         RETURNING id, name, provider, status, provider_user_id, created_at",
+         RETURNING id, name, person, provider, status, provider_user_id, created_at",
     series_windows: "SELECT series_key, revision, digest FROM series_windows
          WHERE account_id = $1 AND series_key IN (SELECT value FROM json_each($2))",
     earliest_scheduled: "SELECT MIN(s.next_due) AS due FROM schedule s JOIN accounts a ON a.id = s.account_id
@@ -139,6 +144,8 @@ const SQLITE_DIALECT: Dialect = Dialect {
 const POSTGRES_DIALECT: Dialect = Dialect {
     begin: "BEGIN",
     lock_account_by_name: "SELECT id, status FROM accounts WHERE name = $1 FOR UPDATE",
+    lock_person_account: "SELECT id, status FROM accounts WHERE person = $1 AND provider = $2
+         ORDER BY status = 'removed', id LIMIT 1 FOR UPDATE",
     insert_outbox: "INSERT INTO outbox (message_id, account_id, stream, partition_key, payload, created_at)
          SELECT m.v->>'id', $1, m.v->>'stream', m.v->>'key', m.v->>'payload', $3
          FROM json_array_elements($2::json) WITH ORDINALITY AS m(v, ord)
@@ -168,7 +175,7 @@ const POSTGRES_DIALECT: Dialect = Dialect {
              ORDER BY oldest.due, a.id LIMIT $5
              FOR UPDATE OF a SKIP LOCKED)
          UPDATE accounts SET lease_owner = $1, lease_until = $2 FROM claimable c WHERE accounts.id = c.id
-         RETURNING accounts.id, accounts.name, accounts.provider, accounts.status,
+         RETURNING accounts.id, accounts.name, accounts.person, accounts.provider, accounts.status,
                    accounts.provider_user_id, accounts.created_at",
     series_windows: "SELECT series_key, revision, digest FROM series_windows
          WHERE account_id = $1 AND series_key IN (SELECT json_array_elements_text($2::json))",
@@ -210,6 +217,13 @@ macro_rules! on_writer {
     };
 }
 
+/// A new person's pseudonym basis: 128 random bits (hex).
+fn random_subject_id() -> Result<String, StoreError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| StoreError::Crypto(format!("no random source: {e}")))?;
+    Ok(hex::encode(bytes))
+}
+
 /// An [`Account`] from a row of `account_columns!()`.
 macro_rules! account_from_row {
     ($self:expr, $row:expr) => {{
@@ -220,9 +234,13 @@ macro_rules! account_from_row {
             Some(bytes) => Some($self.cipher.open(id, USER_ID, &bytes)?),
             None => None,
         };
+        let name: String = row.try_get("name")?;
+        // Rows written without a person (by hand, or before migration 7) are their own.
+        let person: Option<String> = row.try_get("person")?;
         Ok::<Account, StoreError>(Account {
             id,
-            name: row.try_get("name")?,
+            person: person.unwrap_or_else(|| name.clone()),
+            name,
             provider: parse_provider(row.try_get("provider")?)?,
             status: AccountStatus::parse(row.try_get("status")?)?,
             provider_user_id,
@@ -355,50 +373,75 @@ impl SqlStore {
 impl Store for SqlStore {
     async fn add_account(
         &self,
-        name: &str,
+        person: &str,
         provider: Provider,
         refresh_token: &SecretString,
     ) -> Result<Account, StoreError> {
-        validate_account_name(name)?;
+        validate_account_name(person)?;
         parse_provider(provider.as_str())?;
         let now = self.now();
+        let subject_id = random_subject_id()?;
         on_writer!(self, |pool, d| {
             let mut tx = pool.begin_with(d.begin).await?;
-            let existing = sqlx::query(d.lock_account_by_name).bind(name).fetch_optional(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO people (name, subject_id, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(person)
+            .bind(&subject_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let existing = sqlx::query(d.lock_person_account)
+                .bind(person)
+                .bind(provider.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
             let id: i64 = match existing {
                 Some(row) => {
                     let status: String = row.try_get("status")?;
                     if AccountStatus::parse(&status)? != AccountStatus::Removed {
-                        return Err(StoreError::AccountExists(name.into()));
+                        return Err(StoreError::AccountExists(format!("{person} ({provider})")));
                     }
                     let id: i64 = row.try_get("id")?;
                     sqlx::query(
                         // Enrolled afresh: as new, its enrolment time included.
-                        "UPDATE accounts SET provider = $1, status = 'active', provider_user_id = NULL,
-                                created_at = $2, updated_at = $2
-                         WHERE id = $3",
+                        "UPDATE accounts SET status = 'active', provider_user_id = NULL, provider_user_key = NULL,
+                                created_at = $1, updated_at = $1
+                         WHERE id = $2",
                     )
-                    .bind(provider.as_str())
                     .bind(now)
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
                     id
                 }
-                None => sqlx::query(
-                    "INSERT INTO accounts (name, provider, status, created_at, updated_at)
-                     VALUES ($1, $2, 'active', $3, $3) RETURNING id",
-                )
-                .bind(name)
-                .bind(provider.as_str())
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(|e| match e {
-                    sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::AccountExists(name.into()),
-                    other => StoreError::Database(other),
-                })?
-                .try_get("id")?,
+                None => {
+                    // The person's first account is named after them (as before people
+                    // existed); another provider's is `<person>/<provider>`.
+                    let taken = sqlx::query("SELECT 1 FROM accounts WHERE name = $1")
+                        .bind(person)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .is_some();
+                    let name = if taken { format!("{person}/{provider}") } else { person.to_owned() };
+                    sqlx::query(
+                        "INSERT INTO accounts (name, person, provider, status, created_at, updated_at)
+                         VALUES ($1, $2, $3, 'active', $4, $4) RETURNING id",
+                    )
+                    .bind(&name)
+                    .bind(person)
+                    .bind(provider.as_str())
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| match e {
+                        sqlx::Error::Database(d) if d.is_unique_violation() => {
+                            StoreError::AccountExists(format!("{person} ({provider})"))
+                        }
+                        other => StoreError::Database(other),
+                    })?
+                    .try_get("id")?
+                }
             };
             let sealed = self.cipher.seal_secret(id, REFRESH, refresh_token)?;
             sqlx::query(
@@ -506,16 +549,57 @@ impl Store for SqlStore {
     async fn set_provider_user_id(&self, account_id: i64, user_id: &str) -> Result<(), StoreError> {
         let sealed = self.cipher.seal(account_id, USER_ID, user_id)?;
         let now = self.now();
-        on_writer!(self, |pool, _d| {
+        on_writer!(self, |pool, d| {
+            let mut tx = pool.begin_with(d.begin).await?;
+            let provider: Option<String> = sqlx::query("SELECT provider FROM accounts WHERE id = $1")
+                .bind(account_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get("provider"))
+                .transpose()?;
+            let Some(provider) = provider else { return Ok(()) };
+            let key = self.cipher.lookup_key(&provider, user_id)?;
+            // The same upstream account enrolled for someone else: refused, naming them.
+            let other: Option<String> = sqlx::query(
+                "SELECT person FROM accounts WHERE provider = $1 AND provider_user_key = $2
+                     AND status <> 'removed' AND id <> $3",
+            )
+            .bind(&provider)
+            .bind(&key)
+            .bind(account_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get("person"))
+            .transpose()?;
+            if let Some(person) = other {
+                return Err(StoreError::AlreadyEnrolled { person });
+            }
             sqlx::query(
-                "UPDATE accounts SET provider_user_id = $1, updated_at = $2 WHERE id = $3 AND status <> 'removed'",
+                "UPDATE accounts SET provider_user_id = $1, provider_user_key = $2, updated_at = $3
+                 WHERE id = $4 AND status <> 'removed'",
             )
             .bind(&sealed)
+            .bind(&key)
             .bind(now)
             .bind(account_id)
-            .execute(pool)
-            .await?;
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Database(d) if d.is_unique_violation() => {
+                    StoreError::AlreadyEnrolled { person: "another person".into() }
+                }
+                other => StoreError::Database(other),
+            })?;
+            tx.commit().await?;
             Ok(())
+        })
+    }
+
+    async fn subject_id(&self, person: &str) -> Result<Option<String>, StoreError> {
+        on_pool!(self, |pool, _d| {
+            let row =
+                sqlx::query("SELECT subject_id FROM people WHERE name = $1").bind(person).fetch_optional(pool).await?;
+            Ok(row.map(|r| r.try_get::<Option<String>, _>("subject_id")).transpose()?.flatten())
         })
     }
 

@@ -93,7 +93,7 @@ async fn dry_run_end_to_end() {
     )
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("added fitbit account alice (active)"));
+    assert!(text(&out.stdout).contains("added alice's fitbit account (active)"), "{}", text(&out.stdout));
     let out =
         wearbridge(d, &["--config", config, "users", "add", "fitbit", "bob", "--refresh-token-file", "rt"], &[], None)
             .await;
@@ -105,7 +105,7 @@ async fn dry_run_end_to_end() {
         None,
     )
     .await;
-    assert!(out.status.success(), "the same token twice is the operator's business");
+    assert!(out.status.success(), "the same token twice: whose account it is shows at the first sync");
     let out = wearbridge(d, &["--config", config, "users", "remove", "carol"], &[], None).await;
     assert!(out.status.success());
     assert!(text(&out.stdout).contains("cannot be recalled"));
@@ -125,7 +125,7 @@ async fn dry_run_end_to_end() {
         None,
     )
     .await;
-    assert!(!out.status.success() && text(&out.stderr).contains("already exists"));
+    assert!(!out.status.success() && text(&out.stderr).contains("already enrolled"), "{}", text(&out.stderr));
 
     let out = wearbridge(d, &["--config", config, "run", "--once", "--dry-run"], &[], None).await;
     let stdout = text(&out.stdout);

@@ -81,6 +81,11 @@ impl Collect {
             .collect()
     }
 
+    /// Every message.
+    pub fn all(&self) -> Vec<serde_json::Value> {
+        self.0.lock().expect("lock").iter().map(|d| d.message.clone()).collect()
+    }
+
     /// How many messages of one type.
     pub fn count(&self, message_type: &str) -> usize {
         self.of(message_type).len()
@@ -269,6 +274,17 @@ async fn harness_for(
     }
     let pipeline = pipeline_on(&loaded, store.clone(), &clock);
     Harness { store, pipeline, loaded, clock }
+}
+
+/// The subject `person`'s account with `provider` (upstream id `user_id`) is published
+/// under by [`pipeline_on`]'s pipeline: the person's, or for a person migrated from a
+/// single account, the account's.
+pub async fn subject_of(store: &SqlStore, person: &str, provider: Provider, user_id: &str) -> String {
+    let anonymizer = anonymizer::Anonymizer::new(PseudonymKey::new("t1", [5; 32]).expect("key"), Default::default());
+    match store.subject_id(person).await.expect("the store answers") {
+        Some(basis) => anonymizer.for_person(&basis, provider, user_id).subject().to_owned(),
+        None => anonymizer.subject(provider, user_id),
+    }
 }
 
 /// A pipeline over `store` reading `clock`.

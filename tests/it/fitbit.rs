@@ -115,9 +115,9 @@ async fn daily_data_follows_the_persons_civil_days_across_dst() {
 
     // Each person's daily values: one per civil day of their own zone, the DST day
     // included, the last one being their yesterday (today is not over yet).
-    let key = anonymizer::Anonymizer::new(anonymizer::PseudonymKey::new("t1", [5; 32]).unwrap(), Default::default());
     for p in sim.people() {
-        let subject = key.subject(wearbridge::sources::fitbit::PROVIDER, &p.health_user_id);
+        let subject =
+            common::subject_of(&h.store, &p.name, wearbridge::sources::fitbit::PROVIDER, &p.health_user_id).await;
         let days: Vec<NaiveDate> = out
             .of("resting-heart-rate")
             .iter()

@@ -14,6 +14,7 @@ mod deploy_manifests;
 mod fitbit;
 mod hostile;
 mod onboarding;
+mod people;
 mod pipeline;
 mod postgres;
 mod privacy;

@@ -94,14 +94,11 @@ async fn a_day_of_5_second_heart_rate_is_24_series_messages_matching_the_samples
         by_subject.entry(m["subject"].as_str().unwrap().to_owned()).or_default().push(m);
     }
     assert_eq!(by_subject.len(), 2);
-    let subjects: Vec<String> = (0..2)
-        .map(|i| {
-            // The harness's pseudonym key (common::pipeline_on).
-            let key = anonymizer::PseudonymKey::new("t1", [5; 32]).unwrap();
-            anonymizer::Anonymizer::new(key, anonymizer::Policy::default())
-                .subject(wearbridge::sources::fitbit::PROVIDER, &sim.people()[i].health_user_id)
-        })
-        .collect();
+    let mut subjects = Vec::new();
+    for p in &sim.people()[..2] {
+        let provider = wearbridge::sources::fitbit::PROVIDER;
+        subjects.push(common::subject_of(&h.store, &p.name, provider, &p.health_user_id).await);
+    }
     for (person, subject) in subjects.iter().enumerate() {
         let windows = &by_subject[subject];
         assert_eq!(windows.len(), 24, "one message per hour of the day");

@@ -57,9 +57,10 @@ async fn every_dataset_yields_valid_messages() {
         assert!(!text.contains(banned), "{banned} leaked or an ambiguous group was published");
     }
     // Activity is published only for days that are over where the person is.
-    let key = anonymizer::Anonymizer::new(anonymizer::PseudonymKey::new("t1", [5; 32]).unwrap(), Default::default());
     for p in sim.people() {
-        let subject = key.subject(wearbridge::sources::withings::PROVIDER, &p.withings_user_id.to_string());
+        let person = format!("{}-withings", p.name);
+        let provider = wearbridge::sources::withings::PROVIDER;
+        let subject = common::subject_of(&h.store, &person, provider, &p.withings_user_id.to_string()).await;
         let today = common::now().with_timezone(&p.time_zone).date_naive();
         let days: Vec<chrono::NaiveDate> = out
             .of("daily-activity")
