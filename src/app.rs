@@ -39,6 +39,16 @@ pub async fn open_store(settings: &Settings, clock: &Clock) -> Result<SqlStore, 
     Ok(SqlStore::open(&settings.store.url, TokenCipher::new(key)).await?.with_clock(clock.clone()))
 }
 
+/// Whether there is a store to read: a PostgreSQL URL, or an SQLite file that exists
+/// with its key file. Read-only commands check this first, so they never create a store
+/// or a key where there was none.
+pub fn store_exists(settings: &Settings) -> bool {
+    let url = &settings.store.url;
+    let sqlite = url.strip_prefix("sqlite://").or_else(|| (!url.contains("://")).then_some(url.as_str()));
+    let file = sqlite.map(|p| p.split('?').next().unwrap_or(p)).filter(|p| !p.is_empty() && *p != ":memory:");
+    file.is_none_or(|p| std::path::Path::new(p).exists()) && settings.store.key_file.exists()
+}
+
 /// The pseudonym key from `anonymizer.key_file` and `anonymizer.epoch`.
 pub fn pseudonym_key(loaded: &Loaded) -> Result<PseudonymKey, StartupError> {
     let settings = &loaded.settings;

@@ -114,8 +114,12 @@ enum Command {
     },
     /// List the published JSON Schemas, or print one.
     Schemas { name: Option<String> },
-    /// Print the effective configuration (secrets redacted) or say what is wrong.
-    CheckConfig,
+    /// Check the configuration as `run` would (or `--for dry-run|syntax`) and print it
+    /// with secrets redacted, or say what is wrong: the key and where it was set.
+    CheckConfig {
+        #[arg(long = "for", value_enum, default_value = "run")]
+        r#for: commands::check_config::Purpose,
+    },
     /// Exit 0 when URL answers 2xx within 5 s (container health checks without curl).
     Probe { url: String },
 }
@@ -191,6 +195,10 @@ fn main() -> ExitCode {
             }
             #[cfg(feature = "demo")]
             Command::Demo { people, seed, history, hr_interval } => {
+                if globals.config.is_some() || !globals.set.is_empty() {
+                    // Said, not ignored: the demo's configuration is built in.
+                    return Err(ConfigError::NotForDemo.into());
+                }
                 let options = wearbridge::demo::DemoOptions { people, seed, history, now: globals.now, hr_interval };
                 wearbridge::demo::main(&options).await
             }
@@ -219,7 +227,7 @@ fn main() -> ExitCode {
                 UsersCommand::Remove { name, provider } => commands::users::remove(&globals, &name, provider).await,
             },
             Command::Schemas { name } => commands::schemas::main(name.as_deref()),
-            Command::CheckConfig => commands::check_config::main(&globals),
+            Command::CheckConfig { r#for } => commands::check_config::main(&globals, r#for),
         }
     });
     match result {

@@ -10,7 +10,10 @@ pub async fn main(
     faults: &[(String, Fault, u32)],
 ) -> anyhow::Result<()> {
     let (hr_interval, withings_quota) = (config.hr_interval, config.withings_requests_per_minute);
-    let sim = Simulator::start(config).await?;
+    let listen = config.listen;
+    let sim = Simulator::start(config)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (choose another with --listen): {e}"))?;
     for (endpoint, fault, times) in faults {
         sim.faults().inject(endpoint, fault.clone(), *times);
         let times = if *times == u32::MAX { "every".to_owned() } else { times.to_string() };

@@ -50,6 +50,11 @@ pub async fn add(globals: &Globals, provider: Provider, name: &str, source: Toke
 /// People and their accounts (removed ones included, marked so).
 pub async fn list(globals: &Globals) -> anyhow::Result<()> {
     let loaded = globals.load()?;
+    if !app::store_exists(&loaded.settings) {
+        // Read-only: no store or key is created to say that nobody is enrolled.
+        println!("nobody is enrolled yet (no store at {})", loaded.settings.store.url);
+        return Ok(());
+    }
     let store = app::open_store(&loaded.settings, &globals.clock()).await?;
     let mut accounts = store.accounts().await?;
     accounts.sort_by(|a, b| (&a.person, a.provider).cmp(&(&b.person, b.provider)));

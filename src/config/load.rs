@@ -40,6 +40,17 @@ impl fmt::Display for Origin {
     }
 }
 
+impl Origin {
+    /// Where a key was set, for an error: a key nobody set is "not set" (its built-in
+    /// default, if it has one, is what was checked).
+    fn where_set(&self) -> String {
+        match self {
+            Origin::Default => "not set".to_owned(),
+            other => format!("set in {other}"),
+        }
+    }
+}
+
 /// A configuration problem; each variant names the key and its source.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -49,12 +60,16 @@ pub enum ConfigError {
     File { path: PathBuf, message: String },
     #[error("unknown configuration key `{key}` (set in {origin})")]
     UnknownKey { key: String, origin: Origin },
-    #[error("invalid value for `{key}` (set in {origin}): {message}")]
+    #[error("invalid value for `{key}` ({}): {message}", origin.where_set())]
     Invalid { key: String, origin: Origin, message: String },
     #[error("`{key}` and `{key}_file` are both set ({origin}; {file_origin}); set only one")]
     BothSecretForms { key: String, origin: Origin, file_origin: Origin },
     #[error("bad command-line flag --set {0:?}: expected KEY=VALUE")]
     BadFlag(String),
+    #[error(
+        "demo runs on its built-in configuration against its own simulator; --config and --set do not apply to it (use `wearbridge run` with a configuration)"
+    )]
+    NotForDemo,
 }
 
 /// What to load from.

@@ -232,7 +232,7 @@ async fn check_config_names_the_key_and_its_source() {
     std::fs::write(d.join("wearbridge.toml"), "[sync]\ninterval = \"5m\"\nlookback = \"1h\"\nstart = \"2d\"\n[fitbit]\nclient_secret = \"file-secret-value\"\n").unwrap();
     let out = wearbridge(
         d,
-        &["check-config", "--set", "sync.start=3d"],
+        &["check-config", "--for", "syntax", "--set", "sync.start=3d"],
         &[("WEARBRIDGE__SYNC__INTERVAL", "10m"), ("WEARBRIDGE__STREAMR__API_KEY", "env-api-key-value")],
         None,
     )
@@ -246,6 +246,60 @@ async fn check_config_names_the_key_and_its_source() {
     assert_eq!(parsed["fitbit"]["client_secret"].as_str(), Some("<redacted>"));
     assert_eq!(parsed["streamr"]["api_key"].as_str(), Some("<redacted>"));
     assert!(!printed.contains("file-secret-value") && !printed.contains("env-api-key-value"));
+}
+
+#[tokio::test]
+async fn check_config_refuses_what_run_refuses() {
+    let sim = common::simulator(1, 1903).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // No provider at all: `run` refuses it, and so does check-config.
+    std::fs::write(d.join("empty.toml"), "[streamr.streams]\ndefault = \"x.eth/health\"\n").unwrap();
+    for command in [&["check-config"][..], &["run", "--once", "--dry-run"][..]] {
+        let mut args = vec!["--config", "empty.toml"];
+        args.extend_from_slice(command);
+        let out = wearbridge(d, &args, &[], None).await;
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command:?}: {err}");
+        assert!(err.contains("fitbit.client_id") && err.contains("not set") && err.contains("no provider"), "{err}");
+        assert!(!err.contains("built-in default"), "{err}");
+    }
+    // A provider but no API key for the node: `run` (publishing) refuses, a dry run not.
+    let config = common::upstream_toml(&sim, d) + "[streamr.streams]\ndefault = \"x.eth/health\"\n";
+    std::fs::write(d.join("nokey.toml"), config).unwrap();
+    for command in [&["check-config"][..], &["run", "--once"][..]] {
+        let mut args = vec!["--config", "nokey.toml"];
+        args.extend_from_slice(command);
+        let out = wearbridge(d, &args, &[], None).await;
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command:?}: {err}");
+        assert!(err.contains("streamr.api_key") && err.contains("not set"), "{err}");
+    }
+    let out = wearbridge(d, &["--config", "nokey.toml", "check-config", "--for", "dry-run"], &[], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn read_only_and_built_in_commands_say_what_they_do_not_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // `users list` where nobody was ever enrolled: says so, creates nothing.
+    let out = wearbridge(d, &["users", "list"], &[], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("nobody is enrolled yet"));
+    assert_eq!(std::fs::read_dir(d).unwrap().count(), 0, "no store, no key file");
+    // The demo's configuration is built in: --set and --config are refused, not ignored.
+    for args in [&["demo", "--set", "nonsense.key=1"][..], &["--config", "x.toml", "demo"][..]] {
+        let out = wearbridge(d, args, &[], None).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(text(&out.stderr).contains("do not apply"), "{}", text(&out.stderr));
+    }
+    // A busy port names the address and the flag.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = busy.local_addr().unwrap().to_string();
+    let out = wearbridge(d, &["simulate", "--listen", &address], &[], None).await;
+    let err = text(&out.stderr);
+    assert!(!out.status.success() && err.contains(&address) && err.contains("--listen"), "{err}");
 }
 
 #[tokio::test]
