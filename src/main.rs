@@ -92,6 +92,10 @@ enum Command {
         /// off (to measure wearbridge with lifted limits).
         #[arg(long, default_value_t = wearbridge::simulator::WITHINGS_REQUESTS_PER_MINUTE)]
         withings_quota: u32,
+        /// Write a configuration for `wearbridge run` against this simulator to FILE (its
+        /// store and keys beside it).
+        #[arg(long, value_name = "FILE")]
+        write_config: Option<PathBuf>,
     },
     /// Enrol a person by consent: prints the provider's authorisation URL and waits for
     /// the redirect on oauth.redirect_uri (or reads the pasted address with --manual).
@@ -203,7 +207,7 @@ fn main() -> ExitCode {
                 wearbridge::demo::main(&options).await
             }
             #[cfg(feature = "demo")]
-            Command::Simulate { listen, people, seed, streams, faults, hr_interval, withings_quota } => {
+            Command::Simulate { listen, people, seed, streams, faults, hr_interval, withings_quota, write_config } => {
                 let config = wearbridge::simulator::SimulatorConfig {
                     listen,
                     people,
@@ -213,7 +217,7 @@ fn main() -> ExitCode {
                     hr_interval,
                     withings_requests_per_minute: Some(withings_quota).filter(|n| *n > 0),
                 };
-                commands::simulate::main(config, &streams, &faults).await
+                commands::simulate::main(config, &streams, &faults, write_config.as_deref()).await
             }
             Command::Users { command } => match command {
                 UsersCommand::Add { provider, name, refresh_token_file, refresh_token_stdin: _ } => {

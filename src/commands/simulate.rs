@@ -8,6 +8,7 @@ pub async fn main(
     config: SimulatorConfig,
     streams: &[(String, u32)],
     faults: &[(String, Fault, u32)],
+    write_config: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     let (hr_interval, withings_quota) = (config.hr_interval, config.withings_requests_per_minute);
     let listen = config.listen;
@@ -43,6 +44,14 @@ pub async fn main(
     for p in sim.people() {
         println!("{}: fitbit refresh token {}", p.name, p.refresh_token);
         println!("{}: withings refresh token {}", p.name, p.withings_refresh_token);
+    }
+    if let Some(path) = write_config {
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+        let stream = streams.first().map_or("wearbridge-demo.eth/health", |(s, _)| s.as_str());
+        std::fs::write(path, sim.config_toml(&dir, stream))
+            .map_err(|e| anyhow::anyhow!("cannot write {} (--write-config): {e}", path.display()))?;
+        println!("configuration for wearbridge run:        {}", path.display());
     }
     println!("serving until Ctrl-C");
     tokio::signal::ctrl_c().await?;

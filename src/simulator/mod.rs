@@ -296,6 +296,55 @@ impl Simulator {
         settings.fitbit.auth_url = self.google_auth_url();
     }
 
+    /// A configuration file for `wearbridge run` against this simulator: its endpoints,
+    /// credentials and node, the store and keys in `dir`, publishing to `stream` over the
+    /// node's websocket plugin.
+    pub fn config_toml(&self, dir: &std::path::Path, stream: &str) -> String {
+        format!(
+            r#"# Written by `wearbridge simulate --write-config`: everything points at the simulator.
+[store]
+url = "sqlite://{d}/wearbridge.db"
+key_file = "{d}/wearbridge-store.key"
+
+[fitbit]
+client_id = "{id}"
+client_secret = "{secret}"
+api_base_url = "{google}"
+token_url = "{token}"
+auth_url = "{google_auth}"
+revoke_url = "{revoke}"
+
+[withings]
+client_id = "{id}"
+client_secret = "{secret}"
+api_base_url = "{withings}"
+auth_url = "{withings_auth}"
+
+[anonymizer]
+key_file = "{d}/wearbridge-anonymizer.key"
+
+[streamr]
+transport = "websocket"
+url = "{ws}"
+api_key = "{api_key}"
+
+[streamr.streams]
+default = "{stream}"
+"#,
+            d = dir.display(),
+            id = CLIENT_ID,
+            secret = CLIENT_SECRET,
+            google = self.google_api_base(),
+            token = self.google_token_url(),
+            google_auth = self.google_auth_url(),
+            revoke = self.google_revoke_url(),
+            withings = self.withings_api_base(),
+            withings_auth = self.withings_auth_url(),
+            ws = self.streamr_ws_url(),
+            api_key = streamr::API_KEY,
+        )
+    }
+
     /// The instants of the Google Health readings of `data_type` (`heart-rate`, `sleep` by
     /// end, `weight`, `body-fat`) that person `person` has in `[from, before)` by the
     /// simulator's clock: the simulated world's ground truth, so tests can check that a

@@ -303,6 +303,46 @@ async fn read_only_and_built_in_commands_say_what_they_do_not_do() {
 }
 
 #[tokio::test]
+async fn simulate_writes_a_configuration_that_run_uses_as_is() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut sim = tokio::process::Command::new(env!("CARGO_BIN_EXE_wearbridge"))
+        .args(["simulate", "--listen", &listen, "--people", "1", "--hr-interval", "10m"])
+        .args(["--write-config", "sim.toml"])
+        .current_dir(d)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(sim.stdout.take().unwrap()).lines();
+    let mut token = None;
+    let read = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some((_, t)) = line.split_once(": fitbit refresh token ") {
+                token = Some(t.to_owned());
+            }
+            if line.starts_with("serving until") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), read).await.expect("the simulator starts");
+    std::fs::write(d.join("rt"), token.expect("a token is printed")).unwrap();
+    let out = wearbridge(d, &["--config", "sim.toml", "check-config"], &[], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = wearbridge(d, &["--config", "sim.toml", "users", "add", "fitbit", "me", "--refresh-token-file", "rt"], &[], None)
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = wearbridge(d, &["--config", "sim.toml", "--set", "sync.start=1d", "run", "--once"], &[], None).await;
+    assert!(out.status.success(), "run --once publishes to the simulated node: {}", text(&out.stderr));
+    let _ = sim.kill().await;
+}
+
+#[tokio::test]
 async fn schemas_are_listed_and_printed() {
     let dir = tempfile::tempdir().unwrap();
     let out = wearbridge(dir.path(), &["schemas"], &[], None).await;
