@@ -116,6 +116,13 @@ enum Command {
         #[command(subcommand)]
         command: UsersCommand,
     },
+    /// Describe the data product for a Streamr Hub listing: per stream, the message types,
+    /// fields, cadence and partitions, and the privacy statement (from the configuration
+    /// and the schemas).
+    Describe {
+        #[arg(long, value_enum, default_value = "markdown")]
+        format: commands::describe::Format,
+    },
     /// List the published JSON Schemas, or print one.
     Schemas { name: Option<String> },
     /// Check the configuration as `run` would (or `--for dry-run|syntax`) and print it
@@ -231,6 +238,7 @@ fn main() -> ExitCode {
                 UsersCommand::Remove { name, provider } => commands::users::remove(&globals, &name, provider).await,
             },
             Command::Schemas { name } => commands::schemas::main(name.as_deref()),
+            Command::Describe { format } => commands::describe::main(&globals, format),
             Command::CheckConfig { r#for } => commands::check_config::main(&globals, r#for),
         }
     });

@@ -131,7 +131,8 @@ impl Policy {
         self.allowed.contains(message_type)
     }
 
-    pub(crate) fn granularity(&self, message_type: &str) -> TimeDelta {
+    /// The time granularity `message_type` is published at.
+    pub fn granularity(&self, message_type: &str) -> TimeDelta {
         self.granularity.get(message_type).copied().unwrap_or(self.default_granularity)
     }
 

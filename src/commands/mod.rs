@@ -2,6 +2,7 @@
 
 pub mod check_config;
 pub mod connect;
+pub mod describe;
 pub mod probe;
 pub mod run;
 pub mod schemas;

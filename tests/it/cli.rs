@@ -334,12 +334,64 @@ async fn simulate_writes_a_configuration_that_run_uses_as_is() {
     std::fs::write(d.join("rt"), token.expect("a token is printed")).unwrap();
     let out = wearbridge(d, &["--config", "sim.toml", "check-config"], &[], None).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = wearbridge(d, &["--config", "sim.toml", "users", "add", "fitbit", "me", "--refresh-token-file", "rt"], &[], None)
-        .await;
+    let out = wearbridge(
+        d,
+        &["--config", "sim.toml", "users", "add", "fitbit", "me", "--refresh-token-file", "rt"],
+        &[],
+        None,
+    )
+    .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = wearbridge(d, &["--config", "sim.toml", "--set", "sync.start=1d", "run", "--once"], &[], None).await;
     assert!(out.status.success(), "run --once publishes to the simulated node: {}", text(&out.stderr));
     let _ = sim.kill().await;
+}
+
+#[tokio::test]
+async fn describe_lists_every_published_type_as_its_schema_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = "0x1234567890abcdef1234567890abcdef12345678/wearbridge/health";
+    let set = format!("streamr.streams.default={stream}");
+    let out = wearbridge(dir.path(), &["--set", &set, "describe", "--format", "json"], &[], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let streams = d["streams"].as_array().unwrap();
+    assert_eq!(streams.len(), 1);
+    assert_eq!(streams[0]["id"], stream);
+    let envelope: Value = serde_json::from_str(wearbridge::schemas::Schemas::text("envelope").unwrap()).unwrap();
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap().to_owned()).collect()
+    };
+    let keys = |v: &Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
+    assert_eq!(names(&streams[0]["config"]["fields"]), keys(&envelope["properties"]));
+    let listed: Vec<String> = names(&streams[0]["message_types"]);
+    let expected: Vec<String> = wearbridge::schemas::Schemas::names()
+        .filter(|n| *n != "envelope" && *n != "heart-rate")
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        listed.iter().collect::<std::collections::BTreeSet<_>>(),
+        expected.iter().collect(),
+        "series mode: no per-sample type"
+    );
+    for t in streams[0]["message_types"].as_array().unwrap() {
+        let name = t["name"].as_str().unwrap();
+        let schema: Value = serde_json::from_str(wearbridge::schemas::Schemas::text(name).unwrap()).unwrap();
+        assert_eq!(t["description"], schema["description"], "{name}");
+        assert_eq!(t["schema"], schema["$id"], "{name}");
+        assert_eq!(names(&t["body_fields"]), keys(&schema["properties"]["body"]["properties"]), "{name}");
+        assert!(!t["cadence"].as_str().unwrap().is_empty());
+    }
+    let privacy = d["privacy"].to_string();
+    assert!(privacy.contains("one subject per person") && privacy.contains("re-identify"), "{privacy}");
+    // The Markdown form carries the same.
+    let out = wearbridge(dir.path(), &["--set", &set, "describe"], &[], None).await;
+    let md = text(&out.stdout);
+    assert!(
+        md.contains(&format!("# Stream `{stream}`"))
+            && md.contains("## `heart-rate-series`")
+            && md.contains("# Privacy")
+    );
 }
 
 #[tokio::test]
