@@ -32,6 +32,8 @@ pub struct DemoOptions {
     pub now: Option<DateTime<Utc>>,
     /// Heart rate while worn, one sample this often.
     pub hr_interval: Duration,
+    /// Show progress by account on stderr (the CLI; not tests and benchmarks).
+    pub progress: bool,
 }
 
 impl Default for DemoOptions {
@@ -42,6 +44,7 @@ impl Default for DemoOptions {
             history: Duration::from_secs(2 * 86_400),
             now: None,
             hr_interval: SimulatorConfig::default().hr_interval,
+            progress: false,
         }
     }
 }
@@ -89,7 +92,7 @@ pub async fn run(
         }
     }
     let pipeline = app::pipeline(&loaded, store, key, crate::retry::Retry::default(), clock)?;
-    let summary = pipeline.run_pass(&Output::DryRun(writer)).await?;
+    let summary = pipeline.run_pass_reporting(&Output::DryRun(writer), options.progress).await?;
     sim.stop().await;
     Ok(summary)
 }

@@ -19,6 +19,7 @@ pub mod keyfile;
 pub mod normalize;
 pub mod onboarding;
 pub mod pipeline;
+pub mod progress;
 pub mod publisher;
 pub mod retry;
 pub mod schedule;

@@ -210,7 +210,14 @@ fn main() -> ExitCode {
                     // Said, not ignored: the demo's configuration is built in.
                     return Err(ConfigError::NotForDemo.into());
                 }
-                let options = wearbridge::demo::DemoOptions { people, seed, history, now: globals.now, hr_interval };
+                let options = wearbridge::demo::DemoOptions {
+                    people,
+                    seed,
+                    history,
+                    now: globals.now,
+                    hr_interval,
+                    progress: true,
+                };
                 wearbridge::demo::main(&options).await
             }
             #[cfg(feature = "demo")]

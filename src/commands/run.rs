@@ -83,7 +83,7 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
         );
     }
     if once {
-        let summary = pipeline.run_pass(&Output::Outbox).await?;
+        let summary = pipeline.run_pass_reporting(&Output::Outbox, true).await?;
         log_pass(&summary);
         let drained = publisher.drain().await?;
         let waiting = store.outbox_len().await?;
@@ -94,6 +94,13 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
             waiting,
             "outbox drained"
         );
+        if drained.published == 0 && waiting == 0 {
+            // Say why, rather than leave a bare published=0.
+            tracing::info!(
+                messages = summary.messages,
+                "nothing was published: nothing new was read (every reading was published before, ids being deterministic, or none arrived since the last pass)"
+            );
+        }
         if waiting > 0 {
             let reason = drained.reason.unwrap_or_else(|| "another worker holds them, or the drain was stopped".into());
             return Err(Undelivered { waiting, reason }.into());
@@ -182,7 +189,7 @@ async fn dry_run_passes(
 ) -> anyhow::Result<()> {
     let output = Output::DryRun(Arc::new(StdoutSink::stdout()));
     loop {
-        let summary = pipeline.run_pass(&output).await?;
+        let summary = pipeline.run_pass_reporting(&output, once).await?;
         log_pass(&summary);
         if once {
             return failures(&summary);

@@ -141,16 +141,30 @@ impl Pipeline {
 
     /// Syncs every active account once.
     pub async fn run_pass(&self, output: &Output) -> Result<PassSummary, StoreError> {
+        self.run_pass_reporting(output, false).await
+    }
+
+    /// [`Pipeline::run_pass`], showing progress by account (a bar on a terminal, log
+    /// lines otherwise) when `progress` is set: for passes people wait on at the command
+    /// line.
+    pub async fn run_pass_reporting(&self, output: &Output, progress: bool) -> Result<PassSummary, StoreError> {
         let accounts: Vec<Account> =
             self.store.accounts().await?.into_iter().filter(|a| a.status == AccountStatus::Active).collect();
         let counters = Counters::default();
         let now = self.clock.now();
         let datasets = self.sync.datasets.clone();
+        let shown = progress.then(|| crate::progress::Progress::new("accounts synced", accounts.len() as u64));
         futures::stream::iter(accounts.iter())
-            .for_each_concurrent(ACCOUNT_CONCURRENCY, |account| {
-                self.sync_counted(account, &datasets, now, output, &counters)
+            .for_each_concurrent(ACCOUNT_CONCURRENCY, |account| async {
+                self.sync_counted(account, &datasets, now, output, &counters).await;
+                if let Some(p) = &shown {
+                    p.inc();
+                }
             })
             .await;
+        if let Some(p) = &shown {
+            p.finish();
+        }
         Ok(counters.summary(accounts.len() as u64))
     }
 

@@ -395,6 +395,29 @@ async fn describe_lists_every_published_type_as_its_schema_says() {
 }
 
 #[tokio::test]
+async fn long_work_shows_progress_on_a_terminal_and_not_in_a_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_wearbridge");
+    let command = format!("{bin} --now {} demo --people 4", common::NOW);
+    // util-linux `script` runs the command on a pseudo-terminal and copies what it drew.
+    let out = tokio::process::Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("script (util-linux) runs");
+    let drawn = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{drawn}");
+    assert!(drawn.contains("accounts synced") && drawn.contains("/8"), "a bar with counts: {drawn:.2000}");
+    // Without a terminal: no bar, just the payload lines and the summary.
+    let out = wearbridge(dir.path(), &["--now", common::NOW, "demo", "--people", "4"], &[], None).await;
+    assert!(out.status.success());
+    assert!(!text(&out.stderr).contains("accounts synced") && !text(&out.stdout).contains("accounts synced"));
+}
+
+#[tokio::test]
 async fn schemas_are_listed_and_printed() {
     let dir = tempfile::tempdir().unwrap();
     let out = wearbridge(dir.path(), &["schemas"], &[], None).await;
