@@ -24,7 +24,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::onboarding::{self, Authorization};
 use crate::sources::registry;
-use crate::store::Store;
+use crate::store::{AccountStatus, Store};
 
 /// How long a started enrolment waits for its callback.
 const PENDING_FOR: Duration = Duration::from_secs(600);
@@ -65,7 +65,9 @@ pub struct Enrolment {
     pub key: PseudonymKey,
     /// Consent and token times.
     pub clock: Clock,
-    pending: Mutex<HashMap<String, (Authorization, Instant)>>,
+    /// Authorisations waiting for their callback: when it started, and the person it adds
+    /// a provider to (proven by their leave code), if any.
+    pending: Mutex<HashMap<String, (Authorization, Instant, Option<String>)>>,
     /// The providers whose client id is configured: `(name, label)`.
     offered: Vec<(&'static str, &'static str)>,
     /// One client for every page's calls (building one loads the TLS roots).
@@ -175,8 +177,17 @@ pub(super) async fn start(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let Some(enrolment) = &state.enrolment else { return error_page(StatusCode::NOT_FOUND, "enrolment is off here") };
+    // Adding a provider to someone already enrolled: their leave code proves it is them
+    // (and stands in for the enrolment code they gave before).
+    let person = match form.get("code") {
+        Some(code) => match account_of_code(&state, code).await {
+            Some(account) => Some(account.person),
+            None => return error_page(StatusCode::FORBIDDEN, "This leave code is not valid (or you already left)."),
+        },
+        None => None,
+    };
     let expected = enrolment.settings.server.enroll_token.as_ref().map(|t| t.expose_secret().to_owned());
-    if !token_ok(expected.as_deref(), form.get("enroll_token").map(String::as_str)) {
+    if person.is_none() && !token_ok(expected.as_deref(), form.get("enroll_token").map(String::as_str)) {
         return error_page(StatusCode::FORBIDDEN, "That enrolment code is not right.");
     }
     let chosen = form.get("provider").map(String::as_str).unwrap_or_default();
@@ -199,7 +210,7 @@ pub(super) async fn start(
     let Ok(mut pending) = enrolment.pending.lock() else {
         return error_page(StatusCode::INTERNAL_SERVER_ERROR, "Please try again.");
     };
-    pending.retain(|_, (_, at)| at.elapsed() < PENDING_FOR);
+    pending.retain(|_, (_, at, _)| at.elapsed() < PENDING_FOR);
     if pending.len() >= MAX_PENDING {
         tracing::warn!(pending = pending.len(), "enrolment refused: too many enrolments wait for their callback");
         return error_page(
@@ -207,7 +218,7 @@ pub(super) async fn start(
             "Too many people are connecting right now. Please try again in a few minutes.",
         );
     }
-    pending.insert(authorization.state.clone(), (authorization, Instant::now()));
+    pending.insert(authorization.state.clone(), (authorization, Instant::now(), person));
     drop(pending);
     Redirect::to(&url).into_response()
 }
@@ -218,15 +229,17 @@ pub(super) async fn callback(
 ) -> Response {
     let Some(enrolment) = &state.enrolment else { return error_page(StatusCode::NOT_FOUND, "enrolment is off here") };
     let taken = q.get("state").and_then(|s| enrolment.pending.lock().ok().and_then(|mut p| p.remove(s)));
-    let Some((authorization, started)) = taken else {
+    let Some((authorization, started, person)) = taken else {
         return error_page(StatusCode::BAD_REQUEST, "This link is unknown or has expired.");
     };
     if started.elapsed() > PENDING_FOR {
         return error_page(StatusCode::BAD_REQUEST, "This link has expired.");
     }
-    let mut random = [0u8; 5];
-    let _ = getrandom::fill(&mut random);
-    let name = format!("web-{}", hex::encode(random));
+    let name = person.unwrap_or_else(|| {
+        let mut random = [0u8; 5];
+        let _ = getrandom::fill(&mut random);
+        format!("web-{}", hex::encode(random))
+    });
     match onboarding::complete(
         state.store.as_ref(),
         &enrolment.settings,
@@ -250,6 +263,27 @@ pub(super) async fn callback(
                     escape(&enrolled.missing_scopes.join(", "))
                 )
             };
+            // The person's other providers, offered under the same person (one subject).
+            let enrolled_providers: Vec<String> = match state.store.accounts().await {
+                Ok(all) => all
+                    .into_iter()
+                    .filter(|a| a.person == enrolled.account.person && a.status != AccountStatus::Removed)
+                    .map(|a| a.provider.as_str().to_owned())
+                    .collect(),
+                Err(_) => vec![authorization.provider.as_str().to_owned()],
+            };
+            let mut more = String::new();
+            for (provider, label) in
+                enrolment.offered().into_iter().filter(|(p, _)| !enrolled_providers.iter().any(|e| e == p))
+            {
+                more += &format!(
+                    r#"<form method="post" action="/connect/start"><input type="hidden" name="provider" value="{provider}"><input type="hidden" name="code" value="{code}"><button id="also-{provider}" type="submit">Also connect {label}</button></form>"#,
+                    code = escape(&code),
+                );
+            }
+            if !more.is_empty() {
+                more = format!("<p>Your data from another provider can be shared under the same reference:</p>{more}");
+            }
             page(
                 StatusCode::OK,
                 "You are enrolled",
@@ -257,7 +291,7 @@ pub(super) async fn callback(
                     r#"<p id="enrolled">Thank you. Your {provider} data will be shared under the pseudonymous reference
 <code id="subject">{subject}</code>.</p>{missing}
 <p>Keep this personal leave code somewhere safe: <code id="leave-code">{code}</code>. To leave at any time,
-open <a id="leave" href="/leave">the leave page</a> and enter it.</p>"#,
+open <a id="leave" href="/leave">the leave page</a> and enter it.</p>{more}"#,
                     provider = authorization.provider,
                     subject = escape(&enrolled.subject),
                     code = escape(&code),
@@ -272,6 +306,19 @@ open <a id="leave" href="/leave">the leave page</a> and enter it.</p>"#,
             error_page(StatusCode::BAD_GATEWAY, &e.to_string())
         }
     }
+}
+
+/// The account a leave code (`<account>.<secret>`) proves, if it does.
+async fn account_of_code(state: &ServerState, code: &str) -> Option<crate::store::Account> {
+    let (name, secret) = code.trim().rsplit_once('.')?;
+    verified_account(state, name, secret).await
+}
+
+/// The account `name` when `secret` is its leave secret.
+async fn verified_account(state: &ServerState, name: &str, secret: &str) -> Option<crate::store::Account> {
+    let account = state.store.account(name).await.ok()??;
+    let consent = state.store.consent(account.id).await.ok()??;
+    token_ok(Some(&consent.leave_hash), Some(&onboarding::leave_hash(secret))).then_some(account)
 }
 
 pub(super) async fn leave_form() -> Response {
@@ -299,14 +346,22 @@ pub(super) async fn leave(
         (None, Some(name), Some(secret)) => (name.clone(), secret.clone()),
         _ => return error_page(StatusCode::BAD_REQUEST, "Enter your leave code."),
     };
-    let (name, secret) = (&name, &secret);
     let refused = || error_page(StatusCode::FORBIDDEN, "This leave code is not valid (or you already left).");
-    let Ok(Some(account)) = state.store.account(name).await else { return refused() };
-    let Ok(Some(consent)) = state.store.consent(account.id).await else { return refused() };
-    if !token_ok(Some(&consent.leave_hash), Some(&onboarding::leave_hash(secret))) {
-        return refused();
+    let Some(account) = verified_account(&state, &name, &secret).await else { return refused() };
+    // Leaving is for the person: every provider account of theirs goes.
+    let accounts = match state.store.accounts().await {
+        Ok(all) => {
+            all.into_iter().filter(|a| a.person == account.person && a.status != AccountStatus::Removed).collect()
+        }
+        Err(_) => vec![account],
+    };
+    let mut result = Ok(String::new());
+    for account in &accounts {
+        if let Err(e) = onboarding::withdraw(state.store.as_ref(), &enrolment.settings, account).await {
+            result = Err(e);
+        }
     }
-    match onboarding::withdraw(state.store.as_ref(), &enrolment.settings, &account).await {
+    match result {
         Ok(_) => page(
             StatusCode::OK,
             "You have left",

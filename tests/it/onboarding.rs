@@ -305,6 +305,31 @@ async fn the_consent_page_enrols_with_the_code_and_the_leave_link_withdraws() {
     let (account_name, secret) = code.rsplit_once('.').unwrap();
     assert!(confirmation.contains("id=\"leave\" href=\"/leave\""), "{confirmation}");
     assert!(!confirmation.contains(&format!("secret={secret}")));
+    // The same person adds their other provider: offered on the page, proven by the
+    // leave code (no enrolment code needed again), published under the same subject.
+    assert!(confirmation.contains("id=\"also-fitbit\""), "{confirmation}");
+    let forged_add = http
+        .post(format!("{base}/connect/start"))
+        .form(&[("provider", "fitbit"), ("code", format!("{account_name}.guess").as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged_add.status(), 403, "a wrong leave code adds nothing");
+    let added = http
+        .post(format!("{base}/connect/start"))
+        .form(&[("provider", "fitbit"), ("code", code.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 200);
+    let second = added.text().await.unwrap();
+    assert!(second.contains("You are enrolled") && !second.contains("id=\"also-"), "{second}");
+    let second_subject = second.split("<code id=\"subject\">").nth(1).unwrap().split('<').next().unwrap();
+    assert_eq!(second_subject, subject, "one subject for the person");
+    let accounts = store.accounts().await.unwrap();
+    assert_eq!(accounts.len(), 2);
+    assert!(accounts.iter().all(|a| a.person == accounts[0].person));
+
     let forged = http
         .post(format!("{base}/leave"))
         .form(&[("code", format!("{account_name}.guess").as_str())])
@@ -317,9 +342,11 @@ async fn the_consent_page_enrols_with_the_code_and_the_leave_link_withdraws() {
     let left =
         http.post(format!("{base}/leave")).form(&[("code", code.as_str())]).send().await.unwrap().text().await.unwrap();
     assert!(left.contains("You have left"), "{left}");
-    let account = store.account(account_name).await.unwrap().unwrap();
-    assert_eq!(account.status, AccountStatus::Removed);
-    assert!(store.tokens(account.id).await.unwrap().is_none());
+    // Leaving is for the person: both accounts are gone.
+    for account in store.accounts().await.unwrap() {
+        assert_eq!(account.status, AccountStatus::Removed, "{}", account.name);
+        assert!(store.tokens(account.id).await.unwrap().is_none());
+    }
 }
 
 /// A minimal Chrome DevTools Protocol client over the websocket the browser opens.
