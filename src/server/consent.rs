@@ -59,15 +59,18 @@ pub(super) async fn security_headers(
     response
 }
 
+/// An authorisation waiting for its callback: when it started, and the person it adds a
+/// provider to (proven by their leave code), if any.
+type Pending = (Authorization, Instant, Option<String>);
+
 /// What the consent pages need besides the store.
 pub struct Enrolment {
     pub settings: Settings,
     pub key: PseudonymKey,
     /// Consent and token times.
     pub clock: Clock,
-    /// Authorisations waiting for their callback: when it started, and the person it adds
-    /// a provider to (proven by their leave code), if any.
-    pending: Mutex<HashMap<String, (Authorization, Instant, Option<String>)>>,
+    /// Authorisations waiting for their callback, by state.
+    pending: Mutex<HashMap<String, Pending>>,
     /// The providers whose client id is configured: `(name, label)`.
     offered: Vec<(&'static str, &'static str)>,
     /// One client for every page's calls (building one loads the TLS roots).
