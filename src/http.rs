@@ -3,8 +3,15 @@
 
 use std::time::Duration;
 
+/// Makes ring the process's TLS provider (rustls), once; every TLS user (this client,
+/// the node's `wss://`, PostgreSQL over TLS) then agrees on it. Harmless to call again.
+pub fn tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Builds the client every upstream call uses: bounded timeouts, a clear user agent.
 pub fn client() -> Result<reqwest::Client, reqwest::Error> {
+    tls();
     reqwest::Client::builder()
         .user_agent(concat!("wearbridge/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10))

@@ -183,6 +183,7 @@ fn parse_stream(text: &str) -> Result<(String, u32), String> {
 }
 
 fn main() -> ExitCode {
+    wearbridge::http::tls();
     let cli = Cli::parse();
     #[cfg(feature = "demo")]
     let default_level = if matches!(cli.command, Command::Demo { .. }) { "warn" } else { "info" };

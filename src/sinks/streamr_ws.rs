@@ -346,6 +346,7 @@ impl StreamrWsSink {
             .map(|k| url::form_urlencoded::byte_serialize(k.expose_secret().as_bytes()).collect())
             .unwrap_or_default();
         let url = format!("{}/streams/{id}/{action}?apiKey={key}{extra}", self.base);
+        crate::http::tls();
         let attempt = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(url)).await;
         match attempt {
             Err(_) => Err(SendError::Transient(format!("connecting to the node's websocket ({action}) timed out"))),

@@ -303,6 +303,7 @@ impl SqlStore {
     /// `sqlite://PATH` or a plain path, created if needed — and migrates it.
     pub async fn open(url: &str, cipher: TokenCipher) -> Result<Self, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            crate::http::tls();
             let pool = PgPoolOptions::new()
                 .max_connections(8)
                 .acquire_timeout(Duration::from_secs(10))

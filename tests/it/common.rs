@@ -97,6 +97,18 @@ impl Collect {
     }
 }
 
+/// An HTTP client for tests (with the process's TLS provider installed, as wearbridge's
+/// own client has).
+pub fn http() -> reqwest::Client {
+    http_builder().build().expect("an HTTP client")
+}
+
+/// [`http`] before it is built.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    wearbridge::http::tls();
+    reqwest::Client::builder()
+}
+
 /// A simulator whose clock is pinned at [`NOW`].
 pub async fn simulator(people: usize, seed: u64) -> Simulator {
     simulator_at(people, seed, Clock::pinned(now())).await

@@ -381,7 +381,7 @@ async fn case_09_readyz_reflects_writes() {
     let shutdown = wearbridge::retry::CancellationToken::new();
     let server = wearbridge::server::serve(([127, 0, 0, 1], port).into(), state, shutdown.clone()).await.unwrap();
     let ready = || async move {
-        let r = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await.unwrap();
+        let r = crate::common::http().get(format!("http://127.0.0.1:{port}/readyz")).send().await.unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     };
     assert_eq!(ready().await.0, 200);
@@ -403,7 +403,7 @@ async fn case_08_consent_pages_are_hardened() {
     let sim = common::simulator(1, 1508).await;
     let dir = tempfile::tempdir().unwrap();
     let (base, _store, _stop) = crate::onboarding::consent_server(&sim, &dir, None).await;
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let http = crate::common::http_builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     for path in ["/connect", "/leave", "/privacy", "/connect/callback?state=x"] {
         let r = http.get(format!("{base}{path}")).send().await.unwrap();
         let h = r.headers();
@@ -461,11 +461,15 @@ async fn simulate_serves_faults_from_the_command_line() {
     }
     let url = format!("{}/v4/users/me/dataTypes/heart-rate/dataPoints", base.expect("the API's address is printed"));
     for _ in 0..2 {
-        let r = reqwest::get(&url).await.unwrap();
+        let r = crate::common::http().get(&url).send().await.unwrap();
         assert_eq!(r.status(), 503);
         assert!(r.text().await.unwrap().contains("down for maintenance"));
     }
-    assert_eq!(reqwest::get(&url).await.unwrap().status(), 401, "two faults, then the real answer (no token)");
+    assert_eq!(
+        crate::common::http().get(&url).send().await.unwrap().status(),
+        401,
+        "two faults, then the real answer (no token)"
+    );
     let _ = child.kill().await;
 }
 

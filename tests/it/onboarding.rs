@@ -73,12 +73,12 @@ where
 
 /// A person who approves: an HTTP client that follows every redirect.
 async fn follow(url: String) {
-    let response = reqwest::get(&url).await.unwrap();
+    let response = crate::common::http().get(&url).send().await.unwrap();
     assert!(response.status().is_success(), "{}", response.status());
 }
 
 fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    crate::common::http_builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
 /// The provider's redirect (Location) for an authorisation URL, without following it.
@@ -150,7 +150,7 @@ async fn wrong_state_denial_and_timeouts_give_clear_errors_and_store_nothing() {
             })
             .collect();
         back.query_pairs_mut().clear().extend_pairs(pairs);
-        let _ = reqwest::get(back.as_str()).await;
+        let _ = crate::common::http().get(back.as_str()).send().await;
     })
     .await;
     assert!(!forged.ok);
@@ -277,7 +277,7 @@ async fn the_consent_page_enrols_with_the_code_and_the_leave_link_withdraws() {
     let sim = common::simulator(1, 95).await;
     let dir = tempfile::tempdir().unwrap();
     let (base, store, _stop) = consent_server(&sim, &dir, Some("let-me-in")).await;
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     let page = http.get(format!("{base}/connect")).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("pseudonym") && page.contains("/privacy") && page.contains("leave"), "{page}");
     assert!(!page.contains("<script") && !page.contains("src=\"http"), "no JavaScript, no external assets");
@@ -446,8 +446,14 @@ async fn a_real_browser_enrols_through_the_consent_page() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let port = port.expect("chromium opened its devtools port");
-    let targets: serde_json::Value =
-        reqwest::get(format!("http://127.0.0.1:{port}/json/list")).await.unwrap().json().await.unwrap();
+    let targets: serde_json::Value = crate::common::http()
+        .get(format!("http://127.0.0.1:{port}/json/list"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let ws = targets
         .as_array()
         .unwrap()

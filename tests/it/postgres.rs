@@ -230,7 +230,7 @@ async fn three_workers_share_one_database_and_take_over_a_killed_one() {
     assert_eq!(ids.len(), received.len(), "no message was published by two workers");
 
     // /metrics and /readyz of a live worker.
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     // Each worker reports what it did; together they report everything.
     let mut metrics = String::new();
     for port in &ports {
@@ -339,7 +339,7 @@ async fn readyz_turns_unready_when_the_store_is_gone() {
         common::command_on_system_clock(d, &config, &["--set", &format!("server.listen=127.0.0.1:{port}"), "run"])
             .spawn()
             .unwrap();
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     let ready = format!("http://127.0.0.1:{port}/readyz");
     let mut status = 0;
     for _ in 0..100 {

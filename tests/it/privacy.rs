@@ -61,7 +61,7 @@ async fn canary_markers_never_leave_for_either_provider() {
     assert!(sim.people()[0].health_user_id.contains("CANARY"));
     // Positive control, with the third person (not enrolled, so their rotated token does
     // not matter): the upstream answers do carry the markers the checks look for.
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     let form = [
         ("action", "requesttoken"),
         ("grant_type", "refresh_token"),

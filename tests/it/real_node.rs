@@ -142,7 +142,7 @@ async fn the_simulated_node_pings_at_once_and_cuts_silent_sockets() {
 #[tokio::test]
 async fn the_simulated_http_plugin_keeps_a_message_chain_and_refuses_unknown_streams() {
     let sim = common::simulator(1, 113).await;
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     let post = |stream: &str, query: &[(&str, &str)]| {
         let id: String = url::form_urlencoded::byte_serialize(stream.as_bytes()).collect();
         http.post(format!("{}/streams/{id}", sim.streamr_http_url()))

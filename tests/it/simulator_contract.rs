@@ -78,7 +78,7 @@ async fn access_token(sim: &simulator::Simulator, person: usize) -> String {
         ("client_id", simulator::CLIENT_ID),
         ("client_secret", simulator::CLIENT_SECRET),
     ];
-    let r = reqwest::Client::new().post(sim.google_token_url()).form(&form).send().await.unwrap();
+    let r = crate::common::http().post(sim.google_token_url()).form(&form).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["token_type"], "Bearer");
@@ -89,7 +89,7 @@ async fn access_token(sim: &simulator::Simulator, person: usize) -> String {
 }
 
 async fn get(sim: &simulator::Simulator, token: &str, path: &str, query: &[(&str, &str)]) -> (u16, Value) {
-    let r = reqwest::Client::new()
+    let r = crate::common::http()
         .get(format!("{}/{path}", sim.google_api_base()))
         .query(query)
         .bearer_auth(token)
@@ -240,7 +240,7 @@ async fn civil_day_filter_spans_a_dst_change() {
 #[tokio::test]
 async fn token_endpoint_errors() {
     let sim = common::simulator(1, 5).await;
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     let post = |form: Vec<(&'static str, String)>| http.post(sim.google_token_url()).form(&form).send();
     let r = post(vec![
         ("grant_type", "refresh_token".into()),
@@ -286,7 +286,7 @@ async fn faults_and_counters() {
     sim.faults().inject("google.identity", Fault::Status(503), 1);
     sim.faults().inject("google.identity", Fault::Malformed, 1);
     sim.faults().inject("google.identity", Fault::Truncated, 1);
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     let url = format!("{}/{path}", sim.google_api_base());
     let r = http.get(&url).bearer_auth(&token).send().await.unwrap();
     assert_eq!(r.status(), 429);
@@ -339,7 +339,7 @@ async fn every_served_data_type_matches_the_discovery_document() {
     assert_eq!(status, 200);
     assert_conforms(&devices, "ListPairedDevicesResponse");
 
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     let date =
         |d: chrono::NaiveDate| serde_json::json!({"date": {"year": d.year(), "month": d.month(), "day": d.day()}});
     let roll_up = |data_type: &str, days: u64, window: Option<i64>| {

@@ -23,7 +23,7 @@ fn assert_declared(object: &Value, schema: &str) {
 }
 
 async fn post(sim: &Simulator, path: &str, token: Option<&str>, form: &[(&str, &str)]) -> Value {
-    let mut req = reqwest::Client::new().post(format!("{}{path}", sim.withings_api_base())).form(form);
+    let mut req = crate::common::http().post(format!("{}{path}", sim.withings_api_base())).form(form);
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
