@@ -84,16 +84,20 @@ pub fn leave_hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-/// Fails early, before the person is sent to the provider, when `name` is taken by an
-/// account that is not removed.
-pub async fn check_name_free(store: &SqlStore, name: &str) -> Result<(), OnboardError> {
+/// Fails early, before the person is sent to the provider, when person `name` already
+/// has a live account with `provider` (another provider's is fine: one person, several
+/// providers).
+pub async fn check_name_free(store: &SqlStore, name: &str, provider: Provider) -> Result<(), OnboardError> {
     crate::store::validate_account_name(name)?;
-    match store.account(name).await? {
-        Some(a) if a.status != crate::store::AccountStatus::Removed => {
-            Err(OnboardError::Store(StoreError::AccountExists(name.to_owned())))
-        }
-        _ => Ok(()),
+    let taken = store
+        .accounts()
+        .await?
+        .into_iter()
+        .any(|a| a.person == name && a.provider == provider && a.status != crate::store::AccountStatus::Removed);
+    if taken {
+        return Err(OnboardError::Store(StoreError::AccountExists(format!("{name} ({provider})"))));
     }
+    Ok(())
 }
 
 /// The OAuth endpoints of `provider`.
@@ -131,7 +135,8 @@ pub fn authorize_with(
 }
 
 /// Completes an authorisation: checks `state`, exchanges the code at once, and enrols
-/// the account `name` (a removed account of that name is re-enrolled).
+/// person `name`'s account with the authorisation's provider (a removed one is
+/// re-enrolled). On any failure after enrolment, only that new account is removed.
 pub async fn complete(
     store: &SqlStore,
     settings: &Settings,
@@ -172,7 +177,7 @@ pub async fn complete(
     };
     if let Err(e) = rest.await {
         // No half-enrolled account: one without its consent record must not be synced.
-        let _ = store.remove_account(name).await;
+        let _ = store.remove_account(&account.name).await;
         return Err(e.into());
     }
     let anonymizer = anonymizer::Anonymizer::new(key.clone(), anonymizer::Policy::default());
@@ -181,7 +186,7 @@ pub async fn complete(
         Some(basis) => anonymizer.for_person(&basis, authorization.provider, &exchanged.user_id).subject().to_owned(),
         None => anonymizer.subject(authorization.provider, &exchanged.user_id),
     };
-    let account = store.account(name).await?.unwrap_or(account);
+    let account = store.accounts().await?.into_iter().find(|a| a.id == account.id).unwrap_or(account);
     Ok(Enrolled { account, missing_scopes, subject, leave_secret: SecretString::from(leave_secret) })
 }
 

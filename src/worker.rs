@@ -27,6 +27,9 @@ use crate::store::{Lease, Store, StoreError};
 /// its lease runs (the worker claims only as many as it has free slots).
 const CONCURRENCY: u32 = 8;
 
+/// Minutes until a failed account sync is tried again.
+const RETRY_FAILED_MINUTES: i64 = 15;
+
 /// Why the daemon stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -247,7 +250,9 @@ impl Worker {
         let mut claimed = Vec::new();
         for source in sources {
             let left = free.saturating_sub(claimed.len() as u32);
-            let (budget, cost) = (source.budget(), source.requests_per_sync().max(1));
+            let budget = source.budget();
+            // A quota below one sync's requests still lets one sync through at a time.
+            let cost = source.requests_per_sync().clamp(1, budget.limit());
             let room = budget.room();
             let provider = source.provider().as_str();
             metrics::gauge!("wearbridge_upstream_budget_room", "provider" => provider).set(f64::from(room));
@@ -255,9 +260,22 @@ impl Worker {
             if n == 0 {
                 continue;
             }
-            for account in self.pipeline.store.claim_accounts(lease, datasets, &[provider], n).await? {
-                budget.try_reserve(account.id, cost);
-                claimed.push(account);
+            match self.pipeline.store.claim_accounts(lease, datasets, &[provider], n).await {
+                Ok(accounts) => {
+                    for account in accounts {
+                        budget.try_reserve(account.id, cost);
+                        claimed.push(account);
+                    }
+                }
+                Err(e) => {
+                    // What was claimed and set aside is given back with the error.
+                    for account in &claimed {
+                        if let Some(source) = self.pipeline.sources.get(account.provider) {
+                            source.budget().release(account.id);
+                        }
+                    }
+                    return Err(e);
+                }
             }
         }
         Ok(claimed)
@@ -378,10 +396,14 @@ impl Worker {
         let now = self.pipeline.clock.now();
         let zone = store.cursor(account.id, crate::schedule::ZONE_CURSOR).await?;
         let zone = zone.as_deref().and_then(crate::schedule::stored_zone).map(|(_, z)| z);
+        // A failed sync (a transient error, a 601) is tried again soon, not at the next
+        // morning; what did commit is not read twice (cursors and ids).
+        let retry = (summary.synced == 0).then(|| now + chrono::TimeDelta::minutes(RETRY_FAILED_MINUTES));
         let next: Vec<(String, i64)> = due
             .iter()
             .map(|d| {
-                let at = crate::schedule::next_due(&self.sync, *d, now, zone).timestamp_millis();
+                let regular = crate::schedule::next_due(&self.sync, *d, now, zone);
+                let at = retry.map_or(regular, |r| r.min(regular)).timestamp_millis();
                 (d.as_str().to_owned(), at + ms(jitter(self.sync.jitter)))
             })
             .collect();

@@ -27,7 +27,7 @@ pub async fn main(
     let loaded = globals.load()?;
     let settings = &loaded.settings;
     let store = app::open_store(settings, &globals.clock()).await?;
-    onboarding::check_name_free(&store, name).await?;
+    onboarding::check_name_free(&store, name, provider).await?;
     let key = app::pseudonym_key(&loaded)?;
     let redirect = url::Url::parse(&settings.oauth.redirect_uri)
         .map_err(|e| loaded.invalid("oauth.redirect_uri", e.to_string()))?;

@@ -56,9 +56,10 @@ pub(crate) fn default_plan(dataset: Dataset) -> Plan {
         Dataset::Devices => Plan { when: morning, lookback: Duration::ZERO },
         Dataset::Activity => Plan { when: morning, lookback: hours(24) },
         Dataset::Sleep => Plan { when: morning, lookback: hours(12) },
-        // One Google Health page holds 10,000 samples: 8 h of 5-second heart rate
-        // (5,760) fits one even with an hour of exercise at one a second.
-        Dataset::HeartRate => Plan { when: When::Every(hours(8)), lookback: Duration::from_secs(15 * 60) },
+        // One Google Health page holds 10,000 samples: 8 h of 5-second heart rate and
+        // the 3 h look-back (7,920) fit one. The look-back catches samples a watch
+        // uploads hours late (and holds series windows back until it has passed).
+        Dataset::HeartRate => Plan { when: When::Every(hours(8)), lookback: hours(3) },
         Dataset::Body => Plan { when: When::Every(hours(8)), lookback: hours(24) },
     }
 }

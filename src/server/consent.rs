@@ -266,14 +266,17 @@ pub(super) async fn callback(
                     escape(&enrolled.missing_scopes.join(", "))
                 )
             };
-            // The person's other providers, offered under the same person (one subject).
+            // The person's other providers, offered under the same person when they are
+            // published under one subject (linking on, and a person basis to link by).
+            let linked = enrolment.settings.anonymizer.link_providers
+                && matches!(state.store.subject_id(&enrolled.account.person).await, Ok(Some(_)));
             let enrolled_providers: Vec<String> = match state.store.accounts().await {
-                Ok(all) => all
+                Ok(all) if linked => all
                     .into_iter()
                     .filter(|a| a.person == enrolled.account.person && a.status != AccountStatus::Removed)
                     .map(|a| a.provider.as_str().to_owned())
                     .collect(),
-                Err(_) => vec![authorization.provider.as_str().to_owned()],
+                _ => enrolment.offered().into_iter().map(|(p, _)| p.to_owned()).collect(),
             };
             let mut more = String::new();
             for (provider, label) in
@@ -306,7 +309,15 @@ open <a id="leave" href="/leave">the leave page</a> and enter it.</p>{more}"#,
         }
         Err(e) => {
             tracing::warn!(error = %e, "enrolment through /connect failed");
-            error_page(StatusCode::BAD_GATEWAY, &e.to_string())
+            // Store errors may name an operator-chosen person: not for a visitor's eyes.
+            let shown = match &e {
+                onboarding::OnboardError::Store(crate::store::StoreError::AlreadyEnrolled { .. }) => {
+                    "This account is already enrolled here. Nothing was changed.".to_owned()
+                }
+                onboarding::OnboardError::Store(_) => "Enrolment failed; please try again later.".to_owned(),
+                other => other.to_string(),
+            };
+            error_page(StatusCode::BAD_GATEWAY, &shown)
         }
     }
 }
@@ -352,11 +363,17 @@ pub(super) async fn leave(
     let refused = || error_page(StatusCode::FORBIDDEN, "This leave code is not valid (or you already left).");
     let Some(account) = verified_account(&state, &name, &secret).await else { return refused() };
     // Leaving is for the person: every provider account of theirs goes.
-    let accounts = match state.store.accounts().await {
+    let accounts: Vec<_> = match state.store.accounts().await {
         Ok(all) => {
             all.into_iter().filter(|a| a.person == account.person && a.status != AccountStatus::Removed).collect()
         }
-        Err(_) => vec![account],
+        Err(e) => {
+            tracing::warn!(error = %e, "withdrawal through /leave failed");
+            return error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Leaving failed; please try again or contact the operators.",
+            );
+        }
     };
     let mut result = Ok(String::new());
     for account in &accounts {

@@ -296,17 +296,11 @@ impl Simulator {
         settings.fitbit.auth_url = self.google_auth_url();
     }
 
-    /// A configuration file for `wearbridge run` against this simulator: its endpoints,
-    /// credentials and node, the store and keys in `dir`, publishing to `stream` over the
-    /// node's websocket plugin.
-    pub fn config_toml(&self, dir: &std::path::Path, stream: &str) -> String {
+    /// The `[fitbit]` and `[withings]` sections of a configuration that points at this
+    /// simulator (its endpoints and its client credentials).
+    pub fn providers_toml(&self) -> String {
         format!(
-            r#"# Written by `wearbridge simulate --write-config`: everything points at the simulator.
-[store]
-url = "sqlite://{d}/wearbridge.db"
-key_file = "{d}/wearbridge-store.key"
-
-[fitbit]
+            r#"[fitbit]
 client_id = "{id}"
 client_secret = "{secret}"
 api_base_url = "{google}"
@@ -319,7 +313,29 @@ client_id = "{id}"
 client_secret = "{secret}"
 api_base_url = "{withings}"
 auth_url = "{withings_auth}"
+"#,
+            id = CLIENT_ID,
+            secret = CLIENT_SECRET,
+            google = self.google_api_base(),
+            token = self.google_token_url(),
+            google_auth = self.google_auth_url(),
+            revoke = self.google_revoke_url(),
+            withings = self.withings_api_base(),
+            withings_auth = self.withings_auth_url(),
+        )
+    }
 
+    /// A configuration file for `wearbridge run` against this simulator: its endpoints,
+    /// credentials and node, the store and keys in `dir`, publishing to `stream` over the
+    /// node's websocket plugin.
+    pub fn config_toml(&self, dir: &std::path::Path, stream: &str) -> String {
+        format!(
+            r#"# Written by `wearbridge simulate --write-config`: everything points at the simulator.
+[store]
+url = "sqlite://{d}/wearbridge.db"
+key_file = "{d}/wearbridge-store.key"
+
+{providers}
 [anonymizer]
 key_file = "{d}/wearbridge-anonymizer.key"
 
@@ -332,14 +348,7 @@ api_key = "{api_key}"
 default = "{stream}"
 "#,
             d = dir.display(),
-            id = CLIENT_ID,
-            secret = CLIENT_SECRET,
-            google = self.google_api_base(),
-            token = self.google_token_url(),
-            google_auth = self.google_auth_url(),
-            revoke = self.google_revoke_url(),
-            withings = self.withings_api_base(),
-            withings_auth = self.withings_auth_url(),
+            providers = self.providers_toml(),
             ws = self.streamr_ws_url(),
             api_key = streamr::API_KEY,
         )

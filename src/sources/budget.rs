@@ -80,6 +80,11 @@ impl Budget {
         window
     }
 
+    /// The requests allowed in any minute.
+    pub fn limit(&self) -> u32 {
+        self.per_minute
+    }
+
     /// The clock the budget's minutes are counted on.
     pub fn clock(&self) -> &Clock {
         &self.clock

@@ -522,7 +522,7 @@ impl Store for SqlStore {
                 .await?
                 .rows_affected();
             sqlx::query(
-                "UPDATE accounts SET status = 'removed', provider_user_id = NULL, lease_owner = NULL,
+                "UPDATE accounts SET status = 'removed', provider_user_id = NULL, provider_user_key = NULL, lease_owner = NULL,
                      lease_until = NULL, updated_at = $1 WHERE id = $2",
             )
             .bind(now)

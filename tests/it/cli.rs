@@ -437,7 +437,7 @@ async fn demo_prints_at_least_100_lines_and_a_summary() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 410, "{}", lines.len());
+    assert_eq!(lines.len(), 398, "{}", lines.len());
     let schemas = wearbridge::schemas::Schemas::load().unwrap();
     let mut types = std::collections::BTreeSet::new();
     for line in &lines {

@@ -152,35 +152,9 @@ pub fn settings(sim: &Simulator, dir: &tempfile::TempDir, history: &str) -> Sett
 /// key in `dir` with heart rate published per sample (see [`samples_mode`]).
 pub fn upstream_toml(sim: &Simulator, dir: &std::path::Path) -> String {
     format!(
-        r#"[fitbit]
-client_id = "{id}"
-client_secret = "{secret}"
-api_base_url = "{google}"
-token_url = "{token}"
-auth_url = "{google_auth}"
-revoke_url = "{revoke}"
-
-[withings]
-client_id = "{id}"
-client_secret = "{secret}"
-api_base_url = "{withings}"
-auth_url = "{withings_auth}"
-
-[anonymizer]
-key_file = "{d}/anonymizer.key"
-
-[anonymizer.series.heart-rate]
-publish = "samples"
-"#,
+        "{providers}\n[anonymizer]\nkey_file = \"{d}/anonymizer.key\"\n\n[anonymizer.series.heart-rate]\npublish = \"samples\"\n",
+        providers = sim.providers_toml(),
         d = dir.display(),
-        id = wearbridge::simulator::CLIENT_ID,
-        secret = wearbridge::simulator::CLIENT_SECRET,
-        google = sim.google_api_base(),
-        token = sim.google_token_url(),
-        google_auth = sim.google_auth_url(),
-        revoke = sim.google_revoke_url(),
-        withings = sim.withings_api_base(),
-        withings_auth = sim.withings_auth_url(),
     )
 }
 

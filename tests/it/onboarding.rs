@@ -329,6 +329,9 @@ async fn the_consent_page_enrols_with_the_code_and_the_leave_link_withdraws() {
     let accounts = store.accounts().await.unwrap();
     assert_eq!(accounts.len(), 2);
     assert!(accounts.iter().all(|a| a.person == accounts[0].person));
+    // The second page's leave code is that account's own (and leaves as well as the first).
+    let second_code = second.split("<code id=\"leave-code\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    assert!(second_code.starts_with(&format!("{account_name}/fitbit.")), "{second_code}");
 
     let forged = http
         .post(format!("{base}/leave"))
@@ -339,8 +342,15 @@ async fn the_consent_page_enrols_with_the_code_and_the_leave_link_withdraws() {
     assert_eq!(forged.status(), 403);
     let form = http.get(format!("{base}/leave")).send().await.unwrap().text().await.unwrap();
     assert!(form.contains("confirm-leave") && form.contains("name=\"code\""));
-    let left =
-        http.post(format!("{base}/leave")).form(&[("code", code.as_str())]).send().await.unwrap().text().await.unwrap();
+    let left = http
+        .post(format!("{base}/leave"))
+        .form(&[("code", second_code.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(left.contains("You have left"), "{left}");
     // Leaving is for the person: both accounts are gone.
     for account in store.accounts().await.unwrap() {
