@@ -16,7 +16,7 @@ mod withings;
 
 pub use faults::{Fault, Faults, parse_fault};
 pub use people::{CANARY_ID_BASE, CANARY_USER_ID_BASE, Person, generate_people};
-pub use streamr::{API_KEY as STREAMR_API_KEY, Received};
+pub use streamr::{API_KEY as STREAMR_API_KEY, Received, partition_of};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

@@ -91,7 +91,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The partition a key maps to (a stable hash, like the node's).
-pub(crate) fn partition_of(key: Option<&str>, partitions: u32) -> u32 {
+pub fn partition_of(key: Option<&str>, partitions: u32) -> u32 {
     match key {
         Some(k) if partitions > 1 => {
             let digest = Sha256::digest(k.as_bytes());
