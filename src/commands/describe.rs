@@ -155,6 +155,15 @@ pub fn describe(settings: &Settings) -> anyhow::Result<Value> {
     Ok(json!({"streams": streams, "privacy": privacy(settings)}))
 }
 
+/// `` `name` (type), … `` of a list of fields.
+fn field_list(fields: &Value) -> String {
+    let each = fields.as_array().into_iter().flatten();
+    let named: Vec<String> = each
+        .map(|f| format!("`{}` ({})", f["name"].as_str().unwrap_or(""), f["type"].as_str().unwrap_or("")))
+        .collect();
+    named.join(", ")
+}
+
 fn markdown(d: &Value) -> String {
     let mut out = String::new();
     for s in d["streams"].as_array().into_iter().flatten() {
@@ -164,14 +173,7 @@ fn markdown(d: &Value) -> String {
             s["description"].as_str().unwrap_or(""),
             s["partitions"]
         );
-        out += "Fields (Streamr `config.fields`): ";
-        let fields: Vec<String> = s["config"]["fields"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|f| format!("`{}` ({})", f["name"].as_str().unwrap_or(""), f["type"].as_str().unwrap_or("")))
-            .collect();
-        out += &format!("{}.\n\n", fields.join(", "));
+        out += &format!("Fields (Streamr `config.fields`): {}.\n\n", field_list(&s["config"]["fields"]));
         for t in s["message_types"].as_array().into_iter().flatten() {
             out += &format!(
                 "## `{}`\n\n{}\n\n",
@@ -183,13 +185,7 @@ fn markdown(d: &Value) -> String {
                 t["cadence"].as_str().unwrap_or(""),
                 t["schema"].as_str().unwrap_or("")
             );
-            let body: Vec<String> = t["body_fields"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|f| format!("`{}` ({})", f["name"].as_str().unwrap_or(""), f["type"].as_str().unwrap_or("")))
-                .collect();
-            out += &format!("- Body: {}.\n\n", body.join(", "));
+            out += &format!("- Body: {}.\n\n", field_list(&t["body_fields"]));
         }
     }
     out += "# Privacy\n\n";
