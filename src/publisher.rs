@@ -134,10 +134,21 @@ impl Publisher {
 
     /// Publishes until the outbox is empty or the sink stops answering.
     pub async fn drain(&self) -> Result<DrainSummary, PublishError> {
+        self.drain_reporting(false).await
+    }
+
+    /// [`Publisher::drain`], showing its progress (`run --once`): a drain of a backfill at
+    /// `streamr.rate` messages a second takes minutes.
+    pub async fn drain_reporting(&self, progress: bool) -> Result<DrainSummary, PublishError> {
         let mut summary = DrainSummary::default();
         let mut acked: Vec<i64> = Vec::new();
         let mut sink = self.sink.lock().await;
-        let result = self.drain_into(&mut sink, &mut summary, &mut acked).await;
+        let waiting = if progress { self.store.outbox_len().await? } else { 0 };
+        let shown = (waiting > 0).then(|| crate::progress::Progress::new("messages published", waiting));
+        let result = self.drain_into(&mut sink, &mut summary, &mut acked, shown.as_ref()).await;
+        if let Some(shown) = &shown {
+            shown.finish();
+        }
         // Whatever happened, confirmed messages leave the outbox and the rest is free.
         self.store.outbox_ack(&acked).await?;
         self.store.outbox_release(&self.worker).await?;
@@ -156,6 +167,15 @@ impl Publisher {
         self.sink_ok.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Counts one message the sink confirmed.
+    fn confirmed(&self, summary: &mut DrainSummary, progress: Option<&crate::progress::Progress>) {
+        summary.published += 1;
+        metrics::counter!("wearbridge_messages_confirmed_total").increment(1);
+        if let Some(progress) = progress {
+            progress.inc();
+        }
+    }
+
     async fn ack(&self, acked: &mut Vec<i64>, seq: i64) -> Result<(), StoreError> {
         acked.push(seq);
         if acked.len() >= ACK_EVERY {
@@ -170,6 +190,7 @@ impl Publisher {
         sink: &mut Sink,
         summary: &mut DrainSummary,
         acked: &mut Vec<i64>,
+        progress: Option<&crate::progress::Progress>,
     ) -> Result<(), PublishError> {
         loop {
             // Confirmed messages must be out before the next read, or they come back.
@@ -192,8 +213,7 @@ impl Publisher {
                 for pending in todo {
                     match self.write(sink, &pending).await? {
                         Outcome::Written(Written::Confirmed) => {
-                            summary.published += 1;
-                            metrics::counter!("wearbridge_messages_confirmed_total").increment(1);
+                            self.confirmed(summary, progress);
                             self.ack(acked, pending.seq).await?;
                         }
                         Outcome::Written(Written::Pending) => written.push(pending),
@@ -227,8 +247,7 @@ impl Publisher {
                 todo = Vec::new();
                 for pending in written {
                     if confirmed.contains(&pending.entry.message_id) {
-                        summary.published += 1;
-                        metrics::counter!("wearbridge_messages_confirmed_total").increment(1);
+                        self.confirmed(summary, progress);
                         self.ack(acked, pending.seq).await?;
                     } else {
                         todo.push(pending);

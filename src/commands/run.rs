@@ -85,7 +85,7 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
     if once {
         let summary = pipeline.run_pass_reporting(&Output::Outbox, true).await?;
         log_pass(&summary);
-        let drained = publisher.drain().await?;
+        let drained = publisher.drain_reporting(true).await?;
         let waiting = store.outbox_len().await?;
         tracing::info!(
             published = drained.published,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat, Value, ValueKind};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::Settings;
 
@@ -270,6 +270,22 @@ fn resolve_secrets(loaded: &mut Loaded) -> Result<(), ConfigError> {
         ("streamr.api_key", &mut s.streamr.api_key, &s.streamr.api_key_file),
         ("server.enroll_token", &mut s.server.enroll_token, &s.server.enroll_token_file),
     ];
+    if let Some(path) = &s.store.url_file {
+        // `store.url` always has a value (the SQLite default): "both set" means someone set it.
+        if origin_of(&origins, "store.url") != Origin::Default {
+            return Err(ConfigError::BothSecretForms {
+                key: "store.url".into(),
+                origin: origin_of(&origins, "store.url"),
+                file_origin: origin_of(&origins, "store.url_file"),
+            });
+        }
+        let url = read_secret_file(path).map_err(|message| ConfigError::Invalid {
+            key: "store.url_file".into(),
+            origin: origin_of(&origins, "store.url_file"),
+            message,
+        })?;
+        s.store.url = url.expose_secret().to_owned();
+    }
     for (key, value, file) in slots {
         let Some(path) = file else { continue };
         let file_key = format!("{key}_file");
@@ -401,13 +417,15 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
         false
     };
     if !store_ok {
-        return Err(loaded.invalid(
-            "store.url",
-            format!(
-                "expected sqlite://PATH or postgres://USER:PASSWORD@HOST/DATABASE, got {:?}",
-                super::url_without_password(&s.store.url)
+        const EXPECTED: &str = "sqlite://PATH or postgres://USER:PASSWORD@HOST/DATABASE";
+        return Err(match &s.store.url_file {
+            // The file is a secret: say what is wrong, never what it holds.
+            Some(path) => loaded.invalid("store.url_file", format!("{} does not hold {EXPECTED}", path.display())),
+            None => loaded.invalid(
+                "store.url",
+                format!("expected {EXPECTED}, got {:?}", super::url_without_password(&s.store.url)),
             ),
-        ));
+        });
     }
     let urls: [(&str, &str); 8] = [
         ("fitbit.api_base_url", &s.fitbit.api_base_url),

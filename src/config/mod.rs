@@ -55,13 +55,16 @@ pub struct StoreSettings {
     /// several workers; the password is never printed.
     #[serde(serialize_with = "redact_url")]
     pub url: String,
+    /// A file holding the whole `url` (a mounted secret), so the password is in no
+    /// environment variable and no shell is needed to read it; replaces `url`.
+    pub url_file: Option<PathBuf>,
     /// 64 hex characters: the AEAD key that encrypts tokens at rest. Created if absent.
     pub key_file: PathBuf,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        Self { url: "sqlite://wearbridge.db".into(), key_file: "wearbridge-store.key".into() }
+        Self { url: "sqlite://wearbridge.db".into(), url_file: None, key_file: "wearbridge-store.key".into() }
     }
 }
 

@@ -45,7 +45,14 @@ pub(super) async fn security_headers(
     next: axum::middleware::Next,
 ) -> Response {
     use axum::http::{HeaderValue, header};
-    let mut response = next.run(request).await;
+    let mut response = if request.method() == axum::http::Method::POST && cross_site(&state, request.headers()) {
+        // A form another site makes a visitor's browser send (adding the attacker's
+        // provider account to a person, or a visitor's to the attacker): refused.
+        tracing::warn!("consent form refused: sent from another site");
+        error_page(StatusCode::FORBIDDEN, "This form must be sent from this site's own pages.")
+    } else {
+        next.run(request).await
+    };
     let csp = state.enrolment.as_ref().map_or(NO_FORMS_CSP, |e| e.csp.as_str());
     let headers = response.headers_mut();
     headers.insert(
@@ -132,6 +139,33 @@ fn error_page(status: StatusCode, message: &str) -> Response {
         "Something went wrong",
         &format!("<p>{}</p><p><a href=\"/connect\">Start again</a></p>", escape(message)),
     )
+}
+
+/// Whether a browser says this request comes from another site. `Sec-Fetch-Site` is sent
+/// by every current browser; `Origin` covers older ones (it is `null` on our own forms,
+/// whose pages send no referrer). Clients that send neither (curl, scripts) are not
+/// browsers a page can steer, and pass.
+fn cross_site(state: &ServerState, headers: &axum::http::HeaderMap) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = header("sec-fetch-site") {
+        return !matches!(site, "same-origin" | "none");
+    }
+    let Some(origin) = header("origin").filter(|o| *o != "null") else { return false };
+    let Ok(origin) = url::Url::parse(origin) else { return true };
+    let host_port = |u: &url::Url| u.host_str().map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(0)));
+    let ours = state
+        .enrolment
+        .as_ref()
+        .and_then(|e| url::Url::parse(&e.settings.server.public_url).ok())
+        .is_some_and(|public| public.origin() == origin.origin());
+    // Or the host the browser itself addressed (the public URL may name a proxy).
+    let addressed = header("host").is_some_and(|host| {
+        let default = if origin.scheme() == "https" { 443 } else { 80 };
+        let host =
+            if host.contains(':') && !host.ends_with(']') { host.to_owned() } else { format!("{host}:{default}") };
+        host_port(&origin).is_some_and(|o| o.eq_ignore_ascii_case(&host))
+    });
+    !(ours || addressed)
 }
 
 /// Constant-time comparison of the enrolment token.

@@ -311,7 +311,9 @@ impl SqlStore {
                 .await
                 .map_err(without_url)?;
             migrations::run_postgres(&pool, POSTGRES).await?;
-            return Ok(Self { pool: Pool::Postgres(pool), cipher, clock: Clock::system() });
+            let store = Self { pool: Pool::Postgres(pool), cipher, clock: Clock::system() };
+            store.key_upstream_accounts().await?;
+            return Ok(store);
         }
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
         Self::open_sqlite(Path::new(path), cipher).await
@@ -338,7 +340,42 @@ impl SqlStore {
             .connect_with(options.clone())
             .await?;
         let read = SqlitePoolOptions::new().max_connections(READERS).connect_with(options).await?;
-        Ok(Self { pool: Pool::Sqlite { read, write }, cipher, clock: Clock::system() })
+        let store = Self { pool: Pool::Sqlite { read, write }, cipher, clock: Clock::system() };
+        store.key_upstream_accounts().await?;
+        Ok(store)
+    }
+
+    /// Accounts enrolled before migration 7 know their upstream user id but not its keyed
+    /// hash, so a second enrolment of the same upstream account would pass. Their hash is
+    /// filled in at open (nothing to do once done); two existing accounts that are one
+    /// upstream account are reported at every start until one is removed.
+    async fn key_upstream_accounts(&self) -> Result<(), StoreError> {
+        let rows: Vec<(i64, String, Vec<u8>)> = on_pool!(self, |pool, _d| {
+            let rows = sqlx::query(
+                "SELECT id, name, provider_user_id FROM accounts
+                 WHERE provider_user_id IS NOT NULL AND provider_user_key IS NULL AND status <> 'removed'
+                 ORDER BY id",
+            )
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get("id")?, r.try_get("name")?, r.try_get(USER_ID)?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+        })?;
+        for (id, name, sealed) in rows {
+            // A row this key cannot open fails loudly where it is used; here it stays as is.
+            let Ok(user_id) = self.cipher.open(id, USER_ID, &sealed) else { continue };
+            match self.set_provider_user_id(id, &user_id).await {
+                Ok(()) => {}
+                Err(StoreError::AlreadyEnrolled { person }) => tracing::warn!(
+                    account = %name,
+                    other_person = %person,
+                    "this account is the same upstream account as one of another person's: remove one of them (`wearbridge users remove`)"
+                ),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Uses `clock` for the times the store writes (tests that pin the time of day).

@@ -342,8 +342,20 @@ async fn simulate_writes_a_configuration_that_run_uses_as_is() {
     )
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = wearbridge(d, &["--config", "sim.toml", "--set", "sync.start=1d", "run", "--once"], &[], None).await;
-    assert!(out.status.success(), "run --once publishes to the simulated node: {}", text(&out.stderr));
+    // On a terminal, the drain shows a bar with counts (util-linux `script` gives it one).
+    let bin = env!("CARGO_BIN_EXE_wearbridge");
+    let command = format!("{bin} --config sim.toml --set sync.start=1d run --once");
+    let out = tokio::process::Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .current_dir(d)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("script (util-linux) runs");
+    let drawn = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "run --once publishes to the simulated node: {drawn}");
+    assert!(drawn.contains("messages published"), "the drain's bar: {drawn:.3000}");
     let _ = sim.kill().await;
 }
 

@@ -345,6 +345,7 @@ pub fn toml_keys(value: &toml::Value, prefix: &str, out: &mut std::collections::
 pub fn known_config_keys() -> std::collections::BTreeSet<String> {
     let mut all = Settings::default();
     let x = || Some(SecretString::from("x"));
+    all.store.url_file = Some("x".into());
     all.fitbit.client_id = Some("x".into());
     all.fitbit.client_secret = x();
     all.fitbit.client_secret_file = Some("x".into());

@@ -197,7 +197,8 @@ struct DeployConfig {
 }
 
 /// Points every `*_file` path (which exists only inside the container) at a temporary
-/// file with a dummy value: 64 hex characters, valid for key files and secrets alike.
+/// file with a dummy value: 64 hex characters, valid for key files and secrets alike, or a
+/// PostgreSQL URL with a password for `store.url_file`.
 fn redirect_files(table: &mut toml::Table, prefix: &str, dir: &Path, files: &mut BTreeMap<String, String>) {
     for (key, value) in table.iter_mut() {
         let dotted = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
@@ -205,7 +206,12 @@ fn redirect_files(table: &mut toml::Table, prefix: &str, dir: &Path, files: &mut
             toml::Value::Table(inner) => redirect_files(inner, &dotted, dir, files),
             toml::Value::String(path) if key.ends_with("_file") => {
                 let dummy = dir.join(dotted.replace('.', "-"));
-                std::fs::write(&dummy, "0".repeat(64)).unwrap();
+                let value = if dotted == "store.url_file" {
+                    "postgres://wearbridge:dummy-password@postgres:5432/wearbridge".to_owned()
+                } else {
+                    "0".repeat(64)
+                };
+                std::fs::write(&dummy, value).unwrap();
                 files.insert(dotted, std::mem::replace(path, dummy.display().to_string()));
             }
             _ => {}
@@ -245,11 +251,17 @@ fn assert_runnable(name: &str, config: &DeployConfig) {
     for (key, path) in &config.files {
         assert!(path.starts_with("/run/secrets/"), "{name}: {key} = {path:?} is not a mounted secret");
     }
-    // A configuration file in git never holds the database password.
-    let url = lookup(&config.table, "store.url").expect("store.url in the file");
-    let parsed = url::Url::parse(&url).unwrap_or_else(|e| panic!("{name}: store.url {url:?}: {e}"));
-    assert_eq!(parsed.scheme(), "postgres", "{name}: replicas share a PostgreSQL store");
-    assert!(parsed.password().is_none(), "{name}: store.url in the file must not hold a password");
+    // A configuration file in git never holds the database password: the URL is either
+    // password-less (the password comes from elsewhere) or a mounted secret file.
+    match lookup(&config.table, "store.url") {
+        Some(url) => {
+            let parsed = url::Url::parse(&url).unwrap_or_else(|e| panic!("{name}: store.url {url:?}: {e}"));
+            assert!(parsed.password().is_none(), "{name}: store.url in the file must not hold a password");
+        }
+        None => assert!(config.files.contains_key("store.url_file"), "{name}: neither store.url nor store.url_file"),
+    }
+    let url = url::Url::parse(&loaded.settings.store.url).unwrap();
+    assert_eq!(url.scheme(), "postgres", "{name}: replicas share a PostgreSQL store");
 }
 
 fn compose_config() -> DeployConfig {
@@ -373,10 +385,12 @@ fn compose_config_loads_and_its_secrets_are_mounted() {
     for (key, path) in &config.files {
         assert!(mounted.contains(path), "{key} = {path:?}, but the wearbridge service does not mount it: {mounted:?}");
     }
-    // The entrypoint reads the store URL (with the password) from its secret.
-    assert!(config.env.iter().any(|(var, _)| var == "WEARBRIDGE__STORE__URL"));
+    // The store URL (with the password) is a mounted secret read through store.url_file,
+    // so the image's own entrypoint runs: no shell, nothing in the environment.
+    assert_eq!(config.files.get("store.url_file").map(String::as_str), Some("/run/secrets/store_url"));
     assert!(mounted.contains("/run/secrets/store_url"));
-    assert!(strings(&compose["services"]["wearbridge"]["entrypoint"]).concat().contains("/run/secrets/store_url"));
+    let wearbridge = &compose["services"]["wearbridge"];
+    assert!(wearbridge["entrypoint"].is_null() && wearbridge["command"].is_null(), "the image's own command runs");
     // The node is the compose service, on the websocket plugin's port.
     let node = url::Url::parse(&config.loaded.settings.streamr.url).unwrap();
     assert_eq!(node.host_str(), Some("streamr"));
@@ -540,8 +554,7 @@ fn manifests_run_the_images_command() {
     let cmd = image_cmd();
     let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
     assert_eq!(cmd, ["--config", CONFIG_PATH, "--log-format", "json", "run"]);
-    let compose = yaml("docker-compose.yml");
-    assert_eq!(strings(&compose["services"]["wearbridge"]["command"]), cmd, "compose");
+    // compose overrides neither entrypoint nor command (checked with its config).
     let deployment = k8s("deployment.yaml");
     assert_eq!(strings(&wearbridge_container(deployment_pod(&deployment))["args"]), cmd, "Deployment");
     let cronjob = k8s("cronjob.yaml");

@@ -285,6 +285,37 @@ async fn the_consent_page_enrols_with_the_code_and_the_leave_link_withdraws() {
     let refused = http.post(format!("{base}/connect/start")).form(&[("provider", "withings")]).send().await.unwrap();
     assert_eq!(refused.status(), 403, "the enrolment code is required");
     assert!(store.accounts().await.unwrap().is_empty());
+    // A form another site makes a visitor's browser send is refused, code or not, by what
+    // current browsers (Sec-Fetch-Site) and older ones (Origin) say of where it comes from.
+    let form = [("provider", "withings"), ("enroll_token", "let-me-in")];
+    for (header, value) in [
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-site", "same-site"),
+        ("origin", "https://evil.example"),
+        ("origin", "http://127.0.0.1:1"),
+    ] {
+        let sent = http.post(format!("{base}/connect/start")).header(header, value).form(&form).send().await.unwrap();
+        assert_eq!(sent.status(), 403, "{header}: {value}");
+        let leave = http.post(format!("{base}/leave")).header(header, value).form(&[("code", "a.b")]).send().await;
+        assert_eq!(leave.unwrap().status(), 403, "/leave {header}: {value}");
+    }
+    assert!(store.accounts().await.unwrap().is_empty());
+    // Our own pages' forms: same-origin, and `Origin: null` (they send no referrer).
+    let own = url::Url::parse(&base).unwrap();
+    for (header, value) in [
+        ("sec-fetch-site", "same-origin".to_owned()),
+        ("origin", "null".to_owned()),
+        ("origin", own.origin().ascii_serialization()),
+    ] {
+        let sent = http.post(format!("{base}/leave")).header(header, &value).form(&[("code", "a.b")]).send().await;
+        assert_eq!(
+            sent.unwrap().status(),
+            403,
+            "passes the site check, then the wrong code is refused ({header}: {value})"
+        );
+        let page = http.post(format!("{base}/leave")).header(header, &value).form(&[("code", "a.b")]).send().await;
+        assert!(page.unwrap().text().await.unwrap().contains("not valid"), "{header}: {value}");
+    }
 
     let done = http
         .post(format!("{base}/connect/start"))

@@ -223,3 +223,30 @@ fn dataset_schedules_load_and_a_bad_one_names_its_key_and_file() {
         assert!(err.contains(key) && err.contains("bad.toml"), "{text}: {err}");
     }
 }
+
+#[test]
+fn store_url_from_a_file_keeps_the_password_out_of_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let url_file = write(&dir, "store_url", "postgres://wb:pa55word@db:5432/wb\n");
+    let env = [("WEARBRIDGE__STORE__URL_FILE", url_file.to_str().unwrap())];
+    let loaded = load(&opts(None, &env, &[])).unwrap();
+    assert_eq!(loaded.settings.store.url, "postgres://wb:pa55word@db:5432/wb");
+    let toml = loaded.settings.to_redacted_toml().unwrap();
+    assert!(!toml.contains("pa55word"), "{toml}");
+
+    // Both forms: refused, naming both sources.
+    let err = load(&opts(None, &env, &["store.url=sqlite://other.db"])).unwrap_err().to_string();
+    assert!(
+        err.contains("both set") && err.contains("store.url") && err.contains("WEARBRIDGE__STORE__URL_FILE"),
+        "{err}"
+    );
+
+    // A file that holds no store URL names the file key, never the password.
+    let bad = write(&dir, "bad_url", "mysql://wb:pa55word@db/wb");
+    let env = [("WEARBRIDGE__STORE__URL_FILE", bad.to_str().unwrap())];
+    let err = load(&opts(None, &env, &[])).unwrap_err().to_string();
+    assert!(err.contains("store.url_file") && !err.contains("pa55word"), "{err}");
+    let env = [("WEARBRIDGE__STORE__URL_FILE", "/nonexistent/store_url")];
+    let err = load(&opts(None, &env, &[])).unwrap_err().to_string();
+    assert!(err.contains("store.url_file") && err.contains("cannot read"), "{err}");
+}

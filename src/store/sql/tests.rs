@@ -223,3 +223,64 @@ async fn a_new_store_file_is_private() {
         assert_eq!(mode, 0o600, "{name}");
     }
 }
+
+/// Accounts enrolled before migration 7 get the keyed hash of their upstream id when the
+/// store opens, so a later enrolment of the same upstream account is refused; two old
+/// accounts that are one upstream account keep working (one is reported) until one goes.
+#[tokio::test]
+async fn accounts_from_before_people_are_keyed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v6.db");
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true).foreign_keys(true);
+    let v6 = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+    run_sqlite(&v6, &SQLITE[..6]).await.unwrap();
+    let cipher = TokenCipher::new([3; 32]);
+    for (id, name, provider, user_id) in [
+        (1, "alice", "fitbit", "U1"),
+        (2, "bob", "fitbit", "U1"),
+        (3, "carol", "withings", "U1"),
+        (4, "dan", "fitbit", ""),
+    ] {
+        let sealed = (!user_id.is_empty()).then(|| cipher.seal(id, USER_ID, user_id).unwrap());
+        sqlx::query(
+            "INSERT INTO accounts (id, name, provider, status, provider_user_id, created_at, updated_at)
+             VALUES ($1, $2, $3, 'active', $4, '2026-11-30T12:00:00Z', '2026-11-30T12:00:00Z')",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(provider)
+        .bind(sealed)
+        .execute(&v6)
+        .await
+        .unwrap();
+    }
+    v6.close().await;
+
+    let store = SqlStore::open_sqlite(&path, TokenCipher::new([3; 32])).await.unwrap();
+    let keyed = async |name: &str| -> bool {
+        sqlx::query_scalar::<_, Option<String>>("SELECT provider_user_key FROM accounts WHERE name = $1")
+            .bind(name)
+            .fetch_one(store.sqlite_pool().unwrap())
+            .await
+            .unwrap()
+            .is_some()
+    };
+    assert!(keyed("alice").await && keyed("carol").await, "keyed at open");
+    assert!(!keyed("bob").await, "the same upstream account as alice's: reported, left unkeyed");
+    assert!(!keyed("dan").await, "no upstream id yet: keyed at its first sync");
+    // Every old account still works.
+    assert_eq!(store.accounts().await.unwrap().len(), 4);
+    // A new enrolment of alice's upstream account is refused, naming her.
+    let erin = store.add_account("erin", crate::sources::fitbit::PROVIDER, &SecretString::from("r")).await.unwrap();
+    let err = store.set_provider_user_id(erin.id, "U1").await.unwrap_err();
+    assert!(matches!(&err, StoreError::AlreadyEnrolled { person } if person == "alice"), "{err}");
+    // Once alice is removed, bob's (the same upstream account) is keyed at the next open.
+    store.remove_account("alice").await.unwrap();
+    store.close().await;
+    let store = SqlStore::open_sqlite(&path, TokenCipher::new([3; 32])).await.unwrap();
+    let bob: Option<String> = sqlx::query_scalar("SELECT provider_user_key FROM accounts WHERE name = 'bob'")
+        .fetch_one(store.sqlite_pool().unwrap())
+        .await
+        .unwrap();
+    assert!(bob.is_some());
+}
