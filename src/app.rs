@@ -78,7 +78,14 @@ pub fn pipeline(
         series: settings.anonymizer.series.clone(),
         link_providers: settings.anonymizer.link_providers,
         clock,
+        push_callback: settings.push.enabled.then(|| push_callback(settings)),
     })
+}
+
+/// The URL each provider's notifications go to: `<server.public_url>/webhooks/{provider}`
+/// (the provider's name is filled in per account).
+pub fn push_callback(settings: &crate::config::Settings) -> String {
+    format!("{}/webhooks/{{provider}}", settings.server.public_url.trim_end_matches('/'))
 }
 
 /// Checks what `run` needs beyond a well-formed configuration: at least one source with

@@ -395,3 +395,17 @@ fn configuration_values() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn push_notifications() {
+    let seeds: Vec<&[u8]> = vec![
+        br#"{"healthUserId":"u1","dataType":"weight","operation":"UPSERT","intervals":[{"startTime":"2026-11-30T07:00:00Z","endTime":"2026-11-30T07:05:00Z"}]}"#,
+        br#"[{"healthUserId":"u1","dataType":"HEART_RATE","operation":"DELETE"},{"healthuserid":"users/u2","datatype":"sleep","interval":{"startTime":1764500000}}]"#,
+        b"userid=12345&appli=1&startdate=1764500000&enddate=1764500060",
+        b"userid=12345&appli=44&startdate=1764500000&enddate=1764500060&date=2026-11-30",
+    ];
+    fuzz("push_notifications", &seeds, |bytes| {
+        let _ = fitbit::push::parse(bytes);
+        let _ = withings::push::parse(bytes);
+    });
+}

@@ -7,9 +7,12 @@
 //! reads a daily dataset reads the interval datasets too: one token refresh serves them
 //! all, and the interval datasets' later passes fall into step with the morning.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::config::{Dataset, SyncSettings, When};
+use crate::store::Scheduled;
 use crate::normalize::civil::Zone;
 
 /// The cursor under which a source keeps the person's zone (`<date read>|<zone>`), so
@@ -27,15 +30,35 @@ pub fn zone_cursor(zone: Zone, now: DateTime<Utc>) -> String {
     format!("{}|{}", zone.date_of(now), zone.to_text())
 }
 
-/// The datasets of `sync.datasets` to read now, given when each is due (`schedule`: Unix
-/// ms by dataset name; a dataset without a row was never read and is due).
-pub fn due(sync: &SyncSettings, schedule: &[(String, i64)], now_ms: i64) -> Vec<Dataset> {
-    let is_due = |d: Dataset| schedule.iter().find(|(name, _)| name == d.as_str()).is_none_or(|(_, at)| *at <= now_ms);
-    let daily_due = sync.datasets.iter().any(|d| is_due(*d) && matches!(sync.plan(*d).when, When::DailyAt(_)));
+/// The datasets of `sync.datasets` to read now, given when each is due (`schedule`: a
+/// dataset without a row was never read and is due). A daily dataset due by its own
+/// schedule brings the interval datasets along; one due only because a notification
+/// said it changed does not (push spends requests only where something changed).
+pub fn due(sync: &SyncSettings, schedule: &[Scheduled], now_ms: i64) -> Vec<Dataset> {
+    let row = |d: Dataset| schedule.iter().find(|r| r.dataset == d.as_str());
+    let is_due = |d: Dataset| row(d).is_none_or(|r| r.next_due <= now_ms);
+    let pushed = |d: Dataset| row(d).is_some_and(|r| r.pushed_at.is_some());
+    let daily_due = sync
+        .datasets
+        .iter()
+        .any(|d| is_due(*d) && !pushed(*d) && matches!(sync.plan(*d).when, When::DailyAt(_)));
     sync.datasets
         .iter()
         .copied()
         .filter(|d| is_due(*d) || (daily_due && matches!(sync.plan(*d).when, When::Every(_))))
+        .collect()
+}
+
+/// The earliest changed instant notifications told of, per dataset, for the datasets
+/// this sync reads: a read reaches back to it (within the source's limits) even when it
+/// lies before the dataset's cursor and look-back.
+pub fn push_hints(schedule: &[Scheduled], datasets: &[Dataset]) -> BTreeMap<Dataset, DateTime<Utc>> {
+    datasets
+        .iter()
+        .filter_map(|d| {
+            let from = schedule.iter().find(|r| r.dataset == d.as_str())?.push_from?;
+            Some((*d, DateTime::from_timestamp_millis(from)?))
+        })
         .collect()
 }
 
@@ -54,6 +77,10 @@ mod tests {
 
     use super::*;
 
+    fn row(dataset: &str, next_due: i64) -> Scheduled {
+        Scheduled { dataset: dataset.to_owned(), next_due, pushed_at: None, push_from: None }
+    }
+
     fn at(h: u32, m: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 30, h, m, 0).unwrap()
     }
@@ -66,11 +93,11 @@ mod tests {
         // Heart rate due, daily data not: only heart rate.
         let rows = |hr: i64, daily: i64| {
             vec![
-                ("heart_rate".to_owned(), hr),
-                ("body".to_owned(), now + 2 * hour),
-                ("devices".to_owned(), daily),
-                ("activity".to_owned(), daily),
-                ("sleep".to_owned(), daily),
+                row("heart_rate", hr),
+                row("body", now + 2 * hour),
+                row("devices", daily),
+                row("activity", daily),
+                row("sleep", daily),
             ]
         };
         assert_eq!(due(&sync, &rows(now, now + hour), now), [Dataset::HeartRate]);
@@ -79,16 +106,22 @@ mod tests {
         assert!(due(&sync, &rows(now + hour, now + hour), now).is_empty());
         // Never read: due.
         assert_eq!(due(&sync, &[], now).len(), 5);
+        // A daily dataset due only because a notification said it changed: alone.
+        let mut pushed = rows(now + hour, now + hour);
+        pushed[3] = Scheduled { pushed_at: Some(now - 1), push_from: Some(now - hour), ..row("activity", now) };
+        assert_eq!(due(&sync, &pushed, now), [Dataset::Activity]);
+        let hints = push_hints(&pushed, &[Dataset::Activity]);
+        assert_eq!(hints.get(&Dataset::Activity).map(|t| t.timestamp_millis()), Some(now - hour));
     }
 
     #[test]
     fn sync_interval_when_set_makes_every_dataset_an_interval_one() {
         let sync = SyncSettings { interval: Some(std::time::Duration::from_secs(900)), ..SyncSettings::default() };
         assert_eq!(next_due(&sync, Dataset::Activity, at(12, 0), None), at(12, 15));
-        let rows = vec![("activity".to_owned(), 0)];
+        let rows = vec![row("activity", 0)];
         let later = at(13, 0).timestamp_millis();
-        let only: Vec<(String, i64)> =
-            Dataset::ALL.iter().filter(|d| **d != Dataset::Activity).map(|d| (d.as_str().to_owned(), later)).collect();
+        let only: Vec<Scheduled> =
+            Dataset::ALL.iter().filter(|d| **d != Dataset::Activity).map(|d| row(d.as_str(), later)).collect();
         assert_eq!(due(&sync, &[rows, only].concat(), at(12, 0).timestamp_millis()), [Dataset::Activity]);
     }
 

@@ -361,12 +361,20 @@ impl Worker {
         let store = &self.pipeline.store;
         let schedule = store.schedule(account.id).await?;
         let due = crate::schedule::due(&self.sync, &schedule, lease.now_ms);
+        let hints = crate::schedule::push_hints(&schedule, &due);
+        // Notifications this sync serves (those that arrived before the claim).
+        let served: Vec<i64> = schedule
+            .iter()
+            .filter(|r| due.iter().any(|d| d.as_str() == r.dataset))
+            .filter_map(|r| r.pushed_at)
+            .filter(|at| *at < lease.now_ms)
+            .collect();
         // Renew the lease while the sync runs (a long Retry-After must not let another
         // worker claim the account and refresh its tokens at the same time). The renewal
         // is a future of its own polled beside the sync, never an await inside a `select!`
         // arm: that would stop polling the sync while it may hold the store's writer
         // (a transaction in progress), and the renewal would wait for it for ever.
-        let sync = self.pipeline.sync_one(account, &due, &self.output);
+        let sync = self.pipeline.sync_one(account, &due, &hints, &self.output);
         let renewing = async {
             let mut renew = tokio::time::interval((self.sync.lease / 3).max(Duration::from_millis(100)));
             renew.tick().await;
@@ -388,7 +396,7 @@ impl Worker {
         if shutdown.is_cancelled() && summary.synced == 0 {
             // Waits were cut short: whatever was not committed is done again by the next
             // claim, which need not wait a whole interval for it.
-            store.release_account(&lease.worker, account.id, &[]).await?;
+            store.release_account(&lease.worker, account.id, &[], lease.now_ms).await?;
             return Ok(summary.messages);
         }
         metrics::counter!("wearbridge_account_syncs_total", "result" => if summary.synced > 0 { "ok" } else { "failed" })
@@ -407,7 +415,15 @@ impl Worker {
                 (d.as_str().to_owned(), at + ms(jitter(self.sync.jitter)))
             })
             .collect();
-        store.release_account(&lease.worker, account.id, &next).await?;
+        store.release_account(&lease.worker, account.id, &next, lease.now_ms).await?;
+        if summary.synced > 0 {
+            // From each notification to its data committed to the outbox (the drain,
+            // woken by the commit, publishes it next).
+            let now_ms = now.timestamp_millis();
+            for at in served {
+                metrics::histogram!("wearbridge_push_latency_seconds").record((now_ms - at).max(0) as f64 / 1000.0);
+            }
+        }
         Ok(summary.messages)
     }
 }

@@ -125,6 +125,13 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
         enrolment,
         clock: clock.clone(),
         datasets: loaded.settings.sync.datasets.iter().map(|d| d.as_str()).collect(),
+        push: match loaded.settings.push.enabled {
+            true => Some(
+                crate::server::Push::new(&loaded.settings.push)
+                    .map_err(|message| loaded.invalid("push.google_public_key_file", message))?,
+            ),
+            false => None,
+        },
     };
     let server = crate::server::serve(loaded.settings.server.listen, state, shutdown.clone()).await?;
     let worker = Worker {

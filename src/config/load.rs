@@ -206,6 +206,9 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, ConfigError> {
     let mut loaded = Loaded { settings, file, origins };
     resolve_secrets(&mut loaded)?;
     validate(&loaded)?;
+    validate_push(&loaded)?;
+    let push = &loaded.settings.push;
+    loaded.settings.sync.push_poll = push.enabled.then_some(push.poll_interval);
     Ok(loaded)
 }
 
@@ -264,11 +267,12 @@ fn origin_of(origins: &BTreeMap<String, Origin>, key: &str) -> Origin {
 fn resolve_secrets(loaded: &mut Loaded) -> Result<(), ConfigError> {
     let origins = loaded.origins.clone();
     let s = &mut loaded.settings;
-    let slots: [(&str, &mut Option<SecretString>, &Option<PathBuf>); 4] = [
+    let slots: [(&str, &mut Option<SecretString>, &Option<PathBuf>); 5] = [
         ("fitbit.client_secret", &mut s.fitbit.client_secret, &s.fitbit.client_secret_file),
         ("withings.client_secret", &mut s.withings.client_secret, &s.withings.client_secret_file),
         ("streamr.api_key", &mut s.streamr.api_key, &s.streamr.api_key_file),
         ("server.enroll_token", &mut s.server.enroll_token, &s.server.enroll_token_file),
+        ("push.google_authorization", &mut s.push.google_authorization, &s.push.google_authorization_file),
     ];
     if let Some(path) = &s.store.url_file {
         // `store.url` always has a value (the SQLite default): "both set" means someone set it.
@@ -316,6 +320,30 @@ pub(crate) fn read_secret_file(path: &Path) -> Result<SecretString, String> {
 }
 
 const DAY: u64 = 86_400;
+
+/// `[push]`: what a notification can make due, and the secret Google's must carry.
+fn validate_push(loaded: &Loaded) -> Result<(), ConfigError> {
+    let p = &loaded.settings.push;
+    if p.delay > Duration::from_secs(600) {
+        return Err(loaded.invalid("push.delay", "expected 0s to 10m"));
+    }
+    if !(Duration::from_secs(60)..=Duration::from_secs(7 * DAY)).contains(&p.poll_interval) {
+        return Err(loaded.invalid("push.poll_interval", "expected 1m to 7d"));
+    }
+    if let Some(bad) = p.withings_applis.iter().find(|a| super::PushSettings::withings_dataset(**a).is_none()) {
+        return Err(loaded.invalid(
+            "push.withings_applis",
+            format!("appli {bad} is not one wearbridge acts on; expected some of 1, 4, 16, 44, 50, 51"),
+        ));
+    }
+    if p.enabled && p.google_authorization.is_none() && loaded.settings.fitbit.client_id.is_some() {
+        return Err(loaded.invalid(
+            "push.google_authorization",
+            "not set: with push.enabled and a [fitbit] client, Google Health notifications must carry a secret (the subscriber's Authorization value)",
+        ));
+    }
+    Ok(())
+}
 
 /// `sync.interval`, `sync.lookback` and every `[sync.schedule.<dataset>]`.
 fn validate_schedule(loaded: &Loaded) -> Result<(), ConfigError> {

@@ -6,10 +6,12 @@
 
 mod duration;
 mod load;
+mod push;
 mod schedule;
 
 pub use duration::{SyncStart, parse_duration};
 pub use load::{ConfigError, LoadOptions, Loaded, Origin, load};
+pub use push::{COVERED as PUSH_COVERED, PushSettings};
 pub use schedule::{DatasetSchedule, Plan, When};
 
 use std::collections::BTreeMap;
@@ -32,6 +34,7 @@ pub struct Settings {
     pub streamr: StreamrSettings,
     pub server: ServerSettings,
     pub oauth: OAuthSettings,
+    pub push: PushSettings,
 }
 
 /// Where providers send people back after they consent (`wearbridge connect`).
@@ -210,6 +213,10 @@ pub struct SyncSettings {
     /// drain has brought the outbox below nine tenths of it (disk is finite; a node that
     /// is down for days must not fill it).
     pub outbox_high_water: u64,
+    /// With `[push]` on: `push.poll_interval`, the least interval of the covered datasets
+    /// under `sync.interval`. Set by the loader, not a key of its own.
+    #[serde(skip)]
+    pub push_poll: Option<Duration>,
 }
 
 impl Default for SyncSettings {
@@ -225,6 +232,7 @@ impl Default for SyncSettings {
             schedule: BTreeMap::new(),
             max_response_bytes: crate::http::DEFAULT_MAX_BODY,
             outbox_high_water: 1_000_000,
+            push_poll: None,
         }
     }
 }
@@ -238,7 +246,13 @@ impl SyncSettings {
         let when = match (own.and_then(|o| o.at), own.and_then(|o| o.interval)) {
             (Some(at), _) => When::DailyAt(at),
             (None, Some(every)) => When::Every(every),
-            (None, None) => self.interval.map_or(default.when, When::Every),
+            // Push notifications bring changes sooner: polling a covered dataset is the
+            // safety net, and need not run more often than `push.poll_interval`.
+            (None, None) => match (self.interval, self.push_poll) {
+                (Some(every), Some(poll)) if PUSH_COVERED.contains(&dataset) => When::Every(every.max(poll)),
+                (Some(every), _) => When::Every(every),
+                (None, _) => default.when,
+            },
         };
         let lookback = own.and_then(|o| o.lookback).or(self.lookback).unwrap_or(default.lookback);
         Plan { when, lookback }

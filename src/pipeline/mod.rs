@@ -9,6 +9,7 @@ mod series;
 
 pub use route::{BadStreamId, Routes, Unrouted, is_stream_id};
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -131,7 +132,13 @@ pub struct Pipeline {
     pub link_providers: bool,
     /// "Now" for sync windows and civil days.
     pub clock: Clock,
+    /// With `[push]` on: the Withings-style callback each account is kept subscribed to
+    /// (`<server.public_url>/webhooks/<provider>`, the provider's name filled in).
+    pub push_callback: Option<String>,
 }
+
+/// How often an account's provider-side subscriptions are checked (and repaired).
+const PUSH_CHECK_EVERY: chrono::TimeDelta = chrono::TimeDelta::days(7);
 
 impl Pipeline {
     /// The token manager the sources share.
@@ -156,7 +163,7 @@ impl Pipeline {
         let shown = progress.then(|| crate::progress::Progress::new("accounts synced", accounts.len() as u64));
         futures::stream::iter(accounts.iter())
             .for_each_concurrent(ACCOUNT_CONCURRENCY, |account| async {
-                self.sync_counted(account, &datasets, now, output, &counters).await;
+                self.sync_counted(account, &datasets, &BTreeMap::new(), now, output, &counters).await;
                 if let Some(p) = &shown {
                     p.inc();
                 }
@@ -168,10 +175,17 @@ impl Pipeline {
         Ok(counters.summary(accounts.len() as u64))
     }
 
-    /// Syncs one account's `datasets` (the daemon's unit of scheduled work).
-    pub async fn sync_one(&self, account: &Account, datasets: &[Dataset], output: &Output) -> PassSummary {
+    /// Syncs one account's `datasets` (the daemon's unit of scheduled work); `hints` are
+    /// the earliest changed instants push notifications told of, per dataset.
+    pub async fn sync_one(
+        &self,
+        account: &Account,
+        datasets: &[Dataset],
+        hints: &BTreeMap<Dataset, DateTime<Utc>>,
+        output: &Output,
+    ) -> PassSummary {
         let counters = Counters::default();
-        self.sync_counted(account, datasets, self.clock.now(), output, &counters).await;
+        self.sync_counted(account, datasets, hints, self.clock.now(), output, &counters).await;
         counters.summary(1)
     }
 
@@ -179,13 +193,14 @@ impl Pipeline {
         &self,
         account: &Account,
         datasets: &[Dataset],
+        hints: &BTreeMap<Dataset, DateTime<Utc>>,
         now: DateTime<Utc>,
         output: &Output,
         counters: &Counters,
     ) {
         let span = tracing::info_span!("sync", provider = %account.provider, subject = tracing::field::Empty);
         async move {
-            match self.sync_account(account, datasets, now, output, counters).await {
+            match self.sync_account(account, datasets, hints, now, output, counters).await {
                 Ok(()) => {
                     counters.synced.fetch_add(1, Ordering::Relaxed);
                 }
@@ -221,10 +236,33 @@ impl Counters {
 }
 
 impl Pipeline {
+    /// Subscribes the account to its provider's notifications when that was never done,
+    /// or not checked for [`PUSH_CHECK_EVERY`]. A failure is logged and tried again at the
+    /// next sync: polling goes on meanwhile.
+    async fn keep_subscribed(
+        &self,
+        source: &dyn crate::sources::Source,
+        account: &Account,
+        callback: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), AccountError> {
+        let checked = self.store.push_checked_at(account.id).await?;
+        if checked.is_some_and(|at| now.timestamp_millis() - at < PUSH_CHECK_EVERY.num_milliseconds()) {
+            return Ok(());
+        }
+        match source.subscribe(account, callback).await {
+            Ok(()) => self.store.set_push_checked(account.id, Some(now.timestamp_millis())).await?,
+            Err(SourceError::NeedsReconsent) => return Err(AccountError::Source(SourceError::NeedsReconsent)),
+            Err(e) => tracing::warn!(error = %e, "could not subscribe the account to notifications; polling goes on"),
+        }
+        Ok(())
+    }
+
     async fn sync_account(
         &self,
         account: &Account,
         datasets: &[Dataset],
+        hints: &BTreeMap<Dataset, DateTime<Utc>>,
         now: DateTime<Utc>,
         output: &Output,
         counters: &Counters,
@@ -246,10 +284,15 @@ impl Pipeline {
             None => self.anonymizer.for_account(account.provider, &user_id),
         };
         tracing::Span::current().record("subject", scope.subject());
+        if let (Some(callback), Output::Outbox) = (&self.push_callback, output) {
+            self.keep_subscribed(source, account, &callback.replace("{provider}", account.provider.as_str()), now)
+                .await?;
+        }
 
         // Each dataset on its own: a missing scope skips that dataset, any other failure
         // is reported once the other datasets had their turn.
         let mut pass = AccountPass::new(account, &user_id, now, &self.sync, &self.series, &self.store);
+        pass.hints = hints.clone();
         let mut first_error = None;
         for &dataset in datasets {
             pass.dataset = dataset;

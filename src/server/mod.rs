@@ -1,7 +1,8 @@
 //! The worker's HTTP server on `server.listen`: `/healthz` (the process answers),
 //! `/readyz` (the store answers and takes a write, and the sink was reachable at the
 //! last drain),
-//! `/metrics` (Prometheus text), and the consent pages (`consent.rs`).
+//! `/metrics` (Prometheus text), the consent pages (`consent.rs`) and, with `[push]` on,
+//! the providers' notification endpoints (`webhooks.rs`).
 //!
 //! Gauges that describe the store (outbox depth and age, accounts by status) are read
 //! from it at scrape time, so every replica reports the shared truth.
@@ -19,8 +20,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 mod consent;
+mod webhooks;
 
 pub use consent::Enrolment;
+pub use webhooks::Push;
 
 use crate::clock::Clock;
 use crate::publisher::Publisher;
@@ -37,6 +40,8 @@ pub struct ServerState {
     pub clock: Clock,
     /// The datasets the worker syncs (`sync.datasets`), for the schedule lag.
     pub datasets: Vec<&'static str>,
+    /// The notification endpoints (`[push]`); `None` turns them off (404).
+    pub push: Option<Push>,
 }
 
 /// The store must answer within this for the worker to be ready.
@@ -60,11 +65,16 @@ pub async fn serve(
         .route("/leave", get(consent::leave_form).post(consent::leave))
         .route("/privacy", get(consent::privacy))
         .layer(axum::middleware::from_fn_with_state(state.clone(), consent::security_headers));
+    let hooks = Router::new()
+        .route("/webhooks/fitbit", axum::routing::post(webhooks::google))
+        .route("/webhooks/withings", axum::routing::post(webhooks::withings).head(webhooks::withings_probe))
+        .layer(axum::extract::DefaultBodyLimit::max(webhooks::MAX_BODY));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(render))
         .merge(pages)
+        .merge(hooks)
         .with_state(state);
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {

@@ -10,6 +10,7 @@
 pub mod budget;
 pub mod fitbit;
 mod pass;
+pub mod push;
 pub mod quota;
 pub mod registry;
 pub mod withings;
@@ -123,6 +124,13 @@ pub trait Source: Send + Sync {
     /// token refresh): what the worker reserves in [`Source::budget`] before claiming
     /// an account of this provider.
     fn requests_per_sync(&self) -> u32;
+
+    /// Keeps the account subscribed to the provider's change notifications at
+    /// `callback` (listing what exists, adding what is missing). Providers whose
+    /// notifications are set up once per project, not per account, have nothing to do.
+    fn subscribe<'a>(&'a self, _account: &'a Account, _callback: &'a str) -> LocalBoxFuture<'a, Result<(), SourceError>> {
+        futures::FutureExt::boxed_local(async { Ok(()) })
+    }
 
     /// Reads one dataset of one account into batches, each with the cursor it advances.
     /// A dataset the source does not offer yields no batch.

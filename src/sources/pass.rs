@@ -35,7 +35,14 @@ pub struct AccountPass<'p> {
     /// A zone the source asked the provider for in this pass, to be kept for later
     /// passes and the schedule (under [`crate::schedule::ZONE_CURSOR`]).
     pub zone_read: Option<Zone>,
+    /// Per dataset, the earliest instant a push notification said changed: the read
+    /// reaches back to it, no further than [`MAX_PUSH_REACH`] and `sync.start`.
+    pub hints: std::collections::BTreeMap<Dataset, DateTime<Utc>>,
 }
+
+/// How far back a notification can make a read reach: it says only "look here", and a
+/// forged or confused one must not make a pass re-read months.
+pub const MAX_PUSH_REACH: TimeDelta = TimeDelta::days(30);
 
 impl<'p> AccountPass<'p> {
     pub fn new(
@@ -46,7 +53,18 @@ impl<'p> AccountPass<'p> {
         series: &'p std::collections::BTreeMap<String, SeriesSettings>,
         store: &'p SqlStore,
     ) -> Self {
-        Self { account, user_id, now, sync, series, store, zone: None, dataset: Dataset::Devices, zone_read: None }
+        Self {
+            account,
+            user_id,
+            now,
+            sync,
+            series,
+            store,
+            zone: None,
+            dataset: Dataset::Devices,
+            zone_read: None,
+            hints: Default::default(),
+        }
     }
 
     /// How far before its cursor the dataset being read starts.
@@ -80,10 +98,20 @@ impl<'p> AccountPass<'p> {
         let start = self.sync.start.resolve(self.now);
         let lookback = self.lookback();
         let cursor = self.cursor(cursor_key).await?;
-        Ok(match cursor.and_then(|c| DateTime::parse_from_rfc3339(&c).ok()) {
+        let since = match cursor.and_then(|c| DateTime::parse_from_rfc3339(&c).ok()) {
             Some(c) => c.with_timezone(&Utc).checked_sub_signed(lookback).unwrap_or(start).max(start),
             None => start,
+        };
+        Ok(match self.hint() {
+            Some(hint) => since.min(hint.max(start)),
+            None => since,
         })
+    }
+
+    /// The dataset's push hint, no earlier than [`MAX_PUSH_REACH`] before now.
+    fn hint(&self) -> Option<DateTime<Utc>> {
+        let floor = self.now - MAX_PUSH_REACH;
+        self.hints.get(&self.dataset).map(|h| (*h).max(floor))
     }
 
     /// A sample read for `[from, now)` must lie in it: one outside is an upstream that
@@ -104,10 +132,16 @@ impl<'p> AccountPass<'p> {
         let start = zone.date_of(self.sync.start.resolve(self.now));
         let today = zone.date_of(self.now);
         let cursor = self.cursor(cursor_key).await?;
-        Ok(match cursor.and_then(|c| c.parse::<NaiveDate>().ok()) {
+        let first = match cursor.and_then(|c| c.parse::<NaiveDate>().ok()) {
             Some(c) if c >= today => None,
             Some(c) => Some(c.checked_sub_days(Days::new(lookback_days)).unwrap_or(start).max(start)),
             None => Some(start),
+        };
+        // A notification about a day that is over reaches back to that day.
+        let hinted = self.hint().map(|h| zone.date_of(h).max(start)).filter(|d| *d < today);
+        Ok(match (first, hinted) {
+            (Some(f), Some(h)) => Some(f.min(h)),
+            (f, h) => f.or(h),
         })
     }
 

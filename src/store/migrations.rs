@@ -27,6 +27,7 @@ pub(crate) const SQLITE: &[Migration] = &[
     },
     Migration { version: 6, name: "series", sql: include_str!("migrations/sqlite/0006_series.sql") },
     Migration { version: 7, name: "people", sql: include_str!("migrations/sqlite/0007_people.sql") },
+    Migration { version: 8, name: "push", sql: include_str!("migrations/sqlite/0008_push.sql") },
 ];
 
 /// The PostgreSQL migrations: the same versions, in PostgreSQL's types.
@@ -42,6 +43,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
     },
     Migration { version: 6, name: "series", sql: include_str!("migrations/postgres/0006_series.sql") },
     Migration { version: 7, name: "people", sql: include_str!("migrations/postgres/0007_people.sql") },
+    Migration { version: 8, name: "push", sql: include_str!("migrations/postgres/0008_push.sql") },
 ];
 
 /// Advisory lock key that serialises migrations of workers starting together.

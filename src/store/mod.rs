@@ -153,6 +153,17 @@ pub struct SeriesWindow {
     pub digest: String,
 }
 
+/// One dataset's row of an account's schedule (times in Unix ms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scheduled {
+    pub dataset: String,
+    pub next_due: i64,
+    /// When the latest notification not yet served by a sync arrived.
+    pub pushed_at: Option<i64>,
+    /// The earliest instant those notifications said changed.
+    pub push_from: Option<i64>,
+}
+
 /// A worker's claim: who, and until when (Unix milliseconds).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -290,17 +301,55 @@ pub trait Store: Send + Sync + 'static {
     /// Gives up every lease `worker` holds (accounts and outbox), at shutdown.
     fn release_worker(&self, worker: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// When each dataset of an account is due next (Unix ms); absent datasets are due.
-    fn schedule(&self, account_id: i64) -> impl Future<Output = Result<Vec<(String, i64)>, StoreError>> + Send;
+    /// When each dataset of an account is due next, and what notifications said of it;
+    /// absent datasets are due.
+    fn schedule(&self, account_id: i64) -> impl Future<Output = Result<Vec<Scheduled>, StoreError>> + Send;
 
     /// Sets the next due times of an account's datasets and gives its lease up (only if
-    /// `worker` still holds it).
+    /// `worker` still holds it). Notes of notifications older than `claimed_ms` (the
+    /// claim this sync served) are cleared; a dataset notified of during the sync keeps
+    /// its earlier due time, so the change it announced is read by another sync.
     fn release_account(
         &self,
         worker: &str,
         account_id: i64,
         next_due: &[(String, i64)],
+        claimed_ms: i64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// A provider's notification that upstream user `user_id`'s `datasets` changed (from
+    /// `from_ms` on, when it says): those datasets of the active account become due at
+    /// `due_ms` unless due sooner (so repeated notifications are one sync), with the note's
+    /// time and the earliest changed instant kept for the sync. `None`: no active account
+    /// of that upstream user (nothing is written).
+    fn note_push(
+        &self,
+        provider: Provider,
+        user_id: &str,
+        datasets: &[&str],
+        due_ms: i64,
+        from_ms: Option<i64>,
+    ) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
+
+    /// Records a deletion upstream told of (published messages cannot be recalled; the
+    /// record tells the operator what and when). `None`: unknown upstream user.
+    fn note_push_deletion(
+        &self,
+        provider: Provider,
+        user_id: &str,
+        dataset: &str,
+        interval: (Option<i64>, Option<i64>),
+    ) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
+
+    /// How many deletions upstream told of for an account.
+    fn push_deletions(&self, account_id: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// When the account's provider-side notification subscriptions were last checked.
+    fn push_checked_at(&self, account_id: i64) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
+
+    /// Records that check (`None`: check again at the next sync).
+    fn set_push_checked(&self, account_id: i64, at_ms: Option<i64>)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// When the longest-waiting due work of an active account fell due, over `datasets`:
     /// the earliest scheduled time, or the enrolment of an account with a dataset never

@@ -22,7 +22,7 @@ use sqlx::{PgPool, Row, SqlitePool};
 
 use super::migrations::{self, POSTGRES, SQLITE};
 use super::{
-    Account, AccountStatus, Consent, Lease, OutboxEntry, Pending, Removal, SeriesWindow, Store, StoreError,
+    Account, AccountStatus, Consent, Lease, OutboxEntry, Pending, Removal, Scheduled, SeriesWindow, Store, StoreError,
     TokenCipher, Tokens, parse_provider, validate_account_name,
 };
 use crate::clock::Clock;
@@ -345,6 +345,22 @@ impl SqlStore {
         Ok(store)
     }
 
+    /// The active account of upstream user `user_id` at `provider`, found by the keyed
+    /// hash of the id (the id itself is stored encrypted).
+    async fn account_of_upstream(&self, provider: Provider, user_id: &str) -> Result<Option<i64>, StoreError> {
+        let key = self.cipher.lookup_key(provider.as_str(), user_id)?;
+        on_pool!(self, |pool, _d| {
+            let id: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM accounts WHERE provider = $1 AND provider_user_key = $2 AND status = 'active'",
+            )
+            .bind(provider.as_str())
+            .bind(&key)
+            .fetch_optional(pool)
+            .await?;
+            Ok(id)
+        })
+    }
+
     /// Accounts enrolled before migration 7 know their upstream user id but not its keyed
     /// hash, so a second enrolment of the same upstream account would pass. Their hash is
     /// filled in at open (nothing to do once done); two existing accounts that are one
@@ -443,7 +459,7 @@ impl Store for SqlStore {
                     let id: i64 = row.try_get("id")?;
                     sqlx::query(
                         // Enrolled afresh: as new, its enrolment time included.
-                        "UPDATE accounts SET status = 'active', provider_user_id = NULL, provider_user_key = NULL,
+                        "UPDATE accounts SET status = 'active', provider_user_id = NULL, provider_user_key = NULL, push_checked_at = NULL,
                                 created_at = $1, updated_at = $1
                          WHERE id = $2",
                     )
@@ -550,6 +566,7 @@ impl Store for SqlStore {
                 "DELETE FROM schedule WHERE account_id = $1",
                 "DELETE FROM consents WHERE account_id = $1",
                 "DELETE FROM series_windows WHERE account_id = $1",
+                "DELETE FROM push_deletions WHERE account_id = $1",
             ] {
                 sqlx::query(statement).bind(id).execute(&mut *tx).await?;
             }
@@ -559,7 +576,7 @@ impl Store for SqlStore {
                 .await?
                 .rows_affected();
             sqlx::query(
-                "UPDATE accounts SET status = 'removed', provider_user_id = NULL, provider_user_key = NULL, lease_owner = NULL,
+                "UPDATE accounts SET status = 'removed', provider_user_id = NULL, provider_user_key = NULL, push_checked_at = NULL, lease_owner = NULL,
                      lease_until = NULL, updated_at = $1 WHERE id = $2",
             )
             .bind(now)
@@ -916,13 +933,24 @@ impl Store for SqlStore {
         })
     }
 
-    async fn schedule(&self, account_id: i64) -> Result<Vec<(String, i64)>, StoreError> {
+    async fn schedule(&self, account_id: i64) -> Result<Vec<Scheduled>, StoreError> {
         on_pool!(self, |pool, _d| {
-            let rows = sqlx::query("SELECT dataset, next_due FROM schedule WHERE account_id = $1 ORDER BY dataset")
-                .bind(account_id)
-                .fetch_all(pool)
-                .await?;
-            rows.iter().map(|r| Ok((r.try_get("dataset")?, r.try_get("next_due")?))).collect()
+            let rows = sqlx::query(
+                "SELECT dataset, next_due, pushed_at, push_from FROM schedule WHERE account_id = $1 ORDER BY dataset",
+            )
+            .bind(account_id)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Scheduled {
+                        dataset: r.try_get("dataset")?,
+                        next_due: r.try_get("next_due")?,
+                        pushed_at: r.try_get("pushed_at")?,
+                        push_from: r.try_get("push_from")?,
+                    })
+                })
+                .collect()
         })
     }
 
@@ -931,18 +959,26 @@ impl Store for SqlStore {
         worker: &str,
         account_id: i64,
         next_due: &[(String, i64)],
+        claimed_ms: i64,
     ) -> Result<(), StoreError> {
         on_writer!(self, |pool, d| {
             let mut tx = pool.begin_with(d.begin).await?;
             for (dataset, due) in next_due {
+                // One statement, so a notification that lands meanwhile is either before
+                // it (and kept, being newer than the claim) or after it.
                 sqlx::query(
                     "INSERT INTO schedule (account_id, dataset, next_due)
                      SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM accounts WHERE id = $1 AND status <> 'removed')
-                     ON CONFLICT (account_id, dataset) DO UPDATE SET next_due = excluded.next_due",
+                     ON CONFLICT (account_id, dataset) DO UPDATE SET
+                       next_due = CASE WHEN schedule.pushed_at >= $4 AND schedule.next_due < excluded.next_due
+                                       THEN schedule.next_due ELSE excluded.next_due END,
+                       push_from = CASE WHEN schedule.pushed_at >= $4 THEN schedule.push_from ELSE NULL END,
+                       pushed_at = CASE WHEN schedule.pushed_at >= $4 THEN schedule.pushed_at ELSE NULL END",
                 )
                 .bind(account_id)
                 .bind(dataset)
                 .bind(due)
+                .bind(claimed_ms)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -954,6 +990,98 @@ impl Store for SqlStore {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn note_push(
+        &self,
+        provider: Provider,
+        user_id: &str,
+        datasets: &[&str],
+        due_ms: i64,
+        from_ms: Option<i64>,
+    ) -> Result<Option<i64>, StoreError> {
+        let Some(account_id) = self.account_of_upstream(provider, user_id).await? else { return Ok(None) };
+        let now = self.now().timestamp_millis();
+        on_writer!(self, |pool, d| {
+            let mut tx = pool.begin_with(d.begin).await?;
+            for dataset in datasets {
+                sqlx::query(
+                    "INSERT INTO schedule (account_id, dataset, next_due, pushed_at, push_from)
+                     SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM accounts WHERE id = $1 AND status = 'active')
+                     ON CONFLICT (account_id, dataset) DO UPDATE SET
+                       next_due = CASE WHEN excluded.next_due < schedule.next_due
+                                       THEN excluded.next_due ELSE schedule.next_due END,
+                       pushed_at = excluded.pushed_at,
+                       push_from = CASE WHEN schedule.push_from IS NULL OR excluded.push_from < schedule.push_from
+                                        THEN excluded.push_from ELSE schedule.push_from END",
+                )
+                .bind(account_id)
+                .bind(*dataset)
+                .bind(due_ms)
+                .bind(now)
+                .bind(from_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(Some(account_id))
+        })
+    }
+
+    async fn note_push_deletion(
+        &self,
+        provider: Provider,
+        user_id: &str,
+        dataset: &str,
+        interval: (Option<i64>, Option<i64>),
+    ) -> Result<Option<i64>, StoreError> {
+        let Some(account_id) = self.account_of_upstream(provider, user_id).await? else { return Ok(None) };
+        let now = self.now().timestamp_millis();
+        on_writer!(self, |pool, _d| {
+            sqlx::query(
+                "INSERT INTO push_deletions (account_id, dataset, start_ms, end_ms, received_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(account_id)
+            .bind(dataset)
+            .bind(interval.0)
+            .bind(interval.1)
+            .bind(now)
+            .execute(pool)
+            .await?;
+            Ok(Some(account_id))
+        })
+    }
+
+    async fn push_deletions(&self, account_id: i64) -> Result<u64, StoreError> {
+        on_pool!(self, |pool, _d| {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM push_deletions WHERE account_id = $1")
+                .bind(account_id)
+                .fetch_one(pool)
+                .await?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    async fn push_checked_at(&self, account_id: i64) -> Result<Option<i64>, StoreError> {
+        on_pool!(self, |pool, _d| {
+            let at: Option<Option<i64>> = sqlx::query_scalar("SELECT push_checked_at FROM accounts WHERE id = $1")
+                .bind(account_id)
+                .fetch_optional(pool)
+                .await?;
+            Ok(at.flatten())
+        })
+    }
+
+    async fn set_push_checked(&self, account_id: i64, at_ms: Option<i64>) -> Result<(), StoreError> {
+        on_writer!(self, |pool, _d| {
+            sqlx::query("UPDATE accounts SET push_checked_at = $1 WHERE id = $2")
+                .bind(at_ms)
+                .bind(account_id)
+                .execute(pool)
+                .await?;
             Ok(())
         })
     }

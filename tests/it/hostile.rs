@@ -376,6 +376,7 @@ async fn case_09_readyz_reflects_writes() {
         enrolment: None,
         clock: wearbridge::clock::Clock::pinned(common::now()),
         datasets: Vec::new(),
+        push: None,
     };
     let port = common::free_port();
     let shutdown = wearbridge::retry::CancellationToken::new();

@@ -267,6 +267,7 @@ pub(crate) async fn consent_server(
         enrolment: Some(wearbridge::server::Enrolment::new(settings.clone(), key, Clock::pinned(common::now()))),
         clock: Clock::pinned(common::now()),
         datasets: Vec::new(),
+        push: None,
     };
     wearbridge::server::serve(settings.server.listen, state, shutdown.clone()).await.unwrap();
     (format!("http://127.0.0.1:{port}"), store, shutdown.drop_guard())

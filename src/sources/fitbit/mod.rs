@@ -7,6 +7,7 @@ pub(crate) mod client;
 pub mod normalize;
 pub mod oauth;
 mod plan;
+pub mod push;
 
 pub use client::{ApiError, GoogleHealthClient};
 pub use oauth::{GoogleOAuth, scope_for};

@@ -182,6 +182,31 @@ pub struct SleepData {
     pub remsleepduration: Option<i64>,
 }
 
+/// `/notify` `action=list`: the account's notification subscriptions.
+#[derive(Debug, Deserialize)]
+pub struct NotifyBody {
+    #[serde(default)]
+    pub profiles: Vec<Lenient<NotifyProfile>>,
+}
+
+/// One subscription: which category, to which callback.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NotifyProfile {
+    #[serde(default, deserialize_with = "opt_u32")]
+    pub appli: Option<u32>,
+    #[serde(default)]
+    pub callbackurl: String,
+}
+
+/// A number or a numeric string (Withings writes both).
+fn opt_u32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    })
+}
+
 /// `getdevice`.
 #[derive(Debug, Deserialize)]
 pub struct DeviceBody {

@@ -10,6 +10,7 @@ pub(crate) mod client;
 pub mod normalize;
 pub mod oauth;
 mod plan;
+pub mod push;
 
 pub use client::{WithingsClient, WithingsError};
 pub use oauth::WithingsOAuth;
@@ -75,6 +76,8 @@ pub struct WithingsSource {
     retry: Retry,
     /// Until when the whole application must not call Withings (after a 601).
     throttled_until: Mutex<Option<Instant>>,
+    /// The notification categories each account is subscribed to (`push.withings_applis`).
+    applis: Vec<u32>,
 }
 
 impl WithingsSource {
@@ -94,6 +97,7 @@ impl WithingsSource {
             quotas: Quotas::new(w.requests_per_minute, budget),
             retry,
             throttled_until: Mutex::new(None),
+            applis: settings.push.withings_applis.clone(),
         }
     }
 
@@ -299,6 +303,32 @@ impl Source for WithingsSource {
 
     fn budget(&self) -> &Arc<crate::sources::budget::Budget> {
         self.quotas.budget()
+    }
+
+    fn subscribe<'a>(&'a self, account: &'a Account, callback: &'a str) -> LocalBoxFuture<'a, Result<(), SourceError>> {
+        async move {
+            let listed: api::NotifyBody =
+                self.call(account, |t| async move { self.client.call("/notify", "list", &[], &t).await }).await?;
+            let ours: Vec<u32> = listed
+                .profiles
+                .iter()
+                .filter_map(|p| p.good())
+                .filter(|p| p.callbackurl == callback)
+                .filter_map(|p| p.appli)
+                .collect();
+            for appli in self.applis.iter().filter(|a| !ours.contains(a)) {
+                let params = [("callbackurl", callback.to_owned()), ("appli", appli.to_string())];
+                let _: serde::de::IgnoredAny = self
+                    .call(account, |t| {
+                        let params = params.clone();
+                        async move { self.client.call("/notify", "subscribe", &params, &t).await }
+                    })
+                    .await?;
+                tracing::info!(appli, "subscribed to Withings notifications");
+            }
+            Ok(())
+        }
+        .boxed_local()
     }
 
     fn requests_per_sync(&self) -> u32 {
