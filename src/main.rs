@@ -131,6 +131,12 @@ enum Command {
         #[arg(long = "for", value_enum, default_value = "run")]
         r#for: commands::check_config::Purpose,
     },
+    /// Push notifications: set up what they need once (see the README, "Push
+    /// notifications").
+    Push {
+        #[command(subcommand)]
+        command: PushCommand,
+    },
     /// Exit 0 when URL answers 2xx within 5 s (container health checks without curl).
     Probe { url: String },
 }
@@ -167,6 +173,24 @@ enum UsersCommand {
         /// Only this provider's account (fitbit, withings).
         #[arg(long, value_parser = parse_provider)]
         provider: Option<anonymizer::Provider>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PushCommand {
+    /// Create the Google Health API subscriber of the project (with --google-project and a
+    /// Google Cloud access token of scope cloud-platform), and subscribe every enrolled
+    /// Withings account now.
+    #[command(group(ArgGroup::new("admin").args(["google_admin_token_file", "google_admin_token_stdin"])))]
+    Setup {
+        /// The Google Cloud project whose subscriber sends the notifications.
+        #[arg(long, requires = "admin")]
+        google_project: Option<String>,
+        /// A file with the access token (e.g. from `gcloud auth print-access-token`).
+        #[arg(long, value_name = "FILE")]
+        google_admin_token_file: Option<PathBuf>,
+        #[arg(long)]
+        google_admin_token_stdin: bool,
     },
 }
 
@@ -246,6 +270,16 @@ fn main() -> ExitCode {
                 UsersCommand::Remove { name, provider } => commands::users::remove(&globals, &name, provider).await,
             },
             Command::Schemas { name } => commands::schemas::main(name.as_deref()),
+            Command::Push { command: PushCommand::Setup { google_project, google_admin_token_file, google_admin_token_stdin: _ } } => {
+                let google = google_project.as_deref().map(|project| commands::push::Google {
+                    project,
+                    admin_token: match &google_admin_token_file {
+                        Some(path) => TokenSource::File(path),
+                        None => TokenSource::Stdin,
+                    },
+                });
+                commands::push::setup(&globals, google).await
+            }
             Command::Describe { format } => commands::describe::main(&globals, format),
             Command::CheckConfig { r#for } => commands::check_config::main(&globals, r#for),
         }

@@ -197,10 +197,43 @@ pub async fn revoke(store: &SqlStore, settings: &Settings, account: &Account) ->
     oauth(settings, account.provider)?.revoke(&tokens.refresh_token).await
 }
 
+/// Ends the account's notification subscriptions at its provider (where they are per
+/// account); a failure is logged, not fatal: the person asked to leave, and notifications
+/// about an unknown user are ignored.
+async fn unsubscribe(store: &Arc<SqlStore>, settings: &Settings, account: &Account) {
+    // Sources' futures stay on their thread (they are not `Send`); the consent server's
+    // handlers must be. So the calls run on a blocking thread of their own.
+    let (store, settings, account) = (store.clone(), settings.clone(), account.clone());
+    let handle = tokio::runtime::Handle::current();
+    let done = tokio::task::spawn_blocking(move || handle.block_on(unsubscribe_here(&store, &settings, &account)));
+    if done.await.is_err() {
+        tracing::warn!("ending the account's notification subscriptions failed");
+    }
+}
+
+async fn unsubscribe_here(store: &Arc<SqlStore>, settings: &Settings, account: &Account) {
+    let Ok(http) = crate::http::client() else { return };
+    let retry = crate::retry::Retry::new(crate::retry::Backoff::default(), crate::retry::CancellationToken::new());
+    let sources = crate::sources::Sources::build(settings, &http, store.clone(), retry, crate::clock::Clock::system());
+    let Some(source) = sources.get(account.provider) else { return };
+    let callback = crate::app::push_callback(settings).replace("{provider}", account.provider.as_str());
+    if let Err(e) = source.unsubscribe(account, &callback).await {
+        tracing::warn!(error = %e, "could not end the account's notification subscriptions");
+    }
+}
+
 /// Revokes upstream where the provider allows it, then deletes everything of the account
 /// but its `removed` marker. Returns what happened, in words for the person or operator.
 /// A failed revocation does not stop the deletion: the person asked to leave.
-pub async fn withdraw(store: &SqlStore, settings: &Settings, account: &Account) -> Result<String, OnboardError> {
+pub async fn withdraw(
+    store: &Arc<SqlStore>,
+    settings: &Settings,
+    account: &Account,
+) -> Result<String, OnboardError> {
+    if settings.push.enabled {
+        // While the tokens still exist: the provider stops notifying about this account.
+        unsubscribe(store, settings, account).await;
+    }
     let revoked = match revoke(store, settings, account).await {
         Ok(Revocation::Revoked { at }) => format!("The grant was revoked at {at}."),
         Ok(Revocation::Unsupported(how)) => how.to_owned(),

@@ -4,6 +4,7 @@ pub mod check_config;
 pub mod connect;
 pub mod describe;
 pub mod probe;
+pub mod push;
 pub mod run;
 pub mod schemas;
 #[cfg(feature = "demo")]

@@ -20,20 +20,26 @@ pub enum TokenSource<'a> {
 const MAX_TOKEN_BYTES: u64 = 4096;
 
 fn read_token(source: TokenSource<'_>) -> anyhow::Result<SecretString> {
+    read_secret(source, "the refresh token")
+}
+
+/// Reads one whitespace-free secret (a token) from a file or stdin, never argv; `what`
+/// names it in errors.
+pub(crate) fn read_secret(source: TokenSource<'_>, what: &str) -> anyhow::Result<SecretString> {
     let mut text = String::new();
     // One byte over the limit tells a too-long token from one that fits.
     let read = match source {
         TokenSource::File(path) => std::fs::File::open(path)
             .and_then(|f| f.take(MAX_TOKEN_BYTES + 1).read_to_string(&mut text))
-            .map_err(|e| anyhow::anyhow!("cannot read the refresh token file {}: {e}", path.display()))?,
+            .map_err(|e| anyhow::anyhow!("cannot read {what} from {}: {e}", path.display()))?,
         TokenSource::Stdin => std::io::stdin().lock().take(MAX_TOKEN_BYTES + 1).read_to_string(&mut text)?,
     };
     if read as u64 > MAX_TOKEN_BYTES {
-        anyhow::bail!("the refresh token is longer than {MAX_TOKEN_BYTES} bytes; is this the right file?");
+        anyhow::bail!("{what} is longer than {MAX_TOKEN_BYTES} bytes; is this the right file?");
     }
     let token = text.trim();
     if token.is_empty() || token.contains(char::is_whitespace) {
-        anyhow::bail!("the refresh token is empty or contains whitespace");
+        anyhow::bail!("{what} is empty or contains whitespace");
     }
     Ok(SecretString::from(token.to_owned()))
 }
@@ -75,7 +81,7 @@ pub async fn list(globals: &Globals) -> anyhow::Result<()> {
 /// provider allows, deletes tokens, cursors and unpublished messages.
 pub async fn remove(globals: &Globals, person: &str, provider: Option<Provider>) -> anyhow::Result<()> {
     let loaded = globals.load()?;
-    let store = app::open_store(&loaded.settings, &globals.clock()).await?;
+    let store = std::sync::Arc::new(app::open_store(&loaded.settings, &globals.clock()).await?);
     let accounts: Vec<_> = store
         .accounts()
         .await?

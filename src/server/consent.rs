@@ -411,7 +411,7 @@ pub(super) async fn leave(
     };
     let mut result = Ok(String::new());
     for account in &accounts {
-        if let Err(e) = onboarding::withdraw(state.store.as_ref(), &enrolment.settings, account).await {
+        if let Err(e) = onboarding::withdraw(&state.store, &enrolment.settings, account).await {
             result = Err(e);
         }
     }

@@ -10,12 +10,14 @@ mod consent;
 mod faults;
 mod google;
 mod people;
+mod push;
 mod streamr;
 mod streamr_ws;
 mod withings;
 
 pub use faults::{Fault, Faults, parse_fault};
 pub use people::{CANARY_ID_BASE, CANARY_USER_ID_BASE, Person, generate_people};
+pub use push::ADMIN_TOKEN as GOOGLE_ADMIN_TOKEN;
 pub use streamr::{API_KEY as STREAMR_API_KEY, Received, partition_of};
 
 use std::collections::{BTreeMap, HashMap};
@@ -99,6 +101,7 @@ pub(crate) struct SimState {
     pub withings_quota: withings::AppQuota,
     pub streamr: streamr::NodeState,
     pub consent: consent::ConsentState,
+    pub push: push::PushState,
 }
 
 impl SimState {
@@ -160,6 +163,7 @@ impl Simulator {
             withings_quota: withings::AppQuota::default(),
             streamr: streamr::NodeState::default(),
             consent: consent::ConsentState::default(),
+            push: push::PushState::new().map_err(std::io::Error::other)?,
         });
         state.google.enrol(&state.people);
         state.withings.enrol(&state.people);
@@ -439,6 +443,85 @@ default = "{stream}"
     /// `sleep.readonly`): data calls that need it answer 403 ACCESS_TOKEN_SCOPE_INSUFFICIENT.
     pub fn deny_scope(&self, person: usize, scope: &str) {
         self.state.google.deny_scope(person, scope);
+    }
+
+    /// The public key (PEM) Google's notifications are signed with here: the value for
+    /// `push.google_public_key_file`.
+    pub fn google_public_key_pem(&self) -> String {
+        self.state.push.public_key_pem()
+    }
+
+    /// Signs `body` as the simulated Google Health API does (base64 DER).
+    pub fn google_sign(&self, body: &[u8]) -> String {
+        self.state.push.sign(body)
+    }
+
+    /// Person `person` weighed `kg` at `at` on their `provider` scale (`fitbit`: Google
+    /// Health, `withings`): the reading is served from now on, and the provider notifies
+    /// every subscribed callback (Withings: appli 1 with `startdate`/`enddate`; Google:
+    /// `weight` UPSERT, signed). Returns the statuses the callbacks answered.
+    pub async fn add_weight(
+        &self,
+        person: usize,
+        provider: anonymizer::Provider,
+        at: chrono::DateTime<chrono::Utc>,
+        kg: f64,
+    ) -> Vec<u16> {
+        let withings = provider == crate::sources::withings::PROVIDER;
+        let added_at = self.state.clock.now();
+        self.state.push.add(push::Added { person, withings, at, grams: kg * 1000.0, added_at });
+        self.notify_weight(person, provider, at).await
+    }
+
+    /// Sends the notification [`Simulator::add_weight`] sends, again (providers repeat
+    /// themselves, and notifications arrive out of order).
+    pub async fn notify_weight(
+        &self,
+        person: usize,
+        provider: anonymizer::Provider,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<u16> {
+        let Some(p) = self.state.people.get(person) else { return Vec::new() };
+        if provider == crate::sources::withings::PROVIDER {
+            let mut statuses = Vec::new();
+            for callback in self.state.push.withings_callbacks(person, 1) {
+                let form = [
+                    ("userid", p.withings_user_id.to_string()),
+                    ("appli", "1".to_owned()),
+                    ("startdate", at.timestamp().to_string()),
+                    ("enddate", (at.timestamp() + 1).to_string()),
+                ];
+                statuses.extend(self.state.push.post_withings(&callback, &form).await);
+            }
+            statuses
+        } else {
+            let to = at + chrono::TimeDelta::seconds(1);
+            self.state.push.notify_google(&p.health_user_id, "weight", "UPSERT", at, to).await
+        }
+    }
+
+    /// Posts a Google notification `body` to `endpoint` as given (a test's forgeries and
+    /// unknown users): with `authorization`, and signed by the simulator's key when
+    /// `signed`. The status the endpoint answered.
+    pub async fn post_google_notification(
+        &self,
+        endpoint: &str,
+        authorization: Option<&str>,
+        body: &str,
+        signed: bool,
+    ) -> Option<u16> {
+        let signature = signed.then(|| self.state.push.sign(body.as_bytes()));
+        self.state.push.post_google(endpoint, authorization, body.as_bytes(), signature).await
+    }
+
+    /// Posts a Withings notification form to `callback` as given.
+    pub async fn post_withings_notification(&self, callback: &str, form: &[(&str, String)]) -> Option<u16> {
+        self.state.push.post_withings(callback, form).await
+    }
+
+    /// Person `person`'s Withings notification subscriptions: (appli, callback).
+    pub fn withings_subscriptions(&self, person: usize) -> Vec<(u32, String)> {
+        self.state.push.withings_subscriptions(person)
     }
 
     /// The device of person `person` has not uploaded its heart rate in `[from, before)`

@@ -132,6 +132,11 @@ pub trait Source: Send + Sync {
         futures::FutureExt::boxed_local(async { Ok(()) })
     }
 
+    /// Ends the account's notification subscriptions at `callback` (when it leaves).
+    fn unsubscribe<'a>(&'a self, _account: &'a Account, _callback: &'a str) -> LocalBoxFuture<'a, Result<(), SourceError>> {
+        futures::FutureExt::boxed_local(async { Ok(()) })
+    }
+
     /// Reads one dataset of one account into batches, each with the cursor it advances.
     /// A dataset the source does not offer yields no batch.
     fn read<'a, 'p: 'a>(

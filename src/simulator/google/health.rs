@@ -367,7 +367,19 @@ pub(crate) async fn list_data_points(
         ),
         "daily-resting-heart-rate" => Box::new(series::resting(seed, person, from, before, now).into_iter()),
         "sleep" => Box::new(series::sleep(seed, person, from, before, now).into_iter()),
-        "weight" => Box::new(series::weight(seed, person, from, before, now).into_iter().rev()),
+        "weight" => {
+            // Generated weigh-ins and those added at run time, newest first.
+            let mut all = series::weight(seed, person, from, before, now);
+            all.extend(
+                state
+                    .push
+                    .weights(person.index, false, from, before, now)
+                    .into_iter()
+                    .map(|a| Reading::Weight { at: a.at, grams: a.grams }),
+            );
+            all.sort_by_key(|r| std::cmp::Reverse(r.key()));
+            Box::new(all.into_iter())
+        }
         _ => Box::new(series::body_fat(seed, person, from, before, now).into_iter().rev()),
     };
     let mut page: Vec<Reading> =

@@ -31,6 +31,11 @@ pub(crate) fn router() -> Router<Arc<SimState>> {
         .route("/v4/users/{user}/pairedDevices", get(health::paired_devices))
         .route("/v4/users/{user}/dataTypes/{data_type}/dataPoints", get(health::list_data_points))
         .route("/v4/users/{user}/dataTypes/{data_type}/dataPoints:dailyRollUp", post(health::daily_roll_up))
+        .route(
+            "/v4/projects/{project}/subscribers",
+            get(super::push::list_subscribers).post(super::push::create_subscriber),
+        )
+        .route("/v4/projects/{project}/subscribers/{id}", axum::routing::delete(super::push::delete_subscriber))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "NOT_FOUND", "Requested entity was not found.") })
 }
 
@@ -47,6 +52,7 @@ pub(crate) fn endpoint_label(path: &str) -> String {
             format!("google.dailyRollUp.{data_type}")
         }
         ["v4", "users", _, resource] => format!("google.{resource}"),
+        ["v4", "projects", _, "subscribers", ..] => "google.subscribers".into(),
         _ => format!("google{path}"),
     }
 }

@@ -204,6 +204,19 @@ pub(crate) async fn measure(State(state): State<Arc<SimState>>, headers: HeaderM
     let now = state.clock.now();
     let mut all: Vec<Value> = Vec::new();
     let mut grps = groups(state.seed, person, now);
+    // Weigh-ins added at run time (a scale that just synced).
+    let epoch = DateTime::<Utc>::UNIX_EPOCH;
+    for added in state.push.weights(person.index, true, epoch, now + TimeDelta::seconds(1), now) {
+        grps.push(Group {
+            grpid: 5_000_000_000 + added.at.timestamp().unsigned_abs() % 999_999_999,
+            attrib: 0,
+            category: 1,
+            date: added.at.timestamp(),
+            modified: added.added_at.timestamp().max(added.at.timestamp()),
+            device: 1,
+            measures: vec![(1, added.grams.round() as i64, -3)],
+        });
+    }
     if category == 2 {
         // A weight goal.
         grps = vec![Group {

@@ -31,6 +31,7 @@ pub(crate) fn router() -> Router<Arc<SimState>> {
         .route("/v2/measure", post(data::measure_v2))
         .route("/v2/sleep", post(data::sleep))
         .route("/v2/user", post(data::user))
+        .route("/notify", post(super::push::withings_notify))
 }
 
 /// `{"status": 0, "body": ...}`.

@@ -110,6 +110,90 @@ fn one(item: &Value) -> Result<Notice, PushError> {
     Ok(Notice { user_id: user, datasets, from: starts.min(), to: ends.max(), delete })
 }
 
+/// The Google Health data types wearbridge reads: what its subscriber asks to be
+/// notified about.
+pub const DATA_TYPES: [&str; 9] = [
+    "heart-rate",
+    "daily-resting-heart-rate",
+    "steps",
+    "distance",
+    "active-minutes",
+    "total-calories",
+    "sleep",
+    "weight",
+    "body-fat",
+];
+
+/// What [`ensure_subscriber`] found or did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscriberOutcome {
+    /// A subscriber for the endpoint exists already (by name).
+    Exists(String),
+    /// Created and verified (by name).
+    Created(String),
+    /// Google accepted the request and verifies the endpoint in the background.
+    Pending(String),
+}
+
+/// Makes sure the project has a subscriber sending notifications of [`DATA_TYPES`] to
+/// `endpoint` with `authorization` (policy `AUTOMATIC`: every user who consented to the
+/// application, no per-user subscriptions). `admin_token` is a Google Cloud access token
+/// with the `cloud-platform` scope (e.g. `gcloud auth print-access-token`). Errors carry
+/// Google's status name and message, never the token or the secret.
+pub async fn ensure_subscriber(
+    http: &reqwest::Client,
+    api_base: &str,
+    project: &str,
+    admin_token: &str,
+    endpoint: &str,
+    authorization: &str,
+) -> Result<SubscriberOutcome, String> {
+    let base = format!("{}/v4/projects/{project}/subscribers", api_base.trim_end_matches('/'));
+    let describe = |e: reqwest::Error| format!("cannot reach the Google Health API: {}", e.without_url());
+    let answer = |status: reqwest::StatusCode, body: &Value| -> String {
+        let status_name = body["error"]["status"].as_str().map(crate::sources::code_name).unwrap_or_default();
+        format!("HTTP {} {status_name}", status.as_u16())
+    };
+    let listed = http.get(&base).query(&[("pageSize", "1000")]).bearer_auth(admin_token).send().await.map_err(describe)?;
+    let status = listed.status();
+    let body: Value = listed.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        return Err(format!("listing the project's subscribers failed: {}", answer(status, &body)));
+    }
+    if let Some(existing) = body["subscribers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["endpointUri"].as_str() == Some(endpoint))
+    {
+        return Ok(SubscriberOutcome::Exists(existing["name"].as_str().unwrap_or_default().to_owned()));
+    }
+    let request = serde_json::json!({
+        "endpointUri": endpoint,
+        "endpointAuthorization": {"secret": authorization},
+        "subscriberConfigs": [{"dataTypes": DATA_TYPES, "subscriptionCreatePolicy": "AUTOMATIC"}],
+    });
+    let created = http
+        .post(&base)
+        .query(&[("subscriberId", "wearbridge")])
+        .bearer_auth(admin_token)
+        .json(&request)
+        .send()
+        .await
+        .map_err(describe)?;
+    let status = created.status();
+    let operation: Value = created.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        return Err(format!("creating the subscriber failed: {}", answer(status, &operation)));
+    }
+    if let Some(error) = operation.get("error").filter(|e| !e.is_null()) {
+        let message: String = error["message"].as_str().unwrap_or_default().chars().take(300).collect();
+        return Err(format!("Google could not verify {endpoint}: {message}"));
+    }
+    let name = operation["response"]["name"].as_str().unwrap_or("projects/{project}/subscribers/wearbridge").to_owned();
+    Ok(if operation["done"] == true { SubscriberOutcome::Created(name) } else { SubscriberOutcome::Pending(name) })
+}
+
 /// Google's public key for notification signatures.
 #[derive(Debug, Clone)]
 pub struct SignatureKey {

@@ -337,6 +337,27 @@ impl Source for WithingsSource {
         6
     }
 
+    fn unsubscribe<'a>(&'a self, account: &'a Account, callback: &'a str) -> LocalBoxFuture<'a, Result<(), SourceError>> {
+        async move {
+            for appli in &self.applis {
+                let params = [("callbackurl", callback.to_owned()), ("appli", appli.to_string())];
+                let revoked: Result<serde::de::IgnoredAny, _> = self
+                    .call(account, |t| {
+                        let params = params.clone();
+                        async move { self.client.call("/notify", "revoke", &params, &t).await }
+                    })
+                    .await;
+                match revoked {
+                    Ok(_) => tracing::info!(appli, "Withings notifications revoked"),
+                    // 294: no such subscription (never made, or revoked already).
+                    Err(e) => tracing::debug!(appli, error = %e, "no Withings subscription revoked"),
+                }
+            }
+            Ok(())
+        }
+        .boxed_local()
+    }
+
     fn read<'a, 'p: 'a>(
         &'a self,
         pass: &'a mut AccountPass<'p>,
