@@ -79,6 +79,7 @@ pub fn pipeline(
         link_providers: settings.anonymizer.link_providers,
         clock,
         push_callback: settings.push.enabled.then(|| push_callback(settings)),
+        due_now: Default::default(),
     })
 }
 

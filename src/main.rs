@@ -270,7 +270,9 @@ fn main() -> ExitCode {
                 UsersCommand::Remove { name, provider } => commands::users::remove(&globals, &name, provider).await,
             },
             Command::Schemas { name } => commands::schemas::main(name.as_deref()),
-            Command::Push { command: PushCommand::Setup { google_project, google_admin_token_file, google_admin_token_stdin: _ } } => {
+            Command::Push {
+                command: PushCommand::Setup { google_project, google_admin_token_file, google_admin_token_stdin: _ },
+            } => {
                 let google = google_project.as_deref().map(|project| commands::push::Google {
                     project,
                     admin_token: match &google_admin_token_file {

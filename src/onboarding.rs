@@ -225,11 +225,7 @@ async fn unsubscribe_here(store: &Arc<SqlStore>, settings: &Settings, account: &
 /// Revokes upstream where the provider allows it, then deletes everything of the account
 /// but its `removed` marker. Returns what happened, in words for the person or operator.
 /// A failed revocation does not stop the deletion: the person asked to leave.
-pub async fn withdraw(
-    store: &Arc<SqlStore>,
-    settings: &Settings,
-    account: &Account,
-) -> Result<String, OnboardError> {
+pub async fn withdraw(store: &Arc<SqlStore>, settings: &Settings, account: &Account) -> Result<String, OnboardError> {
     if settings.push.enabled {
         // While the tokens still exist: the provider stops notifying about this account.
         unsubscribe(store, settings, account).await;

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::config::{Dataset, SyncSettings, When};
-use crate::store::Scheduled;
 use crate::normalize::civil::Zone;
+use crate::store::Scheduled;
 
 /// The cursor under which a source keeps the person's zone (`<date read>|<zone>`), so
 /// neither the schedule nor a pass needs to ask the provider for it more than daily.
@@ -38,10 +38,8 @@ pub fn due(sync: &SyncSettings, schedule: &[Scheduled], now_ms: i64) -> Vec<Data
     let row = |d: Dataset| schedule.iter().find(|r| r.dataset == d.as_str());
     let is_due = |d: Dataset| row(d).is_none_or(|r| r.next_due <= now_ms);
     let pushed = |d: Dataset| row(d).is_some_and(|r| r.pushed_at.is_some());
-    let daily_due = sync
-        .datasets
-        .iter()
-        .any(|d| is_due(*d) && !pushed(*d) && matches!(sync.plan(*d).when, When::DailyAt(_)));
+    let daily_due =
+        sync.datasets.iter().any(|d| is_due(*d) && !pushed(*d) && matches!(sync.plan(*d).when, When::DailyAt(_)));
     sync.datasets
         .iter()
         .copied()

@@ -204,6 +204,8 @@ impl Worker {
                 _ = tokio::time::sleep(pause) => {}
                 // A pinned clock moved by a test: due work may have come.
                 () = self.pipeline.clock.moved() => {}
+                // A notification was noted (its coalescing delay is over).
+                () = self.pipeline.due_now.notified() => {}
                 _ = stop.cancelled() => {}
             }
         }

@@ -23,7 +23,9 @@ pub async fn setup(globals: &Globals, google: Option<Google<'_>>) -> anyhow::Res
     let loaded = globals.load()?;
     let settings = &loaded.settings;
     if !settings.push.enabled {
-        anyhow::bail!("push.enabled is false: turn push on in the configuration first (see the README, \"Push notifications\")");
+        anyhow::bail!(
+            "push.enabled is false: turn push on in the configuration first (see the README, \"Push notifications\")"
+        );
     }
     let http = crate::http::client()?;
     if let Some(google) = google {
@@ -46,8 +48,12 @@ pub async fn setup(globals: &Globals, google: Option<Google<'_>>) -> anyhow::Res
         .await
         .map_err(anyhow::Error::msg)?;
         match outcome {
-            SubscriberOutcome::Exists(name) => println!("Google Health: {name} already sends notifications to {endpoint}"),
-            SubscriberOutcome::Created(name) => println!("Google Health: created {name}; notifications go to {endpoint}"),
+            SubscriberOutcome::Exists(name) => {
+                println!("Google Health: {name} already sends notifications to {endpoint}")
+            }
+            SubscriberOutcome::Created(name) => {
+                println!("Google Health: created {name}; notifications go to {endpoint}")
+            }
             SubscriberOutcome::Pending(name) => println!(
                 "Google Health: {name} requested; Google verifies {endpoint} in the background (run this again to check)"
             ),

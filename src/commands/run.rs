@@ -128,7 +128,8 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
         push: match loaded.settings.push.enabled {
             true => Some(
                 crate::server::Push::new(&loaded.settings.push)
-                    .map_err(|message| loaded.invalid("push.google_public_key_file", message))?,
+                    .map_err(|message| loaded.invalid("push.google_public_key_file", message))?
+                    .waking(pipeline.due_now.clone()),
             ),
             false => None,
         },

@@ -135,6 +135,9 @@ pub struct Pipeline {
     /// With `[push]` on: the Withings-style callback each account is kept subscribed to
     /// (`<server.public_url>/webhooks/<provider>`, the provider's name filled in).
     pub push_callback: Option<String>,
+    /// Woken when work may have become due outside the schedule (a notification was
+    /// noted): the daemon looks for it at once instead of at its next poll.
+    pub due_now: Arc<tokio::sync::Notify>,
 }
 
 /// How often an account's provider-side subscriptions are checked (and repaired).

@@ -33,6 +33,8 @@ pub struct Push {
     pub settings: PushSettings,
     /// Google's public key, when signatures are checked.
     pub google_key: Option<SignatureKey>,
+    /// Woken when a noted notification's delay is over (the daemon's worker waits on it).
+    pub wake: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 impl Push {
@@ -50,7 +52,13 @@ impl Push {
             }
             None => None,
         };
-        Ok(Self { settings: settings.clone(), google_key })
+        Ok(Self { settings: settings.clone(), google_key, wake: None })
+    }
+
+    /// Wakes `wake` once each noted notification's delay is over.
+    pub fn waking(mut self, wake: std::sync::Arc<tokio::sync::Notify>) -> Self {
+        self.wake = Some(wake);
+        self
     }
 }
 
@@ -169,6 +177,13 @@ async fn note(
     match tokio::time::timeout(NOTE_TIMEOUT, work).await {
         Ok(Ok(Some(result))) => {
             count(label, result);
+            if let (Some(wake), "accepted") = (&push.wake, result) {
+                let (wake, delay) = (wake.clone(), push.settings.delay + Duration::from_millis(20));
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    wake.notify_one();
+                });
+            }
             if result == "deleted" {
                 tracing::info!(
                     provider = label,
@@ -188,7 +203,10 @@ async fn note(
         }
         Err(_) => {
             count(label, "store_timeout");
-            tracing::warn!(provider = label, "the store took too long to note a notification; the provider will send it again");
+            tracing::warn!(
+                provider = label,
+                "the store took too long to note a notification; the provider will send it again"
+            );
             Err(StatusCode::SERVICE_UNAVAILABLE)
         }
     }

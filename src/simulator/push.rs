@@ -182,7 +182,14 @@ impl PushState {
 
     /// Notifies every Google subscriber of `data_type` (signed) about `user`; the
     /// statuses the endpoints answered.
-    pub(crate) async fn notify_google(&self, user: &str, data_type: &str, operation: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<u16> {
+    pub(crate) async fn notify_google(
+        &self,
+        user: &str,
+        data_type: &str,
+        operation: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Vec<u16> {
         let body = json!({
             "healthUserId": user,
             "dataType": data_type,
@@ -274,7 +281,11 @@ pub(crate) async fn list_subscribers(
     headers: HeaderMap,
 ) -> Response {
     if !admin(&headers) {
-        return google_error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "Request had invalid authentication credentials.");
+        return google_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials.",
+        );
     }
     let prefix = format!("projects/{project}/subscribers/");
     let subscribers: Vec<Value> = state
@@ -306,7 +317,11 @@ pub(crate) async fn create_subscriber(
     Json(body): Json<Value>,
 ) -> Response {
     if !admin(&headers) {
-        return google_error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "Request had invalid authentication credentials.");
+        return google_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials.",
+        );
     }
     let endpoint = body["endpointUri"].as_str().unwrap_or_default().to_owned();
     let secret = body["endpointAuthorization"]["secret"].as_str().unwrap_or_default().to_owned();
@@ -323,7 +338,10 @@ pub(crate) async fn create_subscriber(
             "endpointUri, endpointAuthorization.secret and subscriberConfigs are required.",
         );
     }
-    let id = query.get("subscriberId").cloned().unwrap_or_else(|| format!("sub-{}", state.push.google.lock().map_or(0, |s| s.len())));
+    let id = query
+        .get("subscriberId")
+        .cloned()
+        .unwrap_or_else(|| format!("sub-{}", state.push.google.lock().map_or(0, |s| s.len())));
     let name = format!("projects/{project}/subscribers/{id}");
     if state.push.google.lock().is_ok_and(|s| s.iter().any(|x| x.name == name)) {
         return google_error(StatusCode::CONFLICT, "ALREADY_EXISTS", "The subscriber already exists.");
@@ -355,7 +373,11 @@ pub(crate) async fn delete_subscriber(
     headers: HeaderMap,
 ) -> Response {
     if !admin(&headers) {
-        return google_error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "Request had invalid authentication credentials.");
+        return google_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials.",
+        );
     }
     let name = format!("projects/{project}/subscribers/{id}");
     let Ok(mut s) = state.push.google.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };

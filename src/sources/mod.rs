@@ -128,12 +128,20 @@ pub trait Source: Send + Sync {
     /// Keeps the account subscribed to the provider's change notifications at
     /// `callback` (listing what exists, adding what is missing). Providers whose
     /// notifications are set up once per project, not per account, have nothing to do.
-    fn subscribe<'a>(&'a self, _account: &'a Account, _callback: &'a str) -> LocalBoxFuture<'a, Result<(), SourceError>> {
+    fn subscribe<'a>(
+        &'a self,
+        _account: &'a Account,
+        _callback: &'a str,
+    ) -> LocalBoxFuture<'a, Result<(), SourceError>> {
         futures::FutureExt::boxed_local(async { Ok(()) })
     }
 
     /// Ends the account's notification subscriptions at `callback` (when it leaves).
-    fn unsubscribe<'a>(&'a self, _account: &'a Account, _callback: &'a str) -> LocalBoxFuture<'a, Result<(), SourceError>> {
+    fn unsubscribe<'a>(
+        &'a self,
+        _account: &'a Account,
+        _callback: &'a str,
+    ) -> LocalBoxFuture<'a, Result<(), SourceError>> {
         futures::FutureExt::boxed_local(async { Ok(()) })
     }
 

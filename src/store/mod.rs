@@ -348,8 +348,11 @@ pub trait Store: Send + Sync + 'static {
     fn push_checked_at(&self, account_id: i64) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
 
     /// Records that check (`None`: check again at the next sync).
-    fn set_push_checked(&self, account_id: i64, at_ms: Option<i64>)
-    -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn set_push_checked(
+        &self,
+        account_id: i64,
+        at_ms: Option<i64>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// When the longest-waiting due work of an active account fell due, over `datasets`:
     /// the earliest scheduled time, or the enrolment of an account with a dataset never

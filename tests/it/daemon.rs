@@ -47,7 +47,7 @@ async fn cohort(people: usize, seed: u64, rate: u32, enrolled: usize) -> (Simula
 }
 
 /// Prints the end of the daemon's log when the test fails, so a red run says why.
-struct LogOnFailure(std::path::PathBuf);
+pub(crate) struct LogOnFailure(pub(crate) std::path::PathBuf);
 
 impl Drop for LogOnFailure {
     fn drop(&mut self) {

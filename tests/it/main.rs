@@ -18,6 +18,7 @@ mod people;
 mod pipeline;
 mod postgres;
 mod privacy;
+mod push;
 mod real_node;
 mod series;
 mod simulator_contract;

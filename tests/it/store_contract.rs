@@ -77,7 +77,7 @@ async fn contract<S: Store>(reopen: impl AsyncFn() -> S) {
     let reschedule = async || {
         for (id, sleep, hr) in schedules {
             let next = [("sleep".to_owned(), ago(sleep)), ("heart_rate".to_owned(), ago(hr))];
-            store.release_account("w1", id, &next).await.unwrap();
+            store.release_account("w1", id, &next, 0).await.unwrap();
         }
     };
     let lease = wearbridge::store::Lease::new("w1", Duration::from_secs(60), now);
@@ -110,6 +110,39 @@ async fn contract<S: Store>(reopen: impl AsyncFn() -> S) {
     store.remove_account("carol").await.unwrap();
     reschedule().await;
 
+    // Notifications: a note makes the dataset due (unless due sooner); repeated notes are
+    // one due time; the earliest changed instant is kept; unknown users change nothing.
+    store.set_provider_user_id(b.id, "withings-user-7").await.unwrap();
+    let (t, hour) = (now.timestamp_millis(), 3_600_000);
+    assert_eq!(store.note_push(WITHINGS, "someone-else", &["sleep"], t, None).await.unwrap(), None);
+    assert_eq!(store.note_push(FITBIT, "withings-user-7", &["sleep"], t, None).await.unwrap(), None, "per provider");
+    for (due, from) in [(t + 2_000, t - hour), (t + 5_000, t - 2 * hour), (t + 9_000, t - hour / 2)] {
+        let noted = store.note_push(WITHINGS, "withings-user-7", &["body", "heart_rate"], due, Some(from)).await;
+        assert_eq!(noted.unwrap(), Some(b.id));
+    }
+    let row = |rows: &[wearbridge::store::Scheduled], d: &str| rows.iter().find(|r| r.dataset == d).cloned().unwrap();
+    let rows = store.schedule(b.id).await.unwrap();
+    assert_eq!((row(&rows, "body").next_due, row(&rows, "body").push_from), (t + 2_000, Some(t - 2 * hour)));
+    assert_eq!(row(&rows, "heart_rate").next_due, ago(10), "due sooner already: kept");
+    assert!(row(&rows, "sleep").pushed_at.is_none());
+    // A sync claimed before the notes serves them: cleared, next due as scheduled.
+    let pushed_at = row(&rows, "body").pushed_at.unwrap();
+    store.release_account("w1", b.id, &[("body".into(), t + hour)], pushed_at + 1).await.unwrap();
+    let rows = store.schedule(b.id).await.unwrap();
+    assert_eq!((row(&rows, "body").next_due, row(&rows, "body").pushed_at), (t + hour, None));
+    // A note that lands while a sync runs (after its claim) keeps the dataset due.
+    store.note_push(WITHINGS, "withings-user-7", &["body"], t + 3_000, Some(t)).await.unwrap();
+    store.release_account("w1", b.id, &[("body".into(), t + hour)], pushed_at - 1).await.unwrap();
+    let rows = store.schedule(b.id).await.unwrap();
+    assert_eq!((row(&rows, "body").next_due, row(&rows, "body").push_from), (t + 3_000, Some(t)));
+    // Deletions are recorded, not acted on.
+    let deleted = store.note_push_deletion(WITHINGS, "withings-user-7", "body", (Some(t - hour), Some(t))).await;
+    assert_eq!((deleted.unwrap(), store.push_deletions(b.id).await.unwrap()), (Some(b.id), 1));
+    assert_eq!(store.push_checked_at(b.id).await.unwrap(), None);
+    store.set_push_checked(b.id, Some(t)).await.unwrap();
+    assert_eq!(store.push_checked_at(b.id).await.unwrap(), Some(t));
+    reschedule().await;
+
     // Removal drops everything of the account and takes no more writes.
     assert!(matches!(store.remove_account("nobody").await, Err(StoreError::NoSuchAccount(_))));
     let removal = store.remove_account("alice").await.unwrap();
@@ -118,7 +151,7 @@ async fn contract<S: Store>(reopen: impl AsyncFn() -> S) {
     assert_eq!(store.commit_batch(a.id, "sleep", "c9", &[entry(99)], &[]).await.unwrap(), 0);
     store.save_tokens(a.id, &tokens).await.unwrap();
     store.set_provider_user_id(a.id, "late-id").await.unwrap();
-    store.release_account("w1", a.id, &[("sleep".into(), 1)]).await.unwrap();
+    store.release_account("w1", a.id, &[("sleep".into(), 1)], 0).await.unwrap();
     assert!(store.tokens(a.id).await.unwrap().is_none());
     assert!(store.schedule(a.id).await.unwrap().is_empty());
     assert!(store.cursor(a.id, "sleep").await.unwrap().is_none());

@@ -68,9 +68,10 @@ pub fn parse(body: &[u8]) -> Result<Vec<Notice>, PushError> {
 /// A member by any of its spellings.
 fn field<'v>(item: &'v Value, names: &[&str]) -> Option<&'v Value> {
     let object = item.as_object()?;
-    names.iter().find_map(|n| object.get(*n)).or_else(|| {
-        object.iter().find(|(k, _)| names.iter().any(|n| k.eq_ignore_ascii_case(n))).map(|(_, v)| v)
-    })
+    names
+        .iter()
+        .find_map(|n| object.get(*n))
+        .or_else(|| object.iter().find(|(k, _)| names.iter().any(|n| k.eq_ignore_ascii_case(n))).map(|(_, v)| v))
 }
 
 fn one(item: &Value) -> Result<Notice, PushError> {
@@ -154,17 +155,15 @@ pub async fn ensure_subscriber(
         let status_name = body["error"]["status"].as_str().map(crate::sources::code_name).unwrap_or_default();
         format!("HTTP {} {status_name}", status.as_u16())
     };
-    let listed = http.get(&base).query(&[("pageSize", "1000")]).bearer_auth(admin_token).send().await.map_err(describe)?;
+    let listed =
+        http.get(&base).query(&[("pageSize", "1000")]).bearer_auth(admin_token).send().await.map_err(describe)?;
     let status = listed.status();
     let body: Value = listed.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
         return Err(format!("listing the project's subscribers failed: {}", answer(status, &body)));
     }
-    if let Some(existing) = body["subscribers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["endpointUri"].as_str() == Some(endpoint))
+    if let Some(existing) =
+        body["subscribers"].as_array().into_iter().flatten().find(|s| s["endpointUri"].as_str() == Some(endpoint))
     {
         return Ok(SubscriberOutcome::Exists(existing["name"].as_str().unwrap_or_default().to_owned()));
     }
@@ -240,8 +239,7 @@ impl SignatureKey {
         let mut der = P256_SPKI_PREFIX.to_vec();
         der.extend_from_slice(point);
         let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-        let lines: Vec<&str> =
-            b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap_or_default()).collect();
+        let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap_or_default()).collect();
         format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", lines.join("\n"))
     }
 
@@ -286,7 +284,10 @@ mod tests {
             "intervals":[{"startTime":"2026-11-30T07:00:00Z","endTime":"2026-11-30T07:05:00Z"}]}"#;
         let parsed = parse(one).unwrap();
         assert_eq!(parsed.len(), 1);
-        assert_eq!((parsed[0].user_id.as_str(), parsed[0].datasets.as_slice(), parsed[0].delete), ("u1", &[Dataset::Body][..], false));
+        assert_eq!(
+            (parsed[0].user_id.as_str(), parsed[0].datasets.as_slice(), parsed[0].delete),
+            ("u1", &[Dataset::Body][..], false)
+        );
         assert_eq!(parsed[0].from.map(|t| t.to_rfc3339()), Some("2026-11-30T07:00:00+00:00".into()));
         let many = br#"[{"healthUserId":"u1","dataType":"HEART_RATE","operation":"delete"},
             {"healthuserid":"users/u2","datatype":"sleep","interval":{"startTime":"2026-11-29T22:00:00Z"}}]"#;
@@ -299,7 +300,9 @@ mod tests {
 
     #[test]
     fn what_cannot_be_made_out_is_malformed() {
-        for bad in [&b""[..], b"null", b"[]", b"{}", br#"{"dataType":"weight"}"#, br#"{"healthUserId":"u","dataType":"x"}"#] {
+        for bad in
+            [&b""[..], b"null", b"[]", b"{}", br#"{"dataType":"weight"}"#, br#"{"healthUserId":"u","dataType":"x"}"#]
+        {
             assert!(matches!(parse(bad), Err(PushError::Malformed(_))), "{}", String::from_utf8_lossy(bad));
         }
     }

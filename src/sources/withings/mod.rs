@@ -337,7 +337,11 @@ impl Source for WithingsSource {
         6
     }
 
-    fn unsubscribe<'a>(&'a self, account: &'a Account, callback: &'a str) -> LocalBoxFuture<'a, Result<(), SourceError>> {
+    fn unsubscribe<'a>(
+        &'a self,
+        account: &'a Account,
+        callback: &'a str,
+    ) -> LocalBoxFuture<'a, Result<(), SourceError>> {
         async move {
             for appli in &self.applis {
                 let params = [("callbackurl", callback.to_owned()), ("appli", appli.to_string())];

@@ -18,7 +18,9 @@ pub fn parse(form: &[u8]) -> Result<Notice, PushError> {
         let value = value.trim();
         match key.as_ref() {
             "userid" => user = Some(value.to_owned()),
-            "appli" => appli = Some(value.parse::<u32>().map_err(|_| PushError::Malformed("appli is not a number".into()))?),
+            "appli" => {
+                appli = Some(value.parse::<u32>().map_err(|_| PushError::Malformed("appli is not a number".into()))?)
+            }
             "startdate" => from = value.parse::<i64>().ok().and_then(|s| DateTime::from_timestamp(s, 0)),
             "enddate" => to = value.parse::<i64>().ok().and_then(|s| DateTime::from_timestamp(s, 0)),
             _ => {}
@@ -44,7 +46,8 @@ mod tests {
         assert_eq!(n.from.map(|t| t.timestamp()), Some(1_764_500_000));
         assert_eq!(parse(b"userid=1&appli=44").unwrap().datasets, [Dataset::Sleep]);
         assert!(parse(b"userid=1&appli=54").unwrap().datasets.is_empty(), "ECG: not read");
-        for bad in [&b""[..], b"appli=1", b"userid=&appli=1", b"userid=1", b"userid=1&appli=x", b"userid=a%20b&appli=1"] {
+        for bad in [&b""[..], b"appli=1", b"userid=&appli=1", b"userid=1", b"userid=1&appli=x", b"userid=a%20b&appli=1"]
+        {
             assert!(parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }
