@@ -96,6 +96,11 @@ enum Command {
         /// store and keys beside it).
         #[arg(long, value_name = "FILE")]
         write_config: Option<PathBuf>,
+        /// Add readings over time: this often, every person's devices sync (a Google
+        /// heart-rate notification for the interval, a weigh-in on each provider's scale),
+        /// and both providers notify their subscribers (see `push setup`).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        push_every: Option<std::time::Duration>,
     },
     /// Enrol a person by consent: prints the provider's authorisation URL and waits for
     /// the redirect on oauth.redirect_uri (or reads the pasted address with --manual).
@@ -246,7 +251,17 @@ fn main() -> ExitCode {
                 wearbridge::demo::main(&options).await
             }
             #[cfg(feature = "demo")]
-            Command::Simulate { listen, people, seed, streams, faults, hr_interval, withings_quota, write_config } => {
+            Command::Simulate {
+                listen,
+                people,
+                seed,
+                streams,
+                faults,
+                hr_interval,
+                withings_quota,
+                write_config,
+                push_every,
+            } => {
                 let config = wearbridge::simulator::SimulatorConfig {
                     listen,
                     people,
@@ -256,7 +271,7 @@ fn main() -> ExitCode {
                     hr_interval,
                     withings_requests_per_minute: Some(withings_quota).filter(|n| *n > 0),
                 };
-                commands::simulate::main(config, &streams, &faults, write_config.as_deref()).await
+                commands::simulate::main(config, &streams, &faults, write_config.as_deref(), push_every).await
             }
             Command::Users { command } => match command {
                 UsersCommand::Add { provider, name, refresh_token_file, refresh_token_stdin: _ } => {

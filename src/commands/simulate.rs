@@ -9,6 +9,7 @@ pub async fn main(
     streams: &[(String, u32)],
     faults: &[(String, Fault, u32)],
     write_config: Option<&std::path::Path>,
+    push_every: Option<std::time::Duration>,
 ) -> anyhow::Result<()> {
     let (hr_interval, withings_quota) = (config.hr_interval, config.withings_requests_per_minute);
     let listen = config.listen;
@@ -52,9 +53,46 @@ pub async fn main(
         std::fs::write(path, sim.config_toml(&dir, stream))
             .map_err(|e| anyhow::anyhow!("cannot write {} (--write-config): {e}", path.display()))?;
         println!("configuration for wearbridge run:        {}", path.display());
+        let key = dir.join("google-health-push.pem");
+        std::fs::write(&key, sim.google_public_key_pem())
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", key.display()))?;
+        println!("google notification key (push.google_public_key_file): {}", key.display());
     }
+    println!("google admin token (push setup --google-admin-token-file): {}", simulator::GOOGLE_ADMIN_TOKEN);
+    let sim = std::sync::Arc::new(sim);
+    let pushing = push_every.map(|every| {
+        println!("readings and notifications:              every {} s", every.as_secs());
+        tokio::spawn(push_readings(sim.clone(), every))
+    });
     println!("serving until Ctrl-C");
     tokio::signal::ctrl_c().await?;
-    sim.stop().await;
+    if let Some(task) = pushing {
+        task.abort();
+    }
+    if let Ok(sim) = std::sync::Arc::try_unwrap(sim) {
+        sim.stop().await;
+    }
     Ok(())
+}
+
+/// Every `every`, each person's devices sync and both providers notify.
+async fn push_readings(sim: std::sync::Arc<Simulator>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every.max(std::time::Duration::from_secs(1)));
+    tick.tick().await;
+    for round in 0u64.. {
+        tick.tick().await;
+        let now = sim.clock().now();
+        let from = now - chrono::TimeDelta::from_std(every).unwrap_or(chrono::TimeDelta::hours(1));
+        for p in 0..sim.people().len() {
+            let kg = 70.0 + (round % 20) as f64 / 10.0 + p as f64;
+            let google = sim.notify_google(p, "heart-rate", from, now).await;
+            let fitbit = sim.add_weight(p, crate::sources::fitbit::PROVIDER, now, kg).await;
+            let withings = sim.add_weight(p, crate::sources::withings::PROVIDER, now, kg + 0.5).await;
+            println!(
+                "{}: readings added; notifications answered {:?}",
+                now.to_rfc3339(),
+                [google, fitbit, withings].concat()
+            );
+        }
+    }
 }

@@ -16,7 +16,7 @@ const ENV_PREFIX: &str = "WEARBRIDGE";
 const ENV_SEPARATOR: &str = "__";
 /// Keys whose values are lists; in the environment and on the command line they are
 /// written comma-separated.
-const LIST_KEYS: &[&str] = &["sync.datasets"];
+const LIST_KEYS: &[&str] = &["sync.datasets", "push.withings_applis"];
 /// Streamr allows at most this many partitions per stream.
 const MAX_PARTITIONS: u32 = 100;
 

@@ -500,6 +500,19 @@ default = "{stream}"
         }
     }
 
+    /// Person `person`'s device synced `data_type` for `[from, to)`: the simulated Google
+    /// Health API notifies its subscribers (signed). The statuses they answered.
+    pub async fn notify_google(
+        &self,
+        person: usize,
+        data_type: &str,
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<u16> {
+        let Some(p) = self.state.people.get(person) else { return Vec::new() };
+        self.state.push.notify_google(&p.health_user_id, data_type, "UPSERT", from, to).await
+    }
+
     /// Posts a Google notification `body` to `endpoint` as given (a test's forgeries and
     /// unknown users): with `authorization`, and signed by the simulator's key when
     /// `signed`. The status the endpoint answered.

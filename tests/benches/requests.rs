@@ -1,6 +1,9 @@
 //! Upstream requests per person-day (issue 18), counted by the simulator over simulated
 //! days: the daemon's own claim-and-sync step (`Worker::sync_due`) on a pinned clock
-//! moved every 5 minutes, for the built-in schedules and for a few `sync.interval`s.
+//! moved every 5 minutes, for the built-in schedules and for a few `sync.interval`s, and
+//! with push notifications on (issue 20): each person's devices sync every hour (a Google
+//! heart-rate notification for the hour, a Withings weigh-in), received by the worker's
+//! own webhook endpoints.
 //!
 //! Run: `cargo bench --bench requests` (environment: `REQUESTS_PEOPLE`, default 10, each
 //! with a Fitbit and a Withings account). Three days are simulated from enrolment; the
@@ -32,8 +35,8 @@ fn requests(sim: &Simulator) -> (u64, u64) {
 }
 
 /// Requests per person-day on the third simulated day with `interval` (None: the
-/// built-in schedules).
-async fn per_person_day(people: usize, interval: Option<Duration>) -> (f64, f64, u64) {
+/// built-in schedules), with push notifications of hourly device syncs when `push`.
+async fn per_person_day(people: usize, interval: Option<Duration>, push: bool) -> (f64, f64, u64) {
     let start = DateTime::parse_from_rfc3339(START).unwrap().with_timezone(&Utc);
     let clock = Clock::pinned(start);
     let sim = Simulator::start(SimulatorConfig { people, seed: 18, clock: clock.clone(), ..Default::default() })
@@ -46,6 +49,16 @@ async fn per_person_day(people: usize, interval: Option<Duration>) -> (f64, f64,
     s.sync.start = SyncStart::Ago(Duration::from_secs(86_400));
     s.sync.interval = interval;
     s.streamr.streams.insert("default".into(), "bench.eth/health".into());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    if push {
+        s.push.enabled = true;
+        s.push.google_authorization = Some(SecretString::from("Bearer bench"));
+        s.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        s.server.public_url = format!("http://127.0.0.1:{port}");
+        s.sync.push_poll = Some(s.push.poll_interval);
+    }
     let loaded = Loaded::from_settings(s);
     let store = Arc::new(
         SqlStore::open(&loaded.settings.store.url, TokenCipher::new([3; 32])).await.unwrap().with_clock(clock.clone()),
@@ -59,7 +72,32 @@ async fn per_person_day(people: usize, interval: Option<Duration>) -> (f64, f64,
         }
     }
     let key = anonymizer::PseudonymKey::new("bench", [4; 32]).unwrap();
-    let pipeline = wearbridge::app::pipeline(&loaded, store, key, Default::default(), clock.clone()).unwrap();
+    let pipeline = wearbridge::app::pipeline(&loaded, store.clone(), key, Default::default(), clock.clone()).unwrap();
+    let shutdown = wearbridge::retry::CancellationToken::new();
+    if push {
+        let state = wearbridge::server::ServerState {
+            store: store.clone(),
+            publisher: None,
+            metrics: None,
+            enrolment: None,
+            clock: clock.clone(),
+            datasets: Vec::new(),
+            push: Some(wearbridge::server::Push::new(&loaded.settings.push).unwrap()),
+        };
+        wearbridge::server::serve(loaded.settings.server.listen, state, shutdown.clone()).await.unwrap();
+        let http = wearbridge::http::client().unwrap();
+        let endpoint = format!("http://127.0.0.1:{port}/webhooks/fitbit");
+        wearbridge::sources::fitbit::push::ensure_subscriber(
+            &http,
+            &sim.google_api_base(),
+            "bench",
+            wearbridge::simulator::GOOGLE_ADMIN_TOKEN,
+            &endpoint,
+            "Bearer bench",
+        )
+        .await
+        .unwrap();
+    }
     let worker = Worker {
         id: "bench".into(),
         pipeline: Arc::new(pipeline),
@@ -70,13 +108,29 @@ async fn per_person_day(people: usize, interval: Option<Duration>) -> (f64, f64,
     let (from, to) =
         (start + TimeDelta::days(2) - TimeDelta::minutes(5), start + TimeDelta::days(3) - TimeDelta::minutes(5));
     let mut at_from = (0, 0);
+    let mut counted = false;
+    let mut step = 0u64;
     while clock.now() < to {
+        if push && step % 12 == 11 {
+            // Every person's devices sync: the last hour of heart rate, and a weigh-in.
+            let now = clock.now();
+            for p in 0..people {
+                sim.notify_google(p, "heart-rate", now - TimeDelta::hours(1), now).await;
+                let kg = 70.0 + (step % 10) as f64 / 10.0;
+                sim.add_weight(p, wearbridge::sources::withings::PROVIDER, now - TimeDelta::minutes(1), kg).await;
+            }
+            // The coalescing delay passes before the next step.
+            clock.advance(TimeDelta::seconds(5));
+        }
+        step += 1;
         clock.drive(worker.sync_due()).await.unwrap();
-        if clock.now() == from {
+        if clock.now() >= from && !counted {
+            counted = true;
             at_from = requests(&sim);
         }
         clock.advance(TimeDelta::minutes(5));
     }
+    shutdown.cancel();
     let (fitbit, withings) = requests(&sim);
     let n = people as f64;
     ((fitbit - at_from.0) as f64 / n, (withings - at_from.1) as f64 / n, sim.request_count("withings.throttled"))
@@ -92,14 +146,16 @@ fn main() {
         "| schedule | Fitbit requests / person-day | Withings requests / person-day | 601s | people Withings' quota carries | people Google's project quota carries |"
     );
     println!("|---|---:|---:|---:|---:|---:|");
-    let cases: [(&str, Option<u64>); 4] = [
-        ("built-in (`[sync.schedule]` defaults)", None),
-        ("`sync.interval = \"15m\"`", Some(900)),
-        ("`sync.interval = \"1h\"`", Some(3600)),
-        ("`sync.interval = \"1d\"`", Some(86_400)),
+    let cases: [(&str, Option<u64>, bool); 5] = [
+        ("built-in (`[sync.schedule]` defaults)", None, false),
+        ("push on, devices syncing hourly (built-in schedules as the safety net)", None, true),
+        ("`sync.interval = \"15m\"`", Some(900), false),
+        ("`sync.interval = \"1h\"`", Some(3600), false),
+        ("`sync.interval = \"1d\"`", Some(86_400), false),
     ];
-    for (label, interval) in cases {
-        let (fitbit, withings, throttled) = runtime.block_on(per_person_day(people, interval.map(Duration::from_secs)));
+    for (label, interval, push) in cases {
+        let (fitbit, withings, throttled) =
+            runtime.block_on(per_person_day(people, interval.map(Duration::from_secs), push));
         println!(
             "| {label} | {fitbit:.1} | {withings:.1} | {throttled} | {:.0} | {:.0} |",
             withings_day / withings.max(1.0),

@@ -250,3 +250,31 @@ fn store_url_from_a_file_keeps_the_password_out_of_the_environment() {
     let err = load(&opts(None, &env, &[])).unwrap_err().to_string();
     assert!(err.contains("store.url_file") && err.contains("cannot read"), "{err}");
 }
+
+#[test]
+fn push_settings_load_validate_and_raise_short_intervals_of_covered_datasets() {
+    use crate::config::{Dataset, When};
+    let dir = tempfile::tempdir().unwrap();
+    let secret = write(&dir, "push", "Bearer s3cr3t\n");
+    let env = [("WEARBRIDGE__PUSH__GOOGLE_AUTHORIZATION_FILE", secret.to_str().unwrap())];
+    let flags = ["push.enabled=true", "sync.interval=15m", "fitbit.client_id=x"];
+    let loaded = load(&opts(None, &env, &flags)).unwrap();
+    let s = &loaded.settings;
+    assert_eq!(s.push.google_authorization.as_ref().unwrap().expose_secret(), "Bearer s3cr3t");
+    assert!(!s.to_redacted_toml().unwrap().contains("s3cr3t"));
+    // Push covers heart rate: polled every 6 h, not 15 min; devices keep 15 min.
+    let six_hours = std::time::Duration::from_secs(6 * 3600);
+    assert_eq!(s.sync.plan(Dataset::HeartRate).when, When::Every(six_hours));
+    assert_eq!(s.sync.plan(Dataset::Devices).when, When::Every(std::time::Duration::from_secs(900)));
+    // Push off: as configured.
+    let off = load(&opts(None, &[], &["sync.interval=15m"])).unwrap();
+    assert_eq!(off.settings.sync.plan(Dataset::HeartRate).when, When::Every(std::time::Duration::from_secs(900)));
+
+    // Errors name the key.
+    let err = load(&opts(None, &[], &["push.enabled=true", "fitbit.client_id=x"])).unwrap_err().to_string();
+    assert!(err.contains("push.google_authorization") && err.contains("not set"), "{err}");
+    let err = load(&opts(None, &[], &["push.withings_applis=1,54"])).unwrap_err().to_string();
+    assert!(err.contains("push.withings_applis") && err.contains("54"), "{err}");
+    let err = load(&opts(None, &[], &["push.poll_interval=10s"])).unwrap_err().to_string();
+    assert!(err.contains("push.poll_interval"), "{err}");
+}
