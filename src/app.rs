@@ -79,6 +79,7 @@ pub fn pipeline(
         link_providers: settings.anonymizer.link_providers,
         clock,
         push_callback: settings.push.enabled.then(|| push_callback(settings)),
+        push_checked_since: None,
         due_now: Default::default(),
     })
 }
@@ -123,6 +124,16 @@ pub fn require_for_run(loaded: &Loaded) -> Result<(), ConfigError> {
             "streamr.streams",
             "no stream configured: set streamr.streams.default (or one per message type)",
         ));
+    }
+    if s.push.enabled {
+        // The signing key is read at start; a bad one stops start-up, not a notification.
+        crate::server::Push::new(&s.push).map_err(|message| loaded.invalid("push.google_public_key_file", message))?;
+        if !s.server.public_url.starts_with("https://") {
+            tracing::warn!(
+                public_url = %s.server.public_url,
+                "push is on and server.public_url is not https: Google and Withings deliver notifications only to public HTTPS endpoints"
+            );
+        }
     }
     Ok(())
 }

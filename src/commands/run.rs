@@ -63,7 +63,11 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
     // One token stops everything on SIGTERM: claiming, the server, drains, every back-off.
     let shutdown = CancellationToken::new();
     let retry = Retry::new(Backoff::default(), shutdown.clone());
-    let pipeline = app::pipeline(&loaded, store.clone(), key, retry.clone(), clock.clone())?;
+    let mut pipeline = app::pipeline(&loaded, store.clone(), key, retry.clone(), clock.clone())?;
+    if !once {
+        // The daemon lists and repairs every account's subscriptions once after it starts.
+        pipeline.push_checked_since = Some(clock.now().timestamp_millis());
+    }
     if dry_run {
         return dry_run_passes(&loaded, &pipeline, once).await;
     }

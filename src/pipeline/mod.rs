@@ -135,6 +135,10 @@ pub struct Pipeline {
     /// With `[push]` on: the Withings-style callback each account is kept subscribed to
     /// (`<server.public_url>/webhooks/<provider>`, the provider's name filled in).
     pub push_callback: Option<String>,
+    /// Subscriptions checked before this instant (Unix ms) are checked again at the
+    /// account's next sync: the daemon sets its start, so every start lists and repairs
+    /// them.
+    pub push_checked_since: Option<i64>,
     /// Woken when work may have become due outside the schedule (a notification was
     /// noted): the daemon looks for it at once instead of at its next poll.
     pub due_now: Arc<tokio::sync::Notify>,
@@ -250,7 +254,11 @@ impl Pipeline {
         now: DateTime<Utc>,
     ) -> Result<(), AccountError> {
         let checked = self.store.push_checked_at(account.id).await?;
-        if checked.is_some_and(|at| now.timestamp_millis() - at < PUSH_CHECK_EVERY.num_milliseconds()) {
+        let fresh = |at: i64| {
+            now.timestamp_millis() - at < PUSH_CHECK_EVERY.num_milliseconds()
+                && self.push_checked_since.is_none_or(|since| at >= since)
+        };
+        if checked.is_some_and(fresh) {
             return Ok(());
         }
         match source.subscribe(account, callback).await {
