@@ -78,16 +78,26 @@ pub fn pipeline(
         series: settings.anonymizer.series.clone(),
         link_providers: settings.anonymizer.link_providers,
         clock,
-        push_callback: settings.push.enabled.then(|| push_callback(settings)),
+        push_public_url: settings.push.enabled.then(|| settings.server.public_url.clone()),
         push_checked_since: None,
         due_now: Default::default(),
     })
 }
 
-/// The URL each provider's notifications go to: `<server.public_url>/webhooks/{provider}`
-/// (the provider's name is filled in per account).
-pub fn push_callback(settings: &crate::config::Settings) -> String {
-    format!("{}/webhooks/{{provider}}", settings.server.public_url.trim_end_matches('/'))
+/// The URL `provider`'s notifications go to: `<server.public_url>/webhooks/<provider>`, and
+/// for per-account subscriptions (Withings) a secret segment after it (see
+/// [`SqlStore::push_token`]).
+pub fn push_callback(
+    public_url: &str,
+    store: &SqlStore,
+    provider: anonymizer::Provider,
+) -> Result<String, crate::store::StoreError> {
+    let base = format!("{}/webhooks/{provider}", public_url.trim_end_matches('/'));
+    Ok(match provider == crate::sources::fitbit::PROVIDER {
+        // Google's subscriber is per project and authenticates with its secret header.
+        true => base,
+        false => format!("{base}/{}", store.push_token(provider)?),
+    })
 }
 
 /// Checks what `run` needs beyond a well-formed configuration: at least one source with

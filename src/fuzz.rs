@@ -409,3 +409,35 @@ fn push_notifications() {
         let _ = withings::push::parse(bytes);
     });
 }
+
+#[test]
+fn local_scale_uploads() {
+    use crate::sources::local::{aria, wbs01};
+    let reading = aria::Reading {
+        impedance: 500,
+        weight_grams: 72_500,
+        time: 1_764_499_000,
+        user: 1,
+        fat1: 0,
+        covariance: 0,
+        fat2: 0,
+    };
+    let upload = aria::Upload {
+        battery_percent: 90,
+        mac: [0, 0x1d, 0xc9, 1, 2, 3],
+        auth: [7; 16],
+        firmware: 39,
+        scale_time: 1_764_500_000,
+        readings: vec![reading; 3],
+    };
+    let body = aria::encode(&upload);
+    let answer =
+        aria::response(1_764_500_000, &[aria::ScaleUser { id: 1, name: "ANN".into(), min_grams: 1, max_grams: 2 }]);
+    let form = b"action=store&sessionid=1-2-3&macaddress=00:24:e4:01:02:03&userid=5&meastime=1764500000&measures=%7B%22measures%22%3A%5B%7B%22value%22%3A66850%2C%22type%22%3A1%2C%22unit%22%3A-3%7D%5D%7D".to_vec();
+    let seeds: Vec<&[u8]> = vec![&body, &answer, &form];
+    fuzz("local_scale_uploads", &seeds, |bytes| {
+        let _ = aria::parse(bytes);
+        let _ = aria::parse_response(bytes);
+        let _ = wbs01::parse_store(&wbs01::form(bytes));
+    });
+}

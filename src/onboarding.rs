@@ -197,6 +197,10 @@ pub async fn revoke(store: &SqlStore, settings: &Settings, account: &Account) ->
     oauth(settings, account.provider)?.revoke(&tokens.refresh_token).await
 }
 
+/// How long leaving waits for the provider to end the subscriptions: the person's
+/// request must not time out before their data is deleted.
+const UNSUBSCRIBE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Ends the account's notification subscriptions at its provider (where they are per
 /// account); a failure is logged, not fatal: the person asked to leave, and notifications
 /// about an unknown user are ignored.
@@ -216,9 +220,11 @@ async fn unsubscribe_here(store: &Arc<SqlStore>, settings: &Settings, account: &
     let retry = crate::retry::Retry::new(crate::retry::Backoff::default(), crate::retry::CancellationToken::new());
     let sources = crate::sources::Sources::build(settings, &http, store.clone(), retry, crate::clock::Clock::system());
     let Some(source) = sources.get(account.provider) else { return };
-    let callback = crate::app::push_callback(settings).replace("{provider}", account.provider.as_str());
-    if let Err(e) = source.unsubscribe(account, &callback).await {
-        tracing::warn!(error = %e, "could not end the account's notification subscriptions");
+    let Ok(callback) = crate::app::push_callback(&settings.server.public_url, store, account.provider) else { return };
+    match tokio::time::timeout(UNSUBSCRIBE_WITHIN, source.unsubscribe(account, &callback)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not end the account's notification subscriptions"),
+        Err(_) => tracing::warn!("ending the account's notification subscriptions took too long; removing it anyway"),
     }
 }
 

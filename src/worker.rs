@@ -364,12 +364,11 @@ impl Worker {
         let schedule = store.schedule(account.id).await?;
         let due = crate::schedule::due(&self.sync, &schedule, lease.now_ms);
         let hints = crate::schedule::push_hints(&schedule, &due);
-        // Notifications this sync serves (those that arrived before the claim).
+        // Notifications this sync serves: those noted before it read the schedule.
         let served: Vec<i64> = schedule
             .iter()
             .filter(|r| due.iter().any(|d| d.as_str() == r.dataset))
             .filter_map(|r| r.pushed_at)
-            .filter(|at| *at < lease.now_ms)
             .collect();
         // Renew the lease while the sync runs (a long Retry-After must not let another
         // worker claim the account and refresh its tokens at the same time). The renewal
@@ -398,7 +397,7 @@ impl Worker {
         if shutdown.is_cancelled() && summary.synced == 0 {
             // Waits were cut short: whatever was not committed is done again by the next
             // claim, which need not wait a whole interval for it.
-            store.release_account(&lease.worker, account.id, &[], lease.now_ms).await?;
+            store.release_account(&lease.worker, account.id, &[], None).await?;
             return Ok(summary.messages);
         }
         metrics::counter!("wearbridge_account_syncs_total", "result" => if summary.synced > 0 { "ok" } else { "failed" })
@@ -417,7 +416,9 @@ impl Worker {
                 (d.as_str().to_owned(), at + ms(jitter(self.sync.jitter)))
             })
             .collect();
-        store.release_account(&lease.worker, account.id, &next, lease.now_ms).await?;
+        // A failed sync keeps the notes (and their hints) for its retry.
+        let served_rows = (summary.synced > 0).then_some(schedule.as_slice());
+        store.release_account(&lease.worker, account.id, &next, served_rows).await?;
         if summary.synced > 0 {
             // From each notification to its data committed to the outbox (the drain,
             // woken by the commit, publishes it next).

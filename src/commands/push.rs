@@ -1,9 +1,9 @@
 //! `wearbridge push setup`: what push notifications need once, beside the daemon (which
-//! keeps each Withings account subscribed by itself at its first sync and weekly after):
-//! the Google Health API subscriber of the project, and every Withings account subscribed
-//! now rather than at its next sync.
-
-use std::sync::Arc;
+//! keeps each Withings account subscribed by itself: at its first sync, once after each
+//! start, and weekly): the Google Health API subscriber of the project, and every
+//! Withings account marked to be checked at its next sync. The Withings calls are left to
+//! the daemon: it holds the account's lease and token lock (Withings rotates refresh
+//! tokens, so two processes refreshing one account would break it) and the request budget.
 
 use super::Globals;
 use super::users::{TokenSource, read_secret};
@@ -35,7 +35,11 @@ pub async fn setup(globals: &Globals, google: Option<Google<'_>>) -> anyhow::Res
             .as_ref()
             .ok_or_else(|| loaded.invalid("push.google_authorization", "not set"))?;
         let token = read_secret(google.admin_token, "the Google Cloud access token")?;
-        let endpoint = app::push_callback(settings).replace("{provider}", crate::sources::fitbit::PROVIDER.as_str());
+        let endpoint = format!(
+            "{}/webhooks/{}",
+            settings.server.public_url.trim_end_matches('/'),
+            crate::sources::fitbit::PROVIDER
+        );
         use secrecy::ExposeSecret;
         let outcome = ensure_subscriber(
             &http,
@@ -49,7 +53,7 @@ pub async fn setup(globals: &Globals, google: Option<Google<'_>>) -> anyhow::Res
         .map_err(anyhow::Error::msg)?;
         match outcome {
             SubscriberOutcome::Exists(name) => {
-                println!("Google Health: {name} already sends notifications to {endpoint}")
+                println!("Google Health: {name} already sends notifications to {endpoint} (its secret set again)")
             }
             SubscriberOutcome::Created(name) => {
                 println!("Google Health: created {name}; notifications go to {endpoint}")
@@ -63,31 +67,16 @@ pub async fn setup(globals: &Globals, google: Option<Google<'_>>) -> anyhow::Res
         println!("nobody is enrolled yet: each Withings account is subscribed when it is enrolled and first synced");
         return Ok(());
     }
-    let clock = globals.clock();
-    let store = Arc::new(app::open_store(settings, &clock).await?);
-    let retry = crate::retry::Retry::new(crate::retry::Backoff::default(), crate::retry::CancellationToken::new());
-    let sources = crate::sources::Sources::build(settings, &http, store.clone(), retry, clock.clone());
-    let (mut done, mut failed) = (0u32, 0u32);
+    let store = app::open_store(settings, &globals.clock()).await?;
+    let mut marked = 0u32;
     for account in store.accounts().await?.into_iter().filter(|a| a.status == AccountStatus::Active) {
-        let Some(source) = sources.get(account.provider) else { continue };
-        if account.provider != crate::sources::withings::PROVIDER {
-            continue;
-        }
-        let callback = app::push_callback(settings).replace("{provider}", account.provider.as_str());
-        match source.subscribe(&account, &callback).await {
-            Ok(()) => {
-                store.set_push_checked(account.id, Some(clock.now().timestamp_millis())).await?;
-                done += 1;
-            }
-            Err(e) => {
-                failed += 1;
-                eprintln!("{}: {e}", account.name);
-            }
+        if account.provider == crate::sources::withings::PROVIDER {
+            store.set_push_checked(account.id, None).await?;
+            marked += 1;
         }
     }
-    println!("Withings: {done} accounts subscribed, {failed} failed (the daemon tries those again at their next sync)");
-    if failed > 0 {
-        anyhow::bail!("{failed} Withings accounts could not be subscribed");
-    }
+    println!(
+        "Withings: {marked} accounts are subscribed (or their subscriptions checked) by the daemon at their next sync"
+    );
     Ok(())
 }

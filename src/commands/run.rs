@@ -64,7 +64,10 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
     let shutdown = CancellationToken::new();
     let retry = Retry::new(Backoff::default(), shutdown.clone());
     let mut pipeline = app::pipeline(&loaded, store.clone(), key, retry.clone(), clock.clone())?;
-    if !once {
+    if once {
+        // No server runs to receive notifications (nor a provider's probe of it).
+        pipeline.push_public_url = None;
+    } else {
         // The daemon lists and repairs every account's subscriptions once after it starts.
         pipeline.push_checked_since = Some(clock.now().timestamp_millis());
     }

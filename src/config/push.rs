@@ -29,16 +29,18 @@ pub const COVERED: [Dataset; 4] = [Dataset::Activity, Dataset::HeartRate, Datase
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct PushSettings {
-    /// Serve `/webhooks/google-health` and `/webhooks/withings` on `server.listen` and keep
-    /// each Withings account subscribed (callback `<server.public_url>/webhooks/withings`).
+    /// Serve `/webhooks/fitbit` (Google Health) and `/webhooks/withings/<token>` on
+    /// `server.listen`, and keep each Withings account subscribed (callback
+    /// `<server.public_url>/webhooks/withings/<token>`, the token derived from the store key).
     pub enabled: bool,
     /// Notifications about one account's dataset within this long of each other are served
     /// by one sync (providers repeat themselves).
     #[serde(with = "duration::serde_text")]
     pub delay: Duration,
-    /// With push on, the covered datasets (activity, heart rate, sleep, body) are still
-    /// polled at least this often — a missed notification costs at most this much delay —
-    /// but never more often than this when `sync.interval` asks for more.
+    /// With push on and `sync.interval` set, the covered datasets (activity, heart rate,
+    /// sleep, body) are polled no more often than this (push brings their changes); the
+    /// built-in schedules (every 8 h, daily) are kept. A missed notification is caught at
+    /// the dataset's next scheduled read.
     #[serde(with = "duration::serde_text")]
     pub poll_interval: Duration,
     /// The `Authorization` header value the Google Health subscriber was created with,

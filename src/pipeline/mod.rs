@@ -132,9 +132,9 @@ pub struct Pipeline {
     pub link_providers: bool,
     /// "Now" for sync windows and civil days.
     pub clock: Clock,
-    /// With `[push]` on: the Withings-style callback each account is kept subscribed to
-    /// (`<server.public_url>/webhooks/<provider>`, the provider's name filled in).
-    pub push_callback: Option<String>,
+    /// With `[push]` on in the daemon (`server.public_url`): each account is kept
+    /// subscribed to its provider's notifications (see [`crate::app::push_callback`]).
+    pub push_public_url: Option<String>,
     /// Subscriptions checked before this instant (Unix ms) are checked again at the
     /// account's next sync: the daemon sets its start, so every start lists and repairs
     /// them.
@@ -146,6 +146,8 @@ pub struct Pipeline {
 
 /// How often an account's provider-side subscriptions are checked (and repaired).
 const PUSH_CHECK_EVERY: chrono::TimeDelta = chrono::TimeDelta::days(7);
+/// When a failed subscription is tried again.
+const PUSH_RETRY_AFTER: chrono::TimeDelta = chrono::TimeDelta::days(1);
 
 impl Pipeline {
     /// The token manager the sources share.
@@ -250,7 +252,6 @@ impl Pipeline {
         &self,
         source: &dyn crate::sources::Source,
         account: &Account,
-        callback: &str,
         now: DateTime<Utc>,
     ) -> Result<(), AccountError> {
         let checked = self.store.push_checked_at(account.id).await?;
@@ -261,10 +262,18 @@ impl Pipeline {
         if checked.is_some_and(fresh) {
             return Ok(());
         }
-        match source.subscribe(account, callback).await {
+        let Some(public_url) = &self.push_public_url else { return Ok(()) };
+        let callback = crate::app::push_callback(public_url, &self.store, account.provider)?;
+        match source.subscribe(account, &callback).await {
             Ok(()) => self.store.set_push_checked(account.id, Some(now.timestamp_millis())).await?,
             Err(SourceError::NeedsReconsent) => return Err(AccountError::Source(SourceError::NeedsReconsent)),
-            Err(e) => tracing::warn!(error = %e, "could not subscribe the account to notifications; polling goes on"),
+            Err(e) => {
+                // Tried again in a day, not at every sync (a wrong public URL would
+                // otherwise cost two requests a sync for ever).
+                let retry_at = now - PUSH_CHECK_EVERY + PUSH_RETRY_AFTER;
+                self.store.set_push_checked(account.id, Some(retry_at.timestamp_millis())).await?;
+                tracing::warn!(error = %e, "could not subscribe the account to notifications; tried again in a day, polling goes on");
+            }
         }
         Ok(())
     }
@@ -295,9 +304,8 @@ impl Pipeline {
             None => self.anonymizer.for_account(account.provider, &user_id),
         };
         tracing::Span::current().record("subject", scope.subject());
-        if let (Some(callback), Output::Outbox) = (&self.push_callback, output) {
-            self.keep_subscribed(source, account, &callback.replace("{provider}", account.provider.as_str()), now)
-                .await?;
+        if self.push_public_url.is_some() && matches!(output, Output::Outbox) {
+            self.keep_subscribed(source, account, now).await?;
         }
 
         // Each dataset on its own: a missing scope skips that dataset, any other failure

@@ -61,7 +61,10 @@ pub(super) async fn security_headers(
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // Same-origin: nothing leaves for other sites, and our own forms carry a real
+    // `Origin` (with "no-referrer" a browser sends `Origin: null`, which a hostile page can
+    // send too).
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
@@ -142,15 +145,16 @@ fn error_page(status: StatusCode, message: &str) -> Response {
 }
 
 /// Whether a browser says this request comes from another site. `Sec-Fetch-Site` is sent
-/// by every current browser; `Origin` covers older ones (it is `null` on our own forms,
-/// whose pages send no referrer). Clients that send neither (curl, scripts) are not
+/// by every current browser; `Origin` covers older ones (our pages' referrer policy makes
+/// our own forms send the real origin, so `null` — a sandboxed frame, a hostile page's
+/// no-referrer form — is refused). Clients that send neither (curl, scripts) are not
 /// browsers a page can steer, and pass.
 fn cross_site(state: &ServerState, headers: &axum::http::HeaderMap) -> bool {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(site) = header("sec-fetch-site") {
         return !matches!(site, "same-origin" | "none");
     }
-    let Some(origin) = header("origin").filter(|o| *o != "null") else { return false };
+    let Some(origin) = header("origin") else { return false };
     let Ok(origin) = url::Url::parse(origin) else { return true };
     let host_port = |u: &url::Url| u.host_str().map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(0)));
     let ours = state

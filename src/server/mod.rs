@@ -67,7 +67,7 @@ pub async fn serve(
         .layer(axum::middleware::from_fn_with_state(state.clone(), consent::security_headers));
     let hooks = Router::new()
         .route("/webhooks/fitbit", axum::routing::post(webhooks::google))
-        .route("/webhooks/withings", axum::routing::post(webhooks::withings).head(webhooks::withings_probe))
+        .route("/webhooks/withings/{token}", axum::routing::post(webhooks::withings).head(webhooks::withings_probe))
         .layer(axum::extract::DefaultBodyLimit::max(webhooks::MAX_BODY));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

@@ -1,5 +1,7 @@
-//! Provider notifications: `/webhooks/fitbit` (Google Health API subscriber endpoint) and
-//! `/webhooks/withings`. A notification is a note in the store — the account's dataset
+//! Provider notifications: `/webhooks/fitbit` (Google Health API subscriber endpoint,
+//! authenticated by the subscriber's secret header and signature) and
+//! `/webhooks/withings/<token>` (Withings signs nothing, so the callback each account is
+//! subscribed with carries a secret path segment, [`crate::store::SqlStore::push_token`]). A notification is a note in the store — the account's dataset
 //! becomes due — never work in the request: any worker picks it up through the normal
 //! claim, so the answer is fast (Withings allows 2 seconds) and repeated notifications
 //! coalesce. Nothing a notification says is trusted beyond "look here"; unknown users are
@@ -9,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
@@ -122,15 +124,29 @@ pub(super) async fn google(State(state): State<Arc<ServerState>>, headers: Heade
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// `HEAD /webhooks/withings`: Withings' probe before it subscribes a callback.
-pub(super) async fn withings_probe(State(state): State<Arc<ServerState>>) -> StatusCode {
-    if state.push.is_some() { StatusCode::OK } else { StatusCode::NOT_FOUND }
+/// Whether `token` is this store's Withings callback token (compared in constant time).
+fn withings_token_ok(state: &ServerState, token: &str) -> bool {
+    state.store.push_token(withings::PROVIDER).is_ok_and(|ours| secret_matches(ours.as_bytes(), token.as_bytes()))
 }
 
-/// `POST /webhooks/withings`: a form with `userid`, `appli`, `startdate`, `enddate`.
-pub(super) async fn withings(State(state): State<Arc<ServerState>>, body: Bytes) -> Response {
+/// `HEAD /webhooks/withings/<token>`: Withings' probe before it subscribes a callback.
+pub(super) async fn withings_probe(State(state): State<Arc<ServerState>>, Path(token): Path<String>) -> StatusCode {
+    if state.push.is_some() && withings_token_ok(&state, &token) { StatusCode::OK } else { StatusCode::NOT_FOUND }
+}
+
+/// `POST /webhooks/withings/<token>`: a form with `userid`, `appli`, `startdate`, `enddate`.
+pub(super) async fn withings(
+    State(state): State<Arc<ServerState>>,
+    Path(token): Path<String>,
+    body: Bytes,
+) -> Response {
     const PROVIDER: &str = "withings";
     let Some(push) = &state.push else { return StatusCode::NOT_FOUND.into_response() };
+    if !withings_token_ok(&state, &token) {
+        // Not a callback wearbridge gave Withings: as if there were nothing here.
+        count(PROVIDER, "forged");
+        return StatusCode::NOT_FOUND.into_response();
+    }
     let notice = match withings::push::parse(&body) {
         Ok(n) => n,
         Err(error) => {

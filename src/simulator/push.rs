@@ -366,6 +366,61 @@ pub(crate) async fn create_subscriber(
     Json(json!({"name": operation, "done": true, "response": response})).into_response()
 }
 
+/// `PATCH /google/v4/projects/{project}/subscribers/{id}?updateMask=endpointAuthorization`:
+/// a new secret, verified again as at creation (both POSTs must pass).
+pub(crate) async fn patch_subscriber(
+    State(state): State<Arc<SimState>>,
+    Path((project, id)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if !admin(&headers) {
+        return google_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials.",
+        );
+    }
+    let name = format!("projects/{project}/subscribers/{id}");
+    let mask = query.get("updateMask").cloned().unwrap_or_default();
+    let secret = body["endpointAuthorization"]["secret"].as_str().unwrap_or_default().to_owned();
+    if !mask.split(',').any(|m| m.trim() == "endpointAuthorization" || m.trim() == "endpoint_authorization")
+        || secret.is_empty()
+    {
+        return google_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "Only endpointAuthorization can be updated here.",
+        );
+    }
+    let Some(endpoint) =
+        state.push.google.lock().ok().and_then(|s| s.iter().find(|x| x.name == name).map(|x| x.endpoint.clone()))
+    else {
+        return google_error(StatusCode::NOT_FOUND, "NOT_FOUND", "No such subscriber.");
+    };
+    let verification = br#"{"type":"verification"}"#;
+    let with = state.push.post_google(&endpoint, Some(&secret), verification, None).await;
+    let without = state.push.post_google(&endpoint, None, verification, None).await;
+    let operation = format!("projects/{project}/operations/update-{id}");
+    if with != Some(201) || !matches!(without, Some(401 | 403)) {
+        return Json(json!({
+            "name": operation,
+            "done": true,
+            "error": {"code": 9, "message": format!("Endpoint verification failed: answered {with:?} with the secret and {without:?} without it.")},
+        }))
+        .into_response();
+    }
+    let mut response = Value::Null;
+    if let Ok(mut subs) = state.push.google.lock()
+        && let Some(sub) = subs.iter_mut().find(|x| x.name == name)
+    {
+        sub.secret = secret;
+        response = subscriber_json(sub);
+    }
+    Json(json!({"name": operation, "done": true, "response": response})).into_response()
+}
+
 /// `DELETE /google/v4/projects/{project}/subscribers/{id}`.
 pub(crate) async fn delete_subscriber(
     State(state): State<Arc<SimState>>,

@@ -9,6 +9,7 @@
 
 pub mod budget;
 pub mod fitbit;
+pub mod local;
 mod pass;
 pub mod push;
 pub mod quota;

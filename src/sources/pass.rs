@@ -108,10 +108,11 @@ impl<'p> AccountPass<'p> {
         })
     }
 
-    /// The dataset's push hint, no earlier than [`MAX_PUSH_REACH`] before now.
+    /// The dataset's push hint, a minute early (a notification's interval and the data's
+    /// own times need not share a precision), no earlier than [`MAX_PUSH_REACH`] before now.
     fn hint(&self) -> Option<DateTime<Utc>> {
         let floor = self.now - MAX_PUSH_REACH;
-        self.hints.get(&self.dataset).map(|h| (*h).max(floor))
+        self.hints.get(&self.dataset).map(|h| (*h - TimeDelta::minutes(1)).max(floor))
     }
 
     /// A sample read for `[from, now)` must lie in it: one outside is an upstream that

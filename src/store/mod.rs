@@ -306,15 +306,17 @@ pub trait Store: Send + Sync + 'static {
     fn schedule(&self, account_id: i64) -> impl Future<Output = Result<Vec<Scheduled>, StoreError>> + Send;
 
     /// Sets the next due times of an account's datasets and gives its lease up (only if
-    /// `worker` still holds it). Notes of notifications older than `claimed_ms` (the
-    /// claim this sync served) are cleared; a dataset notified of during the sync keeps
-    /// its earlier due time, so the change it announced is read by another sync.
+    /// `worker` still holds it). `served`: the schedule rows the sync read when it began,
+    /// whose notification notes it served (they are cleared); a dataset notified of since
+    /// (a newer note than the one read) keeps its earlier due time and its note, so the
+    /// change it announced is read by another sync. `None` (a failed sync): every note
+    /// stays for the retry.
     fn release_account(
         &self,
         worker: &str,
         account_id: i64,
         next_due: &[(String, i64)],
-        claimed_ms: i64,
+        served: Option<&[Scheduled]>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// A provider's notification that upstream user `user_id`'s `datasets` changed (from

@@ -345,6 +345,15 @@ impl SqlStore {
         Ok(store)
     }
 
+    /// The secret path segment of `provider`'s per-account notification callback
+    /// (`/webhooks/<provider>/<token>`): a keyed hash under the store's key, so every
+    /// worker on the same store agrees on it and nobody without the key can post there.
+    pub fn push_token(&self, provider: Provider) -> Result<String, StoreError> {
+        let mut token = self.cipher.lookup_key("wearbridge/push-callback", provider.as_str())?;
+        token.truncate(32);
+        Ok(token)
+    }
+
     /// The active account of upstream user `user_id` at `provider`, found by the keyed
     /// hash of the id (the id itself is stored encrypted).
     async fn account_of_upstream(&self, provider: Provider, user_id: &str) -> Result<Option<i64>, StoreError> {
@@ -959,26 +968,37 @@ impl Store for SqlStore {
         worker: &str,
         account_id: i64,
         next_due: &[(String, i64)],
-        claimed_ms: i64,
+        served: Option<&[Scheduled]>,
     ) -> Result<(), StoreError> {
         on_writer!(self, |pool, d| {
             let mut tx = pool.begin_with(d.begin).await?;
             for (dataset, due) in next_due {
-                // One statement, so a notification that lands meanwhile is either before
-                // it (and kept, being newer than the claim) or after it.
+                let read =
+                    served.and_then(|rows| rows.iter().find(|r| &r.dataset == dataset)).and_then(|r| r.pushed_at);
+                // One statement, so a note that lands meanwhile is either before it (and
+                // kept, being newer than the one read) or after it. A note is "newer" when
+                // its time differs from the one the sync read, whichever worker's clock
+                // wrote either.
                 sqlx::query(
                     "INSERT INTO schedule (account_id, dataset, next_due)
                      SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM accounts WHERE id = $1 AND status <> 'removed')
                      ON CONFLICT (account_id, dataset) DO UPDATE SET
-                       next_due = CASE WHEN schedule.pushed_at >= $4 AND schedule.next_due < excluded.next_due
+                       next_due = CASE WHEN $4 = 1 AND schedule.pushed_at IS NOT NULL
+                                            AND ($5 IS NULL OR schedule.pushed_at <> $5)
+                                            AND schedule.next_due < excluded.next_due
                                        THEN schedule.next_due ELSE excluded.next_due END,
-                       push_from = CASE WHEN schedule.pushed_at >= $4 THEN schedule.push_from ELSE NULL END,
-                       pushed_at = CASE WHEN schedule.pushed_at >= $4 THEN schedule.pushed_at ELSE NULL END",
+                       push_from = CASE WHEN $4 = 0 OR (schedule.pushed_at IS NOT NULL
+                                            AND ($5 IS NULL OR schedule.pushed_at <> $5))
+                                        THEN schedule.push_from ELSE NULL END,
+                       pushed_at = CASE WHEN $4 = 0 OR (schedule.pushed_at IS NOT NULL
+                                            AND ($5 IS NULL OR schedule.pushed_at <> $5))
+                                        THEN schedule.pushed_at ELSE NULL END",
                 )
                 .bind(account_id)
                 .bind(dataset)
                 .bind(due)
-                .bind(claimed_ms)
+                .bind(i64::from(served.is_some()))
+                .bind(read)
                 .execute(&mut *tx)
                 .await?;
             }

@@ -412,7 +412,7 @@ async fn case_08_consent_pages_are_hardened() {
         assert!(csp.contains("default-src 'none'") && csp.contains("form-action 'self'"), "{path}: {csp}");
         assert_eq!(h["x-frame-options"], "DENY", "{path}");
         assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
-        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+        assert_eq!(h["referrer-policy"], "same-origin", "{path}");
         assert_eq!(h["cache-control"], "no-store", "{path}");
     }
     let leave = http.get(format!("{base}/leave?account=a&secret=s")).send().await.unwrap().text().await.unwrap();

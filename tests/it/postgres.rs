@@ -96,7 +96,7 @@ async fn leases_never_hand_one_row_to_two_workers() {
     let got2 = store.claim_accounts(&w2, &["heart_rate"], common::PROVIDERS, 10).await.unwrap();
     assert_eq!((got1.len(), got2.len()), (1, 1));
     assert_ne!(got1[0].id, got2[0].id);
-    store.release_account("w1", got1[0].id, &[("heart_rate".into(), w1.now_ms + 3_600_000)], w1.now_ms).await.unwrap();
+    store.release_account("w1", got1[0].id, &[("heart_rate".into(), w1.now_ms + 3_600_000)], Some(&[])).await.unwrap();
     let w4 = Lease::new("w4", Duration::from_secs(60), common::now());
     assert!(
         store.claim_accounts(&w4, &["heart_rate"], common::PROVIDERS, 10).await.unwrap().is_empty(),

@@ -7,9 +7,11 @@
 //!   callback with a HEAD first).
 //! - A weight added upstream is published within 10 s of its notification, with no poll
 //!   in between (every dataset's interval is a day); 100 duplicate notifications in a
-//!   burst cause one read; a notification of an earlier reading arriving later is read.
+//!   burst cause one read; a notification of an earlier reading arriving later is read,
+//!   and one of a reading days old (beyond the look-back) too, through its interval.
 //! - Forged Google notifications (no secret, a wrong one, a bad signature) change nothing
-//!   and are counted; an unknown user is counted and ignored.
+//!   and are counted; an unknown user is counted and ignored; a Withings notification
+//!   without the callback's secret segment finds nothing.
 //! - `users remove` ends the Withings subscriptions.
 
 use crate::common;
@@ -34,7 +36,9 @@ key_file = "{d}/store.key"
 
 {upstream}
 [sync]
-start = "1d"
+# A week back, so a notification about a reading days old (beyond every look-back) can be
+# served: only its hint reaches it.
+start = "7d"
 # Every dataset once a day: whatever is read during the test was asked for by a notification.
 interval = "1d"
 jitter = "0s"
@@ -139,7 +143,11 @@ async fn notified_readings_are_published_within_seconds(store_url: String) {
         sim.withings_subscriptions(0).len() == 3
     })
     .await;
-    let callback = format!("http://127.0.0.1:{port}/webhooks/withings");
+    // The callback carries a secret segment (Withings signs nothing).
+    let callback = sim.withings_subscriptions(0)[0].1.clone();
+    let prefix = format!("http://127.0.0.1:{port}/webhooks/withings/");
+    let token = callback.strip_prefix(&prefix).unwrap_or_else(|| panic!("{callback}"));
+    assert!(token.len() == 32 && token.bytes().all(|b| b.is_ascii_hexdigit()), "{callback}");
     assert!(sim.withings_subscriptions(0).iter().all(|(_, c)| *c == callback));
     wait_until("the first sync is published", Duration::from_secs(60), || sim.streamr_received().len() > 20).await;
     // Google's subscriber: created through `push setup`, after the simulator verified
@@ -149,11 +157,11 @@ async fn notified_readings_are_published_within_seconds(store_url: String) {
         cli(d, &config, &["push", "setup", "--google-project", "test-project", "--google-admin-token-file", "admin"])
             .await;
     assert!(setup.contains("created projects/test-project/subscribers/wearbridge"), "{setup}");
-    assert!(setup.contains("Withings: 1 accounts subscribed"), "{setup}");
+    assert!(setup.contains("Withings: 1 accounts are subscribed"), "{setup}");
     let again =
         cli(d, &config, &["push", "setup", "--google-project", "test-project", "--google-admin-token-file", "admin"])
             .await;
-    assert!(again.contains("already sends notifications"), "{again}");
+    assert!(again.contains("already sends notifications") && again.contains("secret set again"), "{again}");
     assert_eq!(sim.withings_subscriptions(0).len(), 3, "subscribing again adds nothing");
     // Let the first sync's publishing settle.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -174,12 +182,17 @@ async fn notified_readings_are_published_within_seconds(store_url: String) {
     let google = Instant::now();
     assert_eq!(sim.add_weight(0, FITBIT, at, 123.6).await, [204]);
     wait_until("the Google weight is published", Duration::from_secs(10), || weights(&sim, 123.6) == 1).await;
+    // A weigh-in three days old, beyond the body look-back (a day): only the
+    // notification's interval makes the read reach it.
+    let old = chrono::Utc::now() - chrono::TimeDelta::days(3);
+    assert_eq!(sim.add_weight(0, FITBIT, old, 123.2).await, [204]);
+    wait_until("the old Google weight is published", Duration::from_secs(10), || weights(&sim, 123.2) == 1).await;
     eprintln!("push: Withings {latency:?}, Google {:?} from notification to publish", google.elapsed());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let since = requests_since(&sim, start);
     let reads = |label: &str| since.iter().filter(|l| *l == label).count();
     assert_eq!(reads("withings.getmeas"), 2, "100 notifications, one read; the late one, one more: {since:?}");
-    assert_eq!(reads("google.dataPoints.weight"), 1, "{since:?}");
+    assert_eq!(reads("google.dataPoints.weight"), 2, "{since:?}");
     assert!(!since.iter().any(|l| is_poll(l)), "no poll in between: {since:?}");
     assert_eq!(weights(&sim, 123.4), 1);
     assert!(
@@ -220,10 +233,18 @@ async fn notified_readings_are_published_within_seconds(store_url: String) {
         metric(port, "wearbridge_push_notifications_total{provider=\"fitbit\",result=\"unknown_user\"}").await,
         1.0
     );
-    // The Withings endpoint answers Withings' probe; a form without a user is refused.
+    // The Withings endpoint answers Withings' probe; a form without a user is refused;
+    // without the secret segment (or with another) there is nothing there.
     let probe = common::http().head(&callback).send().await.unwrap().status();
     assert_eq!(probe, 200);
     assert_eq!(sim.post_withings_notification(&callback, &[("appli", "1".into())]).await, Some(400));
+    let form = [("userid", me.withings_user_id.to_string()), ("appli", "1".to_owned())];
+    let guessed = format!("{prefix}{}", "0".repeat(32));
+    let before = requests_since(&sim, forged).len();
+    assert_eq!(sim.post_withings_notification(&guessed, &form).await, Some(404));
+    assert_eq!(sim.post_withings_notification(prefix.trim_end_matches('/'), &form).await, Some(404));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(requests_since(&sim, forged).len(), before, "nothing was read");
 
     // Leaving ends the Withings subscriptions.
     cli(d, &config, &["users", "remove", "me", "--provider", "withings"]).await;

@@ -77,7 +77,7 @@ async fn contract<S: Store>(reopen: impl AsyncFn() -> S) {
     let reschedule = async || {
         for (id, sleep, hr) in schedules {
             let next = [("sleep".to_owned(), ago(sleep)), ("heart_rate".to_owned(), ago(hr))];
-            store.release_account("w1", id, &next, 0).await.unwrap();
+            store.release_account("w1", id, &next, Some(&[])).await.unwrap();
         }
     };
     let lease = wearbridge::store::Lease::new("w1", Duration::from_secs(60), now);
@@ -125,16 +125,24 @@ async fn contract<S: Store>(reopen: impl AsyncFn() -> S) {
     assert_eq!((row(&rows, "body").next_due, row(&rows, "body").push_from), (t + 2_000, Some(t - 2 * hour)));
     assert_eq!(row(&rows, "heart_rate").next_due, ago(10), "due sooner already: kept");
     assert!(row(&rows, "sleep").pushed_at.is_none());
-    // A sync claimed before the notes serves them: cleared, next due as scheduled.
-    let pushed_at = row(&rows, "body").pushed_at.unwrap();
-    store.release_account("w1", b.id, &[("body".into(), t + hour)], pushed_at + 1).await.unwrap();
-    let rows = store.schedule(b.id).await.unwrap();
-    assert_eq!((row(&rows, "body").next_due, row(&rows, "body").pushed_at), (t + hour, None));
-    // A note that lands while a sync runs (after its claim) keeps the dataset due.
+    // A failed sync keeps the notes for its retry, at the retry's time.
+    store.release_account("w1", b.id, &[("body".into(), t + 900_000)], None).await.unwrap();
+    let after_failure = store.schedule(b.id).await.unwrap();
+    assert_eq!(row(&after_failure, "body").next_due, t + 900_000);
+    assert_eq!(row(&after_failure, "body").push_from, Some(t - 2 * hour), "the hint survives a failed sync");
+    // A sync that read the notes serves them: cleared, next due as scheduled.
+    store.release_account("w1", b.id, &[("body".into(), t + hour)], Some(&after_failure)).await.unwrap();
+    let served = store.schedule(b.id).await.unwrap();
+    assert_eq!((row(&served, "body").next_due, row(&served, "body").pushed_at), (t + hour, None));
+    // A note that lands while a sync runs (after it read the schedule) keeps the dataset
+    // due, with its hint.
     store.note_push(WITHINGS, "withings-user-7", &["body"], t + 3_000, Some(t)).await.unwrap();
-    store.release_account("w1", b.id, &[("body".into(), t + hour)], pushed_at - 1).await.unwrap();
+    let read = store.schedule(b.id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    store.note_push(WITHINGS, "withings-user-7", &["body"], t + 4_000, Some(t - 5)).await.unwrap();
+    store.release_account("w1", b.id, &[("body".into(), t + hour)], Some(&read)).await.unwrap();
     let rows = store.schedule(b.id).await.unwrap();
-    assert_eq!((row(&rows, "body").next_due, row(&rows, "body").push_from), (t + 3_000, Some(t)));
+    assert_eq!((row(&rows, "body").next_due, row(&rows, "body").push_from), (t + 3_000, Some(t - 5)));
     // Deletions are recorded, not acted on.
     let deleted = store.note_push_deletion(WITHINGS, "withings-user-7", "body", (Some(t - hour), Some(t))).await;
     assert_eq!((deleted.unwrap(), store.push_deletions(b.id).await.unwrap()), (Some(b.id), 1));
@@ -151,7 +159,7 @@ async fn contract<S: Store>(reopen: impl AsyncFn() -> S) {
     assert_eq!(store.commit_batch(a.id, "sleep", "c9", &[entry(99)], &[]).await.unwrap(), 0);
     store.save_tokens(a.id, &tokens).await.unwrap();
     store.set_provider_user_id(a.id, "late-id").await.unwrap();
-    store.release_account("w1", a.id, &[("sleep".into(), 1)], 0).await.unwrap();
+    store.release_account("w1", a.id, &[("sleep".into(), 1)], Some(&[])).await.unwrap();
     assert!(store.tokens(a.id).await.unwrap().is_none());
     assert!(store.schedule(a.id).await.unwrap().is_empty());
     assert!(store.cursor(a.id, "sleep").await.unwrap().is_none());

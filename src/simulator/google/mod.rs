@@ -35,7 +35,10 @@ pub(crate) fn router() -> Router<Arc<SimState>> {
             "/v4/projects/{project}/subscribers",
             get(super::push::list_subscribers).post(super::push::create_subscriber),
         )
-        .route("/v4/projects/{project}/subscribers/{id}", axum::routing::delete(super::push::delete_subscriber))
+        .route(
+            "/v4/projects/{project}/subscribers/{id}",
+            axum::routing::delete(super::push::delete_subscriber).patch(super::push::patch_subscriber),
+        )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "NOT_FOUND", "Requested entity was not found.") })
 }
 

@@ -128,7 +128,7 @@ pub const DATA_TYPES: [&str; 9] = [
 /// What [`ensure_subscriber`] found or did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubscriberOutcome {
-    /// A subscriber for the endpoint exists already (by name).
+    /// A subscriber for the endpoint existed; its secret was set to the current one.
     Exists(String),
     /// Created and verified (by name).
     Created(String),
@@ -165,7 +165,28 @@ pub async fn ensure_subscriber(
     if let Some(existing) =
         body["subscribers"].as_array().into_iter().flatten().find(|s| s["endpointUri"].as_str() == Some(endpoint))
     {
-        return Ok(SubscriberOutcome::Exists(existing["name"].as_str().unwrap_or_default().to_owned()));
+        // The secret cannot be read back: set it again, so a rotated
+        // `push.google_authorization` takes effect (Google verifies the endpoint anew).
+        let name = existing["name"].as_str().unwrap_or_default().to_owned();
+        let url = format!("{}/v4/{name}", api_base.trim_end_matches('/'));
+        let patched = http
+            .patch(&url)
+            .query(&[("updateMask", "endpointAuthorization")])
+            .bearer_auth(admin_token)
+            .json(&serde_json::json!({"endpointAuthorization": {"secret": authorization}}))
+            .send()
+            .await
+            .map_err(describe)?;
+        let status = patched.status();
+        let operation: Value = patched.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(format!("updating the subscriber's secret failed: {}", answer(status, &operation)));
+        }
+        if let Some(error) = operation.get("error").filter(|e| !e.is_null()) {
+            let message: String = error["message"].as_str().unwrap_or_default().chars().take(300).collect();
+            return Err(format!("Google could not verify {endpoint} with the current secret: {message}"));
+        }
+        return Ok(SubscriberOutcome::Exists(name));
     }
     let request = serde_json::json!({
         "endpointUri": endpoint,
@@ -189,7 +210,9 @@ pub async fn ensure_subscriber(
         let message: String = error["message"].as_str().unwrap_or_default().chars().take(300).collect();
         return Err(format!("Google could not verify {endpoint}: {message}"));
     }
-    let name = operation["response"]["name"].as_str().unwrap_or("projects/{project}/subscribers/wearbridge").to_owned();
+    let name = operation["response"]["name"]
+        .as_str()
+        .map_or_else(|| format!("projects/{project}/subscribers/wearbridge"), str::to_owned);
     Ok(if operation["done"] == true { SubscriberOutcome::Created(name) } else { SubscriberOutcome::Pending(name) })
 }
 
@@ -255,11 +278,9 @@ impl SignatureKey {
             &base64::engine::general_purpose::URL_SAFE_NO_PAD,
         ];
         let Some(bytes) = engines.iter().find_map(|e| e.decode(text.as_bytes()).ok()) else { return false };
-        if bytes.len() == 64 {
-            UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &self.point).verify(body, &bytes).is_ok()
-        } else {
-            UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &self.point).verify(body, &bytes).is_ok()
-        }
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &self.point).verify(body, &bytes).is_ok()
+            || (bytes.len() == 64
+                && UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &self.point).verify(body, &bytes).is_ok())
     }
 }
 

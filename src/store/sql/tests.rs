@@ -145,7 +145,7 @@ async fn a_removed_account_takes_no_more_writes() {
     let tokens = Tokens { refresh_token: SecretString::from("late"), access_token: None, access_expires_at: None };
     store.save_tokens(a.id, &tokens).await.unwrap();
     store.set_provider_user_id(a.id, "late-id").await.unwrap();
-    store.release_account("w", a.id, &[("sleep".into(), 1)], 0).await.unwrap();
+    store.release_account("w", a.id, &[("sleep".into(), 1)], Some(&[])).await.unwrap();
     assert!(store.tokens(a.id).await.unwrap().is_none());
     assert!(store.cursor(a.id, "sleep").await.unwrap().is_none());
     assert!(store.schedule(a.id).await.unwrap().is_empty());
