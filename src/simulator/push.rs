@@ -208,6 +208,23 @@ impl PushState {
     }
 }
 
+impl PushState {
+    /// Google's check of a subscriber endpoint: a POST of `{"type":"verification"}` with
+    /// the secret (must answer 201) and one without (must answer 401 or 403). `Err`: the
+    /// finished operation `operation` that reports the failure.
+    async fn verify_endpoint(&self, endpoint: &str, secret: &str, operation: &str) -> Result<(), Response> {
+        let verification = br#"{"type":"verification"}"#;
+        let with = self.post_google(endpoint, Some(secret), verification, None).await;
+        let without = self.post_google(endpoint, None, verification, None).await;
+        if with == Some(201) && matches!(without, Some(401 | 403)) {
+            return Ok(());
+        }
+        let message =
+            format!("Endpoint verification failed: answered {with:?} with the secret and {without:?} without it.");
+        Err(Json(json!({"name": operation, "done": true, "error": {"code": 9, "message": message}})).into_response())
+    }
+}
+
 /// `POST /withings/notify`.
 pub(crate) async fn withings_notify(
     State(state): State<Arc<SimState>>,
@@ -346,17 +363,9 @@ pub(crate) async fn create_subscriber(
     if state.push.google.lock().is_ok_and(|s| s.iter().any(|x| x.name == name)) {
         return google_error(StatusCode::CONFLICT, "ALREADY_EXISTS", "The subscriber already exists.");
     }
-    let verification = br#"{"type":"verification"}"#;
-    let with = state.push.post_google(&endpoint, Some(&secret), verification, None).await;
-    let without = state.push.post_google(&endpoint, None, verification, None).await;
     let operation = format!("projects/{project}/operations/create-{id}");
-    if with != Some(201) || !matches!(without, Some(401 | 403)) {
-        return Json(json!({
-            "name": operation,
-            "done": true,
-            "error": {"code": 9, "message": format!("Endpoint verification failed: answered {with:?} with the secret and {without:?} without it.")},
-        }))
-        .into_response();
+    if let Err(failed) = state.push.verify_endpoint(&endpoint, &secret, &operation).await {
+        return failed;
     }
     let subscriber = Subscriber { name, endpoint, secret, data_types };
     let response = subscriber_json(&subscriber);
@@ -399,17 +408,9 @@ pub(crate) async fn patch_subscriber(
     else {
         return google_error(StatusCode::NOT_FOUND, "NOT_FOUND", "No such subscriber.");
     };
-    let verification = br#"{"type":"verification"}"#;
-    let with = state.push.post_google(&endpoint, Some(&secret), verification, None).await;
-    let without = state.push.post_google(&endpoint, None, verification, None).await;
     let operation = format!("projects/{project}/operations/update-{id}");
-    if with != Some(201) || !matches!(without, Some(401 | 403)) {
-        return Json(json!({
-            "name": operation,
-            "done": true,
-            "error": {"code": 9, "message": format!("Endpoint verification failed: answered {with:?} with the secret and {without:?} without it.")},
-        }))
-        .into_response();
+    if let Err(failed) = state.push.verify_endpoint(&endpoint, &secret, &operation).await {
+        return failed;
     }
     let mut response = Value::Null;
     if let Ok(mut subs) = state.push.google.lock()

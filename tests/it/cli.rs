@@ -342,19 +342,9 @@ async fn simulate_writes_a_configuration_that_run_uses_as_is() {
     )
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    // On a terminal, the drain shows a bar with counts (util-linux `script` gives it one).
-    let bin = env!("CARGO_BIN_EXE_wearbridge");
-    let command = format!("{bin} --config sim.toml --set sync.start=1d run --once");
-    let out = tokio::process::Command::new("script")
-        .args(["-qfec", &command, "/dev/null"])
-        .current_dir(d)
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .expect("script (util-linux) runs");
-    let drawn = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "run --once publishes to the simulated node: {drawn}");
+    // On a terminal, the drain shows a bar with counts.
+    let (ok, drawn) = on_a_terminal(d, "--config sim.toml --set sync.start=1d run --once").await;
+    assert!(ok, "run --once publishes to the simulated node: {drawn}");
     assert!(drawn.contains("messages published"), "the drain's bar: {drawn:.3000}");
     let _ = sim.kill().await;
 }
@@ -406,22 +396,26 @@ async fn describe_lists_every_published_type_as_its_schema_says() {
     );
 }
 
-#[tokio::test]
-async fn long_work_shows_progress_on_a_terminal_and_not_in_a_pipe() {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = env!("CARGO_BIN_EXE_wearbridge");
-    let command = format!("{bin} --now {} demo --people 4", common::NOW);
-    // util-linux `script` runs the command on a pseudo-terminal and copies what it drew.
+/// Runs `wearbridge ARGS` on a pseudo-terminal (util-linux `script` gives it one and
+/// copies what it drew): whether it succeeded, and what it drew.
+async fn on_a_terminal(dir: &Path, args: &str) -> (bool, String) {
+    let command = format!("{} {args}", env!("CARGO_BIN_EXE_wearbridge"));
     let out = tokio::process::Command::new("script")
         .args(["-qfec", &command, "/dev/null"])
-        .current_dir(dir.path())
+        .current_dir(dir)
         .env_remove("RUST_LOG")
         .stdin(std::process::Stdio::null())
         .output()
         .await
         .expect("script (util-linux) runs");
-    let drawn = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{drawn}");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test]
+async fn long_work_shows_progress_on_a_terminal_and_not_in_a_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, drawn) = on_a_terminal(dir.path(), &format!("--now {} demo --people 4", common::NOW)).await;
+    assert!(ok, "{drawn}");
     assert!(drawn.contains("accounts synced") && drawn.contains("/8"), "a bar with counts: {drawn:.2000}");
     // Without a terminal: no bar, just the payload lines and the summary.
     let out = wearbridge(dir.path(), &["--now", common::NOW, "demo", "--people", "4"], &[], None).await;

@@ -151,17 +151,9 @@ pub async fn ensure_subscriber(
 ) -> Result<SubscriberOutcome, String> {
     let base = format!("{}/v4/projects/{project}/subscribers", api_base.trim_end_matches('/'));
     let describe = |e: reqwest::Error| format!("cannot reach the Google Health API: {}", e.without_url());
-    let answer = |status: reqwest::StatusCode, body: &Value| -> String {
-        let status_name = body["error"]["status"].as_str().map(crate::sources::code_name).unwrap_or_default();
-        format!("HTTP {} {status_name}", status.as_u16())
-    };
     let listed =
         http.get(&base).query(&[("pageSize", "1000")]).bearer_auth(admin_token).send().await.map_err(describe)?;
-    let status = listed.status();
-    let body: Value = listed.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        return Err(format!("listing the project's subscribers failed: {}", answer(status, &body)));
-    }
+    let body = operation(listed, "listing the project's subscribers", endpoint).await?;
     if let Some(existing) =
         body["subscribers"].as_array().into_iter().flatten().find(|s| s["endpointUri"].as_str() == Some(endpoint))
     {
@@ -177,15 +169,7 @@ pub async fn ensure_subscriber(
             .send()
             .await
             .map_err(describe)?;
-        let status = patched.status();
-        let operation: Value = patched.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            return Err(format!("updating the subscriber's secret failed: {}", answer(status, &operation)));
-        }
-        if let Some(error) = operation.get("error").filter(|e| !e.is_null()) {
-            let message: String = error["message"].as_str().unwrap_or_default().chars().take(300).collect();
-            return Err(format!("Google could not verify {endpoint} with the current secret: {message}"));
-        }
+        operation(patched, "updating the subscriber's secret", endpoint).await?;
         return Ok(SubscriberOutcome::Exists(name));
     }
     let request = serde_json::json!({
@@ -201,19 +185,27 @@ pub async fn ensure_subscriber(
         .send()
         .await
         .map_err(describe)?;
-    let status = created.status();
-    let operation: Value = created.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        return Err(format!("creating the subscriber failed: {}", answer(status, &operation)));
-    }
-    if let Some(error) = operation.get("error").filter(|e| !e.is_null()) {
-        let message: String = error["message"].as_str().unwrap_or_default().chars().take(300).collect();
-        return Err(format!("Google could not verify {endpoint}: {message}"));
-    }
+    let operation = operation(created, "creating the subscriber", endpoint).await?;
     let name = operation["response"]["name"]
         .as_str()
         .map_or_else(|| format!("projects/{project}/subscribers/wearbridge"), str::to_owned);
     Ok(if operation["done"] == true { SubscriberOutcome::Created(name) } else { SubscriberOutcome::Pending(name) })
+}
+
+/// The long-running operation a subscriber call answers, or why it failed (Google's
+/// status name, or its verification message; never the token or the secret).
+async fn operation(response: reqwest::Response, what: &str, endpoint: &str) -> Result<Value, String> {
+    let status = response.status();
+    let operation: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let status_name = operation["error"]["status"].as_str().map(crate::sources::code_name).unwrap_or_default();
+        return Err(format!("{what} failed: HTTP {} {status_name}", status.as_u16()));
+    }
+    if let Some(error) = operation.get("error").filter(|e| !e.is_null()) {
+        let message: String = error["message"].as_str().unwrap_or_default().chars().take(300).collect();
+        return Err(format!("{what}: Google could not verify {endpoint}: {message}"));
+    }
+    Ok(operation)
 }
 
 /// Google's public key for notification signatures.
