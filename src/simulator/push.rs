@@ -279,12 +279,20 @@ pub(crate) async fn withings_notify(
     }
 }
 
-fn admin(headers: &HeaderMap) -> bool {
-    headers
+/// The administrator's bearer token, or Google's 401.
+fn admin(headers: &HeaderMap) -> Result<(), Response> {
+    let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| t == ADMIN_TOKEN)
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match token {
+        Some(t) if t == ADMIN_TOKEN => Ok(()),
+        _ => Err(google_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials.",
+        )),
+    }
 }
 
 fn google_error(code: StatusCode, status: &str, message: &str) -> Response {
@@ -297,12 +305,8 @@ pub(crate) async fn list_subscribers(
     Path(project): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if !admin(&headers) {
-        return google_error(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHENTICATED",
-            "Request had invalid authentication credentials.",
-        );
+    if let Err(refused) = admin(&headers) {
+        return refused;
     }
     let prefix = format!("projects/{project}/subscribers/");
     let subscribers: Vec<Value> = state
@@ -333,12 +337,8 @@ pub(crate) async fn create_subscriber(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    if !admin(&headers) {
-        return google_error(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHENTICATED",
-            "Request had invalid authentication credentials.",
-        );
+    if let Err(refused) = admin(&headers) {
+        return refused;
     }
     let endpoint = body["endpointUri"].as_str().unwrap_or_default().to_owned();
     let secret = body["endpointAuthorization"]["secret"].as_str().unwrap_or_default().to_owned();
@@ -384,12 +384,8 @@ pub(crate) async fn patch_subscriber(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    if !admin(&headers) {
-        return google_error(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHENTICATED",
-            "Request had invalid authentication credentials.",
-        );
+    if let Err(refused) = admin(&headers) {
+        return refused;
     }
     let name = format!("projects/{project}/subscribers/{id}");
     let mask = query.get("updateMask").cloned().unwrap_or_default();
@@ -428,12 +424,8 @@ pub(crate) async fn delete_subscriber(
     Path((project, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if !admin(&headers) {
-        return google_error(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHENTICATED",
-            "Request had invalid authentication credentials.",
-        );
+    if let Err(refused) = admin(&headers) {
+        return refused;
     }
     let name = format!("projects/{project}/subscribers/{id}");
     let Ok(mut s) = state.push.google.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
