@@ -279,15 +279,15 @@ pub(crate) async fn withings_notify(
     }
 }
 
-/// The administrator's bearer token, or Google's 401.
-fn admin(headers: &HeaderMap) -> Result<(), Response> {
+/// Google's 401, unless the request carries the administrator's bearer token.
+fn refused_unless_admin(headers: &HeaderMap) -> Option<Response> {
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match token {
-        Some(t) if t == ADMIN_TOKEN => Ok(()),
-        _ => Err(google_error(
+        Some(t) if t == ADMIN_TOKEN => None,
+        _ => Some(google_error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHENTICATED",
             "Request had invalid authentication credentials.",
@@ -305,7 +305,7 @@ pub(crate) async fn list_subscribers(
     Path(project): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = admin(&headers) {
+    if let Some(refused) = refused_unless_admin(&headers) {
         return refused;
     }
     let prefix = format!("projects/{project}/subscribers/");
@@ -337,7 +337,7 @@ pub(crate) async fn create_subscriber(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    if let Err(refused) = admin(&headers) {
+    if let Some(refused) = refused_unless_admin(&headers) {
         return refused;
     }
     let endpoint = body["endpointUri"].as_str().unwrap_or_default().to_owned();
@@ -384,7 +384,7 @@ pub(crate) async fn patch_subscriber(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    if let Err(refused) = admin(&headers) {
+    if let Some(refused) = refused_unless_admin(&headers) {
         return refused;
     }
     let name = format!("projects/{project}/subscribers/{id}");
@@ -424,7 +424,7 @@ pub(crate) async fn delete_subscriber(
     Path((project, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = admin(&headers) {
+    if let Some(refused) = refused_unless_admin(&headers) {
         return refused;
     }
     let name = format!("projects/{project}/subscribers/{id}");
