@@ -136,6 +136,12 @@ enum Command {
         #[arg(long = "for", value_enum, default_value = "run")]
         r#for: commands::check_config::Purpose,
     },
+    /// Wi-Fi scales that post to the capture listener (capture.listen): enrol them and say
+    /// which person each user slot is.
+    Scales {
+        #[command(subcommand)]
+        command: ScalesCommand,
+    },
     /// Push notifications: set up what they need once (see the README, "Push
     /// notifications").
     Push {
@@ -148,7 +154,7 @@ enum Command {
 
 /// A provider name this build has a source for.
 fn parse_provider(name: &str) -> Result<anonymizer::Provider, String> {
-    wearbridge::sources::registry::provider(name).ok_or_else(|| {
+    wearbridge::sources::registry::consented(name).ok_or_else(|| {
         format!("unknown provider; expected one of: {}", wearbridge::sources::registry::names().join(", "))
     })
 }
@@ -179,6 +185,24 @@ enum UsersCommand {
         #[arg(long, value_parser = parse_provider)]
         provider: Option<anonymizer::Provider>,
     },
+}
+
+#[derive(Subcommand)]
+enum ScalesCommand {
+    /// Enrol a scale by its MAC address (printed on it, or its `serialNumber`).
+    Add {
+        #[arg(value_enum)]
+        kind: commands::scales::Kind,
+        name: String,
+        #[arg(long)]
+        mac: String,
+    },
+    /// Say which person a user slot of the scale is (its user id; 0 is the guest).
+    Assign { scale: String, slot: i64, person: String },
+    /// List scales and their slots.
+    List,
+    /// Forget a scale.
+    Remove { name: String },
 }
 
 #[derive(Subcommand)]
@@ -297,6 +321,14 @@ fn main() -> ExitCode {
                 });
                 commands::push::setup(&globals, google).await
             }
+            Command::Scales { command } => match command {
+                ScalesCommand::Add { kind, name, mac } => commands::scales::add(&globals, kind, &name, &mac).await,
+                ScalesCommand::Assign { scale, slot, person } => {
+                    commands::scales::assign(&globals, &scale, slot, &person).await
+                }
+                ScalesCommand::List => commands::scales::list(&globals).await,
+                ScalesCommand::Remove { name } => commands::scales::remove(&globals, &name).await,
+            },
             Command::Describe { format } => commands::describe::main(&globals, format),
             Command::CheckConfig { r#for } => commands::check_config::main(&globals, r#for),
         }

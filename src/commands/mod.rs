@@ -6,6 +6,7 @@ pub mod describe;
 pub mod probe;
 pub mod push;
 pub mod run;
+pub mod scales;
 pub mod schemas;
 #[cfg(feature = "demo")]
 pub mod simulate;

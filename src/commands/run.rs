@@ -142,9 +142,17 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
         },
     };
     let server = crate::server::serve(loaded.settings.server.listen, state, shutdown.clone()).await?;
+    let pipeline = Arc::new(pipeline);
+    let capture = match loaded.settings.capture.listen {
+        Some(listen) => {
+            let capture = crate::server::capture::Capture::new(store.clone(), pipeline.clone(), clock.clone());
+            Some(crate::server::capture::serve(listen, capture, shutdown.clone()).await?)
+        }
+        None => None,
+    };
     let worker = Worker {
         id: worker_id.clone(),
-        pipeline: Arc::new(pipeline),
+        pipeline,
         publisher: Some(publisher.clone()),
         output: Output::Outbox,
         sync: loaded.settings.sync.clone(),
@@ -177,6 +185,9 @@ pub async fn main(globals: &Globals, once: bool, dry_run: bool) -> anyhow::Resul
         tracing::warn!(error = %e, "could not release this worker's leases; they expire after sync.lease");
     }
     let _ = server.await;
+    if let Some(capture) = capture {
+        let _ = capture.await;
+    }
     result?;
     tracing::info!("stopped");
     Ok(())

@@ -35,6 +35,18 @@ pub struct Settings {
     pub server: ServerSettings,
     pub oauth: OAuthSettings,
     pub push: PushSettings,
+    pub capture: CaptureSettings,
+}
+
+/// Local capture (Wi-Fi scales posting to wearbridge directly).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct CaptureSettings {
+    /// Where scales post (their vendor's host name pointed here; they speak plain HTTP on
+    /// port 80, e.g. `"0.0.0.0:80"`). A listener of its own, never shared with `/metrics`
+    /// or the consent pages. Unset: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
 }
 
 /// Where providers send people back after they consent (`wearbridge connect`).

@@ -102,9 +102,9 @@ fn plausible(record: Record, now: DateTime<Utc>) -> Result<Record, crate::normal
     Ok(record)
 }
 
-/// Why one account's sync failed.
+/// Why one account's sync (or a captured upload) failed.
 #[derive(Debug, thiserror::Error)]
-enum AccountError {
+pub enum AccountError {
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]
@@ -245,6 +245,29 @@ impl Counters {
 }
 
 impl Pipeline {
+    /// Publishes records a scale posted for `account` (a `local` account): anonymised under
+    /// the person's subject, checked against the schemas and committed to the outbox with
+    /// the `scale` cursor, before the scale is answered. Returns the messages committed.
+    pub async fn deliver_captured(
+        &self,
+        account: &Account,
+        records: Vec<Result<Record, crate::normalize::Skipped>>,
+        cursor: String,
+    ) -> Result<u64, AccountError> {
+        let user_id = account.provider_user_id.clone().unwrap_or_else(|| account.person.clone());
+        let basis = if self.link_providers { self.store.subject_id(&account.person).await? } else { None };
+        let scope = match &basis {
+            Some(basis) => self.anonymizer.for_person(basis, account.provider, &user_id),
+            None => self.anonymizer.for_account(account.provider, &user_id),
+        };
+        let mut pass = AccountPass::new(account, &user_id, self.clock.now(), &self.sync, &self.series, &self.store);
+        pass.dataset = Dataset::Body;
+        let counters = Counters::default();
+        let batch = Batch { cursor_key: "scale", cursor, records, series: None };
+        self.deliver(&pass, &scope, batch, &Output::Outbox, &counters).await?;
+        Ok(counters.messages.load(Ordering::Relaxed))
+    }
+
     /// Subscribes the account to its provider's notifications when that was never done,
     /// or not checked for [`PUSH_CHECK_EVERY`]. A failure is logged and tried again at the
     /// next sync: polling goes on meanwhile.

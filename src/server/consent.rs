@@ -236,7 +236,7 @@ pub(super) async fn start(
         let labels: Vec<&str> = enrolment.offered().into_iter().map(|(_, label)| label).collect();
         return error_page(StatusCode::BAD_REQUEST, &format!("Choose one of: {}.", labels.join(", ")));
     };
-    let Some(provider) = registry::provider(provider) else {
+    let Some(provider) = registry::consented(provider) else {
         return error_page(StatusCode::BAD_REQUEST, "Unknown provider.");
     };
     let Some(http) = &enrolment.http else {

@@ -19,6 +19,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
+pub mod capture;
 mod consent;
 mod webhooks;
 

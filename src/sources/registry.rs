@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anonymizer::Provider;
 
 use super::budget::Budget;
-use super::{Source, fitbit, withings};
+use super::{Source, fitbit, local, withings};
 use crate::auth::{OAuth, TokenManager};
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -44,16 +44,31 @@ impl Registration {
     }
 }
 
-/// Every source, in the order the consent page offers them.
+/// Every source people enrol in by consent (OAuth), in the order the consent page offers
+/// them.
 pub const SOURCES: &[Registration] = &[fitbit::REGISTRATION, withings::REGISTRATION];
 
-/// The registration of the provider called `name`.
+/// Sources that are pushed to, not consented: enrolled with `wearbridge scales`.
+pub const CAPTURED: &[Registration] = &[local::REGISTRATION];
+
+/// Every registration, consented and captured.
+fn all() -> impl Iterator<Item = &'static Registration> {
+    SOURCES.iter().chain(CAPTURED)
+}
+
+/// The registration of the consented provider called `name` (what `connect`, `users add`
+/// and the consent page accept).
 pub fn find(name: &str) -> Option<&'static Registration> {
     SOURCES.iter().find(|r| r.provider.as_str() == name)
 }
 
-/// The provider called `name`, if this build has a source for it.
+/// The provider called `name`, if this build has a source for it (consented or captured).
 pub fn provider(name: &str) -> Option<Provider> {
+    all().find(|r| r.provider.as_str() == name).map(|r| r.provider)
+}
+
+/// The consented provider called `name`.
+pub fn consented(name: &str) -> Option<Provider> {
     find(name).map(|r| r.provider)
 }
 
@@ -77,8 +92,7 @@ impl Sources {
         retry: Retry,
         clock: Clock,
     ) -> Self {
-        let parts: Vec<(&Registration, Arc<Budget>)> = SOURCES
-            .iter()
+        let parts: Vec<(&Registration, Arc<Budget>)> = all()
             .map(|r| (r, Arc::new(Budget::per_minute((r.application_per_minute)(settings), clock.clone()))))
             .collect();
         let oauth = parts.iter().map(|(r, budget)| (r.provider, (r.oauth)(settings, http, budget.clone()))).collect();

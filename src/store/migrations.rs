@@ -28,6 +28,7 @@ pub(crate) const SQLITE: &[Migration] = &[
     Migration { version: 6, name: "series", sql: include_str!("migrations/sqlite/0006_series.sql") },
     Migration { version: 7, name: "people", sql: include_str!("migrations/sqlite/0007_people.sql") },
     Migration { version: 8, name: "push", sql: include_str!("migrations/sqlite/0008_push.sql") },
+    Migration { version: 9, name: "scales", sql: include_str!("migrations/sqlite/0009_scales.sql") },
 ];
 
 /// The PostgreSQL migrations: the same versions, in PostgreSQL's types.
@@ -44,6 +45,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
     Migration { version: 6, name: "series", sql: include_str!("migrations/postgres/0006_series.sql") },
     Migration { version: 7, name: "people", sql: include_str!("migrations/postgres/0007_people.sql") },
     Migration { version: 8, name: "push", sql: include_str!("migrations/postgres/0008_push.sql") },
+    Migration { version: 9, name: "scales", sql: include_str!("migrations/postgres/0009_scales.sql") },
 ];
 
 /// Advisory lock key that serialises migrations of workers starting together.

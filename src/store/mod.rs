@@ -34,6 +34,10 @@ pub enum StoreError {
     AlreadyEnrolled { person: String },
     #[error("no account named {0:?}")]
     NoSuchAccount(String),
+    #[error("no scale named {0:?} (wearbridge scales list)")]
+    NoSuchScale(String),
+    #[error("a scale named {0:?}, or one with that MAC address, is already enrolled")]
+    ScaleExists(String),
     #[error("invalid account name {0:?}: use 1 to 64 letters, digits, '.', '-' or '_'")]
     BadAccountName(String),
     #[error("store.url: {0}")]
@@ -151,6 +155,16 @@ pub struct SeriesWindow {
     pub key: String,
     pub revision: u32,
     pub digest: String,
+}
+
+/// An enrolled Wi-Fi scale (its MAC address is known only as a keyed hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scale {
+    pub name: String,
+    /// `aria` or `wbs01`.
+    pub kind: String,
+    /// Its assigned user slots: (slot, person).
+    pub slots: Vec<(i64, String)>,
 }
 
 /// One dataset's row of an account's schedule (times in Unix ms).
@@ -345,6 +359,46 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many deletions upstream told of for an account.
     fn push_deletions(&self, account_id: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Enrols a Wi-Fi scale of `kind` (`aria`, `wbs01`) as `name`; it is known by a keyed
+    /// hash of its kind and `mac` (normalised `aa:bb:…`), never by the address itself.
+    fn add_scale(&self, name: &str, kind: &str, mac: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The enrolled scale of `kind` with `mac`: its id and name.
+    fn scale_by_mac(
+        &self,
+        kind: &str,
+        mac: &str,
+    ) -> impl Future<Output = Result<Option<(i64, String)>, StoreError>> + Send;
+
+    /// Assigns a scale's user slot to `person`, enrolling the person's `local` account
+    /// (which owns the captured readings) when they have none; returns that account.
+    fn assign_scale_slot(
+        &self,
+        scale: &str,
+        slot: i64,
+        person: &str,
+    ) -> impl Future<Output = Result<Account, StoreError>> + Send;
+
+    /// A scale's assigned slots: (slot, person).
+    fn scale_slots(&self, scale_id: i64) -> impl Future<Output = Result<Vec<(i64, String)>, StoreError>> + Send;
+
+    /// The last weight (g) captured for each slot of a scale, by slot.
+    fn scale_weights(&self, scale_id: i64) -> impl Future<Output = Result<Vec<(i64, i64)>, StoreError>> + Send;
+
+    /// Records the last weight (g) captured for a slot.
+    fn set_scale_weight(
+        &self,
+        scale_id: i64,
+        slot: i64,
+        grams: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every scale, by name.
+    fn scales(&self) -> impl Future<Output = Result<Vec<Scale>, StoreError>> + Send;
+
+    /// Forgets a scale and its slots (the people's `local` accounts stay until `users remove`).
+    fn remove_scale(&self, name: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// When the account's provider-side notification subscriptions were last checked.
     fn push_checked_at(&self, account_id: i64) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;

@@ -22,8 +22,8 @@ use sqlx::{PgPool, Row, SqlitePool};
 
 use super::migrations::{self, POSTGRES, SQLITE};
 use super::{
-    Account, AccountStatus, Consent, Lease, OutboxEntry, Pending, Removal, Scheduled, SeriesWindow, Store, StoreError,
-    TokenCipher, Tokens, parse_provider, validate_account_name,
+    Account, AccountStatus, Consent, Lease, OutboxEntry, Pending, Removal, Scale, Scheduled, SeriesWindow, Store,
+    StoreError, TokenCipher, Tokens, parse_provider, validate_account_name,
 };
 use crate::clock::Clock;
 
@@ -1082,6 +1082,133 @@ impl Store for SqlStore {
                 .fetch_one(pool)
                 .await?;
             Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    async fn add_scale(&self, name: &str, kind: &str, mac: &str) -> Result<(), StoreError> {
+        validate_account_name(name)?;
+        let key = self.cipher.lookup_key(&format!("scale/{kind}"), mac)?;
+        on_writer!(self, |pool, _d| {
+            sqlx::query("INSERT INTO scales (name, kind, device_key) VALUES ($1, $2, $3)")
+                .bind(name)
+                .bind(kind)
+                .bind(&key)
+                .execute(pool)
+                .await
+                .map_err(|e| match e {
+                    sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::ScaleExists(name.to_owned()),
+                    other => StoreError::Database(other),
+                })?;
+            Ok(())
+        })
+    }
+
+    async fn scale_by_mac(&self, kind: &str, mac: &str) -> Result<Option<(i64, String)>, StoreError> {
+        let key = self.cipher.lookup_key(&format!("scale/{kind}"), mac)?;
+        on_pool!(self, |pool, _d| {
+            let row = sqlx::query("SELECT id, name FROM scales WHERE device_key = $1 AND kind = $2")
+                .bind(&key)
+                .bind(kind)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|r| Ok::<_, sqlx::Error>((r.try_get("id")?, r.try_get("name")?))).transpose()?)
+        })
+    }
+
+    async fn assign_scale_slot(&self, scale: &str, slot: i64, person: &str) -> Result<Account, StoreError> {
+        validate_account_name(person)?;
+        let scale_id: Option<i64> = on_pool!(self, |pool, _d| {
+            sqlx::query_scalar("SELECT id FROM scales WHERE name = $1").bind(scale).fetch_optional(pool).await?
+        });
+        let scale_id = scale_id.ok_or_else(|| StoreError::NoSuchScale(scale.to_owned()))?;
+        let local = crate::sources::local::PROVIDER;
+        let existing = self
+            .accounts()
+            .await?
+            .into_iter()
+            .find(|a| a.person == person && a.provider == local && a.status != AccountStatus::Removed);
+        let account = match existing {
+            Some(a) => a,
+            None => {
+                let token = SecretString::from(crate::sources::local::NO_TOKEN);
+                let a = self.add_account(person, local, &token).await?;
+                self.set_provider_user_id(a.id, person).await?;
+                a
+            }
+        };
+        on_writer!(self, |pool, _d| {
+            sqlx::query(
+                "INSERT INTO scale_slots (scale_id, slot, person) VALUES ($1, $2, $3)
+                 ON CONFLICT (scale_id, slot) DO UPDATE SET person = excluded.person",
+            )
+            .bind(scale_id)
+            .bind(slot)
+            .bind(person)
+            .execute(pool)
+            .await?;
+            Ok::<_, StoreError>(())
+        })?;
+        Ok(account)
+    }
+
+    async fn scale_slots(&self, scale_id: i64) -> Result<Vec<(i64, String)>, StoreError> {
+        on_pool!(self, |pool, _d| {
+            let rows = sqlx::query("SELECT slot, person FROM scale_slots WHERE scale_id = $1 ORDER BY slot")
+                .bind(scale_id)
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(|r| Ok((r.try_get("slot")?, r.try_get("person")?))).collect()
+        })
+    }
+
+    async fn scale_weights(&self, scale_id: i64) -> Result<Vec<(i64, i64)>, StoreError> {
+        on_pool!(self, |pool, _d| {
+            let rows = sqlx::query(
+                "SELECT slot, last_grams FROM scale_slots WHERE scale_id = $1 AND last_grams IS NOT NULL ORDER BY slot",
+            )
+            .bind(scale_id)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(|r| Ok((r.try_get("slot")?, r.try_get("last_grams")?))).collect()
+        })
+    }
+
+    async fn set_scale_weight(&self, scale_id: i64, slot: i64, grams: i64) -> Result<(), StoreError> {
+        on_writer!(self, |pool, _d| {
+            sqlx::query("UPDATE scale_slots SET last_grams = $1 WHERE scale_id = $2 AND slot = $3")
+                .bind(grams)
+                .bind(scale_id)
+                .bind(slot)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    async fn scales(&self) -> Result<Vec<Scale>, StoreError> {
+        let rows: Vec<(i64, String, String)> = on_pool!(self, |pool, _d| {
+            let rows = sqlx::query("SELECT id, name, kind FROM scales ORDER BY name").fetch_all(pool).await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get("id")?, r.try_get("name")?, r.try_get("kind")?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, name, kind) in rows {
+            out.push(Scale { name, kind, slots: self.scale_slots(id).await? });
+        }
+        Ok(out)
+    }
+
+    async fn remove_scale(&self, name: &str) -> Result<(), StoreError> {
+        on_writer!(self, |pool, d| {
+            let mut tx = pool.begin_with(d.begin).await?;
+            let id: Option<i64> =
+                sqlx::query_scalar("SELECT id FROM scales WHERE name = $1").bind(name).fetch_optional(&mut *tx).await?;
+            let id = id.ok_or_else(|| StoreError::NoSuchScale(name.to_owned()))?;
+            sqlx::query("DELETE FROM scale_slots WHERE scale_id = $1").bind(id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM scales WHERE id = $1").bind(id).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(())
         })
     }
 

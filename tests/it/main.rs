@@ -7,6 +7,7 @@
 mod common;
 
 mod budget;
+mod capture;
 mod cli;
 mod daemon;
 mod deploy_config;
