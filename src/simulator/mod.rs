@@ -11,6 +11,7 @@ mod faults;
 mod google;
 mod people;
 mod push;
+pub mod scale;
 mod streamr;
 mod streamr_ws;
 mod withings;

@@ -155,21 +155,16 @@ async fn broken_uploads_and_unknown_scales_are_refused_and_store_nothing() {
     let rig = rig().await;
     rig.store.add_scale("bathroom", "aria", "00:1d:c9:12:34:56").await.unwrap();
     rig.store.assign_scale_slot("bathroom", 1, "ann").await.unwrap();
+    use wearbridge::simulator::scale::{AriaScale, Broken};
+    let scale = AriaScale { mac: MAC, clock: common::now().timestamp() as u32 };
     let good = upload(vec![reading(1, 72_500, 1)]);
-    let mut bad_crc = good.clone();
-    bad_crc[60] ^= 0x10;
-    let mut unknown = good.clone();
-    unknown[13] ^= 0xff; // another MAC…
-    let crc = aria::crc16_xmodem(&unknown[..unknown.len() - 2]).to_le_bytes();
-    let n = unknown.len();
-    unknown[n - 2..].copy_from_slice(&crc); // …with a valid CRC
     for (body, status) in [
-        (bad_crc, 400),
-        (good[..good.len() - 7].to_vec(), 400),
+        (scale.broken(Broken::BadCrc, 1), 400),
+        (scale.broken(Broken::Truncated, 1), 400),
         (good[..20].to_vec(), 400),
         (Vec::new(), 400),
-        (vec![0x41; 300_000], 413),
-        (unknown, 403),
+        (scale.broken(Broken::Oversize, 1), 413),
+        (scale.broken(Broken::UnknownMac, 1), 403),
     ] {
         let len = body.len();
         assert_eq!(post(&rig.base, "/scale/upload", body).await.status(), status, "{len} bytes");
@@ -233,4 +228,36 @@ async fn a_wbs01_session_stores_a_weight() {
     assert_eq!(post(&rig.base, "/cgi-bin/measure", form(&other)).await.status(), 403);
     assert_eq!(post(&rig.base, "/cgi-bin/measure", form(&[("action", "store")])).await.status(), 400);
     assert_eq!(weights(&rig.store).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_full_cache_of_seventeen_readings_is_taken_once() {
+    use wearbridge::simulator::scale::AriaScale;
+    let rig = rig().await;
+    rig.store.add_scale("bathroom", "aria", "00:1d:c9:12:34:56").await.unwrap();
+    rig.store.assign_scale_slot("bathroom", 3, "dee").await.unwrap();
+    let scale = AriaScale { mac: MAC, clock: common::now().timestamp() as u32 };
+    let body = scale.full_cache(3, 64_000);
+    assert_eq!(aria::parse(&body).unwrap().readings.len(), 17);
+    assert_eq!(post(&rig.base, "/scale/upload", body.clone()).await.status(), 200);
+    assert_eq!(weights(&rig.store).await.len(), 17);
+    assert_eq!(post(&rig.base, "/scale/upload", body).await.status(), 200);
+    assert_eq!(weights(&rig.store).await.len(), 17, "resent: nothing new");
+    // A scale whose clock is a day behind: its readings are corrected, not dated a day early.
+    let late = AriaScale { mac: MAC, clock: scale.clock - 86_400 };
+    let body = late.upload(vec![late.reading(3, 65_400, 0)]);
+    assert_eq!(post(&rig.base, "/scale/upload", body).await.status(), 200);
+    let payloads: Vec<Value> = rig
+        .store
+        .outbox_pending(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| serde_json::from_str(&p.entry.payload).unwrap())
+        .filter(|m: &Value| m["body"]["body_weight"]["value"] == 65.4)
+        .collect();
+    assert_eq!(payloads.len(), 1);
+    let at = payloads[0]["body"]["effective_time_frame"]["date_time"].as_str().unwrap();
+    let at = chrono::DateTime::parse_from_rfc3339(at).unwrap();
+    assert!((common::now() - at.with_timezone(&chrono::Utc)).num_hours().abs() <= 1, "corrected to now: {at}");
 }

@@ -468,3 +468,33 @@ async fn demo_prints_at_least_100_lines_and_a_summary() {
     assert!(stderr.starts_with("demo: 3 simulated people"), "{stderr}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the demo leaves no files behind");
 }
+
+#[tokio::test]
+async fn scales_are_enrolled_assigned_listed_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = wearbridge(d, &["scales", "list"], &[], None).await;
+    assert!(out.status.success() && text(&out.stdout).contains("no scale is enrolled yet"));
+    assert!(!d.join("wearbridge.db").exists(), "listing creates no store");
+    let out = wearbridge(d, &["scales", "add", "aria", "bath", "--mac", "not-a-mac"], &[], None).await;
+    assert!(!out.status.success() && text(&out.stderr).contains("--mac"), "{}", text(&out.stderr));
+    let out = wearbridge(d, &["scales", "add", "aria", "bath", "--mac", "00:1D:C9:12:34:56"], &[], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = wearbridge(d, &["scales", "assign", "bath", "0", "ann"], &[], None).await;
+    assert!(!out.status.success() && text(&out.stderr).contains("guest"), "{}", text(&out.stderr));
+    let out = wearbridge(d, &["scales", "assign", "bath", "1", "ann"], &[], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = wearbridge(d, &["scales", "assign", "shower", "1", "ann"], &[], None).await;
+    assert!(!out.status.success() && text(&out.stderr).contains("no scale named"), "{}", text(&out.stderr));
+    let list = text(&wearbridge(d, &["scales", "list"], &[], None).await.stdout);
+    assert!(list.contains("bath") && list.contains("aria") && list.contains("1=ann"), "{list}");
+    assert!(!list.contains("00:1D") && !list.to_lowercase().contains("00:1d"), "the MAC is not kept");
+    let users = text(&wearbridge(d, &["users", "list"], &[], None).await.stdout);
+    assert!(users.contains("ann") && users.contains("local"), "{users}");
+    // A local account is not something `users add` enrols.
+    let out = wearbridge(d, &["users", "add", "local", "bob", "--refresh-token-stdin"], &[], Some("x")).await;
+    assert!(!out.status.success() && text(&out.stderr).contains("fitbit, withings"), "{}", text(&out.stderr));
+    let out = wearbridge(d, &["scales", "remove", "bath"], &[], None).await;
+    assert!(out.status.success());
+    assert!(text(&wearbridge(d, &["scales", "list"], &[], None).await.stdout).lines().count() == 1);
+}

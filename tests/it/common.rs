@@ -346,6 +346,7 @@ pub fn known_config_keys() -> std::collections::BTreeSet<String> {
     let mut all = Settings::default();
     let x = || Some(SecretString::from("x"));
     all.store.url_file = Some("x".into());
+    all.capture.listen = Some(std::net::SocketAddr::from(([0, 0, 0, 0], 80)));
     all.push.google_authorization = x();
     all.push.google_authorization_file = Some("x".into());
     all.push.google_public_key_file = Some("x".into());

@@ -151,6 +151,28 @@ async fn contract<S: Store>(reopen: impl AsyncFn() -> S) {
     assert_eq!(store.push_checked_at(b.id).await.unwrap(), Some(t));
     reschedule().await;
 
+    // Scales: known by a keyed hash of kind and MAC; a slot assigned to a person gives
+    // them a `local` account (once).
+    let local = wearbridge::sources::local::PROVIDER;
+    store.add_scale("bath", "aria", "00:1d:c9:12:34:56").await.unwrap();
+    assert!(matches!(store.add_scale("bath", "aria", "00:1d:c9:00:00:01").await, Err(StoreError::ScaleExists(_))));
+    assert!(matches!(store.add_scale("other", "aria", "00:1d:c9:12:34:56").await, Err(StoreError::ScaleExists(_))));
+    let (scale_id, name) = store.scale_by_mac("aria", "00:1d:c9:12:34:56").await.unwrap().unwrap();
+    assert_eq!(name, "bath");
+    assert_eq!(store.scale_by_mac("wbs01", "00:1d:c9:12:34:56").await.unwrap(), None, "per kind");
+    let erin = store.assign_scale_slot("bath", 1, "erin").await.unwrap();
+    assert_eq!((erin.person.as_str(), erin.provider), ("erin", local));
+    assert_eq!(store.assign_scale_slot("bath", 2, "erin").await.unwrap().id, erin.id, "one local account");
+    store.set_scale_weight(scale_id, 1, 70_500).await.unwrap();
+    assert_eq!(store.scale_slots(scale_id).await.unwrap(), [(1, "erin".to_owned()), (2, "erin".to_owned())]);
+    assert_eq!(store.scale_weights(scale_id).await.unwrap(), [(1, 70_500)]);
+    assert_eq!(store.scales().await.unwrap()[0].slots.len(), 2);
+    assert!(matches!(store.assign_scale_slot("nope", 1, "erin").await, Err(StoreError::NoSuchScale(_))));
+    store.remove_scale("bath").await.unwrap();
+    assert!(store.scales().await.unwrap().is_empty());
+    assert!(matches!(store.remove_scale("bath").await, Err(StoreError::NoSuchScale(_))));
+    store.remove_account(&erin.name).await.unwrap();
+
     // Removal drops everything of the account and takes no more writes.
     assert!(matches!(store.remove_account("nobody").await, Err(StoreError::NoSuchAccount(_))));
     let removal = store.remove_account("alice").await.unwrap();
