@@ -121,7 +121,8 @@ pub fn require_for_run(loaded: &Loaded) -> Result<(), ConfigError> {
             }
         }
     }
-    if configured == 0 {
+    // Scales posting to the capture listener need no provider.
+    if configured == 0 && s.capture.listen.is_none() {
         let first = registry::SOURCES.first().map_or("fitbit", |r| r.section);
         let all: Vec<String> = registry::SOURCES.iter().map(|r| format!("{}.client_id", r.section)).collect();
         return Err(loaded.invalid(

@@ -152,6 +152,13 @@ enum Command {
     Probe { url: String },
 }
 
+/// Any provider an account can have (consented or captured), for withdrawing one.
+fn parse_any_provider(name: &str) -> Result<anonymizer::Provider, String> {
+    wearbridge::sources::registry::provider(name).ok_or_else(|| {
+        format!("unknown provider; expected one of: {}, local", wearbridge::sources::registry::names().join(", "))
+    })
+}
+
 /// A provider name this build has a source for.
 fn parse_provider(name: &str) -> Result<anonymizer::Provider, String> {
     wearbridge::sources::registry::consented(name).ok_or_else(|| {
@@ -181,8 +188,8 @@ enum UsersCommand {
     /// provider allows, delete tokens, cursors and unpublished messages.
     Remove {
         name: String,
-        /// Only this provider's account (fitbit, withings).
-        #[arg(long, value_parser = parse_provider)]
+        /// Only this provider's account (fitbit, withings, or local: captured scales).
+        #[arg(long, value_parser = parse_any_provider)]
         provider: Option<anonymizer::Provider>,
     },
 }

@@ -621,8 +621,8 @@ mod agreement {
                 false => self.pick(&["1", "epoch-2026_a"]),
             };
             let provider = match self.wild() {
-                true => Provider::new("local"),
-                false => self.pick(&[Provider::new("fitbit"), Provider::new("withings")]),
+                true => Provider::new("nowhere"),
+                false => self.pick(&[Provider::new("fitbit"), Provider::new("withings"), Provider::new("local")]),
             };
             Message {
                 subject: self.hex(32),

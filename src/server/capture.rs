@@ -106,6 +106,28 @@ fn mac_text(mac: &[u8; 6]) -> String {
     mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
+/// Answers 503 (the scale keeps its readings and sends them again), counted and logged.
+fn unavailable(kind: &'static str, error: &dyn std::fmt::Display) -> Response {
+    count_upload(kind, "store_error");
+    tracing::warn!(%error, scale = kind, "upload not taken: the store failed; the scale keeps its readings");
+    StatusCode::SERVICE_UNAVAILABLE.into_response()
+}
+
+/// A scale's slots whose person has an active `local` account (a slot of someone who
+/// left is as good as unassigned), by slot.
+async fn live_slots(capture: &Capture, scale_id: i64) -> Result<HashMap<i64, String>, crate::store::StoreError> {
+    let slots = capture.store.scale_slots(scale_id).await?;
+    let accounts = capture.store.accounts().await?;
+    Ok(slots
+        .into_iter()
+        .filter(|(_, person)| {
+            accounts
+                .iter()
+                .any(|a| &a.person == person && a.provider == local::PROVIDER && a.status == AccountStatus::Active)
+        })
+        .collect())
+}
+
 /// One reading bound for a person: slot, person, record (or why not), grams and the
 /// scale's time of the reading.
 type Bound = (i64, String, Result<anonymizer::Record, Skipped>, i64, i64);
@@ -128,7 +150,7 @@ async fn commit(capture: &Capture, scale_id: i64, bound: Vec<Bound>, now: DateTi
         let account = accounts
             .iter()
             .find(|a| a.person == person && a.provider == local::PROVIDER && a.status == AccountStatus::Active)
-            .ok_or_else(|| "no active local account for an assigned slot (assign the slot again)".to_owned())?;
+            .ok_or_else(|| "the person's local account is gone (they left while the upload was read)".to_owned())?;
         let cursor = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         published += capture.pipeline.deliver_captured(account, records, cursor).await.map_err(|e| e.to_string())?;
     }
@@ -140,8 +162,10 @@ async fn commit(capture: &Capture, scale_id: i64, bound: Vec<Bound>, now: DateTi
 
 /// The scale's users: each assigned slot, with a window around its last weight.
 async fn aria_users(capture: &Capture, scale_id: i64) -> Result<Vec<aria::ScaleUser>, crate::store::StoreError> {
-    let slots = capture.store.scale_slots(scale_id).await?;
+    let slots = live_slots(capture, scale_id).await?;
     let weights: HashMap<i64, i64> = capture.store.scale_weights(scale_id).await?.into_iter().collect();
+    let mut slots: Vec<(i64, String)> = slots.into_iter().collect();
+    slots.sort();
     Ok(slots
         .into_iter()
         .filter_map(|(slot, person)| {
@@ -168,7 +192,7 @@ async fn aria_upload(State(capture): State<Arc<Capture>>, body: Bytes) -> Respon
     };
     let now = capture.clock.now();
     let scale = match capture.store.scale_by_mac(KIND, &mac_text(&upload.mac)).await {
-        Ok(Some((id, _))) => id,
+        Ok(Some(scale)) => scale,
         Ok(None) => {
             count_upload(KIND, "unknown_scale");
             tracing::warn!("an upload from a scale nobody enrolled (wearbridge scales add); refused");
@@ -180,15 +204,30 @@ async fn aria_upload(State(capture): State<Arc<Capture>>, body: Bytes) -> Respon
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
         }
     };
-    let slots: HashMap<i64, String> = match capture.store.scale_slots(scale).await {
-        Ok(s) => s.into_iter().collect(),
-        Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    // The MAC is broadcast over the air; the auth code the scale was set up with is not.
+    match capture.store.check_scale_auth(scale.id, &upload.auth).await {
+        Ok(true) => {}
+        Ok(false) => {
+            count_upload(KIND, "auth_mismatch");
+            tracing::warn!(scale = %scale.name, "an upload with another auth code than the scale's first; refused");
+            return StatusCode::FORBIDDEN.into_response();
+        }
+        Err(error) => return unavailable(KIND, &error),
+    }
+    let slots = match live_slots(&capture, scale.id).await {
+        Ok(s) => s,
+        Err(error) => return unavailable(KIND, &error),
     };
     let scale_now = DateTime::from_timestamp(i64::from(upload.scale_time), 0).unwrap_or(now);
-    let correction = normalize::clock_correction(scale_now, now);
-    if correction != TimeDelta::zero() {
-        tracing::warn!(minutes = correction.num_minutes(), "the scale's clock is off: its readings are corrected");
+    let kept = TimeDelta::seconds(scale.correction_s);
+    let correction = normalize::clock_correction(kept, scale_now, now);
+    if correction != kept {
+        tracing::warn!(scale = %scale.name, minutes = correction.num_minutes(), "the scale's clock is off: its readings are corrected");
+        if let Err(error) = capture.store.set_scale_correction(scale.id, correction.num_seconds()).await {
+            return unavailable(KIND, &error);
+        }
     }
+    let scale = scale.id;
     let mut bound = Vec::new();
     let (mut guests, mut unassigned) = (0u64, 0u64);
     for r in &upload.readings {
@@ -207,7 +246,8 @@ async fn aria_upload(State(capture): State<Arc<Capture>>, body: Bytes) -> Respon
     }
     count_readings("guest", guests);
     count_readings("unassigned", unassigned);
-    let taken = bound.len() as u64;
+    let taken = bound.iter().filter(|b| b.2.is_ok()).count() as u64;
+    count_readings("skipped", bound.len() as u64 - taken);
     if let Err(error) = commit(&capture, scale, bound, now).await {
         count_upload(KIND, "store_error");
         tracing::warn!(%error, "Aria upload not taken; the scale keeps its readings and sends them again");
@@ -253,7 +293,7 @@ async fn wbs01_session(State(capture): State<Arc<Capture>>, body: Bytes) -> Resp
                 return (StatusCode::BAD_REQUEST, json(wbs01::error_answer())).into_response();
             };
             let scale = match capture.store.scale_by_mac(KIND, &mac).await {
-                Ok(Some((id, _))) => id,
+                Ok(Some(scale)) => scale.id,
                 Ok(None) => {
                     count_upload(KIND, "unknown_scale");
                     tracing::warn!("a session from a scale nobody enrolled (wearbridge scales add); refused");
@@ -261,12 +301,16 @@ async fn wbs01_session(State(capture): State<Arc<Capture>>, body: Bytes) -> Resp
                 }
                 Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
             };
-            let (Ok(slots), Ok(weights)) =
-                (capture.store.scale_slots(scale).await, capture.store.scale_weights(scale).await)
-            else {
-                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            let slots = match live_slots(&capture, scale).await {
+                Ok(s) => s,
+                Err(error) => return unavailable(KIND, &error),
             };
-            let weights: HashMap<i64, i64> = weights.into_iter().collect();
+            let weights: HashMap<i64, i64> = match capture.store.scale_weights(scale).await {
+                Ok(w) => w.into_iter().collect(),
+                Err(error) => return unavailable(KIND, &error),
+            };
+            let mut slots: Vec<(i64, String)> = slots.into_iter().collect();
+            slots.sort();
             let users: Vec<wbs01::SessionUser> = slots
                 .into_iter()
                 .filter_map(|(slot, person)| {
@@ -314,39 +358,51 @@ async fn wbs01_measure(State(capture): State<Arc<Capture>>, body: Bytes) -> Resp
             return (StatusCode::BAD_REQUEST, json(wbs01::error_answer())).into_response();
         }
     };
-    if !stored.not_understood.is_empty() {
-        tracing::info!(not_understood = ?stored.not_understood, "WBS01 measure: parts not understood (no values logged)");
-    }
     let scale = match capture.store.scale_by_mac(KIND, &stored.mac).await {
-        Ok(Some((id, _))) => id,
+        Ok(Some(scale)) => scale.id,
         Ok(None) => {
             count_upload(KIND, "unknown_scale");
             return (StatusCode::FORBIDDEN, json(wbs01::error_answer())).into_response();
         }
-        Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Err(error) => return unavailable(KIND, &error),
     };
+    // The MAC is broadcast over the air: a measure must come in a session this scale
+    // opened (sessions live in this process; a restart in between loses that reading).
+    let in_session = capture
+        .sessions
+        .lock()
+        .is_ok_and(|s| s.get(&stored.session).is_some_and(|(id, at)| *id == scale && at.elapsed() < SESSION_FOR));
+    if !in_session {
+        count_upload(KIND, "unknown_session");
+        return (StatusCode::FORBIDDEN, json(wbs01::error_answer())).into_response();
+    }
+    if !stored.not_understood.is_empty() {
+        let named: Vec<&String> = stored.not_understood.iter().take(10).collect();
+        tracing::info!(not_understood = ?named, "WBS01 measure: parts not understood (no values logged)");
+    }
     let now = capture.clock.now();
-    let slots: HashMap<i64, String> = match capture.store.scale_slots(scale).await {
-        Ok(s) => s.into_iter().collect(),
-        Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    let slots = match live_slots(&capture, scale).await {
+        Ok(s) => s,
+        Err(error) => return unavailable(KIND, &error),
     };
     let slot = i64::try_from(stored.user).unwrap_or(-1);
     let Some(person) = slots.get(&slot).filter(|_| stored.user != 0) else {
         count_readings(if stored.user == 0 { "guest" } else { "unassigned" }, 1);
         return json(wbs01::ok_answer(Some(now.timestamp())));
     };
-    let at = DateTime::from_timestamp(stored.time, 0).unwrap_or(now);
     let mut bound = Vec::new();
     for m in stored.measures.iter().filter(|m| m.kind == 1) {
+        let at = DateTime::from_timestamp(m.time, 0).unwrap_or(now);
         let kg = m.quantity().unwrap_or(f64::NAN);
-        let grams = (kg * 1000.0).round() as i64;
-        let record = normalize::weight(person, normalize::wbs01_key(stored.user, stored.time, m), kg, at, now);
-        bound.push((slot, person.clone(), record, grams, stored.time));
+        let grams = if kg.is_finite() { (kg * 1000.0).round() as i64 } else { 0 };
+        let record = normalize::weight(person, normalize::wbs01_key(stored.user, m.time, m), kg, at, now);
+        bound.push((slot, person.clone(), record, grams, m.time));
     }
-    let taken = bound.len() as u64;
+    let taken = bound.iter().filter(|b| b.2.is_ok()).count() as u64;
+    count_readings("skipped", bound.len() as u64 - taken);
     if let Err(error) = commit(&capture, scale, bound, now).await {
         count_upload(KIND, "store_error");
-        tracing::warn!(%error, "WBS01 measure not taken; the scale keeps it");
+        tracing::warn!(%error, "WBS01 measure not taken");
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     count_readings("taken", taken);

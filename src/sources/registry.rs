@@ -122,5 +122,5 @@ impl Sources {
 
 /// The OAuth endpoints of `provider`, built from the settings (for onboarding).
 pub fn oauth(settings: &Settings, http: &reqwest::Client, provider: Provider) -> Option<Arc<dyn OAuth>> {
-    SOURCES.iter().find(|r| r.provider == provider).map(|r| r.standalone_oauth(settings, http))
+    all().find(|r| r.provider == provider).map(|r| r.standalone_oauth(settings, http))
 }

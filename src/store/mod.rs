@@ -157,6 +157,15 @@ pub struct SeriesWindow {
     pub digest: String,
 }
 
+/// An enrolled scale as an upload finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScaleRef {
+    pub id: i64,
+    pub name: String,
+    /// The correction (seconds) its clock currently gets.
+    pub correction_s: i64,
+}
+
 /// An enrolled Wi-Fi scale (its MAC address is known only as a keyed hash).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scale {
@@ -364,12 +373,15 @@ pub trait Store: Send + Sync + 'static {
     /// hash of its kind and `mac` (normalised `aa:bb:…`), never by the address itself.
     fn add_scale(&self, name: &str, kind: &str, mac: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// The enrolled scale of `kind` with `mac`: its id and name.
-    fn scale_by_mac(
-        &self,
-        kind: &str,
-        mac: &str,
-    ) -> impl Future<Output = Result<Option<(i64, String)>, StoreError>> + Send;
+    /// The enrolled scale of `kind` with `mac`.
+    fn scale_by_mac(&self, kind: &str, mac: &str) -> impl Future<Output = Result<Option<ScaleRef>, StoreError>> + Send;
+
+    /// Whether `auth` is the scale's auth code: pinned (as a keyed hash) at the first
+    /// upload, compared after.
+    fn check_scale_auth(&self, scale_id: i64, auth: &[u8]) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Keeps the correction (seconds) a scale's clock gets.
+    fn set_scale_correction(&self, scale_id: i64, seconds: i64) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Assigns a scale's user slot to `person`, enrolling the person's `local` account
     /// (which owns the captured readings) when they have none; returns that account.

@@ -22,8 +22,8 @@ use sqlx::{PgPool, Row, SqlitePool};
 
 use super::migrations::{self, POSTGRES, SQLITE};
 use super::{
-    Account, AccountStatus, Consent, Lease, OutboxEntry, Pending, Removal, Scale, Scheduled, SeriesWindow, Store,
-    StoreError, TokenCipher, Tokens, parse_provider, validate_account_name,
+    Account, AccountStatus, Consent, Lease, OutboxEntry, Pending, Removal, Scale, ScaleRef, Scheduled, SeriesWindow,
+    Store, StoreError, TokenCipher, Tokens, parse_provider, validate_account_name,
 };
 use crate::clock::Clock;
 
@@ -569,6 +569,15 @@ impl Store for SqlStore {
                 return Err(StoreError::NoSuchAccount(name.into()));
             };
             let id: i64 = row.try_get("id")?;
+            // A person's scale slots go with their `local` account (their name, shown on
+            // the scale, and their last weight).
+            sqlx::query(
+                "DELETE FROM scale_slots WHERE person IN
+                   (SELECT person FROM accounts WHERE id = $1 AND provider = 'local')",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
             for statement in [
                 "DELETE FROM tokens WHERE account_id = $1",
                 "DELETE FROM cursors WHERE account_id = $1",
@@ -1103,15 +1112,52 @@ impl Store for SqlStore {
         })
     }
 
-    async fn scale_by_mac(&self, kind: &str, mac: &str) -> Result<Option<(i64, String)>, StoreError> {
+    async fn scale_by_mac(&self, kind: &str, mac: &str) -> Result<Option<ScaleRef>, StoreError> {
         let key = self.cipher.lookup_key(&format!("scale/{kind}"), mac)?;
         on_pool!(self, |pool, _d| {
-            let row = sqlx::query("SELECT id, name FROM scales WHERE device_key = $1 AND kind = $2")
+            let row =
+                sqlx::query("SELECT id, name, clock_correction_s FROM scales WHERE device_key = $1 AND kind = $2")
+                    .bind(&key)
+                    .bind(kind)
+                    .fetch_optional(pool)
+                    .await?;
+            Ok(row
+                .map(|r| {
+                    Ok::<_, sqlx::Error>(ScaleRef {
+                        id: r.try_get("id")?,
+                        name: r.try_get("name")?,
+                        correction_s: r.try_get("clock_correction_s")?,
+                    })
+                })
+                .transpose()?)
+        })
+    }
+
+    async fn check_scale_auth(&self, scale_id: i64, auth: &[u8]) -> Result<bool, StoreError> {
+        let key = self.cipher.lookup_key("scale/auth", &hex::encode(auth))?;
+        on_writer!(self, |pool, _d| {
+            // Pinned at the first upload; one statement, so two first uploads agree.
+            sqlx::query("UPDATE scales SET auth_key = $1 WHERE id = $2 AND auth_key IS NULL")
                 .bind(&key)
-                .bind(kind)
+                .bind(scale_id)
+                .execute(pool)
+                .await?;
+            let pinned: Option<Option<String>> = sqlx::query_scalar("SELECT auth_key FROM scales WHERE id = $1")
+                .bind(scale_id)
                 .fetch_optional(pool)
                 .await?;
-            Ok(row.map(|r| Ok::<_, sqlx::Error>((r.try_get("id")?, r.try_get("name")?))).transpose()?)
+            Ok(pinned.flatten().is_some_and(|p| p == key))
+        })
+    }
+
+    async fn set_scale_correction(&self, scale_id: i64, seconds: i64) -> Result<(), StoreError> {
+        on_writer!(self, |pool, _d| {
+            sqlx::query("UPDATE scales SET clock_correction_s = $1 WHERE id = $2")
+                .bind(seconds)
+                .bind(scale_id)
+                .execute(pool)
+                .await?;
+            Ok(())
         })
     }
 
@@ -1139,7 +1185,9 @@ impl Store for SqlStore {
         on_writer!(self, |pool, _d| {
             sqlx::query(
                 "INSERT INTO scale_slots (scale_id, slot, person) VALUES ($1, $2, $3)
-                 ON CONFLICT (scale_id, slot) DO UPDATE SET person = excluded.person",
+                 ON CONFLICT (scale_id, slot) DO UPDATE SET person = excluded.person,
+                   last_grams = CASE WHEN scale_slots.person = excluded.person
+                                     THEN scale_slots.last_grams ELSE NULL END",
             )
             .bind(scale_id)
             .bind(slot)

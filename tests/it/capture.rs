@@ -261,3 +261,58 @@ async fn a_full_cache_of_seventeen_readings_is_taken_once() {
     let at = chrono::DateTime::parse_from_rfc3339(at).unwrap();
     assert!((common::now() - at.with_timezone(&chrono::Utc)).num_hours().abs() <= 1, "corrected to now: {at}");
 }
+
+#[tokio::test]
+async fn people_who_leave_drop_off_the_scale_and_others_go_on() {
+    use wearbridge::simulator::scale::AriaScale;
+    let rig = rig().await;
+    let store = &rig.store;
+    store.add_scale("bathroom", "aria", "00:1d:c9:12:34:56").await.unwrap();
+    store.assign_scale_slot("bathroom", 1, "ann").await.unwrap();
+    store.assign_scale_slot("bathroom", 2, "bob").await.unwrap();
+    let scale = AriaScale { mac: MAC, clock: common::now().timestamp() as u32 };
+    let first = scale.upload(vec![scale.reading(1, 72_500, 5), scale.reading(2, 81_000, 4)]);
+    assert_eq!(post(&rig.base, "/scale/upload", first).await.status(), 200);
+    // Bob leaves: his slot, name and last weight go; the scale is not blocked.
+    store.remove_account("bob").await.unwrap();
+    assert_eq!(store.scales().await.unwrap()[0].slots, [(1, "ann".to_owned())]);
+    let next = scale.upload(vec![scale.reading(1, 72_400, 1), scale.reading(2, 81_200, 2)]);
+    let answer = post(&rig.base, "/scale/upload", next).await;
+    assert_eq!(answer.status(), 200);
+    let users = aria::parse_response(&answer.bytes().await.unwrap()).unwrap().users;
+    assert_eq!(users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(), ["ANN"]);
+    let kg: Vec<f64> = weights(store).await.into_iter().map(|(_, kg)| kg).collect();
+    assert_eq!(kg, [72.4, 72.5], "bob's were withdrawn with him, and his new one is not taken");
+    // A slot given to someone else starts without the last person's weight window.
+    store.assign_scale_slot("bathroom", 1, "cat").await.unwrap();
+    let fetch = post(&rig.base, "/scale/upload", scale.upload(Vec::new())).await;
+    let users = aria::parse_response(&fetch.bytes().await.unwrap()).unwrap().users;
+    assert_eq!((users[0].name.as_str(), users[0].min_grams, users[0].max_grams), ("CAT", 5_000, 250_000));
+}
+
+#[tokio::test]
+async fn a_scale_with_another_auth_code_or_no_session_is_refused() {
+    let rig = rig().await;
+    rig.store.add_scale("bathroom", "aria", "00:1d:c9:12:34:56").await.unwrap();
+    rig.store.assign_scale_slot("bathroom", 1, "ann").await.unwrap();
+    assert_eq!(post(&rig.base, "/scale/upload", upload(vec![reading(1, 72_500, 1)])).await.status(), 200);
+    // The same MAC (it is broadcast) with another auth code: refused, nothing taken.
+    let mut forged = aria::parse(&upload(vec![reading(1, 99_000, 1)])).unwrap();
+    forged.auth = [0x13; 16];
+    assert_eq!(post(&rig.base, "/scale/upload", aria::encode(&forged)).await.status(), 403);
+    assert_eq!(weights(&rig.store).await.len(), 1);
+    // A WBS01 measure outside a session the scale opened: refused.
+    rig.store.add_scale("hall", "wbs01", "00:24:e4:01:02:03").await.unwrap();
+    rig.store.assign_scale_slot("hall", 7, "ann").await.unwrap();
+    let now = common::now().timestamp().to_string();
+    let measure = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("action", "store")
+        .append_pair("sessionid", "1-2-3")
+        .append_pair("macaddress", "00:24:e4:01:02:03")
+        .append_pair("userid", "7")
+        .append_pair("meastime", &now)
+        .append_pair("measures", r#"{"measures":[{"value":99000,"type":1,"unit":-3}]}"#)
+        .finish();
+    assert_eq!(post(&rig.base, "/cgi-bin/measure", measure.into_bytes()).await.status(), 403);
+    assert_eq!(weights(&rig.store).await.len(), 1);
+}

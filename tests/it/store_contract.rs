@@ -157,8 +157,15 @@ async fn contract<S: Store>(reopen: impl AsyncFn() -> S) {
     store.add_scale("bath", "aria", "00:1d:c9:12:34:56").await.unwrap();
     assert!(matches!(store.add_scale("bath", "aria", "00:1d:c9:00:00:01").await, Err(StoreError::ScaleExists(_))));
     assert!(matches!(store.add_scale("other", "aria", "00:1d:c9:12:34:56").await, Err(StoreError::ScaleExists(_))));
-    let (scale_id, name) = store.scale_by_mac("aria", "00:1d:c9:12:34:56").await.unwrap().unwrap();
-    assert_eq!(name, "bath");
+    let found = store.scale_by_mac("aria", "00:1d:c9:12:34:56").await.unwrap().unwrap();
+    let scale_id = found.id;
+    assert_eq!((found.name.as_str(), found.correction_s), ("bath", 0));
+    // The auth code is pinned at first sight; the clock correction is kept.
+    assert!(store.check_scale_auth(scale_id, &[1; 16]).await.unwrap());
+    assert!(store.check_scale_auth(scale_id, &[1; 16]).await.unwrap());
+    assert!(!store.check_scale_auth(scale_id, &[2; 16]).await.unwrap());
+    store.set_scale_correction(scale_id, 86_400).await.unwrap();
+    assert_eq!(store.scale_by_mac("aria", "00:1d:c9:12:34:56").await.unwrap().unwrap().correction_s, 86_400);
     assert_eq!(store.scale_by_mac("wbs01", "00:1d:c9:12:34:56").await.unwrap(), None, "per kind");
     let erin = store.assign_scale_slot("bath", 1, "erin").await.unwrap();
     assert_eq!((erin.person.as_str(), erin.provider), ("erin", local));

@@ -3,12 +3,15 @@
 //! impedance; the Aria's fat scaling is unconfirmed, local-scales.md), and nothing that
 //! identifies the scale (MAC, auth code, serial, session) reaches a record.
 //!
-//! **Time.** A scale's clock is checked against the server's on every upload. Within
-//! [`MAX_SKEW`] the reading's own time is kept, so the cached readings a scale resends
-//! give the same message ids. Beyond it the reading is corrected by the clock's error
-//! (`server time − (scale clock − reading time)`, local-scales.md), rounded to
-//! [`SKEW_STEP`] so a resend of the same readings (the scale's clock having moved by
-//! seconds) gives the same times and ids; the answer then sets the scale's clock.
+//! **Time** (the Aria, whose upload carries its clock). The scale's clock is checked
+//! against the server's on every upload, and its readings are moved by a correction kept
+//! per scale: zero while the clock is within [`MAX_SKEW`], else the clock's error
+//! (`server time − (scale clock − reading time)`, local-scales.md). The kept correction
+//! changes only when the error moves more than [`MAX_SKEW`] from it, so a resend of the
+//! same readings (the clock having moved by seconds) keeps their times and message ids;
+//! the answer then sets the scale's clock. A reading is at most [`MAX_SKEW`] off after
+//! correction, so one up to that far ahead of the server is not refused. The WBS01 sends
+//! no clock: its times are taken as sent.
 
 use anonymizer::{Modality, Observation, Record};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -16,24 +19,25 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::PROVIDER;
 use crate::normalize::Skipped;
 
-/// How far a scale's clock may be off before its readings are corrected.
+/// How far a scale's clock may be off, and a correction from its error, before the
+/// correction changes.
 pub const MAX_SKEW: TimeDelta = TimeDelta::minutes(10);
-/// The correction's step.
-pub const SKEW_STEP: TimeDelta = TimeDelta::minutes(15);
 /// The heaviest plausible reading (kg), as the schema allows.
 const MAX_KG: f64 = 700.0;
 
-/// The correction to add to a scale's reading times, given its clock and the server's
-/// when the upload arrived: zero within [`MAX_SKEW`], else the error rounded to
-/// [`SKEW_STEP`].
-pub fn clock_correction(scale_now: DateTime<Utc>, server_now: DateTime<Utc>) -> TimeDelta {
+/// The correction a scale's readings get, given the one it had (`kept`), its clock and
+/// the server's when the upload arrived: `kept` while the error stays within
+/// [`MAX_SKEW`] of it; else zero if the clock is within [`MAX_SKEW`], or the error to
+/// the minute.
+pub fn clock_correction(kept: TimeDelta, scale_now: DateTime<Utc>, server_now: DateTime<Utc>) -> TimeDelta {
     let error = server_now - scale_now;
+    if (error - kept).abs() <= MAX_SKEW {
+        return kept;
+    }
     if error.abs() <= MAX_SKEW {
         return TimeDelta::zero();
     }
-    let step = SKEW_STEP.num_seconds();
-    let rounded = (error.num_seconds() as f64 / step as f64).round() as i64 * step;
-    TimeDelta::seconds(rounded)
+    TimeDelta::minutes((error.num_seconds() as f64 / 60.0).round() as i64)
 }
 
 /// A captured weight of `person` (their `local` account's user) as a record. `key` is
@@ -49,7 +53,7 @@ pub fn weight(
     if !(kg.is_finite() && kg > 0.0 && kg <= MAX_KG) {
         return Err(Skipped::bad("a weight that is not a plausible number of kilograms"));
     }
-    if at > server_now + TimeDelta::minutes(1) {
+    if at > server_now + MAX_SKEW + TimeDelta::minutes(1) {
         return Err(Skipped::bad("a reading from the future, even after the scale's clock was corrected"));
     }
     Ok(Record {
@@ -79,13 +83,20 @@ mod tests {
     }
 
     #[test]
-    fn small_skews_keep_the_scales_time_and_large_ones_are_corrected_in_steps() {
-        assert_eq!(clock_correction(t(0), t(300)), TimeDelta::zero());
-        assert_eq!(clock_correction(t(0), t(-600)), TimeDelta::zero());
-        // Off by a day: corrected by a day, whatever seconds the clock moved meanwhile.
-        assert_eq!(clock_correction(t(0), t(86_400 + 17)), TimeDelta::days(1));
-        assert_eq!(clock_correction(t(40), t(86_400 + 17)), TimeDelta::days(1));
-        assert_eq!(clock_correction(t(0), t(-3_600)), TimeDelta::hours(-1));
+    fn the_kept_correction_holds_while_the_clock_stays_near_it() {
+        let zero = TimeDelta::zero();
+        assert_eq!(clock_correction(zero, t(0), t(300)), zero, "within tolerance: the scale's own times");
+        assert_eq!(clock_correction(zero, t(0), t(-600)), zero);
+        // A day behind: corrected by the error, to the minute.
+        let day = clock_correction(zero, t(0), t(86_400 + 17));
+        assert_eq!(day, TimeDelta::days(1));
+        // The same cache resent a little later (the clock moved by seconds): kept, so the
+        // readings keep their times and ids, whichever way the seconds fall.
+        assert_eq!(clock_correction(day, t(40), t(86_400 + 17)), day);
+        assert_eq!(clock_correction(day, t(-200), t(86_400 + 17)), day);
+        // Then the answer set the clock: back to none.
+        assert_eq!(clock_correction(day, t(0), t(5)), zero);
+        assert_eq!(clock_correction(zero, t(0), t(-3_600)), TimeDelta::hours(-1));
     }
 
     #[test]
@@ -98,5 +109,6 @@ mod tests {
         assert!(weight("ann", "k".into(), f64::NAN, t(-60), now).is_err());
         assert!(weight("ann", "k".into(), 900.0, t(-60), now).is_err());
         assert!(weight("ann", "k".into(), 70.0, t(3_600), now).is_err(), "from the future");
+        assert!(weight("ann", "k".into(), 70.0, t(600), now).is_ok(), "within the clock's tolerance");
     }
 }

@@ -7,12 +7,14 @@
 
 use serde_json::{Value, json};
 
-/// One measure of a stored reading: quantity = value × 10^unit.
+/// One measure of a stored reading: quantity = value × 10^unit, at `time` (Unix seconds
+/// by the scale's clock: its group's `meastime`, or the request's).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Measure {
     pub kind: u32,
     pub value: i64,
     pub unit: i32,
+    pub time: i64,
 }
 
 impl Measure {
@@ -31,8 +33,6 @@ pub struct Store {
     pub mac: String,
     /// The user slot (a Withings user id); 0 or absent: nobody the scale knew.
     pub user: u64,
-    /// Unix seconds by the scale's clock.
-    pub time: i64,
     pub measures: Vec<Measure>,
     /// Names of fields or measure items that were not understood (for the log).
     pub not_understood: Vec<String>,
@@ -66,7 +66,7 @@ pub fn mac(text: &str) -> Option<String> {
     })
 }
 
-fn measure_items(items: &[Value], out: &mut Vec<Measure>, not_understood: &mut Vec<String>) {
+fn measure_items(items: &[Value], time: i64, out: &mut Vec<Measure>, not_understood: &mut Vec<String>) {
     for item in items {
         let number = |k: &str| item.get(k).and_then(|v| v.as_i64().or_else(|| v.as_str()?.trim().parse().ok()));
         // The WS-50's v2 shape: {"data":{"mantissa","exponent"},"type"}.
@@ -80,7 +80,7 @@ fn measure_items(items: &[Value], out: &mut Vec<Measure>, not_understood: &mut V
         };
         match (number("type"), value, unit.and_then(|u| i32::try_from(u).ok())) {
             (Some(kind), Some(value), Some(unit)) if kind >= 0 => {
-                out.push(Measure { kind: u32::try_from(kind).unwrap_or(u32::MAX), value, unit })
+                out.push(Measure { kind: u32::try_from(kind).unwrap_or(u32::MAX), value, unit, time })
             }
             _ => not_understood.push("a measure item without type, value and unit".into()),
         }
@@ -99,21 +99,22 @@ pub fn parse_store(fields: &std::collections::HashMap<String, String>) -> Result
         None | Some("") => 0,
         Some(u) => u.parse().map_err(|_| Wbs01Error::Field("userid"))?,
     };
-    let time =
-        fields.get("meastime").and_then(|t| t.trim().parse::<i64>().ok()).ok_or(Wbs01Error::Field("meastime"))?;
+    let time = fields.get("meastime").and_then(|t| t.trim().parse::<i64>().ok());
     let mut measures = Vec::new();
     let mut not_understood = Vec::new();
     let text = fields.get("measures").or_else(|| fields.get("measuregrps")).ok_or(Wbs01Error::Field("measures"))?;
     let value: Value = serde_json::from_str(text).map_err(|_| Wbs01Error::Field("measures"))?;
     if let Some(items) = value.get("measures").and_then(Value::as_array) {
-        measure_items(items, &mut measures, &mut not_understood);
+        measure_items(items, time.ok_or(Wbs01Error::Field("meastime"))?, &mut measures, &mut not_understood);
     } else if let Some(groups) = value.get("measuregrps").and_then(Value::as_array) {
+        // The WS-50 shape: each group carries its own time.
         for g in groups {
-            measure_items(
-                g.get("measures").and_then(Value::as_array).map_or(&[][..], |v| v),
-                &mut measures,
-                &mut not_understood,
-            );
+            let Some(at) = g.get("meastime").and_then(Value::as_i64).or(time) else {
+                not_understood.push("a measure group without a time".into());
+                continue;
+            };
+            let items = g.get("measures").and_then(Value::as_array).map_or(&[][..], |v| v);
+            measure_items(items, at, &mut measures, &mut not_understood);
         }
     } else {
         return Err(Wbs01Error::Field("measures"));
@@ -137,7 +138,7 @@ pub fn parse_store(fields: &std::collections::HashMap<String, String>) -> Result
             ));
         }
     }
-    Ok(Store { session: session.clone(), mac, user, time, measures, not_understood })
+    Ok(Store { session: session.clone(), mac, user, measures, not_understood })
 }
 
 /// `/cgi-bin/once`: a nonce the scale hashes with its secret.
@@ -208,7 +209,7 @@ mod tests {
     #[test]
     fn a_weight_is_value_times_ten_to_the_unit() {
         let s = parse_store(&form(&store_form(r#"{"measures":[{"value":66850,"type":1,"unit":-3}]}"#))).unwrap();
-        assert_eq!((s.mac.as_str(), s.user, s.time), ("00:24:e4:01:02:03", 1234, 1_764_500_000));
+        assert_eq!((s.mac.as_str(), s.user, s.measures[0].time), ("00:24:e4:01:02:03", 1234, 1_764_500_000));
         assert_eq!(s.measures[0].kind, 1);
         assert!((s.measures[0].quantity().unwrap() - 66.85).abs() < 1e-9);
         assert!(s.not_understood.is_empty());
@@ -219,6 +220,7 @@ mod tests {
         let groups = r#"{"measuregrps":[{"meastime":1,"measures":[{"value":70000,"type":1,"unit":-3},{"type":16}]}]}"#;
         let s = parse_store(&form(&store_form(groups))).unwrap();
         assert_eq!(s.measures.len(), 1);
+        assert_eq!(s.measures[0].time, 1, "the group's own time");
         assert_eq!(s.not_understood, ["a measure item without type, value and unit"]);
         let v2 = r#"{"measures":[{"data":{"mantissa":701,"exponent":-1},"type":1}]}"#;
         assert!((parse_store(&form(&store_form(v2))).unwrap().measures[0].quantity().unwrap() - 70.1).abs() < 1e-9);

@@ -6,7 +6,13 @@ CREATE TABLE scales (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     name       TEXT NOT NULL UNIQUE,
     kind       TEXT NOT NULL,
-    device_key TEXT NOT NULL UNIQUE
+    device_key TEXT NOT NULL UNIQUE,
+    -- A keyed hash of the Aria's auth code, pinned at its first upload (a scale that
+    -- presents another code is refused).
+    auth_key   TEXT,
+    -- What the scale's clock is corrected by (seconds), kept while it stays within
+    -- tolerance so a resent reading keeps its time and id.
+    clock_correction_s BIGINT NOT NULL DEFAULT 0
 );
 CREATE TABLE scale_slots (
     scale_id BIGINT NOT NULL REFERENCES scales (id) ON DELETE CASCADE,
