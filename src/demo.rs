@@ -91,10 +91,53 @@ pub async fn run(
             store.add_account(&format!("{}-{provider}", person.name), provider, &token).await?;
         }
     }
-    let pipeline = app::pipeline(&loaded, store, key, crate::retry::Retry::default(), clock)?;
-    let summary = pipeline.run_pass_reporting(&Output::DryRun(writer), options.progress).await?;
+    let pipeline = Arc::new(app::pipeline(&loaded, store.clone(), key, crate::retry::Retry::default(), clock.clone())?);
+    let mut summary = pipeline.run_pass_reporting(&Output::DryRun(writer.clone()), options.progress).await?;
+    // And a Wi-Fi scale in the first person's home, captured locally: no vendor cloud.
+    if let Some(person) = sim.people().first() {
+        let captured = capture_a_scale(&store, &pipeline, &clock, &format!("{}-fitbit", person.name)).await?;
+        summary.messages += captured.len() as u64;
+        writer.write_batch(&captured)?;
+    }
     sim.stop().await;
     Ok(summary)
+}
+
+/// An emulated Fitbit Aria of `person` posts its newest reading and a cached one to the
+/// capture listener (on a loopback port of its own); returns what was committed for
+/// publication, as the dry run prints it.
+async fn capture_a_scale(
+    store: &Arc<SqlStore>,
+    pipeline: &Arc<crate::pipeline::Pipeline>,
+    clock: &Clock,
+    person: &str,
+) -> anyhow::Result<Vec<crate::sinks::Delivery>> {
+    use crate::server::capture::{Capture, router};
+    let mac = [0x00, 0x1d, 0xc9, 0x00, 0x00, 0x01];
+    store.add_scale("demo-scale", "aria", "00:1d:c9:00:00:01").await?;
+    store.assign_scale_slot("demo-scale", 1, person).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let app = router(Arc::new(Capture::new(store.clone(), pipeline.clone(), clock.clone())));
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let scale = crate::simulator::scale::AriaScale { mac, clock: u32::try_from(clock.now().timestamp()).unwrap_or(0) };
+    let body = scale.upload(vec![scale.reading(1, 71_300, 2), scale.reading(1, 71_600, 1440)]);
+    let answer = crate::http::client()?.post(format!("http://{address}/scale/upload")).body(body).send().await;
+    server.abort();
+    let answer = answer?;
+    anyhow::ensure!(answer.status().is_success(), "the capture listener answered {}", answer.status());
+    let pending = store.outbox_pending(100).await?;
+    pending
+        .into_iter()
+        .map(|p| {
+            Ok(crate::sinks::Delivery {
+                stream: p.entry.stream,
+                partition_key: p.entry.partition_key,
+                message: serde_json::value::RawValue::from_string(p.entry.payload)?,
+                message_id: p.entry.message_id,
+            })
+        })
+        .collect()
 }
 
 /// The CLI entry: prints payloads to stdout and one summary line to stderr.
@@ -102,7 +145,7 @@ pub async fn main(options: &DemoOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     let summary = run(options, Arc::new(StdoutSink::stdout())).await?;
     eprintln!(
-        "demo: {} simulated people ({} Fitbit and Withings accounts), {} pseudonymised messages printed ({} failed accounts, {} skipped points) in {:.1} s; nothing was published",
+        "demo: {} simulated people ({} Fitbit and Withings accounts, and a Wi-Fi scale captured locally), {} pseudonymised messages printed ({} failed accounts, {} skipped points) in {:.1} s; nothing was published",
         options.people,
         summary.accounts,
         summary.messages,

@@ -443,7 +443,8 @@ async fn demo_prints_at_least_100_lines_and_a_summary() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 398, "{}", lines.len());
+    // 398 from the providers, 2 from the locally captured scale.
+    assert_eq!(lines.len(), 400, "{}", lines.len());
     let schemas = wearbridge::schemas::Schemas::load().unwrap();
     let mut types = std::collections::BTreeSet::new();
     for line in &lines {
@@ -463,6 +464,8 @@ async fn demo_prints_at_least_100_lines_and_a_summary() {
     ] {
         assert!(types.contains(t), "demo printed no {t}: {types:?}");
     }
+    let captured = lines.iter().filter(|l| l.contains(r#""source_provider":"local""#)).count();
+    assert_eq!(captured, 2, "the scale's newest and cached readings");
     let stderr = text(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "one summary line: {stderr}");
     assert!(stderr.starts_with("demo: 3 simulated people"), "{stderr}");
