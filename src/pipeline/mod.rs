@@ -255,17 +255,23 @@ impl Pipeline {
         cursor: String,
     ) -> Result<u64, AccountError> {
         let user_id = account.provider_user_id.clone().unwrap_or_else(|| account.person.clone());
-        let basis = if self.link_providers { self.store.subject_id(&account.person).await? } else { None };
-        let scope = match &basis {
-            Some(basis) => self.anonymizer.for_person(basis, account.provider, &user_id),
-            None => self.anonymizer.for_account(account.provider, &user_id),
-        };
+        let scope = self.scope(account, &user_id).await?;
         let mut pass = AccountPass::new(account, &user_id, self.clock.now(), &self.sync, &self.series, &self.store);
         pass.dataset = Dataset::Body;
         let counters = Counters::default();
         let batch = Batch { cursor_key: "scale", cursor, records, series: None };
         self.deliver(&pass, &scope, batch, &Output::Outbox, &counters).await?;
         Ok(counters.messages.load(Ordering::Relaxed))
+    }
+
+    /// The anonymizer's view of an account: the person's subject (one across their
+    /// providers, `anonymizer.link_providers`) or the account's own.
+    async fn scope(&self, account: &Account, user_id: &str) -> Result<anonymizer::ForAccount<'_>, StoreError> {
+        let basis = if self.link_providers { self.store.subject_id(&account.person).await? } else { None };
+        Ok(match &basis {
+            Some(basis) => self.anonymizer.for_person(basis, account.provider, user_id),
+            None => self.anonymizer.for_account(account.provider, user_id),
+        })
     }
 
     /// Subscribes the account to its provider's notifications when that was never done,
@@ -321,11 +327,7 @@ impl Pipeline {
                 id
             }
         };
-        let basis = if self.link_providers { self.store.subject_id(&account.person).await? } else { None };
-        let scope = match &basis {
-            Some(basis) => self.anonymizer.for_person(basis, account.provider, &user_id),
-            None => self.anonymizer.for_account(account.provider, &user_id),
-        };
+        let scope = self.scope(account, &user_id).await?;
         tracing::Span::current().record("subject", scope.subject());
         if self.push_public_url.is_some() && matches!(output, Output::Outbox) {
             self.keep_subscribed(source, account, now).await?;

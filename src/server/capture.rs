@@ -33,7 +33,7 @@ use crate::clock::Clock;
 use crate::normalize::Skipped;
 use crate::pipeline::Pipeline;
 use crate::sources::local::{self, aria, normalize, wbs01};
-use crate::store::{AccountStatus, SqlStore, Store};
+use crate::store::{Account, AccountStatus, SqlStore, Store};
 
 /// How long a WBS01 session lives.
 const SESSION_FOR: Duration = Duration::from_secs(600);
@@ -113,46 +113,54 @@ fn unavailable(kind: &'static str, error: &dyn std::fmt::Display) -> Response {
     StatusCode::SERVICE_UNAVAILABLE.into_response()
 }
 
-/// A scale's slots whose person has an active `local` account (a slot of someone who
-/// left is as good as unassigned), by slot.
-async fn live_slots(capture: &Capture, scale_id: i64) -> Result<HashMap<i64, String>, crate::store::StoreError> {
+/// A scale's slots whose person has an active `local` account, with that account (a
+/// slot of someone who left is as good as unassigned), by slot. Read once per upload.
+async fn live_slots(capture: &Capture, scale_id: i64) -> Result<HashMap<i64, Account>, crate::store::StoreError> {
     let slots = capture.store.scale_slots(scale_id).await?;
     let accounts = capture.store.accounts().await?;
     Ok(slots
         .into_iter()
-        .filter(|(_, person)| {
-            accounts
+        .filter_map(|(slot, person)| {
+            let account = accounts
                 .iter()
-                .any(|a| &a.person == person && a.provider == local::PROVIDER && a.status == AccountStatus::Active)
+                .find(|a| a.person == person && a.provider == local::PROVIDER && a.status == AccountStatus::Active)?;
+            Some((slot, account.clone()))
         })
         .collect())
 }
 
-/// One reading bound for a person: slot, person, record (or why not), grams and the
-/// scale's time of the reading.
-type Bound = (i64, String, Result<anonymizer::Record, Skipped>, i64, i64);
+/// A reading as a record, or why it is not one.
+type Read = Result<anonymizer::Record, Skipped>;
 
-/// Commits each person's records (their `local` account), then remembers each slot's
-/// last weight. `Err`: nothing may be acknowledged (the scale keeps its readings).
-async fn commit(capture: &Capture, scale_id: i64, bound: Vec<Bound>, now: DateTime<Utc>) -> Result<u64, String> {
-    let mut by_person: BTreeMap<String, Vec<Result<anonymizer::Record, Skipped>>> = BTreeMap::new();
+/// One reading bound for a person: slot, record (or why not), grams and the scale's time
+/// of the reading.
+type Bound = (i64, Read, i64, i64);
+
+/// Commits each person's records (their `local` account, from `slots`), then remembers
+/// each slot's last weight. `Err`: nothing may be acknowledged (the scale keeps its
+/// readings).
+async fn commit(
+    capture: &Capture,
+    scale_id: i64,
+    slots: &HashMap<i64, Account>,
+    bound: Vec<Bound>,
+    now: DateTime<Utc>,
+) -> Result<u64, String> {
+    let mut by_account: BTreeMap<i64, (&Account, Vec<Read>)> = BTreeMap::new();
     // Each slot's newest weight (a cache is sent oldest first, after the newest).
     let mut last: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
-    for (slot, person, record, grams, time) in bound {
+    for (slot, record, grams, time) in bound {
+        let Some(account) = slots.get(&slot) else { continue };
         if record.is_ok() && last.get(&slot).is_none_or(|(t, _)| *t < time) {
             last.insert(slot, (time, grams));
         }
-        by_person.entry(person).or_default().push(record);
+        by_account.entry(account.id).or_insert_with(|| (account, Vec::new())).1.push(record);
     }
-    let accounts = capture.store.accounts().await.map_err(|e| e.to_string())?;
     let mut published = 0;
-    for (person, records) in by_person {
-        let account = accounts
-            .iter()
-            .find(|a| a.person == person && a.provider == local::PROVIDER && a.status == AccountStatus::Active)
-            .ok_or_else(|| "the person's local account is gone (they left while the upload was read)".to_owned())?;
-        let cursor = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        published += capture.pipeline.deliver_captured(account, records, cursor).await.map_err(|e| e.to_string())?;
+    let cursor = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for (account, records) in by_account.into_values() {
+        published +=
+            capture.pipeline.deliver_captured(account, records, cursor.clone()).await.map_err(|e| e.to_string())?;
     }
     for (slot, (_, grams)) in last {
         capture.store.set_scale_weight(scale_id, slot, grams).await.map_err(|e| e.to_string())?;
@@ -161,10 +169,13 @@ async fn commit(capture: &Capture, scale_id: i64, bound: Vec<Bound>, now: DateTi
 }
 
 /// The scale's users: each assigned slot, with a window around its last weight.
-async fn aria_users(capture: &Capture, scale_id: i64) -> Result<Vec<aria::ScaleUser>, crate::store::StoreError> {
-    let slots = live_slots(capture, scale_id).await?;
+async fn aria_users(
+    capture: &Capture,
+    scale_id: i64,
+    slots: &HashMap<i64, Account>,
+) -> Result<Vec<aria::ScaleUser>, crate::store::StoreError> {
     let weights: HashMap<i64, i64> = capture.store.scale_weights(scale_id).await?.into_iter().collect();
-    let mut slots: Vec<(i64, String)> = slots.into_iter().collect();
+    let mut slots: Vec<(i64, String)> = slots.iter().map(|(slot, a)| (*slot, a.person.clone())).collect();
     slots.sort();
     Ok(slots
         .into_iter()
@@ -235,27 +246,27 @@ async fn aria_upload(State(capture): State<Arc<Capture>>, body: Bytes) -> Respon
             guests += 1;
             continue;
         }
-        let Some(person) = slots.get(&i64::from(r.user)) else {
+        let Some(account) = slots.get(&i64::from(r.user)) else {
             unassigned += 1;
             continue;
         };
         let at = DateTime::from_timestamp(i64::from(r.time), 0).map(|t| t + correction).unwrap_or(now);
         let kg = f64::from(r.weight_grams) / 1000.0;
-        let record = normalize::weight(person, normalize::aria_key(r), kg, at, now);
-        bound.push((i64::from(r.user), person.clone(), record, i64::from(r.weight_grams), i64::from(r.time)));
+        let record = normalize::weight(&account.person, normalize::aria_key(r), kg, at, now);
+        bound.push((i64::from(r.user), record, i64::from(r.weight_grams), i64::from(r.time)));
     }
     count_readings("guest", guests);
     count_readings("unassigned", unassigned);
-    let taken = bound.iter().filter(|b| b.2.is_ok()).count() as u64;
+    let taken = bound.iter().filter(|b| b.1.is_ok()).count() as u64;
     count_readings("skipped", bound.len() as u64 - taken);
-    if let Err(error) = commit(&capture, scale, bound, now).await {
+    if let Err(error) = commit(&capture, scale, &slots, bound, now).await {
         count_upload(KIND, "store_error");
         tracing::warn!(%error, "Aria upload not taken; the scale keeps its readings and sends them again");
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     count_readings("taken", taken);
     count_upload(KIND, if upload.readings.is_empty() { "settings" } else { "ok" });
-    let users = match aria_users(&capture, scale).await {
+    let users = match aria_users(&capture, scale, &slots).await {
         Ok(u) => u,
         Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
     };
@@ -309,7 +320,7 @@ async fn wbs01_session(State(capture): State<Arc<Capture>>, body: Bytes) -> Resp
                 Ok(w) => w.into_iter().collect(),
                 Err(error) => return unavailable(KIND, &error),
             };
-            let mut slots: Vec<(i64, String)> = slots.into_iter().collect();
+            let mut slots: Vec<(i64, String)> = slots.into_iter().map(|(slot, a)| (slot, a.person)).collect();
             slots.sort();
             let users: Vec<wbs01::SessionUser> = slots
                 .into_iter()
@@ -386,7 +397,7 @@ async fn wbs01_measure(State(capture): State<Arc<Capture>>, body: Bytes) -> Resp
         Err(error) => return unavailable(KIND, &error),
     };
     let slot = i64::try_from(stored.user).unwrap_or(-1);
-    let Some(person) = slots.get(&slot).filter(|_| stored.user != 0) else {
+    let Some(account) = slots.get(&slot).filter(|_| stored.user != 0) else {
         count_readings(if stored.user == 0 { "guest" } else { "unassigned" }, 1);
         return json(wbs01::ok_answer(Some(now.timestamp())));
     };
@@ -395,12 +406,12 @@ async fn wbs01_measure(State(capture): State<Arc<Capture>>, body: Bytes) -> Resp
         let at = DateTime::from_timestamp(m.time, 0).unwrap_or(now);
         let kg = m.quantity().unwrap_or(f64::NAN);
         let grams = if kg.is_finite() { (kg * 1000.0).round() as i64 } else { 0 };
-        let record = normalize::weight(person, normalize::wbs01_key(stored.user, m.time, m), kg, at, now);
-        bound.push((slot, person.clone(), record, grams, m.time));
+        let record = normalize::weight(&account.person, normalize::wbs01_key(stored.user, m.time, m), kg, at, now);
+        bound.push((slot, record, grams, m.time));
     }
-    let taken = bound.iter().filter(|b| b.2.is_ok()).count() as u64;
+    let taken = bound.iter().filter(|b| b.1.is_ok()).count() as u64;
     count_readings("skipped", bound.len() as u64 - taken);
-    if let Err(error) = commit(&capture, scale, bound, now).await {
+    if let Err(error) = commit(&capture, scale, &slots, bound, now).await {
         count_upload(KIND, "store_error");
         tracing::warn!(%error, "WBS01 measure not taken");
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
