@@ -25,14 +25,15 @@ pub struct Person {
     /// Resting heart rate around which samples vary.
     pub resting_bpm: u32,
     /// Canary mode: every identifying or free-text value carries a marker (`CANARY`, or
-    /// the digits `424242`/`1337133` in numeric ids) so tests can prove none leaks.
+    /// the digit runs `424242424242`/`1337133713` in numeric ids, long enough that
+    /// no hash or random hex string carries them by chance) so tests can prove none leaks.
     pub canary: bool,
 }
 
 /// The numeric prefix of canary Withings user ids.
-pub const CANARY_USER_ID_BASE: u64 = 424_242_000;
+pub const CANARY_USER_ID_BASE: u64 = 4_242_424_242_420_000;
 /// The numeric prefix of canary group and session ids.
-pub const CANARY_ID_BASE: u64 = 1_337_133_000_000;
+pub const CANARY_ID_BASE: u64 = 1_337_133_713_000_000_000;
 
 impl Person {
     /// The person's upstream accounts: provider and the refresh token of their consent.
