@@ -78,6 +78,8 @@ pub struct Publisher {
     /// drain one outbox, and a killed worker's batch is taken over when its lease ends.
     worker: String,
     lease: std::time::Duration,
+    /// The slower of the two rate limits, which sizes a claim (see [`claim_size`]).
+    slowest_rate: u32,
     /// False while the last drain found the sink unreachable (for `/readyz`).
     sink_ok: std::sync::atomic::AtomicBool,
     /// Lease times.
@@ -92,6 +94,15 @@ enum Outcome {
     Unavailable(String),
     /// The node takes messages and delivers none (see [`SendError::Stuck`]).
     Stuck(String),
+}
+
+/// How many messages one claim may take: at most [`BATCH`], and no more than the rate
+/// limits let out in half the lease, so a batch is sent (and acknowledged) while its
+/// claim still holds. A batch outliving its lease would be taken over by another worker
+/// and published twice.
+fn claim_size(per_second: u32, lease: std::time::Duration) -> u32 {
+    let in_half_a_lease = u64::from(per_second.max(1)) * lease.as_millis() as u64 / 2_000;
+    in_half_a_lease.clamp(1, u64::from(BATCH)) as u32
 }
 
 fn quota(per_second: u32, burst: u32) -> Quota {
@@ -110,6 +121,7 @@ impl Publisher {
             retry,
             worker: crate::app::worker_id(),
             lease: std::time::Duration::from_secs(600),
+            slowest_rate: limits.per_second.min(limits.per_stream),
             sink_ok: std::sync::atomic::AtomicBool::new(true),
             clock,
         }
@@ -200,8 +212,8 @@ impl Publisher {
             if self.retry.is_shutting_down() {
                 return Ok(());
             }
-            let mut todo =
-                self.store.outbox_claim(&Lease::new(&self.worker, self.lease, self.clock.now()), BATCH).await?;
+            let lease = Lease::new(&self.worker, self.lease, self.clock.now());
+            let mut todo = self.store.outbox_claim(&lease, claim_size(self.slowest_rate, self.lease)).await?;
             if todo.is_empty() {
                 return Ok(());
             }
@@ -309,5 +321,21 @@ impl Publisher {
             Err(SendError::Stuck(reason)) => Ok(Outcome::Stuck(reason)),
             Err(SendError::Transient(reason)) => Ok(Outcome::Unavailable(reason)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_claim_is_sent_within_half_its_lease() {
+        assert_eq!(claim_size(50, Duration::from_secs(600)), BATCH, "the default lease is far longer");
+        assert_eq!(claim_size(50, Duration::from_secs(2)), 50);
+        assert_eq!(claim_size(10, Duration::from_secs(3)), 15);
+        assert_eq!(claim_size(1, Duration::from_secs(1)), 1, "never nothing");
+        assert_eq!(claim_size(0, Duration::from_secs(1)), 1);
+        assert_eq!(claim_size(u32::MAX, Duration::from_secs(86_400)), BATCH);
     }
 }

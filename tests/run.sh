@@ -33,17 +33,29 @@ start_postgres() {
         pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
     fi
     PGDIR=$(mktemp -d)
-    local port=$((20000 + RANDOM % 20000))
+    local port
     local run_as=()
     if [ "$(id -u)" = 0 ]; then
         chown postgres:postgres "$PGDIR"
         run_as=(runuser -u postgres --)
     fi
     "${run_as[@]}" "$pgbin/initdb" -D "$PGDIR/data" -A trust -U postgres --no-sync -E UTF8 >/dev/null
-    "${run_as[@]}" "$pgbin/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/server.log" -w -t 30 \
-        -o "-c listen_addresses=127.0.0.1 -p $port -k $PGDIR -c fsync=off -c max_connections=200" start >/dev/null
-    trap 'stop_postgres' EXIT
     STOP_PG=("${run_as[@]}" "$pgbin/pg_ctl" -D "$PGDIR/data" -m fast stop)
+    trap 'stop_postgres' EXIT
+    # A port below the band the tests pick theirs from (tests/it/common.rs, free_port)
+    # and below the ephemeral range; another one if it is taken.
+    for attempt in 1 2 3 4 5; do
+        port=$((12000 + RANDOM % 10000))
+        if "${run_as[@]}" "$pgbin/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/server.log" -w -t 30 \
+            -o "-c listen_addresses=127.0.0.1 -p $port -k $PGDIR -c fsync=off -c max_connections=200" start >/dev/null; then
+            break
+        fi
+        if [ "$attempt" = 5 ]; then
+            cat "$PGDIR/server.log" >&2
+            echo "tests/run.sh: PostgreSQL did not start" >&2
+            exit 1
+        fi
+    done
     export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
     echo "tests/run.sh: temporary PostgreSQL at 127.0.0.1:$port" >&2
 }

@@ -307,8 +307,7 @@ async fn simulate_writes_a_configuration_that_run_uses_as_is() {
     use tokio::io::AsyncBufReadExt;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{}", common::free_port());
     let mut sim = tokio::process::Command::new(env!("CARGO_BIN_EXE_wearbridge"))
         .args(["simulate", "--listen", &listen, "--people", "1", "--hr-interval", "10m"])
         .args(["--write-config", "sim.toml"])

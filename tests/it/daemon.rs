@@ -36,6 +36,15 @@ async fn enrol(sim: &Simulator, dir: &Path, people: std::ops::Range<usize>) {
     store.close().await;
 }
 
+/// Messages waiting in the outbox of the SQLite store in `dir` (read beside the daemon).
+async fn queued(dir: &Path) -> u64 {
+    let key = wearbridge::keyfile::load_or_create(&dir.join("store.key"), "store.key_file").unwrap();
+    let store = SqlStore::open(&format!("sqlite://{}/wb.db", dir.display()), TokenCipher::new(key)).await.unwrap();
+    let queued = store.outbox_len().await.unwrap();
+    store.close().await;
+    queued
+}
+
 /// `people` simulated people, the first `enrolled` of them enrolled, and a configuration
 /// publishing at `rate` messages/s.
 async fn cohort(people: usize, seed: u64, rate: u32, enrolled: usize) -> (Simulator, tempfile::TempDir, String) {
@@ -98,13 +107,16 @@ async fn syncing_never_waits_on_publishing() {
         people.iter().all(|p| s.contains_key(p))
     })
     .await;
-    let all_synced = started.elapsed();
-    eprintln!("all 50 accounts synced after {all_synced:?}");
-    assert!(all_synced < Duration::from_secs(10), "all 50 accounts synced within two intervals: {all_synced:?}");
-    // Meanwhile the outbox drains at its own pace: some out, far from all.
-    wait_until("publishing started", Duration::from_secs(20), || !sim.streamr_received().is_empty()).await;
+    // Judged by what was published meanwhile, not by the wall clock (a loaded runner may
+    // start the process slowly): had syncing waited on the 10 msg/s drain, the backlog
+    // (thousands of messages) would have been published before the last account was read.
     let published = sim.streamr_received().len();
-    assert!(published < 1_000, "the 10 msg/s limit holds: {published} published");
+    eprintln!("all 50 accounts synced after {:?}, {published} messages published by then", started.elapsed());
+    assert!(published < 1_000, "syncing did not wait on publishing: {published} published");
+    let queued = queued(d).await;
+    assert!(queued > 2_000, "the backlog is still queued behind: {queued}");
+    // Meanwhile the outbox drains at its own pace.
+    wait_until("publishing started", Duration::from_secs(20), || !sim.streamr_received().is_empty()).await;
     // And a second sync of everyone within the next interval or two, backlog or not.
     wait_until("every account synced twice", Duration::from_secs(20), || {
         let s = syncs(&sim);
@@ -154,7 +166,7 @@ async fn users_add_works_beside_a_busy_daemon() {
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
     let added: Vec<String> = sim.people()[10..30].iter().map(|p| p.name.clone()).collect();
-    wait_until("the daemon synced every new account", Duration::from_secs(10), || {
+    wait_until("the daemon synced every new account", Duration::from_secs(30), || {
         let s = syncs(&sim);
         added.iter().all(|p| s.contains_key(p))
     })
@@ -176,7 +188,16 @@ async fn the_outbox_high_water_mark_pauses_syncing_until_it_drains() {
     let mut worker = daemon_with(d, &config, "1h", &["sync.outbox_high_water=100"]);
     let logged = |what: &str| std::fs::read_to_string(&log).unwrap_or_default().contains(what);
     wait_until("syncing paused", Duration::from_secs(30), || logged("syncing paused")).await;
-    let paused_at = syncs(&sim).len();
+    // Syncs claimed before the pause finish on their own; count once they have.
+    let mut paused_at = syncs(&sim).len();
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let now = syncs(&sim).len();
+        if now == paused_at {
+            break;
+        }
+        paused_at = now;
+    }
     assert!(paused_at < 24, "the mark held accounts back: {paused_at} of 24 synced");
     // Nothing new is claimed while the outbox stays above the mark.
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -198,7 +198,7 @@ async fn three_workers_share_one_database_and_take_over_a_killed_one() {
     let url = fresh_database().await;
     let interval = Duration::from_secs(3);
     let config =
-        write_config(&sim, d, &url, "interval = \"3s\"\njitter = \"0s\"\nlease = \"2s\"\nshutdown_grace = \"10s\"");
+        write_config(&sim, d, &url, "interval = \"3s\"\njitter = \"0s\"\nlease = \"4s\"\nshutdown_grace = \"10s\"");
     enrol(&sim, d, &config).await;
     let people: Vec<String> = sim.people().iter().map(|p| p.name.clone()).collect();
 
@@ -311,7 +311,8 @@ async fn sigterm_during_a_sync_exits_cleanly_and_loses_nothing() {
     sigterm(&worker);
     let status = tokio::time::timeout(Duration::from_secs(20), worker.wait()).await.expect("exits").unwrap();
     assert!(status.success(), "exit 0: {status:?}");
-    assert!(signalled.elapsed() < Duration::from_secs(12), "within the grace period: {:?}", signalled.elapsed());
+    // The grace is 8 s; the rest is room for a loaded runner to stop the process.
+    assert!(signalled.elapsed() < Duration::from_secs(16), "within the grace period: {:?}", signalled.elapsed());
     let mut stderr = String::new();
     use tokio::io::AsyncReadExt;
     worker.stderr.take().unwrap().read_to_string(&mut stderr).await.unwrap();
@@ -342,7 +343,7 @@ async fn readyz_turns_unready_when_the_store_is_gone() {
     let http = crate::common::http();
     let ready = format!("http://127.0.0.1:{port}/readyz");
     let mut status = 0;
-    for _ in 0..100 {
+    for _ in 0..300 {
         if let Ok(r) = http.get(&ready).send().await {
             status = r.status().as_u16();
             if status == 200 {
@@ -379,7 +380,7 @@ async fn readyz_turns_unready_when_the_store_is_gone() {
         .await
         .unwrap();
     let mut back = 0;
-    for _ in 0..50 {
+    for _ in 0..300 {
         back = http.get(&ready).send().await.unwrap().status().as_u16();
         if back == 200 {
             break;

@@ -45,7 +45,8 @@ jitter = "0s"
 
 [push]
 enabled = true
-delay = "1s"
+# The default: a burst of notifications landing within it is one read.
+delay = "2s"
 google_authorization = "{SECRET}"
 google_public_key_file = "{key}"
 
@@ -95,6 +96,21 @@ fn weights(sim: &Simulator, kg: f64) -> usize {
 /// Requests the simulator logged since `since`, by label.
 fn requests_since(sim: &Simulator, since: Instant) -> Vec<String> {
     sim.request_log().into_iter().filter(|(at, _)| *at >= since).map(|(_, label)| label).collect()
+}
+
+/// Waits (at most 60 s) until two seconds pass with no request to the simulator.
+async fn wait_quiet(sim: &Simulator) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = sim.request_log().len();
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = sim.request_log().len();
+        if now == seen {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the simulator was never quiet for two seconds");
+        seen = now;
+    }
 }
 
 /// A read no notification in these tests asks for: a poll.
@@ -163,8 +179,8 @@ async fn notified_readings_are_published_within_seconds(store_url: String) {
             .await;
     assert!(again.contains("already sends notifications") && again.contains("secret set again"), "{again}");
     assert_eq!(sim.withings_subscriptions(0).len(), 3, "subscribing again adds nothing");
-    // Let the first sync's publishing settle.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Let the first sync settle: nothing asked of the simulator for two seconds.
+    wait_quiet(&sim).await;
 
     // A weigh-in on the Withings scale, then the same notification 99 more times.
     let start = Instant::now();
@@ -188,7 +204,8 @@ async fn notified_readings_are_published_within_seconds(store_url: String) {
     assert_eq!(sim.add_weight(0, FITBIT, old, 123.2).await, [204]);
     wait_until("the old Google weight is published", Duration::from_secs(10), || weights(&sim, 123.2) == 1).await;
     eprintln!("push: Withings {latency:?}, Google {:?} from notification to publish", google.elapsed());
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Longer than push.delay: a notification that missed the coalescing would be read by now.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let since = requests_since(&sim, start);
     let reads = |label: &str| since.iter().filter(|l| *l == label).count();
     assert_eq!(reads("withings.getmeas"), 2, "100 notifications, one read; the late one, one more: {since:?}");
@@ -226,7 +243,8 @@ async fn notified_readings_are_published_within_seconds(store_url: String) {
     let unknown = body.replace(&me.health_user_id, "someone-else");
     assert_eq!(sim.post_google_notification(&endpoint, Some(SECRET), &unknown, true).await, Some(204));
     assert_eq!(sim.post_google_notification(&endpoint, Some(SECRET), "{not json", true).await, Some(400));
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Longer than push.delay: had a forgery been noted, its read would have come by now.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(requests_since(&sim, forged).iter().all(|l| !l.starts_with("google.")), "nothing was read");
     assert_eq!(metric(port, "wearbridge_push_notifications_total{provider=\"fitbit\",result=\"forged\"}").await, 4.0);
     assert_eq!(
@@ -243,7 +261,7 @@ async fn notified_readings_are_published_within_seconds(store_url: String) {
     let before = requests_since(&sim, forged).len();
     assert_eq!(sim.post_withings_notification(&guessed, &form).await, Some(404));
     assert_eq!(sim.post_withings_notification(prefix.trim_end_matches('/'), &form).await, Some(404));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(requests_since(&sim, forged).len(), before, "nothing was read");
 
     // Leaving ends the Withings subscriptions.
