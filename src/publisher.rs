@@ -212,7 +212,8 @@ impl Publisher {
             if self.retry.is_shutting_down() {
                 return Ok(());
             }
-            let lease = Lease::new(&self.worker, self.lease, self.clock.now());
+            let mut held_since = self.clock.now();
+            let lease = Lease::new(&self.worker, self.lease, held_since);
             let mut todo = self.store.outbox_claim(&lease, claim_size(self.slowest_rate, self.lease)).await?;
             if todo.is_empty() {
                 return Ok(());
@@ -223,6 +224,11 @@ impl Publisher {
                 let mut unavailable = None;
                 let mut stuck = None;
                 for pending in todo {
+                    if !self.keep_claim(&mut held_since).await? {
+                        // Another worker took the batch over: it sends the rest.
+                        tracing::warn!("this worker's outbox claim was taken over; leaving the rest of the batch");
+                        return Ok(());
+                    }
                     match self.write(sink, &pending).await? {
                         Outcome::Written(Written::Confirmed) => {
                             self.confirmed(summary, progress);
@@ -294,6 +300,17 @@ impl Publisher {
                 summary.resent += todo.len() as u64;
             }
         }
+    }
+
+    /// Renews this worker's claim once half its lease has passed since `held_since`;
+    /// false when nothing is held any more (the lease ran out and was taken over).
+    async fn keep_claim(&self, held_since: &mut chrono::DateTime<chrono::Utc>) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        if (now - *held_since).to_std().unwrap_or_default() < self.lease / 2 {
+            return Ok(true);
+        }
+        *held_since = now;
+        Ok(self.store.outbox_renew(&Lease::new(&self.worker, self.lease, now)).await? > 0)
     }
 
     /// Hands one message to the sink under the rate limits, retrying transient failures.

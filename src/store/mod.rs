@@ -434,6 +434,11 @@ pub trait Store: Send + Sync + 'static {
     /// The creation time of the oldest pending message (for the outbox-age metric).
     fn outbox_oldest(&self) -> impl Future<Output = Result<Option<DateTime<Utc>>, StoreError>> + Send;
 
+    /// Extends every outbox lease `lease.worker` holds to `lease.until_ms`, so a batch
+    /// that is slow to send (a slow node, retries) is not taken over mid-send; the number
+    /// of messages still held (0 when another worker has taken them over).
+    fn outbox_renew(&self, lease: &Lease) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
     /// Gives up `worker`'s outbox leases (at the end of a drain), so what it could not
     /// deliver is free for any worker at once rather than when the leases expire.
     fn outbox_release(&self, worker: &str) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -1302,6 +1302,17 @@ impl Store for SqlStore {
         })
     }
 
+    async fn outbox_renew(&self, lease: &Lease) -> Result<u64, StoreError> {
+        on_writer!(self, |pool, _d| {
+            let done = sqlx::query("UPDATE outbox SET lease_until = $2 WHERE lease_owner = $1 AND status = 'pending'")
+                .bind(&lease.worker)
+                .bind(lease.until_ms)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected())
+        })
+    }
+
     async fn outbox_release(&self, worker: &str) -> Result<(), StoreError> {
         on_writer!(self, |pool, _d| {
             sqlx::query("UPDATE outbox SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1")

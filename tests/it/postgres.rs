@@ -87,8 +87,14 @@ async fn leases_never_hand_one_row_to_two_workers() {
     assert_eq!((first.len(), second.len()), (4, 2));
     let seqs: BTreeSet<i64> = first.iter().chain(&second).map(|p| p.seq).collect();
     assert_eq!(seqs.len(), 6);
-    let later = Lease { worker: "w3".into(), now_ms: w1.until_ms + 1, until_ms: w1.until_ms + 60_000 };
-    assert_eq!(store.outbox_claim(&later, 100).await.unwrap().len(), 6, "expired leases are taken over");
+    // A renewed lease holds past its first end; once it ends, it is taken over, and the
+    // old holder learns so at its next renewal.
+    let renewed = Lease { worker: "w1".into(), now_ms: w1.now_ms + 30_000, until_ms: w1.until_ms + 30_000 };
+    assert_eq!(store.outbox_renew(&renewed).await.unwrap(), 4);
+    let w3 = |now_ms: i64| Lease { worker: "w3".into(), now_ms, until_ms: now_ms + 60_000 };
+    assert_eq!(store.outbox_claim(&w3(w1.until_ms + 1), 100).await.unwrap().len(), 2, "w2's lease ran out");
+    assert_eq!(store.outbox_claim(&w3(renewed.until_ms + 1), 100).await.unwrap().len(), 6, "then w1's too");
+    assert_eq!(store.outbox_renew(&renewed).await.unwrap(), 0, "w1 holds nothing now");
 
     // Accounts likewise, and a released account is not due again before its time.
     store.add_account("bob", WITHINGS, &SecretString::from("r2")).await.unwrap();
@@ -390,4 +396,42 @@ async fn readyz_turns_unready_when_the_store_is_gone() {
     assert_eq!(back, 200, "ready again once the store is back");
     sigterm(&worker);
     assert!(worker.wait().await.unwrap().success());
+}
+
+/// Two workers drain one PostgreSQL outbox through a node that takes 30 ms per message,
+/// so every batch outlasts the 2 s lease it was claimed with: the holder renews its claim
+/// while it sends, no batch is taken over mid-send, and no message is published twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_held_while_sending_so_two_workers_never_publish_a_message_twice() {
+    let sim = common::simulator(1, 79).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database().await;
+    let h = common::harness_with(&sim, &dir, "2d", |s| s.store.url = url).await;
+    h.pipeline.run_pass(&wearbridge::pipeline::Output::Outbox).await.unwrap();
+    let expected = crate::streamr::outbox_ids(h.store.as_ref()).await;
+    assert!(expected.len() > 250, "more than one batch of 200: {}", expected.len());
+    let mut loaded = h.loaded.clone();
+    loaded.settings.streamr.messages_per_second = 100;
+    loaded.settings.streamr.stream_messages_per_second = 100;
+    loaded.settings.streamr.burst = 1;
+    loaded.settings.streamr.transport = wearbridge::config::Transport::Http;
+    loaded.settings.streamr.url = sim.streamr_http_url();
+    sim.faults().inject("streamr.publish", wearbridge::simulator::Fault::Delay(Duration::from_millis(30)), 10_000);
+    // Leases run on real time here.
+    let clock = wearbridge::clock::Clock::system();
+    let lease = Duration::from_secs(2);
+    let worker = |name: &str| {
+        wearbridge::app::publisher(&loaded, std::sync::Arc::clone(&h.store), common::fast_retry(), clock.clone())
+            .unwrap()
+            .with_lease(name, lease)
+    };
+    let (a, b) = (worker("a"), worker("b"));
+    tokio::join!(
+        crate::streamr::drain_until_empty(&a, h.store.as_ref()),
+        crate::streamr::drain_until_empty(&b, h.store.as_ref())
+    );
+    let received: Vec<String> =
+        sim.streamr_received().iter().map(|r| r.message["header"]["uuid"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(crate::streamr::received_ids(&sim), expected);
+    assert_eq!(received.len(), expected.len(), "a message was published by both workers");
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use wearbridge::sources::fitbit::PROVIDER as FITBIT;
 use wearbridge::sources::withings::PROVIDER as WITHINGS;
-use wearbridge::store::{AccountStatus, SqlStore, Store, StoreError, TokenCipher, Tokens};
+use wearbridge::store::{AccountStatus, Lease, SqlStore, Store, StoreError, TokenCipher, Tokens};
 
 /// The contract. `reopen` opens the same database again (as after a restart).
 async fn contract<S: Store>(reopen: impl AsyncFn() -> S) {
@@ -66,6 +66,14 @@ async fn contract<S: Store>(reopen: impl AsyncFn() -> S) {
     store.outbox_attempt_failed(pending[4].seq, "HTTP 503").await.unwrap();
     store.outbox_quarantine(pending[5].seq, "HTTP 400").await.unwrap();
     assert_eq!((store.outbox_len().await.unwrap(), store.quarantined_len().await.unwrap()), (5, 2));
+
+    // A claim is renewed for what the worker still holds, and released.
+    let held = Lease::new("w1", Duration::from_secs(60), common::now());
+    assert_eq!(store.outbox_claim(&held, 3).await.unwrap().len(), 3);
+    assert_eq!(store.outbox_renew(&held).await.unwrap(), 3);
+    assert_eq!(store.outbox_renew(&Lease::new("w2", Duration::from_secs(60), common::now())).await.unwrap(), 0);
+    store.outbox_release("w1").await.unwrap();
+    assert_eq!(store.outbox_renew(&held).await.unwrap(), 0, "released");
 
     // Due accounts are claimed oldest due first; a dataset never synced is the oldest.
     let b = store.add_account("bob", WITHINGS, &SecretString::from("rb")).await.unwrap();

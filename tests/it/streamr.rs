@@ -451,3 +451,16 @@ async fn file_sink_writes_rotated_ndjson_with_every_message_once() {
     assert_eq!(got.len(), expected.len(), "each message once");
     assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), expected);
 }
+
+/// Drains until the outbox is empty, trying again while another worker holds a claim.
+pub(crate) async fn drain_until_empty(publisher: &wearbridge::publisher::Publisher, store: &impl Store) {
+    for _ in 0..600 {
+        let summary = publisher.drain().await.unwrap();
+        assert!(!summary.stopped_early, "{summary:?}");
+        if store.outbox_len().await.unwrap() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the outbox never emptied");
+}
