@@ -6,7 +6,8 @@
 //!   `GET /scale/validate` (`T`), `POST /scale/upload` (the raw binary body, never
 //!   form-decoded; answered with the clock and the scale's users).
 //! - Withings WBS01 (`scalews.withings.net`): `/cgi-bin/once`, `/cgi-bin/session`
-//!   (`new`, `delete`), `/cgi-bin/measure` (`action=store`), `/cgi-bin/maint`.
+//!   (`new`, `delete`), `/cgi-bin/measure` (`action=store`; also as `/cgi-bin/v2/measure`,
+//!   the WS-50's variant), `/cgi-bin/maint`.
 //!
 //! Readings of enrolled scales whose slot is assigned to a person are committed to the
 //! outbox **before** the scale gets its success answer: a crash in between means the
@@ -84,6 +85,9 @@ pub fn router(capture: Arc<Capture>) -> Router {
         .route("/cgi-bin/once", post(wbs01_once))
         .route("/cgi-bin/session", post(wbs01_session))
         .route("/cgi-bin/measure", post(wbs01_measure))
+        // The WS-50's variant of the same call (grouped, mantissa/exponent items), which
+        // the parser takes as well.
+        .route("/cgi-bin/v2/measure", post(wbs01_measure))
         .route("/cgi-bin/maint", post(|| async { json(wbs01::ok_answer(None)) }))
         .layer(axum::extract::DefaultBodyLimit::max(aria::MAX_BODY.max(64 * 1024)))
         .with_state(capture)

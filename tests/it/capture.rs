@@ -217,6 +217,19 @@ async fn a_wbs01_session_stores_a_weight() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].0, carol);
     assert!((got[0].1 - 66.85).abs() <= 0.051, "{got:?}");
+    // The WS-50's variant: `/cgi-bin/v2/measure`, a group with its own time, an item as
+    // mantissa and exponent.
+    let earlier = common::now().timestamp() - 600;
+    let grouped = format!(
+        r#"{{"measuregrps":[{{"meastime":{earlier},"measures":[{{"data":{{"mantissa":6702,"exponent":-2}},"type":1}}]}}]}}"#
+    );
+    let mut v2 = store;
+    v2[7] = ("measuregrps", grouped.as_str());
+    let ack = json(post(&rig.base, "/cgi-bin/v2/measure", form(&v2)).await).await;
+    assert_eq!(ack["status"], 0);
+    let got = weights(&rig.store).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.iter().any(|(s, kg)| *s == carol && (kg - 67.02).abs() <= 0.051), "{got:?}");
     let done = json(post(&rig.base, "/cgi-bin/session", form(&[("action", "delete"), ("sessionid", &id)])).await).await;
     assert_eq!(done["status"], 0);
 
@@ -227,7 +240,7 @@ async fn a_wbs01_session_stores_a_weight() {
     other[2] = ("macaddress", "00:24:e4:09:09:09");
     assert_eq!(post(&rig.base, "/cgi-bin/measure", form(&other)).await.status(), 403);
     assert_eq!(post(&rig.base, "/cgi-bin/measure", form(&[("action", "store")])).await.status(), 400);
-    assert_eq!(weights(&rig.store).await.len(), 1);
+    assert_eq!(weights(&rig.store).await.len(), 2);
 }
 
 #[tokio::test]
