@@ -20,8 +20,9 @@ use crate::store::{Lease, Pending, SqlStore, Store, StoreError};
 /// How many messages are read from the outbox at a time (and written before the sink
 /// is asked which of them arrived).
 const BATCH: u32 = 200;
-/// Confirmed messages are removed from the outbox in groups of this size.
-const ACK_EVERY: usize = BATCH as usize;
+/// Confirmed messages are removed from the outbox in groups of this size (and before
+/// every claim): a worker killed, or a claim taken over, sends at most this many again.
+const ACK_EVERY: usize = 50;
 /// How long published ids are remembered to keep look-back re-reads from re-publishing;
 /// far longer than any sensible `sync.lookback`.
 const PUBLISHED_MEMORY: std::time::Duration = std::time::Duration::from_secs(60 * 86_400);
@@ -103,6 +104,66 @@ enum Outcome {
 fn claim_size(per_second: u32, lease: std::time::Duration) -> u32 {
     let in_half_a_lease = u64::from(per_second.max(1)) * lease.as_millis() as u64 / 2_000;
     in_half_a_lease.clamp(1, u64::from(BATCH)) as u32
+}
+
+/// After a claimed batch: claim the next one, or stop the drain (the node is down or
+/// stuck; the rest waits in the outbox).
+enum Flow {
+    Next,
+    Stop,
+}
+
+/// The messages of one outbox claim: which are done with here (confirmed, quarantined,
+/// given up), and which another worker took over since (a claim that lapsed: the
+/// renewal could not reach the store in time).
+struct Claim {
+    seqs: Vec<i64>,
+    state: std::sync::Mutex<ClaimState>,
+}
+
+#[derive(Default)]
+struct ClaimState {
+    done: std::collections::HashSet<i64>,
+    lost: std::collections::HashSet<i64>,
+}
+
+impl Claim {
+    fn new(batch: &[Pending]) -> Self {
+        Self { seqs: batch.iter().map(|p| p.seq).collect(), state: Default::default() }
+    }
+
+    /// The messages still to renew: neither done nor lost.
+    fn outstanding(&self) -> Vec<i64> {
+        let Ok(state) = self.state.lock() else { return Vec::new() };
+        self.seqs.iter().copied().filter(|s| !state.done.contains(s) && !state.lost.contains(s)).collect()
+    }
+
+    /// This worker is done with `seq` (it may leave the outbox before the next renewal).
+    fn done(&self, seq: i64) {
+        if let Ok(mut state) = self.state.lock() {
+            state.done.insert(seq);
+        }
+    }
+
+    /// Records a renewal of `asked`: what it did not renew, and is not done meanwhile, is
+    /// no longer this worker's to send.
+    fn held(&self, asked: &[i64], renewed: &[i64]) {
+        let renewed: std::collections::HashSet<i64> = renewed.iter().copied().collect();
+        if let Ok(mut state) = self.state.lock() {
+            let gone: Vec<i64> =
+                asked.iter().copied().filter(|s| !renewed.contains(s) && !state.done.contains(s)).collect();
+            state.lost.extend(gone);
+        }
+    }
+
+    fn holds(&self, seq: i64) -> bool {
+        self.state.lock().map_or(true, |state| !state.lost.contains(&seq))
+    }
+
+    /// Messages of the claim taken over by another worker.
+    fn lost(&self) -> usize {
+        self.state.lock().map_or(0, |state| state.lost.len())
+    }
 }
 
 fn quota(per_second: u32, burst: u32) -> Quota {
@@ -212,105 +273,149 @@ impl Publisher {
             if self.retry.is_shutting_down() {
                 return Ok(());
             }
-            let mut held_since = self.clock.now();
-            let lease = Lease::new(&self.worker, self.lease, held_since);
-            let mut todo = self.store.outbox_claim(&lease, claim_size(self.slowest_rate, self.lease)).await?;
+            let lease = Lease::new(&self.worker, self.lease, self.clock.now());
+            let todo = self.store.outbox_claim(&lease, claim_size(self.slowest_rate, self.lease)).await?;
             if todo.is_empty() {
                 return Ok(());
             }
-            let mut round = 0;
-            while !todo.is_empty() {
-                let mut written: Vec<Pending> = Vec::new();
-                let mut unavailable = None;
-                let mut stuck = None;
-                for pending in todo {
-                    if !self.keep_claim(&mut held_since).await? {
-                        // Another worker took the batch over: it sends the rest.
-                        tracing::warn!("this worker's outbox claim was taken over; leaving the rest of the batch");
-                        return Ok(());
-                    }
-                    match self.write(sink, &pending).await? {
-                        Outcome::Written(Written::Confirmed) => {
-                            self.confirmed(summary, progress);
-                            self.ack(acked, pending.seq).await?;
-                        }
-                        Outcome::Written(Written::Pending) => written.push(pending),
-                        Outcome::Quarantined => summary.quarantined += 1,
-                        Outcome::Unavailable(reason) => {
-                            // A retry cut short by shutdown is no failed attempt.
-                            if !self.retry.is_shutting_down() {
-                                self.store.outbox_attempt_failed(pending.seq, &reason).await?;
-                            }
-                            unavailable = Some(reason);
-                            break;
-                        }
-                        Outcome::Stuck(reason) => {
-                            self.store.outbox_attempt_failed(pending.seq, &reason).await?;
-                            stuck = Some(reason);
-                            break;
-                        }
-                    }
-                }
-                let ids: Vec<String> = written.iter().map(|p| p.entry.message_id.clone()).collect();
-                let confirmed = match sink.settle(&ids).await {
-                    Ok(settled) => {
-                        stuck = stuck.or(settled.stuck);
-                        settled.confirmed
-                    }
-                    Err(e) => {
-                        unavailable = Some(e.to_string());
-                        Default::default()
-                    }
-                };
-                todo = Vec::new();
-                for pending in written {
-                    if confirmed.contains(&pending.entry.message_id) {
-                        self.confirmed(summary, progress);
-                        self.ack(acked, pending.seq).await?;
-                    } else {
-                        todo.push(pending);
-                    }
-                }
-                if let Some(reason) = stuck {
-                    tracing::error!(%reason, "publishing stopped; messages stay in the outbox");
-                    summary.stop(reason);
-                    return Ok(());
-                }
-                if let Some(reason) = unavailable {
-                    tracing::warn!(%reason, "the sink is unavailable; messages stay in the outbox");
-                    summary.stop(format!("the node is unavailable: {reason}"));
-                    return Ok(());
-                }
-                if todo.is_empty() {
-                    break;
-                }
-                round += 1;
-                if round >= self.retry.backoff().attempts {
-                    let reason = format!("{} messages were not confirmed by the node after {round} sends", todo.len());
-                    tracing::warn!(%reason, "messages stay in the outbox");
-                    self.store.outbox_attempt_failed(todo[0].seq, &reason).await?;
-                    summary.stop(reason);
-                    return Ok(());
-                }
+            // The claim is renewed on a timer of its own while the batch is sent (a slow
+            // node, a confirmation wait or a retry must not let it lapse). The renewal is
+            // a future polled beside the sending, never an await inside a `select!` arm:
+            // the sending may hold the store's writer, which the renewal then waits for.
+            let claim = Claim::new(&todo);
+            let send = self.send_claimed(sink, todo, &claim, summary, acked, progress);
+            let flow = tokio::select! {
+                flow = send => flow?,
+                never = self.renew_claim(&claim) => match never {},
+            };
+            if claim.lost() > 0 {
                 tracing::warn!(
-                    unconfirmed = todo.len(),
-                    round,
-                    "the node did not confirm messages in time; sending them again"
+                    messages = claim.lost(),
+                    "this worker's outbox claim lapsed and was taken over; the other worker sends those"
                 );
-                summary.resent += todo.len() as u64;
+            }
+            if let Flow::Stop = flow {
+                return Ok(());
             }
         }
     }
 
-    /// Renews this worker's claim once half its lease has passed since `held_since`;
-    /// false when nothing is held any more (the lease ran out and was taken over).
-    async fn keep_claim(&self, held_since: &mut chrono::DateTime<chrono::Utc>) -> Result<bool, StoreError> {
-        let now = self.clock.now();
-        if (now - *held_since).to_std().unwrap_or_default() < self.lease / 2 {
-            return Ok(true);
+    /// Renews `claim` every third of the lease, for as long as it is polled; what another
+    /// worker took over meanwhile is marked lost.
+    async fn renew_claim(&self, claim: &Claim) -> std::convert::Infallible {
+        let mut renew = tokio::time::interval((self.lease / 3).max(std::time::Duration::from_millis(100)));
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        renew.tick().await;
+        loop {
+            renew.tick().await;
+            let lease = Lease::new(&self.worker, self.lease, self.clock.now());
+            let asked = claim.outstanding();
+            match self.store.outbox_renew(&lease, &asked).await {
+                Ok(renewed) => claim.held(&asked, &renewed),
+                // Tried again at the next tick; the lease has two more thirds to run.
+                Err(error) => tracing::warn!(%error, "could not renew the outbox claim"),
+            }
         }
-        *held_since = now;
-        Ok(self.store.outbox_renew(&Lease::new(&self.worker, self.lease, now)).await? > 0)
+    }
+
+    /// Sends one claimed batch, in resend rounds until the node confirmed it; whether the
+    /// drain goes on to the next claim.
+    async fn send_claimed(
+        &self,
+        sink: &mut Sink,
+        mut todo: Vec<Pending>,
+        claim: &Claim,
+        summary: &mut DrainSummary,
+        acked: &mut Vec<i64>,
+        progress: Option<&crate::progress::Progress>,
+    ) -> Result<Flow, PublishError> {
+        let mut round = 0;
+        while !todo.is_empty() {
+            let mut written: Vec<Pending> = Vec::new();
+            let mut unavailable = None;
+            let mut stuck = None;
+            for pending in todo {
+                if !claim.holds(pending.seq) {
+                    // Another worker took it over when the claim lapsed: it sends it.
+                    continue;
+                }
+                let outcome = self.write(sink, &pending).await?;
+                if !matches!(outcome, Outcome::Written(Written::Pending)) {
+                    claim.done(pending.seq);
+                }
+                match outcome {
+                    Outcome::Written(Written::Confirmed) => {
+                        self.confirmed(summary, progress);
+                        self.ack(acked, pending.seq).await?;
+                    }
+                    Outcome::Written(Written::Pending) => written.push(pending),
+                    Outcome::Quarantined => summary.quarantined += 1,
+                    Outcome::Unavailable(reason) => {
+                        // A retry cut short by shutdown is no failed attempt.
+                        if !self.retry.is_shutting_down() {
+                            self.store.outbox_attempt_failed(pending.seq, &reason).await?;
+                        }
+                        unavailable = Some(reason);
+                        break;
+                    }
+                    Outcome::Stuck(reason) => {
+                        self.store.outbox_attempt_failed(pending.seq, &reason).await?;
+                        stuck = Some(reason);
+                        break;
+                    }
+                }
+            }
+            let ids: Vec<String> = written.iter().map(|p| p.entry.message_id.clone()).collect();
+            let confirmed = match sink.settle(&ids).await {
+                Ok(settled) => {
+                    stuck = stuck.or(settled.stuck);
+                    settled.confirmed
+                }
+                Err(e) => {
+                    unavailable = Some(e.to_string());
+                    Default::default()
+                }
+            };
+            todo = Vec::new();
+            for pending in written {
+                if confirmed.contains(&pending.entry.message_id) {
+                    claim.done(pending.seq);
+                    self.confirmed(summary, progress);
+                    self.ack(acked, pending.seq).await?;
+                } else {
+                    todo.push(pending);
+                }
+            }
+            if let Some(reason) = stuck {
+                tracing::error!(%reason, "publishing stopped; messages stay in the outbox");
+                summary.stop(reason);
+                return Ok(Flow::Stop);
+            }
+            if let Some(reason) = unavailable {
+                tracing::warn!(%reason, "the sink is unavailable; messages stay in the outbox");
+                summary.stop(format!("the node is unavailable: {reason}"));
+                return Ok(Flow::Stop);
+            }
+            if todo.is_empty() {
+                break;
+            }
+            round += 1;
+            if round >= self.retry.backoff().attempts {
+                let reason = format!("{} messages were not confirmed by the node after {round} sends", todo.len());
+                tracing::warn!(%reason, "messages stay in the outbox");
+                claim.done(todo[0].seq);
+                self.store.outbox_attempt_failed(todo[0].seq, &reason).await?;
+                summary.stop(reason);
+                return Ok(Flow::Stop);
+            }
+            tracing::warn!(
+                unconfirmed = todo.len(),
+                round,
+                "the node did not confirm messages in time; sending them again"
+            );
+            summary.resent += todo.len() as u64;
+        }
+        Ok(Flow::Next)
     }
 
     /// Hands one message to the sink under the rate limits, retrying transient failures.
@@ -345,6 +450,31 @@ impl Publisher {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    fn pending(seq: i64) -> Pending {
+        let entry = crate::store::OutboxEntry {
+            message_id: format!("m{seq}"),
+            stream: "s".into(),
+            partition_key: "k".into(),
+            payload: "{}".into(),
+        };
+        Pending { seq, entry, attempts: 0 }
+    }
+
+    #[test]
+    fn a_claim_forgets_what_a_renewal_no_longer_holds() {
+        let claim = Claim::new(&[pending(1), pending(2), pending(3), pending(4)]);
+        assert!((1..=4).all(|s| claim.holds(s)) && claim.outstanding() == [1, 2, 3, 4]);
+        // 1 was confirmed and left the outbox while the renewal was on its way.
+        let asked = claim.outstanding();
+        claim.done(1);
+        claim.held(&asked, &[3, 4]);
+        assert!(claim.holds(1) && !claim.holds(2) && claim.holds(3));
+        assert_eq!(claim.lost(), 1, "only 2 was taken over");
+        assert_eq!(claim.outstanding(), [3, 4]);
+        claim.held(&[2, 3, 4], &[2, 3, 4]);
+        assert!(!claim.holds(2), "once taken over, never sent here again");
+    }
 
     #[test]
     fn a_claim_is_sent_within_half_its_lease() {

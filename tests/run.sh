@@ -42,19 +42,21 @@ start_postgres() {
     "${run_as[@]}" "$pgbin/initdb" -D "$PGDIR/data" -A trust -U postgres --no-sync -E UTF8 >/dev/null
     STOP_PG=("${run_as[@]}" "$pgbin/pg_ctl" -D "$PGDIR/data" -m fast stop)
     trap 'stop_postgres' EXIT
-    # A port below the band the tests pick theirs from (tests/it/common.rs, free_port)
-    # and below the ephemeral range; another one if it is taken.
+    # A port below the band the tests pick theirs from (tests/it/common.rs, free_port,
+    # below the ephemeral range); another one if it is taken. A start that timed out is
+    # stopped first, or its lock file would refuse every later attempt.
     for attempt in 1 2 3 4 5; do
         port=$((12000 + RANDOM % 10000))
-        if "${run_as[@]}" "$pgbin/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/server.log" -w -t 30 \
+        if "${run_as[@]}" "$pgbin/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/server.log" -w -t 60 \
             -o "-c listen_addresses=127.0.0.1 -p $port -k $PGDIR -c fsync=off -c max_connections=200" start >/dev/null; then
             break
         fi
         if [ "$attempt" = 5 ]; then
-            cat "$PGDIR/server.log" >&2
+            cat "$PGDIR/server.log" >&2 || true
             echo "tests/run.sh: PostgreSQL did not start" >&2
             exit 1
         fi
+        "${STOP_PG[@]}" >/dev/null 2>&1 || true
     done
     export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
     echo "tests/run.sh: temporary PostgreSQL at 127.0.0.1:$port" >&2

@@ -434,10 +434,10 @@ pub trait Store: Send + Sync + 'static {
     /// The creation time of the oldest pending message (for the outbox-age metric).
     fn outbox_oldest(&self) -> impl Future<Output = Result<Option<DateTime<Utc>>, StoreError>> + Send;
 
-    /// Extends every outbox lease `lease.worker` holds to `lease.until_ms`, so a batch
-    /// that is slow to send (a slow node, retries) is not taken over mid-send; the number
-    /// of messages still held (0 when another worker has taken them over).
-    fn outbox_renew(&self, lease: &Lease) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Extends `lease.worker`'s lease on the pending messages `seqs` to `lease.until_ms`,
+    /// so a batch that is slow to send (a slow node, retries) is not taken over mid-send;
+    /// the seqs still held (a message taken over by another worker, or gone, is missing).
+    fn outbox_renew(&self, lease: &Lease, seqs: &[i64]) -> impl Future<Output = Result<Vec<i64>, StoreError>> + Send;
 
     /// Gives up `worker`'s outbox leases (at the end of a drain), so what it could not
     /// deliver is free for any worker at once rather than when the leases expire.

@@ -86,6 +86,8 @@ struct Dialect {
     delete_acked: &'static str,
     /// `$1` worker, `$2` lease until, `$3` now, `$4` limit.
     claim_outbox: &'static str,
+    /// `$1` worker, `$2` lease until, `$3` JSON list of seqs; returns the renewed seqs.
+    renew_outbox: &'static str,
     /// `$1` worker, `$2` lease until, `$3` now, `$4` JSON list of datasets, `$5` limit.
     /// Oldest due first (a dataset never synced counts as due since forever), so a
     /// new enrolment or a starved account is not left behind the ones that keep coming due.
@@ -114,6 +116,9 @@ const SQLITE_DIALECT: Dialect = Dialect {
          SELECT message_id, $2 FROM outbox WHERE seq IN (SELECT value FROM json_each($1))
          ON CONFLICT (message_id) DO NOTHING",
     delete_acked: "DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each($1))",
+    renew_outbox: "UPDATE outbox SET lease_until = $2
+         WHERE lease_owner = $1 AND status = 'pending' AND seq IN (SELECT value FROM json_each($3))
+         RETURNING seq",
     // Other workers' leases are recorded, not honoured (one worker per file, so a killed
     // worker's leases do not hold its restart up); this worker's own are, so an account
     // it is syncing is not claimed twice.
@@ -156,6 +161,10 @@ const POSTGRES_DIALECT: Dialect = Dialect {
          SELECT message_id, $2 FROM outbox WHERE seq IN (SELECT value::bigint FROM json_array_elements_text($1::json))
          ON CONFLICT (message_id) DO NOTHING",
     delete_acked: "DELETE FROM outbox WHERE seq IN (SELECT value::bigint FROM json_array_elements_text($1::json))",
+    renew_outbox: "UPDATE outbox SET lease_until = $2
+         WHERE lease_owner = $1 AND status = 'pending'
+           AND seq IN (SELECT value::bigint FROM json_array_elements_text($3::json))
+         RETURNING seq",
     claim_outbox: "WITH claimable AS (
              SELECT seq FROM outbox
              WHERE status = 'pending' AND (lease_until IS NULL OR lease_until < $3 OR lease_owner = $1)
@@ -1302,14 +1311,19 @@ impl Store for SqlStore {
         })
     }
 
-    async fn outbox_renew(&self, lease: &Lease) -> Result<u64, StoreError> {
-        on_writer!(self, |pool, _d| {
-            let done = sqlx::query("UPDATE outbox SET lease_until = $2 WHERE lease_owner = $1 AND status = 'pending'")
+    async fn outbox_renew(&self, lease: &Lease, seqs: &[i64]) -> Result<Vec<i64>, StoreError> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = json_list(seqs);
+        on_writer!(self, |pool, d| {
+            let rows = sqlx::query(d.renew_outbox)
                 .bind(&lease.worker)
                 .bind(lease.until_ms)
-                .execute(pool)
+                .bind(&list)
+                .fetch_all(pool)
                 .await?;
-            Ok(done.rows_affected())
+            rows.iter().map(|r| r.try_get::<i64, _>("seq")).collect::<Result<Vec<_>, _>>().map_err(StoreError::from)
         })
     }
 

@@ -90,11 +90,18 @@ async fn leases_never_hand_one_row_to_two_workers() {
     // A renewed lease holds past its first end; once it ends, it is taken over, and the
     // old holder learns so at its next renewal.
     let renewed = Lease { worker: "w1".into(), now_ms: w1.now_ms + 30_000, until_ms: w1.until_ms + 30_000 };
-    assert_eq!(store.outbox_renew(&renewed).await.unwrap(), 4);
+    let first: Vec<i64> = first.iter().map(|p| p.seq).collect();
+    assert_eq!(store.outbox_renew(&renewed, &first).await.unwrap().len(), 4);
     let w3 = |now_ms: i64| Lease { worker: "w3".into(), now_ms, until_ms: now_ms + 60_000 };
     assert_eq!(store.outbox_claim(&w3(w1.until_ms + 1), 100).await.unwrap().len(), 2, "w2's lease ran out");
-    assert_eq!(store.outbox_claim(&w3(renewed.until_ms + 1), 100).await.unwrap().len(), 6, "then w1's too");
-    assert_eq!(store.outbox_renew(&renewed).await.unwrap(), 0, "w1 holds nothing now");
+    // A claim that lapses can be taken over in part: the old holder keeps the rest.
+    let partly = store.outbox_claim(&w3(renewed.until_ms + 1), 3).await.unwrap();
+    assert!(partly.iter().all(|p| first.contains(&p.seq)), "the oldest first: w1's");
+    let kept = store.outbox_renew(&renewed, &first).await.unwrap();
+    assert_eq!(kept.len(), 1, "w1 learns which of its messages it still holds: {kept:?}");
+    assert!(partly.iter().all(|p| !kept.contains(&p.seq)));
+    assert_eq!(store.outbox_claim(&w3(renewed.until_ms + 1), 100).await.unwrap().len(), 6, "then all of it");
+    assert!(store.outbox_renew(&renewed, &first).await.unwrap().is_empty(), "w1 holds nothing now");
 
     // Accounts likewise, and a released account is not due again before its time.
     store.add_account("bob", WITHINGS, &SecretString::from("r2")).await.unwrap();

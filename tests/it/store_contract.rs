@@ -69,11 +69,18 @@ async fn contract<S: Store>(reopen: impl AsyncFn() -> S) {
 
     // A claim is renewed for what the worker still holds, and released.
     let held = Lease::new("w1", Duration::from_secs(60), common::now());
-    assert_eq!(store.outbox_claim(&held, 3).await.unwrap().len(), 3);
-    assert_eq!(store.outbox_renew(&held).await.unwrap(), 3);
-    assert_eq!(store.outbox_renew(&Lease::new("w2", Duration::from_secs(60), common::now())).await.unwrap(), 0);
+    let mut claimed: Vec<i64> = store.outbox_claim(&held, 3).await.unwrap().iter().map(|p| p.seq).collect();
+    assert_eq!(claimed.len(), 3);
+    let unclaimed = store.outbox_pending(100).await.unwrap().last().unwrap().seq;
+    assert!(!claimed.contains(&unclaimed));
+    claimed.push(unclaimed);
+    let mut renewed = store.outbox_renew(&held, &claimed).await.unwrap();
+    renewed.sort_unstable();
+    assert_eq!(renewed, claimed[..3], "what w1 claimed, not what it did not");
+    let other = Lease::new("w2", Duration::from_secs(60), common::now());
+    assert!(store.outbox_renew(&other, &claimed).await.unwrap().is_empty());
     store.outbox_release("w1").await.unwrap();
-    assert_eq!(store.outbox_renew(&held).await.unwrap(), 0, "released");
+    assert!(store.outbox_renew(&held, &claimed).await.unwrap().is_empty(), "released");
 
     // Due accounts are claimed oldest due first; a dataset never synced is the oldest.
     let b = store.add_account("bob", WITHINGS, &SecretString::from("rb")).await.unwrap();
