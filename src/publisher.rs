@@ -98,9 +98,8 @@ enum Outcome {
 }
 
 /// How many messages one claim may take: at most [`BATCH`], and no more than the rate
-/// limits let out in half the lease, so a batch is sent (and acknowledged) while its
-/// claim still holds. A batch outliving its lease would be taken over by another worker
-/// and published twice.
+/// limits let out in half the lease. The claim is renewed while it is sent; sizing it so
+/// keeps what a failed renewal exposes to a takeover (and a second publication) small.
 fn claim_size(per_second: u32, lease: std::time::Duration) -> u32 {
     let in_half_a_lease = u64::from(per_second.max(1)) * lease.as_millis() as u64 / 2_000;
     in_half_a_lease.clamp(1, u64::from(BATCH)) as u32
