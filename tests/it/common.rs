@@ -147,6 +147,17 @@ pub fn settings(sim: &Simulator, dir: &tempfile::TempDir, history: &str) -> Sett
     s
 }
 
+/// The `[streamr]` sections of a daemon publishing to the simulated node over HTTP with
+/// the limits lifted (5,000 msg/s), into the test stream.
+pub fn streamr_http_toml(sim: &Simulator) -> String {
+    format!(
+        "[streamr]\ntransport = \"http\"\nurl = \"{node}\"\napi_key = \"{key}\"\nmessages_per_second = 5000\n\
+         stream_messages_per_second = 5000\nburst = 500\n\n[streamr.streams]\ndefault = \"{STREAM}\"\n",
+        node = sim.streamr_http_url(),
+        key = wearbridge::simulator::STREAMR_API_KEY,
+    )
+}
+
 /// The configuration-file sections every process started by a test shares: the
 /// simulator's Google Health and Withings endpoints and credentials, and an anonymizer
 /// key in `dir` with heart rate published per sample (see [`samples_mode`]).

@@ -140,22 +140,10 @@ start = "1d"
 datasets = ["devices", "heart_rate", "sleep"]
 {extra_sync}
 
-[streamr]
-transport = "http"
-url = "{node}"
-api_key = "{key}"
-messages_per_second = 5000
-stream_messages_per_second = 5000
-burst = 500
-
-[streamr.streams]
-default = "{stream}"
-"#,
+{streamr}"#,
         d = dir.display(),
         upstream = common::upstream_toml(sim, dir),
-        node = sim.streamr_http_url(),
-        key = simulator::STREAMR_API_KEY,
-        stream = common::STREAM,
+        streamr = common::streamr_http_toml(sim),
     );
     let path = dir.join("wearbridge.toml");
     std::fs::write(&path, toml).unwrap();

@@ -54,23 +54,11 @@ google_public_key_file = "{key}"
 listen = "127.0.0.1:{port}"
 public_url = "http://127.0.0.1:{port}"
 
-[streamr]
-transport = "http"
-url = "{node}"
-api_key = "{api_key}"
-messages_per_second = 5000
-stream_messages_per_second = 5000
-burst = 500
-
-[streamr.streams]
-default = "{stream}"
-"#,
+{streamr}"#,
         d = dir.display(),
         upstream = common::upstream_toml(sim, dir),
         key = key.display(),
-        node = sim.streamr_http_url(),
-        api_key = simulator::STREAMR_API_KEY,
-        stream = common::STREAM,
+        streamr = common::streamr_http_toml(sim),
     );
     let path = dir.join("wearbridge.toml");
     std::fs::write(&path, toml).unwrap();
